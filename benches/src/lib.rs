@@ -1,0 +1,1 @@
+//! Input generators for the benchmarks.

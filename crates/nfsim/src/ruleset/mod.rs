@@ -1,0 +1,488 @@
+//! The rule set as the kernel's x_tables hold it: per address family, tables of chains of rules
+//! (`struct ipt_entry`), read from `iptables-save` / `iptables-restore` text or command lists.
+//!
+//! [`parse`] reads text into a [`Ruleset`] plus every [`Diagnostic`](crate::diag::Diagnostic);
+//! [`render`] prints it back in canonical `iptables-save` form; [`check`] runs the kernel's
+//! load-time checks.
+
+pub mod addr;
+pub mod check;
+pub mod ext;
+pub mod parse;
+pub mod render;
+mod rule;
+pub mod services;
+pub mod token;
+pub mod value;
+
+use std::fmt;
+
+use serde::Serialize;
+
+pub use addr::{AddrMask, Iface};
+pub use parse::{Format, ParseOptions, Parsed, parse, parse_with};
+
+use crate::diag::Span;
+use crate::matches::Match;
+use crate::targets::TargetExt;
+
+/// IPv4 (`iptables`) or IPv6 (`ip6tables`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Family {
+    /// `iptables`, `AF_INET`.
+    V4,
+    /// `ip6tables`, `AF_INET6`.
+    V6,
+}
+
+impl Family {
+    /// The save command of this family (`iptables-save` / `ip6tables-save`).
+    pub fn save_command(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-save",
+            Family::V6 => "ip6tables-save",
+        }
+    }
+}
+
+/// The five x_tables tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableName {
+    /// `raw`: before connection tracking.
+    Raw,
+    /// `mangle`: packet alteration.
+    Mangle,
+    /// `nat`: first packet of a connection only.
+    Nat,
+    /// `filter`: the default table.
+    Filter,
+    /// `security`: SELinux marks.
+    Security,
+}
+
+impl TableName {
+    /// All tables, in the order `iptables-nft-save` prints them.
+    pub const ALL: [TableName; 5] = [
+        TableName::Raw,
+        TableName::Mangle,
+        TableName::Nat,
+        TableName::Filter,
+        TableName::Security,
+    ];
+
+    /// Parses a table name exactly as the kernel spells it.
+    pub fn from_name(name: &str) -> Option<TableName> {
+        Some(match name {
+            "raw" => TableName::Raw,
+            "mangle" => TableName::Mangle,
+            "nat" => TableName::Nat,
+            "filter" => TableName::Filter,
+            "security" => TableName::Security,
+            _ => return None,
+        })
+    }
+
+    /// The table's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableName::Raw => "raw",
+            TableName::Mangle => "mangle",
+            TableName::Nat => "nat",
+            TableName::Filter => "filter",
+            TableName::Security => "security",
+        }
+    }
+
+    /// The hooks this table registers, i.e. its built-in chains, in the order iptables-save prints them.
+    pub fn hooks(self) -> &'static [Hook] {
+        use Hook::*;
+        match self {
+            TableName::Raw => &[Prerouting, Output],
+            TableName::Mangle => &[Prerouting, Input, Forward, Output, Postrouting],
+            TableName::Nat => &[Prerouting, Input, Output, Postrouting],
+            TableName::Filter | TableName::Security => &[Input, Forward, Output],
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The netfilter hooks (`enum nf_inet_hooks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Hook {
+    /// `NF_INET_PRE_ROUTING`.
+    Prerouting,
+    /// `NF_INET_LOCAL_IN`.
+    Input,
+    /// `NF_INET_FORWARD`.
+    Forward,
+    /// `NF_INET_LOCAL_OUT`.
+    Output,
+    /// `NF_INET_POST_ROUTING`.
+    Postrouting,
+}
+
+impl Hook {
+    /// All hooks in kernel order.
+    pub const ALL: [Hook; 5] = [
+        Hook::Prerouting,
+        Hook::Input,
+        Hook::Forward,
+        Hook::Output,
+        Hook::Postrouting,
+    ];
+
+    /// The built-in chain name of this hook.
+    pub fn chain_name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "PREROUTING",
+            Hook::Input => "INPUT",
+            Hook::Forward => "FORWARD",
+            Hook::Output => "OUTPUT",
+            Hook::Postrouting => "POSTROUTING",
+        }
+    }
+
+    /// The hook whose built-in chain is called `name`.
+    pub fn from_chain_name(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.chain_name() == name)
+    }
+
+    /// This hook as a one-bit mask.
+    pub fn bit(self) -> HookMask {
+        HookMask(1 << self as u8)
+    }
+}
+
+/// A set of hooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HookMask(pub u8);
+
+impl HookMask {
+    /// Every hook.
+    pub const ALL: HookMask = HookMask(0b11111);
+
+    /// The mask holding exactly `hooks`.
+    pub fn of(hooks: &[Hook]) -> HookMask {
+        HookMask(hooks.iter().fold(0, |m, h| m | h.bit().0))
+    }
+
+    /// True if `hook` is in the set.
+    pub fn contains(self, hook: Hook) -> bool {
+        self.0 & hook.bit().0 != 0
+    }
+
+    /// The hooks in the set, in kernel order.
+    pub fn iter(self) -> impl Iterator<Item = Hook> {
+        Hook::ALL.into_iter().filter(move |h| self.contains(*h))
+    }
+}
+
+/// Index of a chain within its [`Table`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ChainId(pub u32);
+
+/// Index of a table within its [`Ruleset`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TableId(pub u32);
+
+/// A built-in chain's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Policy {
+    /// `ACCEPT`.
+    Accept,
+    /// `DROP`.
+    Drop,
+}
+
+impl Policy {
+    /// The policy's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Accept => "ACCEPT",
+            Policy::Drop => "DROP",
+        }
+    }
+}
+
+/// Packet and byte counters (`[pkts:bytes]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Counters {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// All tables read from one input, for both families.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Ruleset {
+    /// Tables in the order they first appear in the input.
+    pub tables: Vec<Table>,
+}
+
+impl Ruleset {
+    /// The table `name` of `family`, if the input has it.
+    pub fn table(&self, family: Family, name: TableName) -> Option<&Table> {
+        self.tables
+            .iter()
+            .find(|t| t.family == family && t.name == name)
+    }
+
+    /// The table's id, creating an empty table with its built-in chains if needed.
+    pub fn table_id_or_insert(&mut self, family: Family, name: TableName) -> TableId {
+        if let Some(i) = self
+            .tables
+            .iter()
+            .position(|t| t.family == family && t.name == name)
+        {
+            return TableId(i as u32);
+        }
+        self.tables.push(Table::new(family, name));
+        TableId(self.tables.len() as u32 - 1)
+    }
+
+    /// Total number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.tables
+            .iter()
+            .flat_map(|t| &t.chains)
+            .map(|c| c.rules.len())
+            .sum()
+    }
+}
+
+impl std::ops::Index<TableId> for Ruleset {
+    type Output = Table;
+    fn index(&self, id: TableId) -> &Table {
+        &self.tables[id.0 as usize]
+    }
+}
+
+impl std::ops::IndexMut<TableId> for Ruleset {
+    fn index_mut(&mut self, id: TableId) -> &mut Table {
+        &mut self.tables[id.0 as usize]
+    }
+}
+
+/// One table of one family: its built-in chains first (in hook order), then user chains in
+/// the order they were created.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Table {
+    /// IPv4 or IPv6.
+    pub family: Family,
+    /// Which table.
+    pub name: TableName,
+    /// Built-in chains first, then user chains.
+    pub chains: Vec<Chain>,
+}
+
+impl Table {
+    /// An empty table with its built-in chains, policy ACCEPT.
+    pub fn new(family: Family, name: TableName) -> Table {
+        let chains = name.hooks().iter().map(|&h| Chain::builtin(h)).collect();
+        Table {
+            family,
+            name,
+            chains,
+        }
+    }
+
+    /// The chain called `name`.
+    pub fn chain_id(&self, name: &str) -> Option<ChainId> {
+        self.chains
+            .iter()
+            .position(|c| &*c.name == name)
+            .map(|i| ChainId(i as u32))
+    }
+
+    /// The built-in chain of `hook`, if this table has one.
+    pub fn builtin(&self, hook: Hook) -> Option<ChainId> {
+        self.chains
+            .iter()
+            .position(|c| c.hook == Some(hook))
+            .map(|i| ChainId(i as u32))
+    }
+
+    /// User chains' ids, in creation order.
+    pub fn user_chains(&self) -> impl Iterator<Item = ChainId> + '_ {
+        self.chains
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.hook.is_none())
+            .map(|(i, _)| ChainId(i as u32))
+    }
+}
+
+impl std::ops::Index<ChainId> for Table {
+    type Output = Chain;
+    fn index(&self, id: ChainId) -> &Chain {
+        &self.chains[id.0 as usize]
+    }
+}
+
+impl std::ops::IndexMut<ChainId> for Table {
+    fn index_mut(&mut self, id: ChainId) -> &mut Chain {
+        &mut self.chains[id.0 as usize]
+    }
+}
+
+/// A chain: built-in (with a policy) or user-defined.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Chain {
+    /// The chain's name.
+    pub name: Box<str>,
+    /// The hook of a built-in chain; `None` for a user chain.
+    pub hook: Option<Hook>,
+    /// Policy of a built-in chain.
+    pub policy: Policy,
+    /// Policy counters of a built-in chain.
+    pub counters: Counters,
+    /// The rules, in order.
+    pub rules: Vec<Rule>,
+    /// Where the chain was declared (`:NAME ...` or `-N NAME`), if it was.
+    pub decl: Option<Span>,
+}
+
+impl Chain {
+    /// A built-in chain with policy ACCEPT and no rules.
+    pub fn builtin(hook: Hook) -> Chain {
+        Chain {
+            name: hook.chain_name().into(),
+            hook: Some(hook),
+            policy: Policy::Accept,
+            counters: Counters::default(),
+            rules: Vec::new(),
+            decl: None,
+        }
+    }
+
+    /// An empty user chain.
+    pub fn user(name: &str, decl: Option<Span>) -> Chain {
+        Chain {
+            name: name.into(),
+            hook: None,
+            policy: Policy::Accept,
+            counters: Counters::default(),
+            rules: Vec::new(),
+            decl,
+        }
+    }
+}
+
+/// A value with the `!` of iptables' inversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Neg<T> {
+    /// The value.
+    pub value: T,
+    /// True when written `! -x value`.
+    pub negated: bool,
+}
+
+impl<T> Neg<T> {
+    /// A value, negated or not.
+    pub fn new(value: T, negated: bool) -> Neg<T> {
+        Neg { value, negated }
+    }
+}
+
+/// A layer-4 protocol number as `-p` takes it (`0` is `all` and never stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Proto(pub u8);
+
+impl Proto {
+    /// TCP.
+    pub const TCP: Proto = Proto(6);
+    /// UDP.
+    pub const UDP: Proto = Proto(17);
+    /// ICMP.
+    pub const ICMP: Proto = Proto(1);
+    /// ICMPv6.
+    pub const ICMPV6: Proto = Proto(58);
+    /// SCTP.
+    pub const SCTP: Proto = Proto(132);
+    /// DCCP.
+    pub const DCCP: Proto = Proto(33);
+}
+
+/// One rule (`struct ipt_entry`): the base match, extension matches, and a target.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rule {
+    /// Where the rule's text is (the whole line without its line ending).
+    pub span: Span,
+    /// Counters given with `[pkts:bytes]` or `-c`.
+    pub counters: Option<Box<Counters>>,
+    /// `-p`.
+    pub proto: Option<Neg<Proto>>,
+    /// `-s`.
+    pub src: Option<Neg<AddrMask>>,
+    /// `-d`.
+    pub dst: Option<Neg<AddrMask>>,
+    /// `-i`.
+    pub in_iface: Option<Neg<Iface>>,
+    /// `-o`.
+    pub out_iface: Option<Neg<Iface>>,
+    /// `-f` (`Some(false)`) or `! -f` (`Some(true)`); IPv4 only.
+    pub fragment: Option<bool>,
+    /// `-m` matches, in order (implicit protocol matches included where iptables loads them).
+    pub matches: Vec<Match>,
+    /// `-j` / `-g`.
+    pub target: Target,
+}
+
+impl Rule {
+    /// A rule that matches everything and has no target.
+    pub fn new(span: Span) -> Rule {
+        Rule {
+            span,
+            counters: None,
+            proto: None,
+            src: None,
+            dst: None,
+            in_iface: None,
+            out_iface: None,
+            fragment: None,
+            matches: Vec::new(),
+            target: Target::None,
+        }
+    }
+}
+
+/// What a rule does when it matches.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Target {
+    /// No `-j`: the rule only counts.
+    None,
+    /// `-j ACCEPT`.
+    Accept,
+    /// `-j DROP`.
+    Drop,
+    /// `-j RETURN`.
+    Return,
+    /// `-j QUEUE`.
+    Queue,
+    /// `-j CHAIN`: push and enter a user chain.
+    Jump(ChainId),
+    /// `-g CHAIN`: enter a user chain without pushing.
+    Goto(ChainId),
+    /// A target extension (`REDIRECT`, `MARK`, ...).
+    Ext(TargetExt),
+    /// A rule that could not be read (only with `--lenient`): the simulator treats it as undecidable.
+    Unreadable(Box<Unreadable>),
+}
+
+/// The text of a rule that could not be read, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// The rule's arguments as written (after the chain name).
+    pub text: Box<str>,
+    /// The first problem found.
+    pub reason: Box<str>,
+}
