@@ -1,1 +1,174 @@
-fn main() {}
+//! The `nfsim` command: check and format iptables rule sets (simulation commands follow).
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use nfsim::diag::Severity;
+use nfsim::ruleset::render::{RenderOptions, render};
+use nfsim::ruleset::{Family, Format, ParseOptions, Parsed, parse_with};
+
+#[derive(Parser, Debug)]
+#[command(name = "nfsim", version, about = "What Linux netfilter (iptables) does with a packet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ReadArgs {
+    /// Input format (detected when not given).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Address family (detected when not given).
+    #[arg(long, value_enum)]
+    family: Option<FamilyArg>,
+    /// Keep rules that cannot be read as "unreadable" (undecidable) rules and report them as warnings.
+    #[arg(long)]
+    lenient: bool,
+    /// An ipset that exists on the host (repeatable); `-m set` naming any other set is an error.
+    #[arg(long = "ipset", value_name = "NAME")]
+    ipsets: Vec<String>,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum FormatArg {
+    /// iptables-save output / iptables-restore input.
+    Save,
+    /// One iptables/ip6tables command per line (or `iptables -S` output).
+    Commands,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum FamilyArg {
+    /// IPv4 (iptables).
+    Ipv4,
+    /// IPv6 (ip6tables).
+    Ipv6,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Report every problem in rule files, as iptables-restore and the kernel would find them.
+    Check {
+        /// Files to check (`-` for standard input).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print diagnostics as JSON objects, one per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Print a rule file in canonical iptables-save form.
+    Fmt {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+        /// Print counters (as `iptables-save -c`).
+        #[arg(long)]
+        counters: bool,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nfsim: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_input(path: &PathBuf) -> anyhow::Result<(String, String)> {
+    if path.as_os_str() == "-" {
+        let mut s = Vec::new();
+        std::io::stdin().read_to_end(&mut s).context("reading standard input")?;
+        return Ok(("<stdin>".to_string(), String::from_utf8_lossy(&s).into_owned()));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn parse_options(read: &ReadArgs) -> ParseOptions {
+    ParseOptions {
+        format: read.format.map(|f| match f {
+            FormatArg::Save => Format::Restore,
+            FormatArg::Commands => Format::Commands,
+        }),
+        family: read.family.map(|f| match f {
+            FamilyArg::Ipv4 => Family::V4,
+            FamilyArg::Ipv6 => Family::V6,
+        }),
+        lenient: read.lenient,
+        ipsets: read.ipsets.clone(),
+        ..ParseOptions::default()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct JsonDiag<'a> {
+    file: &'a str,
+    line: u32,
+    column: u32,
+    severity: Severity,
+    stage: nfsim::diag::Stage,
+    message: String,
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command {
+        Command::Check { files, json, read } => {
+            let opts = parse_options(&read);
+            let mut errors = 0;
+            let mut warnings = 0;
+            for path in &files {
+                let (name, text) = read_input(path)?;
+                let parsed: Parsed = parse_with(&text, &opts);
+                let index = nfsim::diag::LineIndex::new(&text);
+                for d in &parsed.diagnostics {
+                    match d.severity {
+                        Severity::Error => errors += 1,
+                        Severity::Warning => warnings += 1,
+                    }
+                    if json {
+                        let mut message = d.message.clone();
+                        if let Some(h) = &d.help {
+                            message.push_str(&format!(" (help: {h})"));
+                        }
+                        let j = JsonDiag { file: &name, line: d.line, column: index.column(&text, d.span.start), severity: d.severity, stage: d.stage, message };
+                        writeln!(out, "{}", serde_json::to_string(&j)?)?;
+                    } else {
+                        writeln!(out, "{}", d.render(&name, &text))?;
+                    }
+                }
+            }
+            if !json {
+                let rules = if errors == 0 { "ok" } else { "failed" };
+                writeln!(out, "{rules}: {errors} error{}, {warnings} warning{}", if errors == 1 { "" } else { "s" }, if warnings == 1 { "" } else { "s" })?;
+            }
+            Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Fmt { file, counters, read } => {
+            let opts = parse_options(&read);
+            let (name, text) = read_input(&file)?;
+            let parsed = parse_with(&text, &opts);
+            let mut errors = 0;
+            for d in &parsed.diagnostics {
+                if d.is_error() {
+                    errors += 1;
+                }
+                eprint!("{}", d.render(&name, &text));
+            }
+            out.write_all(render(&parsed.ruleset, &RenderOptions { counters, family: None }).as_bytes())?;
+            Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+    }
+}

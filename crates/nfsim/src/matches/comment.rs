@@ -2,13 +2,16 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 use crate::ruleset::value::save_string;
+
+/// Longest comment kept (`XT_MAX_COMMENT_LEN` less the NUL).
+pub const MAX_COMMENT: usize = 255;
 
 /// The comment match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Comment {
-    /// The text (at most 255 bytes).
+    /// The text (at most 255 bytes: longer ones are cut, as iptables cuts them); required.
     pub text: Option<Box<str>>,
 }
 
@@ -21,12 +24,16 @@ impl Extension for Comment {
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
         no_invert(invert, opt)?;
-        let v = args.value()?;
-        if v.len() > 255 {
-            return Err(format!(
-                "comment is too long ({} bytes, at most 255)",
-                v.len()
-            ));
+        once(&self.text, opt)?;
+        let mut v = args.value()?;
+        if v.len() > MAX_COMMENT {
+            // iptables keeps the first 255 bytes silently (the kernel's buffer is 256 bytes with
+            // the NUL). It may cut a UTF-8 character in two; the model keeps whole characters.
+            let mut end = MAX_COMMENT;
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            v = &v[..end];
         }
         self.text = Some(v.into());
         Ok(())
@@ -44,5 +51,72 @@ impl Extension for Comment {
             out.push_str(" --comment");
             save_string(out, t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Family, TableName};
+
+    fn check(line: &str) -> Result<String, String> {
+        let ctx = Ctx {
+            family: Family::V4,
+            table: TableName::Filter,
+            proto: None,
+        };
+        check_alone::<Comment>(ctx, line)
+    }
+
+    #[test]
+    fn libxt_comment_t() {
+        assert!(check("").is_err());
+        assert!(check("--comment").is_err());
+        // `-p tcp -m tcp --dport 22 -m comment --comment foo` and the reverse order: the
+        // comment's own part (the position among matches is kept by the rule parser).
+        assert_eq!(check("--comment foo").unwrap(), " --comment foo");
+        let x255 = "x".repeat(255);
+        assert_eq!(
+            check(&format!("--comment {x255}")).unwrap(),
+            format!(" --comment {x255}")
+        );
+    }
+
+    /// Expected forms printed by the real iptables-restore / iptables-save 1.8.9 (nf_tables).
+    #[test]
+    fn as_the_real_tool_saves() {
+        // The spec's commented-out "should fail" line: the real tool keeps 255 bytes instead.
+        let x255 = "x".repeat(255);
+        for n in [256, 300] {
+            assert_eq!(
+                check(&format!("--comment {}", "x".repeat(n))).unwrap(),
+                format!(" --comment {x255}")
+            );
+        }
+        let ok = [
+            (r#"--comment "a b""#, r#" --comment "a b""#),
+            (
+                r#"--comment "it's \"q\" \\ b""#,
+                r#" --comment "it\'s \"q\" \\ b""#,
+            ),
+            ("--comment ns/svc:port", r#" --comment "ns/svc:port""#),
+            (r#"--comment "é""#, r#" --comment "é""#),
+            (r#"--comment "a#b""#, r#" --comment "a#b""#),
+            (r#"--comment "$x""#, r#" --comment "$x""#),
+            ("--comment \"a\tb\"", " --comment \"a\tb\""),
+            ("--comm foo", " --comment foo"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(check(input).as_deref(), Ok(want), "{input}");
+        }
+        assert!(check("! --comment foo").is_err());
+        assert!(check("--comment foo --comment bar").is_err());
+        // 128 two-byte characters: iptables cuts the last one in half; the model drops it.
+        let e128 = "é".repeat(128);
+        assert_eq!(
+            check(&format!("--comment \"{e128}\"")).unwrap(),
+            format!(" --comment \"{}\"", "é".repeat(127))
+        );
     }
 }

@@ -1,23 +1,90 @@
-//! `-m hl` (placeholder).
+//! `-m hl`: compares the IPv6 hop limit (`ip6t_hl.c`, `libip6t_hl.c`; IPv6 only, `-m ttl` is the
+//! IPv4 counterpart).
 
 use serde::Serialize;
 
+use super::ttl::{Cmp, parse_cmp, save_cmp};
+use crate::ruleset::Family;
 use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
 
-/// Placeholder until the extension is typed.
+/// The hl match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Hl {}
+pub struct Hl {
+    /// The comparison and the hop-limit value; required.
+    pub hl: Option<(Cmp, u8)>,
+}
 
 impl Extension for Hl {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["hl-eq", "hl-lt", "hl-gt", "hl"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Hl::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        parse_cmp(&mut self.hl, "hl", opt, invert, args)
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, ctx: &Ctx) -> OptResult {
+        if ctx.family != Family::V6 {
+            return Err("the hl match is IPv6 only (iptables has `-m ttl`)".into());
+        }
+        if self.hl.is_none() {
+            return Err("the hl match requires one of `--hl-eq`, `--hl-lt`, `--hl-gt`".into());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        if let Some(c) = self.hl {
+            save_cmp(out, "hl", c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::TableName;
+    use crate::ruleset::ext::check_alone;
+
+    fn check_in(family: Family, line: &str) -> Result<String, String> {
+        let ctx = Ctx {
+            family,
+            table: TableName::Filter,
+            proto: None,
+        };
+        check_alone::<Hl>(ctx, line)
+    }
+
+    fn check(line: &str) -> Result<String, String> {
+        check_in(Family::V6, line)
+    }
+
+    #[test]
+    fn libip6t_hl_t() {
+        assert!(check("").is_err());
+        for same in ["--hl-eq 42", "! --hl-eq 42", "--hl-lt 42", "--hl-gt 42"] {
+            assert_eq!(check(same).unwrap(), format!(" {same}"));
+        }
+        assert!(check("--hl-gt 42 --hl-eq 42").is_err());
+        assert!(check("--hl-gt").is_err());
+    }
+
+    /// Expected forms printed by the real ip6tables 1.8.9 (nf_tables).
+    #[test]
+    fn values_as_the_real_tool_reads_them() {
+        assert!(check("! --hl-lt 42").is_err());
+        assert!(check("--hl-lt 42 --hl-gt 42").is_err());
+        assert!(check("--hl-lt 256").is_err());
+        assert_eq!(check("--hl-lt 0x10").unwrap(), " --hl-lt 16");
+        assert_eq!(check("--hl-lt 0").unwrap(), " --hl-lt 0");
+        assert_eq!(check("--hl-gt 255").unwrap(), " --hl-gt 255");
+        assert_eq!(check("--hl 4").unwrap(), " --hl-eq 4");
+        assert_eq!(check("! --hl 5").unwrap(), " ! --hl-eq 5");
+        assert_eq!(check("--hl-e 5").unwrap(), " --hl-eq 5");
+        assert!(check("--hl-eq 4 --hl-eq 5").is_err());
+        assert!(check("--hl 5 --hl-eq 6").is_err());
+        assert!(check_in(Family::V4, "--hl-eq 3").is_err());
+    }
 }

@@ -1,3 +1,4 @@
+// HELPER: STOP AND READ /work/HELPERS-READ-FIRST.md BEFORE ANYTHING ELSE (your instructions: private copy, netns-only testing, what to deliver). Delete this line in your delivered file.
 //! `-m length` (placeholder).
 
 use serde::Serialize;

@@ -1,23 +1,105 @@
-//! `-m mark` (placeholder).
+//! `-m mark`: the packet mark (`skb->mark`) under a mask (`xt_mark.c`, `libxt_mark.c`).
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::ruleset::value::{fmt_mark, parse_mark};
 
-/// Placeholder until the extension is typed.
+/// `[!] --mark VALUE[/MASK]`: matches when `(mark & mask) == value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MarkValue {
+    /// Value compared (not masked: iptables keeps it as written).
+    pub value: u32,
+    /// Mask applied to the packet mark (all ones when not given).
+    pub mask: u32,
+    /// `!`.
+    pub invert: bool,
+}
+
+/// The mark match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Mark {}
+pub struct Mark {
+    /// `--mark` (required).
+    pub mark: Option<MarkValue>,
+}
 
 impl Extension for Mark {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["mark"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Mark::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        match opt {
+            "mark" => {
+                once(&self.mark, opt)?;
+                let (value, mask) = parse_mark(args.value()?)?;
+                self.mark = Some(MarkValue {
+                    value,
+                    mask,
+                    invert,
+                });
+                Ok(())
+            }
+            _ => Err(format!("unknown option `--{opt}`")),
+        }
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, _ctx: &Ctx) -> OptResult {
+        if self.mark.is_none() {
+            return Err("the mark match requires `--mark`".to_string());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        if let Some(m) = self.mark {
+            save_invert(out, m.invert);
+            out.push_str(" --mark ");
+            fmt_mark(out, m.value, m.mask);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Family, TableName};
+
+    fn check(line: &str) -> Result<String, String> {
+        let ctx = Ctx {
+            family: Family::V4,
+            table: TableName::Filter,
+            proto: None,
+        };
+        check_alone::<Mark>(ctx, line)
+    }
+
+    #[test]
+    fn libxt_mark_t() {
+        assert_eq!(
+            check("--mark 0xfeedcafe/0xfeedcafe").unwrap(),
+            " --mark 0xfeedcafe/0xfeedcafe"
+        );
+        assert_eq!(check("--mark 0x0").unwrap(), " --mark 0x0");
+        assert_eq!(check("--mark 4294967295").unwrap(), " --mark 0xffffffff");
+        assert!(check("--mark 4294967296").is_err());
+        assert!(check("--mark -1").is_err());
+        assert!(check("").is_err());
+        assert_eq!(check("--mark 0x0/0xff0").unwrap(), " --mark 0x0/0xff0");
+    }
+
+    /// Save forms printed by the real iptables 1.8.9 (nf_tables).
+    #[test]
+    fn iptables_1_8_9_behaviour() {
+        assert_eq!(check("! --mark 5/0xff").unwrap(), " ! --mark 0x5/0xff");
+        assert_eq!(check("--mark 010").unwrap(), " --mark 0x8");
+        assert_eq!(check("--mark 0xff/0xf").unwrap(), " --mark 0xff/0xf");
+        assert_eq!(check("--mark 5/0xffffffff").unwrap(), " --mark 0x5");
+        assert!(check("--mark 5/").is_err());
+        assert!(check("--mark /5").is_err());
+        assert!(check("--mark 1 --mark 2").is_err());
+    }
 }

@@ -1,23 +1,103 @@
-//! `-m state` (placeholder).
+//! `-m state`: the connection-tracking state of a packet (`xt_state.c`; in iptables 1.8.9 an
+//! alias of the conntrack match, `libxt_conntrack.c`).
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use super::conntrack::{fmt_states, parse_states};
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
-/// Placeholder until the extension is typed.
+/// The state match: `[!] --state LIST`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct State {}
+pub struct State {
+    /// `--state`: bits of [`super::conntrack::state_bits`] (no `SNAT`/`DNAT`), with its `!`.
+    pub states: Option<(u16, bool)>,
+}
 
 impl Extension for State {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["state"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        State::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        match opt {
+            "state" => {
+                once(&self.states, opt)?;
+                self.states = Some((parse_states(args.value()?, false, opt)?, invert));
+                Ok(())
+            }
+            _ => Err(format!("unknown option `--{opt}`")),
+        }
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, _ctx: &Ctx) -> OptResult {
+        if self.states.is_none() {
+            return Err("the state match requires `--state`".to_string());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        if let Some((mask, inv)) = self.states {
+            save_invert(out, inv);
+            out.push_str(" --state ");
+            fmt_states(out, mask);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Family, TableName};
+
+    fn check(line: &str) -> Result<String, String> {
+        let ctx = Ctx {
+            family: Family::V4,
+            table: TableName::Filter,
+            proto: None,
+        };
+        check_alone::<State>(ctx, line)
+    }
+
+    #[test]
+    fn libxt_state_t() {
+        assert_eq!(check("--state INVALID").unwrap(), " --state INVALID");
+        assert_eq!(
+            check("--state NEW,RELATED").unwrap(),
+            " --state NEW,RELATED"
+        );
+        assert_eq!(check("--state UNTRACKED").unwrap(), " --state UNTRACKED");
+        // `-m state wrong`: a bare word is no option.
+        assert!(check("wrong").is_err());
+        assert!(check("").is_err());
+    }
+
+    /// Save forms printed by the real iptables 1.8.9 (nf_tables).
+    #[test]
+    fn iptables_1_8_9_behaviour() {
+        assert_eq!(check("--state NEW").unwrap(), " --state NEW");
+        assert_eq!(
+            check("--state NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED").unwrap(),
+            " --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED"
+        );
+        assert_eq!(check("! --state NEW").unwrap(), " ! --state NEW");
+        assert_eq!(check("--state new").unwrap(), " --state NEW");
+        assert_eq!(check("--state N").unwrap(), " --state NEW");
+        assert_eq!(
+            check("--state e,r").unwrap(),
+            " --state RELATED,ESTABLISHED"
+        );
+        assert!(check("--state SNAT").is_err());
+        assert!(check("--state NEW,").is_err());
+        assert!(check("--state ,NEW").is_err());
+        assert!(check("--state NEWX").is_err());
+        assert!(check("--state NEW --state ESTABLISHED").is_err());
+        assert_eq!(
+            check("! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED").unwrap(),
+            " ! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED"
+        );
+    }
 }

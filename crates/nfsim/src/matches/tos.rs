@@ -1,23 +1,272 @@
-//! `-m tos` (placeholder).
+//! `-m tos`: the IPv4 TOS byte / IPv6 traffic class under a mask (`xt_dscp.c` `tos_mt`,
+//! `libxt_tos.c` revision 1, both families).
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
-/// Placeholder until the extension is typed.
+/// The symbolic `--tos` names (matched case-insensitively) and their values; they imply the
+/// mask 0x3f (the ECN bits are not compared).
+pub const TOS_NAMES: [(&str, u8); 5] = [
+    ("Minimize-Delay", 0x10),
+    ("Maximize-Throughput", 0x08),
+    ("Maximize-Reliability", 0x04),
+    ("Minimize-Cost", 0x02),
+    ("Normal-Service", 0x00),
+];
+
+/// `--tos VALUE[/MASK]`: matches when `(tos & mask) == value`, or differs with `!`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TosSpec {
+    /// Value compared with the masked TOS byte (not masked itself, as in the kernel).
+    pub value: u8,
+    /// Bits of the TOS byte compared.
+    pub mask: u8,
+    /// `!`.
+    pub invert: bool,
+}
+
+/// The tos match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Tos {}
+pub struct Tos {
+    /// `--tos` (required).
+    pub tos: Option<TosSpec>,
+}
+
+/// What C's `strtoul`/`strtoumax` reads from the start of `s` in `base` (0 = C prefixes, or 10,
+/// 16, 8): leading white space and one `+`/`-` sign are skipped, a `-` negates modulo 2^64.
+/// Returns `(value, end, overflow)` where `end` is the byte offset where parsing stopped (0 when
+/// no digit was read, as `strtoul` then leaves `endptr` at the very start) and `overflow` is
+/// `ERANGE` (the value is then `u64::MAX`).
+pub(crate) fn c_strtoul(b: &[u8], base: u32) -> (u64, usize, bool) {
+    let mut i = 0;
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+        i += 1;
+    }
+    let mut neg = false;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        neg = b[i] == b'-';
+        i += 1;
+    }
+    let hex_prefix = |i: usize| {
+        b.get(i) == Some(&b'0')
+            && matches!(b.get(i + 1), Some(b'x' | b'X'))
+            && b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit())
+    };
+    let radix = match base {
+        0 if hex_prefix(i) => {
+            i += 2;
+            16
+        }
+        0 if b.get(i) == Some(&b'0') => 8,
+        0 => 10,
+        16 => {
+            if hex_prefix(i) {
+                i += 2;
+            }
+            16
+        }
+        r => r,
+    };
+    let start = i;
+    let mut v: u64 = 0;
+    let mut overflow = false;
+    while let Some(d) = b.get(i).and_then(|&c| (c as char).to_digit(radix)) {
+        match v
+            .checked_mul(radix as u64)
+            .and_then(|x| x.checked_add(d as u64))
+        {
+            Some(x) => v = x,
+            None => overflow = true,
+        }
+        i += 1;
+    }
+    if i == start {
+        return (0, 0, false);
+    }
+    if overflow {
+        return (u64::MAX, i, true);
+    }
+    let v = if neg { v.wrapping_neg() } else { v };
+    (v, i, false)
+}
+
+/// `xtables_strtoul_base(s, &end, .., 0, max, 0)`: a C number (decimal, `0x` hex, `0` octal)
+/// at the start of `s`, in `0..=max`; no minus sign. Returns the value and where it ended.
+pub(crate) fn xt_strtoul_prefix(s: &str, max: u64) -> Option<(u64, usize)> {
+    let lead = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    if lead.starts_with('-') {
+        return None;
+    }
+    let (v, end, overflow) = c_strtoul(s.as_bytes(), 0);
+    if end == 0 || overflow || v > max {
+        return None;
+    }
+    Some((v, end))
+}
+
+/// An option value of libxtables type `XTTYPE_UINT8`/`UINT16`/`UINT32`: the whole string is a
+/// C number in `0..=max`.
+pub(crate) fn xt_uint(s: &str, opt: &str, max: u64) -> Result<u64, String> {
+    match xt_strtoul_prefix(s, max) {
+        Some((v, end)) if end == s.len() => Ok(v),
+        _ => Err(format!(
+            "bad value `{s}` for `--{opt}` (expected a number in 0..={max})"
+        )),
+    }
+}
+
+/// Parses a `--tos` argument as libxt_tos does: `VALUE[/MASK]` (C numbers up to 255, the mask
+/// defaulting to 0xff) or a symbolic name (mask 0x3f).
+pub(crate) fn parse_tos(s: &str) -> Result<(u8, u8), String> {
+    let illegal =
+        || format!("illegal TOS value `{s}` (expected VALUE[/MASK], numbers 0..=255, or a name)");
+    if let Some((value, end)) = xt_strtoul_prefix(s, 0xff) {
+        let mut mask = 0xff;
+        let mut rest = &s[end..];
+        if let Some(m) = rest.strip_prefix('/') {
+            let (v, e) = xt_strtoul_prefix(m, 0xff).ok_or_else(illegal)?;
+            mask = v;
+            rest = &m[e..];
+        }
+        if !rest.is_empty() {
+            return Err(illegal());
+        }
+        return Ok((value as u8, mask as u8));
+    }
+    TOS_NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(s))
+        .map(|&(_, v)| (v, 0x3f))
+        .ok_or_else(|| {
+            format!(
+                "unknown TOS name `{s}` (expected a number or Minimize-Delay, \
+                 Maximize-Throughput, Maximize-Reliability, Minimize-Cost, Normal-Service)"
+            )
+        })
+}
 
 impl Extension for Tos {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["tos"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Tos::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        once(&self.tos, opt)?;
+        let (value, mask) = parse_tos(args.value()?)?;
+        self.tos = Some(TosSpec {
+            value,
+            mask,
+            invert,
+        });
+        Ok(())
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, _ctx: &Ctx) -> OptResult {
+        if self.tos.is_none() {
+            return Err("the tos match requires `--tos VALUE[/MASK]`".into());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        if let Some(t) = self.tos {
+            save_invert(out, t.invert);
+            out.push_str(&format!(" --tos 0x{:02x}/0x{:02x}", t.value, t.mask));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Family, TableName};
+
+    fn ctx(family: Family) -> Ctx {
+        Ctx {
+            family,
+            table: TableName::Filter,
+            proto: None,
+        }
+    }
+
+    fn check(line: &str) -> Result<String, String> {
+        check_alone::<Tos>(ctx(Family::V4), line)
+    }
+
+    #[test]
+    fn libxt_tos_t() {
+        assert_eq!(check("--tos Minimize-Delay").unwrap(), " --tos 0x10/0x3f");
+        assert_eq!(
+            check("--tos Maximize-Throughput").unwrap(),
+            " --tos 0x08/0x3f"
+        );
+        assert_eq!(
+            check("--tos Maximize-Reliability").unwrap(),
+            " --tos 0x04/0x3f"
+        );
+        assert_eq!(check("--tos Minimize-Cost").unwrap(), " --tos 0x02/0x3f");
+        assert_eq!(check("--tos Normal-Service").unwrap(), " --tos 0x00/0x3f");
+        assert_eq!(check("--tos 0xff").unwrap(), " --tos 0xff/0xff");
+        assert_eq!(check("! --tos 0xff").unwrap(), " ! --tos 0xff/0xff");
+        assert_eq!(check("--tos 0x00").unwrap(), " --tos 0x00/0xff");
+        assert_eq!(check("--tos 0x0f").unwrap(), " --tos 0x0f/0xff");
+        assert_eq!(check("--tos 0x0f/0x0f").unwrap(), " --tos 0x0f/0x0f");
+        assert!(check("--tos wrong").is_err());
+        assert!(check("").is_err());
+    }
+
+    /// Expected forms printed by the real iptables 1.8.9 (nf_tables).
+    #[test]
+    fn values_as_the_real_tool_reads_them() {
+        assert_eq!(check("--tos minimize-delay").unwrap(), " --tos 0x10/0x3f");
+        assert_eq!(check("--tos MINIMIZE-COST").unwrap(), " --tos 0x02/0x3f");
+        assert_eq!(check("--tos 255").unwrap(), " --tos 0xff/0xff");
+        assert_eq!(check("--tos +16").unwrap(), " --tos 0x10/0xff");
+        assert_eq!(check("--tos 020").unwrap(), " --tos 0x10/0xff");
+        assert_eq!(check("--tos 0x10/255").unwrap(), " --tos 0x10/0xff");
+        assert_eq!(check("--tos 0x08/0x0").unwrap(), " --tos 0x08/0x00");
+        for bad in [
+            "0x10/0x1ff",
+            "0x1ff",
+            "256",
+            "0x10/",
+            "/0x3f",
+            "0x10/0x3f/1",
+            "Minimize-Delay/0x3f",
+            "0x10/-1",
+            "-1",
+            "0x",
+            "08",
+        ] {
+            assert!(check(&format!("--tos {bad}")).is_err(), "{bad}");
+        }
+        assert!(check("--tos 1 --tos 2").is_err());
+        assert!(check("! --tos 1 ! --tos 2").is_err());
+        // ip6tables takes the same match (traffic class).
+        assert_eq!(
+            check_alone::<Tos>(ctx(Family::V6), "--tos Minimize-Delay").unwrap(),
+            " --tos 0x10/0x3f"
+        );
+        assert_eq!(
+            check_alone::<Tos>(ctx(Family::V6), "--tos 0x10").unwrap(),
+            " --tos 0x10/0xff"
+        );
+    }
+
+    #[test]
+    fn c_numbers() {
+        assert_eq!(c_strtoul(b"0x", 0), (0, 1, false));
+        assert_eq!(c_strtoul(b"08", 0), (0, 1, false));
+        assert_eq!(c_strtoul(b" +12:", 10), (12, 4, false));
+        assert_eq!(c_strtoul(b":30", 10), (0, 0, false));
+        assert_eq!(c_strtoul(b"-1", 10), (u64::MAX, 2, false));
+        assert!(c_strtoul(b"99999999999999999999", 10).2);
+        assert_eq!(xt_uint(" 5", "x", 63), Ok(5));
+        assert!(xt_uint("-0", "x", 63).is_err());
+        assert!(xt_uint("", "x", 63).is_err());
+    }
 }

@@ -1,23 +1,177 @@
-//! `-m ttl` (placeholder).
+//! `-m ttl`: compares the IPv4 time-to-live (`ipt_ttl.c`, `libipt_ttl.c`; IPv4 only, `-m hl` is
+//! the IPv6 counterpart).
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use super::tos::xt_uint;
+use crate::ruleset::Family;
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
 
-/// Placeholder until the extension is typed.
+/// How the field is compared (`IPT_TTL_*` / `IP6T_HL_*`, same numbering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cmp {
+    /// `--ttl-eq N`: equal.
+    Eq,
+    /// `! --ttl-eq N`: not equal.
+    Ne,
+    /// `--ttl-lt N`: strictly less.
+    Lt,
+    /// `--ttl-gt N`: strictly greater.
+    Gt,
+}
+
+impl Cmp {
+    /// True when `field` satisfies the comparison with `value`.
+    pub fn test(self, field: u8, value: u8) -> bool {
+        match self {
+            Cmp::Eq => field == value,
+            Cmp::Ne => field != value,
+            Cmp::Lt => field < value,
+            Cmp::Gt => field > value,
+        }
+    }
+}
+
+/// Parses one of `--P-eq`, `--P` (a hidden alias of `--P-eq`), `--P-lt`, `--P-gt` for prefix
+/// `P` (`ttl` or `hl`) into `slot`; only the equality can be inverted and only one comparison
+/// may be given.
+pub(crate) fn parse_cmp(
+    slot: &mut Option<(Cmp, u8)>,
+    prefix: &str,
+    opt: &str,
+    invert: bool,
+    args: &mut Args<'_, '_>,
+) -> OptResult {
+    let cmp = match opt.strip_prefix(prefix) {
+        Some("-eq" | "") => {
+            if invert {
+                Cmp::Ne
+            } else {
+                Cmp::Eq
+            }
+        }
+        Some("-lt") => Cmp::Lt,
+        Some("-gt") => Cmp::Gt,
+        _ => return Err(format!("unknown option `--{opt}`")),
+    };
+    if matches!(cmp, Cmp::Lt | Cmp::Gt) {
+        no_invert(invert, opt)?;
+    }
+    if slot.is_some() {
+        return Err(format!(
+            "only one of `--{prefix}-eq`, `--{prefix}-lt`, `--{prefix}-gt` may be given, once"
+        ));
+    }
+    let v = xt_uint(args.value()?, opt, 255)? as u8;
+    *slot = Some((cmp, v));
+    Ok(())
+}
+
+/// Appends the comparison as libipt_ttl / libip6t_hl save it.
+pub(crate) fn save_cmp(out: &mut String, prefix: &str, (cmp, v): (Cmp, u8)) {
+    let (inv, name) = match cmp {
+        Cmp::Eq => ("", "eq"),
+        Cmp::Ne => (" !", "eq"),
+        Cmp::Lt => ("", "lt"),
+        Cmp::Gt => ("", "gt"),
+    };
+    out.push_str(&format!("{inv} --{prefix}-{name} {v}"));
+}
+
+/// The ttl match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Ttl {}
+pub struct Ttl {
+    /// The comparison and the TTL value; required.
+    pub ttl: Option<(Cmp, u8)>,
+}
 
 impl Extension for Ttl {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["ttl-eq", "ttl-lt", "ttl-gt", "ttl"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Ttl::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        parse_cmp(&mut self.ttl, "ttl", opt, invert, args)
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, ctx: &Ctx) -> OptResult {
+        if ctx.family != Family::V4 {
+            return Err("the ttl match is IPv4 only (ip6tables has `-m hl`)".into());
+        }
+        if self.ttl.is_none() {
+            return Err("the ttl match requires one of `--ttl-eq`, `--ttl-lt`, `--ttl-gt`".into());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        if let Some(c) = self.ttl {
+            save_cmp(out, "ttl", c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::TableName;
+    use crate::ruleset::ext::check_alone;
+
+    fn check_in(family: Family, line: &str) -> Result<String, String> {
+        let ctx = Ctx {
+            family,
+            table: TableName::Filter,
+            proto: None,
+        };
+        check_alone::<Ttl>(ctx, line)
+    }
+
+    fn check(line: &str) -> Result<String, String> {
+        check_in(Family::V4, line)
+    }
+
+    #[test]
+    fn libipt_ttl_t() {
+        for same in [
+            "--ttl-eq 0",
+            "--ttl-eq 255",
+            "! --ttl-eq 0",
+            "! --ttl-eq 255",
+            "--ttl-gt 0",
+        ] {
+            assert_eq!(check(same).unwrap(), format!(" {same}"));
+        }
+        // The spec's commented-out lines: the real tool accepts both.
+        assert_eq!(check("--ttl-gt 255").unwrap(), " --ttl-gt 255");
+        assert_eq!(check("--ttl-lt 0").unwrap(), " --ttl-lt 0");
+        assert!(check("--ttl-eq 256").is_err());
+        assert!(check("--ttl-eq -1").is_err());
+        assert!(check("").is_err());
+    }
+
+    /// Expected forms printed by the real iptables 1.8.9 (nf_tables).
+    #[test]
+    fn values_as_the_real_tool_reads_them() {
+        assert_eq!(check("--ttl-eq 0x10").unwrap(), " --ttl-eq 16");
+        assert_eq!(check("--ttl-eq 010").unwrap(), " --ttl-eq 8");
+        assert_eq!(check("--ttl-eq +3").unwrap(), " --ttl-eq 3");
+        assert_eq!(check("--ttl-eq \" 3\"").unwrap(), " --ttl-eq 3");
+        assert!(check("--ttl-eq 3x").is_err());
+        assert!(check("! --ttl-lt 5").is_err());
+        assert!(check("! --ttl-gt 5").is_err());
+        assert!(check("--ttl-gt 5 --ttl-lt 9").is_err());
+        assert!(check("--ttl-eq 5 --ttl-eq 9").is_err());
+        assert!(check("--ttl-eq 5 --ttl-lt 9").is_err());
+        assert!(check("--ttl-gt 5 --ttl-eq 9").is_err());
+        // `--ttl` is an alias of `--ttl-eq` (not an ambiguous abbreviation).
+        assert_eq!(check("--ttl 5").unwrap(), " --ttl-eq 5");
+        assert_eq!(check("! --ttl 5").unwrap(), " ! --ttl-eq 5");
+        assert!(check("--ttl 5 --ttl-eq 5").is_err());
+        assert_eq!(check("--ttl-l 5").unwrap(), " --ttl-lt 5");
+        assert!(check("--ttl- 5").is_err());
+        assert!(check_in(Family::V6, "--ttl-eq 3").is_err());
+    }
 }

@@ -1,1 +1,218 @@
-//! Placeholder.
+//! The checks the kernel runs when a table is loaded (`translate_table`, `mark_source_chains`,
+//! each extension's `checkentry` with its `.table` and `.hooks`): jump loops, and extensions
+//! used in a table or reached from a hook where they are not allowed.
+//!
+//! `iptables-restore --test` does not run these; a real load fails at `COMMIT` (iptables-legacy
+//! names the COMMIT line, iptables-nft the rule). Here each problem names the offending rule.
+
+use super::ext::Ctx;
+use super::{ChainId, Hook, HookMask, Rule, Ruleset, Table, TableName, Target};
+use crate::diag::Diagnostic;
+use crate::matches::Match;
+use crate::targets::TargetExt;
+
+/// Runs every load-time check on every table.
+pub fn check(ruleset: &Ruleset) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for table in &ruleset.tables {
+        let reach = reachability(table);
+        jump_loops(table, &reach, &mut out);
+        for (ci, chain) in table.chains.iter().enumerate() {
+            let hooks = reach.hooks[ci];
+            for rule in &chain.rules {
+                check_rule(table, rule, &chain.name, hooks, &reach, ChainId(ci as u32), &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// For each chain, the hooks whose built-in chain reaches it, and one chain it is reached from.
+#[derive(Debug)]
+pub struct Reach {
+    /// Hooks reaching each chain (indexed by chain id).
+    pub hooks: Vec<HookMask>,
+    /// The chain that first reached each chain (for messages).
+    pub via: Vec<Option<ChainId>>,
+}
+
+/// Which hooks reach which chains through jumps and gotos.
+pub fn reachability(table: &Table) -> Reach {
+    let n = table.chains.len();
+    let mut hooks = vec![HookMask::default(); n];
+    let mut via = vec![None; n];
+    let mut stack = Vec::new();
+    for (i, c) in table.chains.iter().enumerate() {
+        if let Some(h) = c.hook {
+            hooks[i] = h.bit();
+            stack.push(i);
+        }
+    }
+    while let Some(i) = stack.pop() {
+        for r in &table.chains[i].rules {
+            if let Target::Jump(t) | Target::Goto(t) = r.target {
+                let t = t.0 as usize;
+                let merged = HookMask(hooks[t].0 | hooks[i].0);
+                if merged != hooks[t] {
+                    hooks[t] = merged;
+                    via[t].get_or_insert(ChainId(i as u32));
+                    stack.push(t);
+                }
+            }
+        }
+    }
+    Reach { hooks, via }
+}
+
+fn path_to(table: &Table, reach: &Reach, id: ChainId) -> String {
+    let mut names = vec![table[id].name.to_string()];
+    let mut cur = id;
+    while let Some(p) = reach.via[cur.0 as usize] {
+        if names.len() > 16 || names.contains(&table[p].name.to_string()) {
+            break;
+        }
+        names.push(table[p].name.to_string());
+        cur = p;
+    }
+    names.reverse();
+    names.join(" -> ")
+}
+
+/// The kernel refuses a table in which a chain reachable from a hook can reach itself.
+fn jump_loops(table: &Table, reach: &Reach, out: &mut Vec<Diagnostic>) {
+    let n = table.chains.len();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut color = vec![0u8; n];
+    let mut stack_path: Vec<usize> = Vec::new();
+    fn dfs(table: &Table, i: usize, color: &mut [u8], path: &mut Vec<usize>, out: &mut Vec<Diagnostic>) {
+        color[i] = 1;
+        path.push(i);
+        for r in &table.chains[i].rules {
+            if let Target::Jump(t) | Target::Goto(t) = r.target {
+                let t = t.0 as usize;
+                if color[t] == 1 {
+                    let start = path.iter().position(|&p| p == t).unwrap_or(0);
+                    let mut names: Vec<&str> = path[start..].iter().map(|&p| &*table.chains[p].name).collect();
+                    names.push(&table.chains[t].name);
+                    out.push(Diagnostic::error(r.span, format!("jump loop: {} (the kernel refuses a table whose chains can jump in a circle)", names.join(" -> "))).at_load());
+                } else if color[t] == 0 {
+                    dfs(table, t, color, path, out);
+                }
+            }
+        }
+        path.pop();
+        color[i] = 2;
+    }
+    for i in 0..n {
+        if table.chains[i].hook.is_some() && color[i] == 0 {
+            dfs(table, i, &mut color, &mut stack_path, out);
+        }
+    }
+    let _ = reach;
+}
+
+/// Where an extension may be used: its table (if restricted) and hooks.
+struct Allowed {
+    table: Option<TableName>,
+    hooks: &'static [Hook],
+}
+
+fn target_allowed(t: &TargetExt) -> Option<Allowed> {
+    use Hook::*;
+    let (table, hooks): (Option<TableName>, &'static [Hook]) = match t {
+        TargetExt::Redirect(_) | TargetExt::Dnat(_) => (Some(TableName::Nat), &[Prerouting, Output]),
+        TargetExt::Snat(_) => (Some(TableName::Nat), &[Postrouting, Input]),
+        TargetExt::Masquerade(_) => (Some(TableName::Nat), &[Postrouting]),
+        TargetExt::Netmap(_) => (Some(TableName::Nat), &[Prerouting, Input, Output, Postrouting]),
+        TargetExt::Tproxy(_) => (Some(TableName::Mangle), &[Prerouting]),
+        TargetExt::Ct(_) | TargetExt::Notrack(_) | TargetExt::Trace(_) => (Some(TableName::Raw), &[Prerouting, Output]),
+        TargetExt::Reject(_) => (Some(TableName::Filter), &[Input, Forward, Output]),
+        TargetExt::Tos(_) | TargetExt::Dscp(_) | TargetExt::Ttl(_) | TargetExt::Hl(_) | TargetExt::Checksum(_) => (Some(TableName::Mangle), &Hook::ALL),
+        TargetExt::Tcpmss(_) => (None, &[Forward, Output, Postrouting]),
+        _ => return None,
+    };
+    Some(Allowed { table, hooks })
+}
+
+fn match_allowed(m: &Match, ctx: &Ctx) -> Option<Allowed> {
+    use Hook::*;
+    let mut saved = String::new();
+    match m {
+        Match::Owner(_) => Some(Allowed { table: None, hooks: &[Output, Postrouting] }),
+        Match::Mac(_) => Some(Allowed { table: None, hooks: &[Prerouting, Input, Forward] }),
+        Match::Addrtype(_) => {
+            m.save(ctx, &mut saved);
+            if saved.contains("--limit-iface-in") {
+                Some(Allowed { table: None, hooks: &[Prerouting, Input, Forward] })
+            } else if saved.contains("--limit-iface-out") {
+                Some(Allowed { table: None, hooks: &[Output, Forward, Postrouting] })
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn hook_names(hooks: &[Hook]) -> String {
+    hooks.iter().map(|h| h.chain_name()).collect::<Vec<_>>().join(", ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &Reach, id: ChainId, out: &mut Vec<Diagnostic>) {
+    let ctx = Ctx { family: table.family, table: table.name, proto: rule.proto };
+    let mut check = |what: String, allowed: Allowed| {
+        if let Some(t) = allowed.table {
+            if t != table.name {
+                out.push(Diagnostic::error(rule.span, format!("{what} is only valid in the `{t}` table, not in `{}`", table.name)).at_load());
+                return;
+            }
+        }
+        let bad: Vec<Hook> = hooks.iter().filter(|h| !allowed.hooks.contains(h)).collect();
+        if !bad.is_empty() {
+            let from = if table[id].hook.is_some() { String::new() } else { format!(" (chain `{chain}` is reached as {})", path_to(table, reach, id)) };
+            out.push(Diagnostic::error(rule.span, format!("{what} is only valid in {}, but this rule is reached from {}{from}", hook_names(allowed.hooks), hook_names(&bad))).at_load());
+        }
+    };
+    for m in &rule.matches {
+        if let Some(a) = match_allowed(m, &ctx) {
+            check(format!("match `{}`", m.name()), a);
+        }
+    }
+    if let Target::Ext(t) = &rule.target {
+        if let Some(a) = target_allowed(t) {
+            check(format!("target `{}`", t.name()), a);
+        }
+        if matches!(t, TargetExt::Tcpmss(_)) && !has_syn_match(rule) {
+            out.push(Diagnostic::error(rule.span, "target `TCPMSS` works only on TCP SYN packets: add `-p tcp --tcp-flags SYN,RST SYN`").at_load());
+        }
+    }
+}
+
+fn has_syn_match(rule: &Rule) -> bool {
+    rule.matches.iter().any(|m| matches!(m, Match::Tcp(t) if t.flags.is_some_and(|f| f.comp & 0x02 != 0 && !f.invert)))
+}
+
+/// The ipsets a rule refers to (`-m set --match-set NAME`, `-j SET --add-set NAME`, ...).
+pub fn ipset_names(rule: &Rule) -> Vec<String> {
+    let ctx = Ctx { family: super::Family::V4, table: TableName::Filter, proto: rule.proto };
+    let mut saved = String::new();
+    for m in &rule.matches {
+        if matches!(m, Match::Set(_)) || (m.is_opaque() && m.name() == "set") {
+            m.save(&ctx, &mut saved);
+        }
+    }
+    if let Target::Ext(t) = &rule.target {
+        if matches!(t, TargetExt::Set(_)) || (t.is_opaque() && t.name() == "SET") {
+            t.save(&ctx, &mut saved);
+        }
+    }
+    let words: Vec<&str> = saved.split_whitespace().collect();
+    let mut names = Vec::new();
+    for w in words.windows(2) {
+        if matches!(w[0], "--match-set" | "--add-set" | "--del-set" | "--map-set") {
+            names.push(w[1].trim_matches('"').to_string());
+        }
+    }
+    names
+}

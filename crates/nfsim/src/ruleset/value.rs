@@ -145,6 +145,9 @@ pub fn save_string(out: &mut String, value: &str) {
 /// The name of protocol `number` as iptables prints it: the `/etc/protocols` name first, then
 /// iptables' own table, then the number.
 pub fn proto_name(number: u8) -> std::borrow::Cow<'static, str> {
+    if number == 0 {
+        return "all".into();
+    }
     if let Some(n) = services::protocol_name(number) {
         return n.into();
     }

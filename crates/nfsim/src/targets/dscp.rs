@@ -1,23 +1,163 @@
-//! `-j DSCP` (placeholder).
+//! `-j DSCP`: sets the DSCP bits of the IPv4 TOS byte or IPv6 traffic class, keeping the ECN
+//! bits (`xt_DSCP.c` `dscp_tg`, `libxt_DSCP.c`).
+//!
+//! `--set-dscp N` (0 to 0x3f) or `--set-dscp-class NAME`; either saves as `--set-dscp 0xNN`
+//! (two hex digits). Class names are matched as `class_to_dscp` matches them: case-insensitively
+//! and by prefix, so `CS1x` reads as `CS1`. The kernel accepts the target in the mangle table
+//! only.
 
 use serde::Serialize;
 
+use super::mark::Given;
 use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::ruleset::value::parse_uint;
 
-/// Placeholder until the extension is typed.
+/// The DiffServ class names `--set-dscp-class` accepts, with their DSCP value
+/// (`dscp_helper.c`).
+pub const DSCP_CLASSES: [(&str, u8); 22] = [
+    ("CS0", 0x00),
+    ("CS1", 0x08),
+    ("CS2", 0x10),
+    ("CS3", 0x18),
+    ("CS4", 0x20),
+    ("CS5", 0x28),
+    ("CS6", 0x30),
+    ("CS7", 0x38),
+    ("BE", 0x00),
+    ("AF11", 0x0a),
+    ("AF12", 0x0c),
+    ("AF13", 0x0e),
+    ("AF21", 0x12),
+    ("AF22", 0x14),
+    ("AF23", 0x16),
+    ("AF31", 0x1a),
+    ("AF32", 0x1c),
+    ("AF33", 0x1e),
+    ("AF41", 0x22),
+    ("AF42", 0x24),
+    ("AF43", 0x26),
+    ("EF", 0x2e),
+];
+
+/// The DSCP value of class `name` as `class_to_dscp` finds it: the first class whose name `name`
+/// starts with, ignoring case.
+pub fn class_to_dscp(name: &str) -> Option<u8> {
+    DSCP_CLASSES
+        .iter()
+        .find(|(class, _)| {
+            name.get(..class.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(class))
+        })
+        .map(|&(_, v)| v)
+}
+
+/// The DSCP target (`struct xt_DSCP_info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Dscp {}
+pub struct Dscp {
+    /// The DSCP value (0 to 0x3f).
+    pub dscp: u8,
+    #[serde(skip)]
+    given: Given,
+}
+
+impl Dscp {
+    /// The TOS byte (traffic class) after the target ran on a packet whose TOS byte was `tos`.
+    pub fn apply(&self, tos: u8) -> u8 {
+        (tos & 0x03) | (self.dscp << 2)
+    }
+}
 
 impl Extension for Dscp {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["set-dscp", "set-dscp-class"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Dscp::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        self.given
+            .record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
+        let arg = args.value()?;
+        self.dscp = if opt == "set-dscp" {
+            parse_uint(arg, 0, 0x3f)? as u8
+        } else {
+            class_to_dscp(arg).ok_or_else(|| {
+                format!(
+                    "unknown DSCP class `{arg}` (expected one of {})",
+                    DSCP_CLASSES.map(|(n, _)| n).join(", ")
+                )
+            })?
+        };
+        Ok(())
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, _ctx: &Ctx) -> OptResult {
+        if !self.given.any() {
+            return Err("the DSCP target requires `--set-dscp` or `--set-dscp-class`".into());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        out.push_str(&format!(" --set-dscp 0x{:02x}", self.dscp));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Family, TableName};
+
+    fn check(line: &str) -> Result<String, String> {
+        let ctx = Ctx {
+            family: Family::V4,
+            table: TableName::Mangle,
+            proto: None,
+        };
+        check_alone::<Dscp>(ctx, line)
+    }
+
+    // Expected forms are what iptables-save v1.8.9 (nf_tables) printed for the same rules.
+    #[test]
+    fn save_forms() {
+        for (input, saved) in [
+            ("--set-dscp 0x00", "0x00"),
+            ("--set-dscp 0x3f", "0x3f"),
+            ("--set-dscp 63", "0x3f"),
+            ("--set-dscp 10", "0x0a"),
+            ("--set-dscp-class CS0", "0x00"),
+            ("--set-dscp-class cs1", "0x08"),
+            ("--set-dscp-class CS7", "0x38"),
+            ("--set-dscp-class BE", "0x00"),
+            ("--set-dscp-class af43", "0x26"),
+            ("--set-dscp-class EF", "0x2e"),
+            ("--set-dscp-class CS1x", "0x08"),
+            ("--set-dscp-class AF111", "0x0a"),
+        ] {
+            assert_eq!(
+                check(input).unwrap(),
+                format!(" --set-dscp {saved}"),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_iptables_refuses() {
+        for bad in [
+            "",
+            "--set-dscp -1",
+            "--set-dscp 0x40",
+            "--set-dscp 0x3f --set-dscp-class CS0",
+            "--set-dscp-class CS0 --set-dscp-class CS1",
+            "--set-dscp-class CS8",
+            "--set-dscp-class 10",
+            "--set-dscp-class C",
+            "--set-dscp-class le",
+            "! --set-dscp 1",
+        ] {
+            assert!(check(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
 }
