@@ -37,7 +37,9 @@ fn chain_hash(name: &str) -> String {
         h ^= u128::from(b);
         h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013B);
     }
-    (0..16).map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char).collect()
+    (0..16)
+        .map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char)
+        .collect()
 }
 
 /// A dump of `services` ClusterIP services with `endpoints` endpoints each: mangle, filter and
@@ -60,25 +62,58 @@ pub fn kube_proxy_dump(services: usize, endpoints: usize, seed: u64) -> String {
         target_port: u16,
         eps: Vec<(String, String)>,
     }
-    let ports = [(80, 8080), (443, 8443), (53, 53), (3000, 3000), (9090, 9090)];
+    let ports = [
+        (80, 8080),
+        (443, 8443),
+        (53, 53),
+        (3000, 3000),
+        (9090, 9090),
+    ];
     let mut svcs = Vec::with_capacity(services);
     for s in 0..services {
         let (port, target_port) = ports[rng.below(ports.len() as u64) as usize];
         let name = format!("ns-{:03}/svc-{s:05}:p{port}", s / 100);
         let chain = format!("KUBE-SVC-{}", chain_hash(&format!("{name}tcp")));
         let v = 0x0a60_0000u32 + rng.below(1 << 20) as u32;
-        let vip = format!("{}.{}.{}.{}", v >> 24, (v >> 16) & 255, (v >> 8) & 255, v & 255);
+        let vip = format!(
+            "{}.{}.{}.{}",
+            v >> 24,
+            (v >> 16) & 255,
+            (v >> 8) & 255,
+            v & 255
+        );
         let eps = (0..endpoints)
             .map(|e| {
                 let a = 0x0a80_0000u32 + rng.below(1 << 18) as u32;
-                let ip = format!("{}.{}.{}.{}", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
-                (format!("KUBE-SEP-{}", chain_hash(&format!("{name}{e}{ip}"))), ip)
+                let ip = format!(
+                    "{}.{}.{}.{}",
+                    a >> 24,
+                    (a >> 16) & 255,
+                    (a >> 8) & 255,
+                    a & 255
+                );
+                (
+                    format!("KUBE-SEP-{}", chain_hash(&format!("{name}{e}{ip}"))),
+                    ip,
+                )
             })
             .collect();
-        svcs.push(Svc { name, chain, vip, port, target_port, eps });
+        svcs.push(Svc {
+            name,
+            chain,
+            vip,
+            port,
+            target_port,
+            eps,
+        });
     }
     out.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
-    let mut chains: Vec<&str> = vec!["KUBE-MARK-MASQ", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-SERVICES"];
+    let mut chains: Vec<&str> = vec![
+        "KUBE-MARK-MASQ",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-SERVICES",
+    ];
     for s in &svcs {
         chains.push(&s.chain);
         chains.extend(s.eps.iter().map(|e| e.0.as_str()));
@@ -92,19 +127,45 @@ pub fn kube_proxy_dump(services: usize, endpoints: usize, seed: u64) -> String {
     // Rules go out chain by chain in sorted order, as iptables-save prints them.
     let mut by_chain: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
     for s in &svcs {
-        let ep_comment = |ip: &str| if large { String::new() } else { format!(" -m comment --comment \"{} -> {ip}:{}\"", s.name, s.target_port) };
+        let ep_comment = |ip: &str| {
+            if large {
+                String::new()
+            } else {
+                format!(
+                    " -m comment --comment \"{} -> {ip}:{}\"",
+                    s.name, s.target_port
+                )
+            }
+        };
         for (sep, ip) in &s.eps {
-            let c = if large { String::new() } else { format!(" -m comment --comment \"{}\"", s.name) };
-            let _ = write!(by_chain.entry(sep).or_default(), "-A {sep} -s {ip}/32{c} -j KUBE-MARK-MASQ\n-A {sep} -p tcp{c} -m tcp -j DNAT --to-destination {ip}:{}\n", s.target_port);
+            let c = if large {
+                String::new()
+            } else {
+                format!(" -m comment --comment \"{}\"", s.name)
+            };
+            let _ = write!(
+                by_chain.entry(sep).or_default(),
+                "-A {sep} -s {ip}/32{c} -j KUBE-MARK-MASQ\n-A {sep} -p tcp{c} -m tcp -j DNAT --to-destination {ip}:{}\n",
+                s.target_port
+            );
         }
         let svc = by_chain.entry(&s.chain).or_default();
-        let _ = writeln!(svc, "-A {} ! -s 10.128.0.0/14 -d {}/32 -p tcp -m comment --comment \"{} cluster IP\" -m tcp --dport {} -j KUBE-MARK-MASQ", s.chain, s.vip, s.name, s.port);
+        let _ = writeln!(
+            svc,
+            "-A {} ! -s 10.128.0.0/14 -d {}/32 -p tcp -m comment --comment \"{} cluster IP\" -m tcp --dport {} -j KUBE-MARK-MASQ",
+            s.chain, s.vip, s.name, s.port
+        );
         let n = s.eps.len();
         for (i, (sep, ip)) in s.eps.iter().enumerate() {
             if i + 1 < n {
                 let p = 1.0 / (n - i) as f64;
                 let p = (p * 2f64.powi(31)).round() / 2f64.powi(31);
-                let _ = writeln!(svc, "-A {}{} -m statistic --mode random --probability {p:.11} -j {sep}", s.chain, ep_comment(ip));
+                let _ = writeln!(
+                    svc,
+                    "-A {}{} -m statistic --mode random --probability {p:.11} -j {sep}",
+                    s.chain,
+                    ep_comment(ip)
+                );
             } else {
                 let _ = writeln!(svc, "-A {}{} -j {sep}", s.chain, ep_comment(ip));
             }
@@ -112,9 +173,16 @@ pub fn kube_proxy_dump(services: usize, endpoints: usize, seed: u64) -> String {
     }
     let services_rules = by_chain.entry("KUBE-SERVICES").or_default();
     for s in &svcs {
-        let _ = writeln!(services_rules, "-A KUBE-SERVICES -d {}/32 -p tcp -m comment --comment \"{} cluster IP\" -m tcp --dport {} -j {}", s.vip, s.name, s.port, s.chain);
+        let _ = writeln!(
+            services_rules,
+            "-A KUBE-SERVICES -d {}/32 -p tcp -m comment --comment \"{} cluster IP\" -m tcp --dport {} -j {}",
+            s.vip, s.name, s.port, s.chain
+        );
     }
-    let _ = writeln!(services_rules, "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS");
+    let _ = writeln!(
+        services_rules,
+        "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
+    );
     for (_, rules) in by_chain {
         out.push_str(&rules);
     }

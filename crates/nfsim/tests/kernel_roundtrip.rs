@@ -16,7 +16,11 @@ use nfsim::ruleset::{Family, ParseOptions, parse_with};
 /// iptables-save prints, or the loader's error.
 fn load_and_save(text: &str, family: Family, backend: &str) -> Result<String, String> {
     let ns = Netns::new("rt");
-    let v = if family == Family::V6 { "ip6tables" } else { "iptables" };
+    let v = if family == Family::V6 {
+        "ip6tables"
+    } else {
+        "iptables"
+    };
     let (ok, _, err) = ns.run(&format!("{v}-{backend}-restore"), &[], text);
     if !ok {
         return Err(err.trim().to_string());
@@ -36,11 +40,22 @@ struct Outcome {
 }
 
 fn roundtrip(files: &[(PathBuf, Option<Family>)], backend: &str) -> Outcome {
-    let mut o = Outcome { equivalent: 0, identical: 0, skipped: Vec::new(), failures: Vec::new() };
+    let mut o = Outcome {
+        equivalent: 0,
+        identical: 0,
+        skipped: Vec::new(),
+        failures: Vec::new(),
+    };
     for (path, family) in files {
         let bytes = std::fs::read(path).expect("read");
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let parsed = parse_with(&text, &ParseOptions { family: *family, ..Default::default() });
+        let parsed = parse_with(
+            &text,
+            &ParseOptions {
+                family: *family,
+                ..Default::default()
+            },
+        );
         let name = path.display().to_string();
         if parsed.has_errors() {
             o.skipped.push(format!("{name}: nfsim reports errors"));
@@ -55,7 +70,8 @@ fn roundtrip(files: &[(PathBuf, Option<Family>)], backend: &str) -> Outcome {
         let original = match load_and_save(&text, fam, backend) {
             Ok(s) => s,
             Err(e) => {
-                o.skipped.push(format!("{name}: the kernel does not load it: {e}"));
+                o.skipped
+                    .push(format!("{name}: the kernel does not load it: {e}"));
                 continue;
             }
         };
@@ -76,20 +92,32 @@ fn roundtrip(files: &[(PathBuf, Option<Family>)], backend: &str) -> Outcome {
 
 fn fixture_files() -> Vec<(PathBuf, Option<Family>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/roundtrip");
-    let mut v: Vec<_> = std::fs::read_dir(&dir).expect("fixtures").filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "rules")).map(|p| (p, None)).collect();
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rules"))
+        .map(|p| (p, None))
+        .collect();
     v.sort();
     v
 }
 
 fn corpus_files() -> Vec<(PathBuf, Option<Family>)> {
-    let Some(dir) = corpus_dir() else { return Vec::new() };
+    let Some(dir) = corpus_dir() else {
+        return Vec::new();
+    };
     let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("INDEX.tsv");
     index
         .lines()
         .skip(1)
         .filter_map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
-            (c.len() >= 4 && c[3] == "accept" && (c[1].starts_with("iptables-save") || c[1].starts_with("iptables-restore input"))).then(|| {
+            (c.len() >= 4
+                && c[3] == "accept"
+                && (c[1].starts_with("iptables-save")
+                    || c[1].starts_with("iptables-restore input")))
+            .then(|| {
                 let fam = match c[2] {
                     "IPv6" => Some(Family::V6),
                     "IPv4" => Some(Family::V4),
@@ -102,7 +130,13 @@ fn corpus_files() -> Vec<(PathBuf, Option<Family>)> {
 }
 
 fn report(what: &str, o: &Outcome) {
-    eprintln!("{what}: {} equivalent after a kernel round trip ({} byte-identical to iptables-save), {} skipped, {} failed", o.equivalent, o.identical, o.skipped.len(), o.failures.len());
+    eprintln!(
+        "{what}: {} equivalent after a kernel round trip ({} byte-identical to iptables-save), {} skipped, {} failed",
+        o.equivalent,
+        o.identical,
+        o.skipped.len(),
+        o.failures.len()
+    );
     for s in &o.skipped {
         eprintln!("  skipped {s}");
     }
@@ -119,8 +153,14 @@ fn fixtures_round_trip_through_the_kernel() {
     for backend in ["nft", "legacy"] {
         let o = roundtrip(&fixture_files(), backend);
         report(&format!("fixtures ({backend})"), &o);
-        assert!(o.failures.is_empty() && o.skipped.is_empty(), "fixture round trip failed ({backend})");
-        assert_eq!(o.identical, o.equivalent, "every fixture prints byte-identically to iptables-save ({backend})");
+        assert!(
+            o.failures.is_empty() && o.skipped.is_empty(),
+            "fixture round trip failed ({backend})"
+        );
+        assert_eq!(
+            o.identical, o.equivalent,
+            "every fixture prints byte-identically to iptables-save ({backend})"
+        );
     }
 }
 
@@ -136,5 +176,103 @@ fn corpus_round_trips_through_the_kernel() {
     }
     let o = roundtrip(&files, "nft");
     report("corpus (nft)", &o);
-    assert!(o.failures.is_empty(), "{} corpus files change meaning through nfsim fmt", o.failures.len());
+    assert!(
+        o.failures.is_empty(),
+        "{} corpus files change meaning through nfsim fmt",
+        o.failures.len()
+    );
+}
+
+/// Command lists from the corpus, run command by command with the real iptables in a fresh
+/// namespace: nfsim reports an error on exactly the lines where iptables fails.
+#[test]
+fn command_lists_fail_where_iptables_fails() {
+    if !kernel_available("command lists against iptables") {
+        return;
+    }
+    let Some(dir) = corpus_dir() else {
+        eprintln!("SKIPPED command lists: ../shared/corpus not found");
+        return;
+    };
+    let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("INDEX.tsv");
+    let (mut files, mut lines_run, mut failures, mut skipped_opaque) = (0, 0, Vec::new(), 0);
+    for l in index.lines().skip(1) {
+        let c: Vec<&str> = l.split('\t').collect();
+        if c.len() < 2 || !c[1].starts_with("iptables commands") {
+            continue;
+        }
+        let text =
+            String::from_utf8_lossy(&std::fs::read(dir.join(c[0])).expect("read")).into_owned();
+        let ns = Netns::new("cmd");
+        let mut kernel_fails: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        for (n, line) in text.lines().enumerate() {
+            let mut toks = Vec::new();
+            nfsim::ruleset::token::tokenize_shell(line, 0, &mut toks);
+            let words: Vec<String> = toks.iter().map(|t| t.as_str().to_string()).collect();
+            let bin = match words.first().map(String::as_str) {
+                Some("iptables") => "iptables-nft",
+                Some("ip6tables") => "ip6tables-nft",
+                _ => continue,
+            };
+            let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            lines_run += 1;
+            if !ns.run(bin, &args, "").0 {
+                kernel_fails.insert(n as u32 + 1);
+            }
+        }
+        drop(ns);
+        files += 1;
+        let parsed = nfsim::ruleset::parse(&text);
+        // Each command is committed on its own, so the kernel's load-time checks count too. Lines
+        // using an extension the model keeps verbatim are left out: whether the kernel takes them
+        // depends on kernel modules nfsim does not model.
+        let opaque: std::collections::BTreeSet<u32> = parsed
+            .ruleset
+            .tables
+            .iter()
+            .flat_map(|t| &t.chains)
+            .flat_map(|c| &c.rules)
+            .filter(|r| {
+                r.matches.iter().any(|m| m.is_opaque())
+                    || matches!(&r.target, nfsim::ruleset::Target::Ext(t) if t.is_opaque())
+            })
+            .map(|r| line_of(&text, r.span.start))
+            .collect();
+        skipped_opaque += opaque.len();
+        kernel_fails.retain(|l| !opaque.contains(l));
+        let ours: std::collections::BTreeSet<u32> = parsed
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.line)
+            .filter(|l| !opaque.contains(l))
+            .collect();
+        if ours != kernel_fails {
+            let detail: Vec<String> = parsed
+                .errors()
+                .map(|d| format!("{}: {}", d.line, d.message))
+                .collect();
+            failures.push(format!("{}: iptables fails on lines {kernel_fails:?}, nfsim reports errors on {ours:?}\n    {}", c[0], detail.join("\n    ")));
+        }
+    }
+    eprintln!(
+        "command lists: {files} files, {lines_run} commands run with iptables-nft ({skipped_opaque} lines with unmodelled extensions not compared), {} files disagree",
+        failures.len()
+    );
+    for f in &failures {
+        eprintln!("  {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} command lists disagree with iptables",
+        failures.len()
+    );
+}
+
+fn line_of(text: &str, offset: u32) -> u32 {
+    text[..offset as usize]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count() as u32
+        + 1
 }

@@ -217,25 +217,13 @@ fn mask_prefix(mask: IpAddr) -> Option<u8> {
     (bits.checked_shl(len).unwrap_or(0) == 0 && len <= width).then_some(len as u8)
 }
 
-/// Appends an IPv6 address the way glibc's `inet_ntop` prints it (which differs from Rust's
-/// `Display` only for IPv4-compatible addresses: `::1.2.3.4`).
-pub(crate) fn fmt_v6(out: &mut String, a: Ipv6Addr) {
-    let s = a.segments();
-    if s[..6].iter().all(|&w| w == 0) && s[6] != 0 {
-        let [.., a, b, c, d] = a.octets();
-        let _ = write!(out, "::{a}.{b}.{c}.{d}");
-    } else {
-        let _ = write!(out, "{a}");
-    }
-}
-
 /// Appends an address as `xtables_ipaddr_to_numeric` / `xtables_ip6addr_to_numeric` print it.
 pub(crate) fn fmt_addr(out: &mut String, a: IpAddr) {
     match a {
         IpAddr::V4(a) => {
             let _ = write!(out, "{a}");
         }
-        IpAddr::V6(a) => fmt_v6(out, a),
+        IpAddr::V6(a) => crate::ruleset::addr::fmt_ipv6(out, a),
     }
 }
 

@@ -1,24 +1,134 @@
-// HELPER: STOP AND READ /work/HELPERS-READ-FIRST.md BEFORE ANYTHING ELSE (your instructions: private copy, netns-only testing, what to deliver). Delete this line in your delivered file.
-//! `-m icmp6` (placeholder).
+//! `-m icmp6`: ICMPv6 type and code of IPv6 packets (`ip6_tables.c` `icmp6_match`,
+//! `libip6t_icmp6.c`). Loaded as `icmp6`, `icmpv6` or `ipv6-icmp`; saved as `icmp6`.
+
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use super::icmp::{ICMPV6_NAMES, IcmpSpec, parse_icmp_type};
+use crate::ruleset::Family;
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
-/// Placeholder until the extension is typed.
+/// The icmp6 match. Unlike IPv4's, type 255 is an ordinary type (there is no `any`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Icmp6 {}
+pub struct Icmp6 {
+    /// `--icmpv6-type` (required).
+    pub spec: Option<IcmpSpec>,
+}
 
 impl Extension for Icmp6 {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["icmpv6-type"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Icmp6::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        if opt != "icmpv6-type" {
+            return Err(format!("unknown option `--{opt}`"));
+        }
+        once(&self.spec, "icmpv6-type")?;
+        let (icmp_type, code_min, code_max) =
+            parse_icmp_type(ICMPV6_NAMES, "ICMPv6", args.value()?)?;
+        self.spec = Some(IcmpSpec {
+            icmp_type,
+            code_min,
+            code_max,
+            invert,
+        });
+        Ok(())
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, ctx: &Ctx) -> OptResult {
+        if self.spec.is_none() {
+            return Err("the icmp6 match requires `--icmpv6-type`".into());
+        }
+        if ctx.family != Family::V6 {
+            return Err("the icmp6 match is IPv6 only (iptables has `-m icmp`)".into());
+        }
+        if ctx.proto() != Some(58) {
+            return Err("the icmp6 match requires `-p ipv6-icmp` (or `-p icmpv6`)".into());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        let Some(s) = self.spec else { return };
+        save_invert(out, s.invert);
+        let _ = write!(out, " --icmpv6-type {}", s.icmp_type);
+        // Only the lowest code is printed: `1/2:4` is saved as `1/2`.
+        if (s.code_min, s.code_max) != (0, 255) {
+            let _ = write!(out, "/{}", s.code_min);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Neg, Proto, TableName};
+
+    fn ctx(family: Family, proto: Option<Neg<Proto>>) -> Ctx {
+        Ctx {
+            family,
+            table: TableName::Filter,
+            proto,
+        }
+    }
+
+    fn check(line: &str) -> Result<String, String> {
+        check_alone::<Icmp6>(ctx(Family::V6, Some(Neg::new(Proto::ICMPV6, false))), line)
+    }
+
+    /// Every line of iptables' `extensions/libip6t_icmp6.t`.
+    #[test]
+    fn libip6t_icmp6_t() {
+        // `-m icmpv6` alone.
+        assert!(check_alone::<Icmp6>(ctx(Family::V6, None), "").is_err());
+        for (line, saved) in [
+            ("--icmpv6-type 1/0", " --icmpv6-type 1/0"),
+            ("--icmpv6-type 2", " --icmpv6-type 2"),
+            // The `mld-*` names come from the 1.8.11 spec (1.8.9 does not know them).
+            ("--icmpv6-type mld-listener-query", " --icmpv6-type 130"),
+            ("--icmpv6-type mld-listener-report", " --icmpv6-type 131"),
+            ("--icmpv6-type mld-listener-done", " --icmpv6-type 132"),
+            ("--icmpv6-type mld-listener-reduction", " --icmpv6-type 132"),
+        ] {
+            assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
+        }
+        assert!(check("--icmpv6-type no-route --icmpv6-type packet-too-big").is_err());
+    }
+
+    /// Values as the real `ip6tables` 1.8.9 read and printed them.
+    #[test]
+    fn types_and_codes_like_ip6tables_1_8_9() {
+        for (line, saved) in [
+            ("--icmpv6-type 255", " --icmpv6-type 255"),
+            ("--icmpv6-type 1/2:4", " --icmpv6-type 1/2"),
+            ("--icmpv6-type 1/0:255", " --icmpv6-type 1"),
+            (
+                "! --icmpv6-type neighbour-solicitation",
+                " ! --icmpv6-type 135",
+            ),
+            ("--icmpv6-type neighbor-advertisement", " --icmpv6-type 136"),
+            ("--icmpv6-type echo-request", " --icmpv6-type 128"),
+            ("--icmpv6-type pong", " --icmpv6-type 129"),
+            ("--icmpv6-type 0x80", " --icmpv6-type 128"),
+        ] {
+            assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
+        }
+        for (line, message) in [
+            ("--icmpv6-type any", "unknown ICMPv6 type `any`"),
+            ("--icmpv6-type 1:2", "ICMPv6 type range not supported"),
+            ("--icmpv6-type echo", "ambiguous ICMPv6 type `echo`"),
+        ] {
+            let err = check(line).unwrap_err();
+            assert!(err.contains(message), "{line}: {err}");
+        }
+        // `ip6tables -m icmp6` needs `-p ipv6-icmp`; `iptables` has no icmp6 match.
+        assert!(check_alone::<Icmp6>(ctx(Family::V6, None), "--icmpv6-type 1").is_err());
+        let v4 = ctx(Family::V4, Some(Neg::new(Proto::ICMPV6, false)));
+        assert!(check_alone::<Icmp6>(v4, "--icmpv6-type 1").is_err());
+    }
 }

@@ -1,24 +1,249 @@
-// HELPER: STOP AND READ /work/HELPERS-READ-FIRST.md BEFORE ANYTHING ELSE (your instructions: private copy, netns-only testing, what to deliver). Delete this line in your delivered file.
-//! `-m iprange` (placeholder).
+//! `-m iprange`: source and destination addresses within inclusive ranges (`xt_iprange.c`
+//! revision 1, `libxt_iprange.c`), for IPv4 and IPv6.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::ruleset::Family;
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::ruleset::value::parse_c_number;
 
-/// Placeholder until the extension is typed.
+/// `FIRST-LAST`, inclusive, with its inversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AddrRange {
+    /// First address.
+    pub lo: IpAddr,
+    /// Last address (a range with `lo > hi` never matches; iptables only warns).
+    pub hi: IpAddr,
+    /// `!`.
+    pub invert: bool,
+}
+
+/// The iprange match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Iprange {}
+pub struct Iprange {
+    /// `--src-range`.
+    pub src: Option<Box<AddrRange>>,
+    /// `--dst-range`.
+    pub dst: Option<Box<AddrRange>>,
+}
+
+/// Parses a numeric IPv4 address as libxtables' `xtables_numeric_to_ipaddr` does: one to four
+/// `.`-separated C numbers of 0-255 (`010` is 8, `0x0a` is 10), missing trailing parts zero;
+/// only the first 19 characters are read.
+fn parse_v4(s: &str) -> Option<Ipv4Addr> {
+    let s = s.get(..s.len().min(19))?;
+    let mut out = [0u8; 4];
+    let mut parts = s.splitn(4, '.');
+    for byte in &mut out {
+        let Some(part) = parts.next() else { break };
+        *byte = parse_c_number(part).and_then(|v| u8::try_from(v).ok())?;
+    }
+    Some(Ipv4Addr::from(out))
+}
+
+fn fmt_addr(out: &mut String, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(a) => {
+            let _ = write!(out, "{a}");
+        }
+        IpAddr::V6(a) => crate::ruleset::addr::fmt_ipv6(out, a),
+    }
+}
+
+/// Parses `ADDR` (a one-address range) or `FIRST-LAST` of `family`.
+fn parse_range(s: &str, family: Family, opt: &str, invert: bool) -> Result<AddrRange, String> {
+    let (first, last) = s.split_once('-').unwrap_or((s, s));
+    let parse = |a: &str| -> Result<IpAddr, String> {
+        let addr = match family {
+            Family::V4 => parse_v4(a).map(IpAddr::V4),
+            Family::V6 => a.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+        };
+        addr.ok_or_else(|| {
+            let fam = match family {
+                Family::V4 => "IPv4",
+                Family::V6 => "IPv6",
+            };
+            format!(
+                "bad value `{a}` for `--{opt}` (expected a numeric {fam} address, or FIRST-LAST)"
+            )
+        })
+    };
+    Ok(AddrRange {
+        lo: parse(first)?,
+        hi: parse(last)?,
+        invert,
+    })
+}
 
 impl Extension for Iprange {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["src-range", "dst-range"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Iprange::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        let family = args.ctx().family;
+        let slot = match opt {
+            "src-range" => &mut self.src,
+            "dst-range" => &mut self.dst,
+            _ => return Err(format!("unknown option `--{opt}`")),
+        };
+        once(slot, opt)?;
+        *slot = Some(Box::new(parse_range(args.value()?, family, opt, invert)?));
+        Ok(())
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, _ctx: &Ctx) -> OptResult {
+        if self.src.is_none() && self.dst.is_none() {
+            return Err("the iprange match requires `--src-range` or `--dst-range`".into());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        for (name, slot) in [("src-range", &self.src), ("dst-range", &self.dst)] {
+            if let Some(r) = slot {
+                save_invert(out, r.invert);
+                let _ = write!(out, " --{name} ");
+                fmt_addr(out, r.lo);
+                out.push('-');
+                fmt_addr(out, r.hi);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::TableName;
+    use crate::ruleset::ext::check_alone;
+
+    fn ctx(family: Family) -> Ctx {
+        Ctx {
+            family,
+            table: TableName::Filter,
+            proto: None,
+        }
+    }
+
+    fn check(line: &str) -> Result<String, String> {
+        check_alone::<Iprange>(ctx(Family::V4), line)
+    }
+
+    fn check6(line: &str) -> Result<String, String> {
+        check_alone::<Iprange>(ctx(Family::V6), line)
+    }
+
+    /// Every line of iptables' `extensions/libxt_iprange.t`, `libipt_iprange.t` and
+    /// `libip6t_iprange.t`.
+    #[test]
+    fn libxt_iprange_t() {
+        assert!(check("").is_err());
+        for line in [
+            "--src-range 1.1.1.1-1.1.1.10",
+            "! --src-range 1.1.1.1-1.1.1.10",
+            "--dst-range 1.1.1.1-1.1.1.10",
+            "! --dst-range 1.1.1.1-1.1.1.10",
+        ] {
+            assert_eq!(check(line), Ok(format!(" {line}")), "{line}");
+        }
+        for line in [
+            "--src-range 2001:db8::1-2001:db8::10",
+            "! --src-range 2001:db8::1-2001:db8::10",
+            "--dst-range 2001:db8::1-2001:db8::10",
+            "! --dst-range 2001:db8::1-2001:db8::10",
+        ] {
+            assert_eq!(check6(line), Ok(format!(" {line}")), "{line}");
+        }
+        // Commented out in the specs ("should fail"): iptables accepts one address.
+        assert_eq!(
+            check("--src-range 1.1.1.1").as_deref(),
+            Ok(" --src-range 1.1.1.1-1.1.1.1")
+        );
+        assert_eq!(
+            check6("--dst-range 2001:db8::1").as_deref(),
+            Ok(" --dst-range 2001:db8::1-2001:db8::1")
+        );
+    }
+
+    /// Values as the real `iptables` / `ip6tables` 1.8.9 read and printed them.
+    #[test]
+    fn addresses_like_iptables_1_8_9() {
+        for (line, saved) in [
+            (
+                "--src-range 1.1.1.10-1.1.1.1",
+                " --src-range 1.1.1.10-1.1.1.1",
+            ),
+            ("--src-range 10.1-10.2", " --src-range 10.1.0.0-10.2.0.0"),
+            (
+                "--src-range 01.1.1.1-1.1.1.2",
+                " --src-range 1.1.1.1-1.1.1.2",
+            ),
+            (
+                "--src-range 0x1.1.1.1-010.0.0.1",
+                " --src-range 1.1.1.1-8.0.0.1",
+            ),
+            (
+                "--dst-range 1.1.1.1-1.1.1.2 --src-range 2.2.2.2-2.2.2.3",
+                " --src-range 2.2.2.2-2.2.2.3 --dst-range 1.1.1.1-1.1.1.2",
+            ),
+        ] {
+            assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
+        }
+        for line in [
+            "--src-range 1.1.1.1-",
+            "--src-range 1.1.1.1/24",
+            "--src-range 2001:db8::1-2001:db8::2",
+            "--src-range 1.1.1.1-1.1.1.2 --src-range 2.2.2.2-2.2.2.3",
+            "--src-range 1.1.1.1-1.1.1.2-1.1.1.3",
+            "--src-range 1.1.1.256-1.1.1.2",
+        ] {
+            assert!(check(line).is_err(), "{line}");
+        }
+        for (line, saved) in [
+            (
+                "--src-range ::ffff:1.2.3.4-::ffff:1.2.3.5",
+                " --src-range ::ffff:1.2.3.4-::ffff:1.2.3.5",
+            ),
+            (
+                "--src-range ::1.2.3.4-::1.2.3.5",
+                " --src-range ::1.2.3.4-::1.2.3.5",
+            ),
+            (
+                "--src-range 2001:DB8:0:0:0:0:0:1-2001:db8::1:0:0:1",
+                " --src-range 2001:db8::1-2001:db8::1:0:0:1",
+            ),
+            ("--src-range ::-::1", " --src-range ::-::1"),
+            (
+                "--src-range 1:0:0:2:0:0:0:3-1:0:2:0:3:4:5:0",
+                " --src-range 1:0:0:2::3-1:0:2:0:3:4:5:0",
+            ),
+            ("--src-range fe80::-::2:0", " --src-range fe80::-::0.2.0.0"),
+            (
+                "--src-range ::0.0.0.1-::ffff:0:1",
+                " --src-range ::1-::ffff:0.0.0.1",
+            ),
+            (
+                "--src-range 0:0:0:0:0:1:0:0-1::",
+                " --src-range ::1:0:0-1::",
+            ),
+            (
+                "--src-range 1:0:0:1:0:0:1:1-0:0:1:0:0:1:0:0",
+                " --src-range 1::1:0:0:1:1-::1:0:0:1:0:0",
+            ),
+        ] {
+            assert_eq!(check6(line).as_deref(), Ok(saved), "{line}");
+        }
+        for line in [
+            "--src-range 1.1.1.1-1.1.1.2",
+            "--src-range 2001:db8::1-2001:db8::10/64",
+        ] {
+            assert!(check6(line).is_err(), "{line}");
+        }
+    }
 }

@@ -1,24 +1,164 @@
-// HELPER: STOP AND READ /work/HELPERS-READ-FIRST.md BEFORE ANYTHING ELSE (your instructions: private copy, netns-only testing, what to deliver). Delete this line in your delivered file.
-//! `-m mac` (placeholder).
+//! `-m mac`: the Ethernet source address of an arriving packet (`xt_mac.c`, `libxt_mac.c`).
+
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::ruleset::{Hook, HookMask};
 
-/// Placeholder until the extension is typed.
+/// The mac match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Mac {}
+pub struct Mac {
+    /// `--mac-source` (required).
+    pub source: Option<[u8; 6]>,
+    /// `!`.
+    pub invert: bool,
+}
+
+impl Mac {
+    /// The hooks the kernel accepts the match in (`xt_mac`'s `.hooks`): only where a packet has
+    /// arrived from a link.
+    pub fn valid_hooks(&self) -> HookMask {
+        HookMask::of(&[Hook::Prerouting, Hook::Input, Hook::Forward])
+    }
+}
+
+/// One byte of a MAC address as libxtables' `xtopt_parse_ethermac` reads it with
+/// `strtoul(.., 16)`: empty (0), or at most two characters, hex digits possibly preceded by a
+/// sign (`-1` is `ff`).
+fn mac_byte(part: &str) -> Option<u8> {
+    if part.is_empty() {
+        return Some(0);
+    }
+    if part.len() > 2 {
+        return None;
+    }
+    let (negative, digits) = match part.as_bytes()[0] {
+        b'-' => (true, &part[1..]),
+        b'+' | b' ' | b'\t' => (false, &part[1..]),
+        _ => (false, part),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let v = u8::from_str_radix(digits, 16).ok()?;
+    Some(if negative { v.wrapping_neg() } else { v })
+}
+
+/// Parses `XX:XX:XX:XX:XX:XX` (hex, one or two digits per byte).
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("invalid MAC address `{s}` (expected six hex bytes, XX:XX:XX:XX:XX:XX)");
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut out {
+        *byte = parts.next().and_then(mac_byte).ok_or_else(bad)?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
+}
 
 impl Extension for Mac {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &["mac-source"];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Mac::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        if opt != "mac-source" {
+            return Err(format!("unknown option `--{opt}`"));
+        }
+        once(&self.source, "mac-source")?;
+        self.source = Some(parse_mac(args.value()?)?);
+        self.invert = invert;
+        Ok(())
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, _ctx: &Ctx) -> OptResult {
+        if self.source.is_none() {
+            return Err("the mac match requires `--mac-source`".into());
+        }
+        Ok(())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        let Some(mac) = self.source else { return };
+        save_invert(out, self.invert);
+        // iptables 1.8.9 (both backends) prints lower-case hex.
+        let _ = write!(
+            out,
+            " --mac-source {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Family, TableName};
+
+    fn check(line: &str) -> Result<String, String> {
+        let ctx = Ctx {
+            family: Family::V4,
+            table: TableName::Filter,
+            proto: None,
+        };
+        check_alone::<Mac>(ctx, line)
+    }
+
+    /// Every line of iptables' `extensions/libxt_mac.t` (its `:INPUT,FORWARD` header is the
+    /// hook restriction of [`Mac::valid_hooks`]).
+    #[test]
+    fn libxt_mac_t() {
+        assert_eq!(
+            check("--mac-source 42:01:02:03:04:05").as_deref(),
+            Ok(" --mac-source 42:01:02:03:04:05")
+        );
+        assert!(check("--mac-source 42:01:02:03:04").is_err());
+        assert!(check("--mac-source 42:01:02:03:04:05:06").is_err());
+        assert!(check("").is_err());
+    }
+
+    /// Values as the real `iptables` 1.8.9 read and printed them.
+    #[test]
+    fn addresses_like_iptables_1_8_9() {
+        for (line, saved) in [
+            (
+                "--mac-source aa:bb:cc:dd:ee:ff",
+                " --mac-source aa:bb:cc:dd:ee:ff",
+            ),
+            (
+                "--mac-source AA:BB:CC:DD:EE:FF",
+                " --mac-source aa:bb:cc:dd:ee:ff",
+            ),
+            (
+                "! --mac-source 1:2:3:4:5:6",
+                " ! --mac-source 01:02:03:04:05:06",
+            ),
+            ("--mac-source :::::", " --mac-source 00:00:00:00:00:00"),
+            (
+                "--mac-source +f:-1:0:0:0:0",
+                " --mac-source 0f:ff:00:00:00:00",
+            ),
+        ] {
+            assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
+        }
+        for line in [
+            // Anonymised dumps (net-network corpus) write this; iptables rejects it.
+            "--mac-source XX:XX:XX:XX:XX:XX",
+            "--mac-source 001:2:3:4:5:6",
+            "--mac-source 0x:2:3:4:5:6",
+            "--mac-source 1:2:3:4:5:6 --mac-source 1:2:3:4:5:6",
+        ] {
+            assert!(check(line).is_err(), "{line}");
+        }
+        let mac = Mac::default();
+        assert!(!mac.valid_hooks().contains(Hook::Output));
+        assert!(mac.valid_hooks().contains(Hook::Forward));
+    }
 }

@@ -1,24 +1,271 @@
-// HELPER: STOP AND READ /work/HELPERS-READ-FIRST.md BEFORE ANYTHING ELSE (your instructions: private copy, netns-only testing, what to deliver). Delete this line in your delivered file.
-//! `-m multiport` (placeholder).
+//! `-m multiport`: up to 15 ports or port ranges, matched against the source port, the
+//! destination port or either (`xt_multiport.c` revision 1, `libxt_multiport.c`).
+
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, save_invert};
+use crate::ruleset::value::parse_port;
 
-/// Placeholder until the extension is typed.
+/// Slots in the kernel's port array (`XT_MULTI_PORTS`); a range takes two.
+pub const MAX_PORT_SLOTS: usize = 15;
+
+/// Which port of the packet is compared (`XT_MULTIPORT_SOURCE` / `_DESTINATION` / `_EITHER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortSide {
+    /// `--sports` (`--source-ports`).
+    Source,
+    /// `--dports` (`--destination-ports`).
+    Destination,
+    /// `--ports`: the source or the destination port.
+    Either,
+}
+
+impl PortSide {
+    /// The option name iptables-save prints.
+    pub fn save_name(self) -> &'static str {
+        match self {
+            PortSide::Source => "sports",
+            PortSide::Destination => "dports",
+            PortSide::Either => "ports",
+        }
+    }
+}
+
+/// The multiport match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Multiport {}
+pub struct Multiport {
+    /// Which port is compared; `None` until an option is given (one is required).
+    pub side: Option<PortSide>,
+    /// Ports and ranges (inclusive; a single port is `(p, p)`), in the order written.
+    pub ports: Vec<(u16, u16)>,
+    /// `!`: the port must be in none of them.
+    pub invert: bool,
+}
+
+/// The service-name protocol of a protocol multiport accepts, `None` for any other.
+fn port_proto(number: u8) -> Option<&'static str> {
+    match number {
+        6 => Some("tcp"),
+        17 => Some("udp"),
+        136 => Some("udplite"),
+        132 => Some("sctp"),
+        33 => Some("dccp"),
+        _ => None,
+    }
+}
+
+/// Checks the rule's `-p` as libxt_multiport does, returning the protocol name to resolve
+/// service names with.
+fn check_proto(ctx: &Ctx) -> Result<&'static str, String> {
+    match ctx.proto {
+        None => Err(
+            "the multiport match requires `-p tcp`, `-p udp`, `-p udplite`, `-p sctp` or `-p dccp`"
+                .into(),
+        ),
+        Some(p) => match port_proto(p.value.0) {
+            Some(name) if !p.negated => Ok(name),
+            _ => Err("the multiport match works only with TCP, UDP, UDPLITE, SCTP and DCCP (without `!` before `-p`)".into()),
+        },
+    }
+}
+
+/// Parses `PORT[,PORT|,FIRST:LAST]...` as libxt_multiport's revision-1 parser does: ports or
+/// services of `proto`, ranges strictly ascending, at most 15 slots with a range taking two.
+fn parse_ports(s: &str, proto: &str) -> Result<Vec<(u16, u16)>, String> {
+    let mut ports = Vec::new();
+    let mut slots = 0;
+    for item in s.split(',') {
+        if slots == MAX_PORT_SLOTS {
+            return Err(format!(
+                "too many ports in `{s}` (at most {MAX_PORT_SLOTS}, a range counts as two)"
+            ));
+        }
+        match item.split_once(':') {
+            None => {
+                let p = parse_port(item, proto)?;
+                ports.push((p, p));
+                slots += 1;
+            }
+            Some((lo, hi)) => {
+                if slots == MAX_PORT_SLOTS - 1 {
+                    return Err(format!(
+                        "too many ports in `{s}` (at most {MAX_PORT_SLOTS}, a range counts as two)"
+                    ));
+                }
+                let lo = parse_port(lo, proto)?;
+                let hi = parse_port(hi, proto)?;
+                if lo >= hi {
+                    return Err(format!(
+                        "invalid port range `{item}` (expected FIRST:LAST with FIRST < LAST)"
+                    ));
+                }
+                ports.push((lo, hi));
+                slots += 2;
+            }
+        }
+    }
+    Ok(ports)
+}
 
 impl Extension for Multiport {
-    const OPTIONS: &'static [&'static str] = &[];
+    const OPTIONS: &'static [&'static str] = &[
+        "source-ports",
+        "sports",
+        "destination-ports",
+        "dports",
+        "ports",
+    ];
 
     fn new(_ctx: &Ctx) -> Self {
-        Self::default()
+        Multiport::default()
     }
 
-    fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!("unknown option `--{opt}`"))
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        let side = match opt {
+            "source-ports" | "sports" => PortSide::Source,
+            "destination-ports" | "dports" => PortSide::Destination,
+            "ports" => PortSide::Either,
+            _ => return Err(format!("unknown option `--{opt}`")),
+        };
+        if let Some(given) = self.side {
+            return Err(if given == side {
+                format!("option `--{}` may be given only once", side.save_name())
+            } else {
+                format!(
+                    "option `--{}` cannot be used together with `--{}`",
+                    side.save_name(),
+                    given.save_name()
+                )
+            });
+        }
+        let proto = check_proto(&args.ctx())?;
+        self.ports = parse_ports(args.value()?, proto)?;
+        self.side = Some(side);
+        self.invert = invert;
+        Ok(())
     }
 
-    fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+    fn finish(&mut self, ctx: &Ctx) -> OptResult {
+        if self.side.is_none() {
+            return Err("the multiport match requires `--sports`, `--dports` or `--ports`".into());
+        }
+        check_proto(ctx).map(|_| ())
+    }
+
+    fn save(&self, _ctx: &Ctx, out: &mut String) {
+        let Some(side) = self.side else { return };
+        save_invert(out, self.invert);
+        let _ = write!(out, " --{} ", side.save_name());
+        for (i, &(lo, hi)) in self.ports.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if lo == hi {
+                let _ = write!(out, "{lo}");
+            } else {
+                let _ = write!(out, "{lo}:{hi}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::ext::check_alone;
+    use crate::ruleset::{Family, Neg, Proto, TableName};
+
+    fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
+        Ctx {
+            family: Family::V4,
+            table: TableName::Filter,
+            proto,
+        }
+    }
+
+    fn with(proto: u8, line: &str) -> Result<String, String> {
+        check_alone::<Multiport>(ctx(Some(Neg::new(Proto(proto), false))), line)
+    }
+
+    fn check(line: &str) -> Result<String, String> {
+        with(6, line)
+    }
+
+    /// Every line of iptables' `extensions/libxt_multiport.t`.
+    #[test]
+    fn libxt_multiport_t() {
+        for (proto, line) in [
+            (6, "--sports 53,1024:65535"),
+            (6, "--dports 53,1024:65535"),
+            (17, "--sports 53,1024:65535"),
+            (17, "--dports 53,1024:65535"),
+            (17, "--ports 53,1024:65535"),
+            (132, "--sports 53,1024:65535"),
+            (132, "--dports 53,1024:65535"),
+            (33, "--sports 53,1024:65535"),
+            (33, "--dports 53,1024:65535"),
+            (136, "--sports 53,1024:65535"),
+            (136, "--dports 53,1024:65535"),
+            (6, "--ports 1,2,3,4,6,7,8,9,10,11,12,13,14,15"),
+        ] {
+            assert_eq!(with(proto, line), Ok(format!(" {line}")), "{line}");
+        }
+        for (proto, line) in [
+            (6, "--sports 1024:65536"),
+            (17, "--sports 1024:65536"),
+            (6, "--ports 1024:65536"),
+            (17, "--ports 1024:65536"),
+        ] {
+            assert!(with(proto, line).is_err(), "{line}");
+        }
+        // `-p tcp --multiport` is a rule-parser error; `-m multiport` alone fails here.
+        assert!(check_alone::<Multiport>(ctx(None), "").is_err());
+        assert!(check("").is_err());
+    }
+
+    /// Values as the real `iptables` 1.8.9 read and printed them.
+    #[test]
+    fn ports_like_iptables_1_8_9() {
+        for (line, saved) in [
+            ("! --dports 53,80:90", " ! --dports 53,80:90"),
+            ("--dports ssh,http", " --dports 22,80"),
+            (
+                "--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+                " --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+            ),
+            (
+                "--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14:15",
+                " --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14:15",
+            ),
+            ("--dports 0x50,010", " --dports 80,8"),
+            ("--destination-ports 5,6", " --dports 5,6"),
+            ("--source-ports 5", " --sports 5"),
+            ("--dports 80,80", " --dports 80,80"),
+        ] {
+            assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
+        }
+        for line in [
+            "--dports 80:80",
+            "--dports 90:80",
+            "--dports 80:",
+            "--dports 80,",
+            "--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16",
+            "--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15:16",
+            "--sports 1 --dports 2",
+            "--dports 1 --dports 2",
+        ] {
+            assert!(check(line).is_err(), "{line}");
+        }
+        // Service names resolve for the rule's protocol: netbase lists ssh for tcp only.
+        assert!(with(17, "--dports ssh").is_err());
+        // Wrong, negated or missing protocol.
+        assert!(with(1, "--dports 1").is_err());
+        assert!(
+            check_alone::<Multiport>(ctx(Some(Neg::new(Proto::TCP, true))), "--dports 1").is_err()
+        );
+        assert!(check_alone::<Multiport>(ctx(None), "--dports 1").is_err());
+    }
 }

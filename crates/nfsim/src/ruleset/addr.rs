@@ -93,6 +93,8 @@ impl AddrMask {
         };
         match family {
             Family::V4 => {
+                // The one name every /etc/hosts resolves the same way.
+                let a = if a == "localhost" { "127.0.0.1" } else { a };
                 let addr = parse_v4_numeric(a).ok_or_else(|| host_error(a))?;
                 let mask = match m {
                     None => u32::MAX,
@@ -132,17 +134,16 @@ fn host_error(a: &str) -> String {
     }
 }
 
-/// Parses a dotted IPv4 address the way `xtables_numeric_to_ipaddr` does: one to four decimal
-/// parts of 0..=255, missing trailing parts are zero (`10.1` is `10.1.0.0`).
+/// Parses a dotted IPv4 address the way `xtables_numeric_to_ipaddr` does: one to four parts of
+/// 0..=255 (decimal, `0x` hex or `0` octal), missing trailing parts are zero (`10.1` is `10.1.0.0`).
 pub fn parse_v4_numeric(s: &str) -> Option<Ipv4Addr> {
     let mut out = [0u8; 4];
     let mut n = 0;
     for part in s.split('.') {
-        if n == 4 || part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit())
-        {
+        if n == 4 || part.is_empty() {
             return None;
         }
-        out[n] = part.parse::<u16>().ok().filter(|&v| v <= 255)? as u8;
+        out[n] = super::value::parse_c_number(part).filter(|&v| v <= 255)? as u8;
         n += 1;
     }
     Some(Ipv4Addr::from(out))
@@ -173,11 +174,66 @@ fn parse_v6_mask(m: &str) -> Option<u128> {
 impl fmt::Display for AddrMask {
     /// `ADDR/PLEN` when the mask is contiguous, else `ADDR/MASK`, as iptables-save prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
         match (self.to_net(), self) {
-            (Some(net), _) => write!(f, "{}/{}", net.addr(), net.prefix_len()),
-            (None, AddrMask::V4 { addr, mask }) => write!(f, "{addr}/{mask}"),
-            (None, AddrMask::V6 { addr, mask }) => write!(f, "{addr}/{mask}"),
+            (Some(net), _) => {
+                fmt_ip(&mut s, net.addr());
+                s.push_str(&format!("/{}", net.prefix_len()));
+            }
+            (None, AddrMask::V4 { addr, mask }) => s.push_str(&format!("{addr}/{mask}")),
+            (None, AddrMask::V6 { addr, mask }) => {
+                fmt_ipv6(&mut s, *addr);
+                s.push('/');
+                fmt_ipv6(&mut s, *mask);
+            }
         }
+        f.write_str(&s)
+    }
+}
+
+/// Appends an address as iptables prints it (IPv6 through [`fmt_ipv6`]).
+pub fn fmt_ip(out: &mut String, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(a) => out.push_str(&a.to_string()),
+        IpAddr::V6(a) => fmt_ipv6(out, a),
+    }
+}
+
+/// Appends an IPv6 address exactly as glibc's `inet_ntop` writes it: the first longest run of
+/// two or more zero groups becomes `::`, and the last 32 bits are a dotted quad for
+/// IPv4-compatible (`::a.b.c.d` with a non-zero seventh group) and IPv4-mapped
+/// (`::ffff:a.b.c.d`) addresses (checked against iptables-save on this machine).
+pub fn fmt_ipv6(out: &mut String, addr: Ipv6Addr) {
+    use std::fmt::Write as _;
+    let w = addr.segments();
+    let (mut best, mut best_len) = (0, 0);
+    let mut i = 0;
+    while i < 8 {
+        let run = w[i..].iter().take_while(|&&x| x == 0).count();
+        if run > best_len {
+            (best, best_len) = (i, run);
+        }
+        i += run.max(1);
+    }
+    if best_len < 2 {
+        best_len = 0;
+    }
+    if best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)) {
+        let o = addr.octets();
+        let prefix = if best_len == 5 { "::ffff:" } else { "::" };
+        let _ = write!(out, "{prefix}{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
+        return;
+    }
+    let hex = |g: &[u16]| {
+        g.iter()
+            .map(|x| format!("{x:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    if best_len == 0 {
+        out.push_str(&hex(&w));
+    } else {
+        let _ = write!(out, "{}::{}", hex(&w[..best]), hex(&w[best + best_len..]));
     }
 }
 
@@ -280,6 +336,27 @@ mod tests {
         assert_eq!(p("2001:db8::1/64", Family::V6).unwrap(), "2001:db8::/64");
         assert_eq!(p("::1", Family::V6).unwrap(), "::1/128");
         assert!(AddrMask::parse("0/0", Family::V4).unwrap().is_any());
+        assert_eq!(p("010.0x0a.1.1", Family::V4).unwrap(), "8.10.1.1/32");
+    }
+
+    #[test]
+    fn ipv6_prints_like_inet_ntop() {
+        let f = |s: &str| {
+            let mut o = String::new();
+            fmt_ipv6(&mut o, s.parse().unwrap());
+            o
+        };
+        assert_eq!(f("::1"), "::1");
+        assert_eq!(f("::2"), "::2");
+        assert_eq!(f("::102"), "::102");
+        assert_eq!(f("::1.2.3.4"), "::1.2.3.4");
+        assert_eq!(f("::2:0"), "::0.2.0.0");
+        assert_eq!(f("::ffff:1.2.3.4"), "::ffff:1.2.3.4");
+        assert_eq!(f("2001:db8::1"), "2001:db8::1");
+        assert_eq!(f("2001:db8:0:1:0:0:0:1"), "2001:db8:0:1::1");
+        assert_eq!(f("1:0:0:2:0:0:0:3"), "1:0:0:2::3");
+        assert_eq!(f("::"), "::");
+        assert_eq!(f("1::"), "1::");
     }
 
     #[test]

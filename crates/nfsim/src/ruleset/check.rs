@@ -20,7 +20,15 @@ pub fn check(ruleset: &Ruleset) -> Vec<Diagnostic> {
         for (ci, chain) in table.chains.iter().enumerate() {
             let hooks = reach.hooks[ci];
             for rule in &chain.rules {
-                check_rule(table, rule, &chain.name, hooks, &reach, ChainId(ci as u32), &mut out);
+                check_rule(
+                    table,
+                    rule,
+                    &chain.name,
+                    hooks,
+                    &reach,
+                    ChainId(ci as u32),
+                    &mut out,
+                );
             }
         }
     }
@@ -84,7 +92,13 @@ fn jump_loops(table: &Table, reach: &Reach, out: &mut Vec<Diagnostic>) {
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut color = vec![0u8; n];
     let mut stack_path: Vec<usize> = Vec::new();
-    fn dfs(table: &Table, i: usize, color: &mut [u8], path: &mut Vec<usize>, out: &mut Vec<Diagnostic>) {
+    fn dfs(
+        table: &Table,
+        i: usize,
+        color: &mut [u8],
+        path: &mut Vec<usize>,
+        out: &mut Vec<Diagnostic>,
+    ) {
         color[i] = 1;
         path.push(i);
         for r in &table.chains[i].rules {
@@ -92,7 +106,10 @@ fn jump_loops(table: &Table, reach: &Reach, out: &mut Vec<Diagnostic>) {
                 let t = t.0 as usize;
                 if color[t] == 1 {
                     let start = path.iter().position(|&p| p == t).unwrap_or(0);
-                    let mut names: Vec<&str> = path[start..].iter().map(|&p| &*table.chains[p].name).collect();
+                    let mut names: Vec<&str> = path[start..]
+                        .iter()
+                        .map(|&p| &*table.chains[p].name)
+                        .collect();
                     names.push(&table.chains[t].name);
                     out.push(Diagnostic::error(r.span, format!("jump loop: {} (the kernel refuses a table whose chains can jump in a circle)", names.join(" -> "))).at_load());
                 } else if color[t] == 0 {
@@ -120,14 +137,25 @@ struct Allowed {
 fn target_allowed(t: &TargetExt) -> Option<Allowed> {
     use Hook::*;
     let (table, hooks): (Option<TableName>, &'static [Hook]) = match t {
-        TargetExt::Redirect(_) | TargetExt::Dnat(_) => (Some(TableName::Nat), &[Prerouting, Output]),
+        TargetExt::Redirect(_) | TargetExt::Dnat(_) => {
+            (Some(TableName::Nat), &[Prerouting, Output])
+        }
         TargetExt::Snat(_) => (Some(TableName::Nat), &[Postrouting, Input]),
         TargetExt::Masquerade(_) => (Some(TableName::Nat), &[Postrouting]),
-        TargetExt::Netmap(_) => (Some(TableName::Nat), &[Prerouting, Input, Output, Postrouting]),
+        TargetExt::Netmap(_) => (
+            Some(TableName::Nat),
+            &[Prerouting, Input, Output, Postrouting],
+        ),
         TargetExt::Tproxy(_) => (Some(TableName::Mangle), &[Prerouting]),
-        TargetExt::Ct(_) | TargetExt::Notrack(_) | TargetExt::Trace(_) => (Some(TableName::Raw), &[Prerouting, Output]),
+        TargetExt::Ct(_) | TargetExt::Notrack(_) | TargetExt::Trace(_) => {
+            (Some(TableName::Raw), &[Prerouting, Output])
+        }
         TargetExt::Reject(_) => (Some(TableName::Filter), &[Input, Forward, Output]),
-        TargetExt::Tos(_) | TargetExt::Dscp(_) | TargetExt::Ttl(_) | TargetExt::Hl(_) | TargetExt::Checksum(_) => (Some(TableName::Mangle), &Hook::ALL),
+        TargetExt::Tos(_)
+        | TargetExt::Dscp(_)
+        | TargetExt::Ttl(_)
+        | TargetExt::Hl(_)
+        | TargetExt::Checksum(_) => (Some(TableName::Mangle), &Hook::ALL),
         TargetExt::Tcpmss(_) => (None, &[Forward, Output, Postrouting]),
         _ => return None,
     };
@@ -138,14 +166,30 @@ fn match_allowed(m: &Match, ctx: &Ctx) -> Option<Allowed> {
     use Hook::*;
     let mut saved = String::new();
     match m {
-        Match::Owner(_) => Some(Allowed { table: None, hooks: &[Output, Postrouting] }),
-        Match::Mac(_) => Some(Allowed { table: None, hooks: &[Prerouting, Input, Forward] }),
+        Match::Owner(_) => Some(Allowed {
+            table: None,
+            hooks: &[Output, Postrouting],
+        }),
+        Match::Mac(_) => Some(Allowed {
+            table: None,
+            hooks: &[Prerouting, Input, Forward],
+        }),
+        Match::Physdev(p) if p.refused_from_output_hook() => Some(Allowed {
+            table: None,
+            hooks: &[Prerouting, Input, Forward, Postrouting],
+        }),
         Match::Addrtype(_) => {
             m.save(ctx, &mut saved);
             if saved.contains("--limit-iface-in") {
-                Some(Allowed { table: None, hooks: &[Prerouting, Input, Forward] })
+                Some(Allowed {
+                    table: None,
+                    hooks: &[Prerouting, Input, Forward],
+                })
             } else if saved.contains("--limit-iface-out") {
-                Some(Allowed { table: None, hooks: &[Output, Forward, Postrouting] })
+                Some(Allowed {
+                    table: None,
+                    hooks: &[Output, Forward, Postrouting],
+                })
             } else {
                 None
             }
@@ -155,23 +199,68 @@ fn match_allowed(m: &Match, ctx: &Ctx) -> Option<Allowed> {
 }
 
 fn hook_names(hooks: &[Hook]) -> String {
-    hooks.iter().map(|h| h.chain_name()).collect::<Vec<_>>().join(", ")
+    hooks
+        .iter()
+        .map(|h| h.chain_name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &Reach, id: ChainId, out: &mut Vec<Diagnostic>) {
-    let ctx = Ctx { family: table.family, table: table.name, proto: rule.proto };
+fn check_rule(
+    table: &Table,
+    rule: &Rule,
+    chain: &str,
+    hooks: HookMask,
+    reach: &Reach,
+    id: ChainId,
+    out: &mut Vec<Diagnostic>,
+) {
+    let ctx = Ctx {
+        family: table.family,
+        table: table.name,
+        proto: rule.proto,
+    };
     let mut check = |what: String, allowed: Allowed| {
         if let Some(t) = allowed.table {
             if t != table.name {
-                out.push(Diagnostic::error(rule.span, format!("{what} is only valid in the `{t}` table, not in `{}`", table.name)).at_load());
+                out.push(
+                    Diagnostic::error(
+                        rule.span,
+                        format!(
+                            "{what} is only valid in the `{t}` table, not in `{}`",
+                            table.name
+                        ),
+                    )
+                    .at_load(),
+                );
                 return;
             }
         }
-        let bad: Vec<Hook> = hooks.iter().filter(|h| !allowed.hooks.contains(h)).collect();
+        let bad: Vec<Hook> = hooks
+            .iter()
+            .filter(|h| !allowed.hooks.contains(h))
+            .collect();
         if !bad.is_empty() {
-            let from = if table[id].hook.is_some() { String::new() } else { format!(" (chain `{chain}` is reached as {})", path_to(table, reach, id)) };
-            out.push(Diagnostic::error(rule.span, format!("{what} is only valid in {}, but this rule is reached from {}{from}", hook_names(allowed.hooks), hook_names(&bad))).at_load());
+            let from = if table[id].hook.is_some() {
+                String::new()
+            } else {
+                format!(
+                    " (chain `{chain}` is reached as {})",
+                    path_to(table, reach, id)
+                )
+            };
+            out.push(
+                Diagnostic::error(
+                    rule.span,
+                    format!(
+                        "{what} is only valid in {}, but this rule is reached from {}{from}",
+                        hook_names(allowed.hooks),
+                        hook_names(&bad)
+                    ),
+                )
+                .at_load(),
+            );
         }
     };
     for m in &rule.matches {
@@ -190,16 +279,25 @@ fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &
 }
 
 fn has_syn_match(rule: &Rule) -> bool {
-    rule.matches.iter().any(|m| matches!(m, Match::Tcp(t) if t.flags.is_some_and(|f| f.comp & 0x02 != 0 && !f.invert)))
+    rule.matches.iter().any(
+        |m| matches!(m, Match::Tcp(t) if t.flags.is_some_and(|f| f.comp & 0x02 != 0 && !f.invert)),
+    )
 }
 
 /// The ipsets a rule refers to (`-m set --match-set NAME`, `-j SET --add-set NAME`, ...).
 pub fn ipset_names(rule: &Rule) -> Vec<String> {
-    let ctx = Ctx { family: super::Family::V4, table: TableName::Filter, proto: rule.proto };
+    let ctx = Ctx {
+        family: super::Family::V4,
+        table: TableName::Filter,
+        proto: rule.proto,
+    };
+    let mut names = Vec::new();
     let mut saved = String::new();
     for m in &rule.matches {
-        if matches!(m, Match::Set(_)) || (m.is_opaque() && m.name() == "set") {
-            m.save(&ctx, &mut saved);
+        match m {
+            Match::Set(s) => names.push(s.set_name().to_string()),
+            Match::Opaque(o) if &*o.name == "set" => m.save(&ctx, &mut saved),
+            _ => {}
         }
     }
     if let Target::Ext(t) = &rule.target {
@@ -208,9 +306,11 @@ pub fn ipset_names(rule: &Rule) -> Vec<String> {
         }
     }
     let words: Vec<&str> = saved.split_whitespace().collect();
-    let mut names = Vec::new();
     for w in words.windows(2) {
-        if matches!(w[0], "--match-set" | "--add-set" | "--del-set" | "--map-set") {
+        if matches!(
+            w[0],
+            "--match-set" | "--add-set" | "--del-set" | "--map-set"
+        ) {
             names.push(w[1].trim_matches('"').to_string());
         }
     }

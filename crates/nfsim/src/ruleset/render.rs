@@ -20,7 +20,11 @@ pub struct RenderOptions {
 /// The whole rule set, table after table in input order.
 pub fn render(ruleset: &Ruleset, opts: &RenderOptions) -> String {
     let mut out = String::with_capacity(ruleset.rule_count() * 96 + 256);
-    for table in ruleset.tables.iter().filter(|t| opts.family.is_none_or(|f| f == t.family)) {
+    for table in ruleset
+        .tables
+        .iter()
+        .filter(|t| opts.family.is_none_or(|f| f == t.family))
+    {
         render_table(&mut out, table, opts);
     }
     out
@@ -28,10 +32,19 @@ pub fn render(ruleset: &Ruleset, opts: &RenderOptions) -> String {
 
 /// Chains in iptables-save order: built-in chains in hook order, then user chains sorted by name.
 pub fn chain_order(table: &Table) -> Vec<usize> {
-    let mut builtin: Vec<usize> = (0..table.chains.len()).filter(|&i| table.chains[i].hook.is_some()).collect();
+    let mut builtin: Vec<usize> = (0..table.chains.len())
+        .filter(|&i| table.chains[i].hook.is_some())
+        .collect();
     builtin.sort_by_key(|&i| table.chains[i].hook);
-    let mut user: Vec<usize> = (0..table.chains.len()).filter(|&i| table.chains[i].hook.is_none()).collect();
-    user.sort_by(|&a, &b| table.chains[a].name.as_bytes().cmp(table.chains[b].name.as_bytes()));
+    let mut user: Vec<usize> = (0..table.chains.len())
+        .filter(|&i| table.chains[i].hook.is_none())
+        .collect();
+    user.sort_by(|&a, &b| {
+        table.chains[a]
+            .name
+            .as_bytes()
+            .cmp(table.chains[b].name.as_bytes())
+    });
     builtin.extend(user);
     builtin
 }
@@ -42,7 +55,11 @@ pub fn render_table(out: &mut String, table: &Table, opts: &RenderOptions) {
     let order = chain_order(table);
     for &i in &order {
         let c = &table.chains[i];
-        let (p, b) = if opts.counters { (c.counters.packets, c.counters.bytes) } else { (0, 0) };
+        let (p, b) = if opts.counters {
+            (c.counters.packets, c.counters.bytes)
+        } else {
+            (0, 0)
+        };
         match c.hook {
             Some(_) => {
                 let _ = writeln!(out, ":{} {} [{p}:{b}]", c.name, c.policy.as_str());
@@ -103,7 +120,11 @@ pub fn render_rule(out: &mut String, table: &Table, r: &Rule) {
     if let Some(inv) = r.fragment {
         out.push_str(if inv { " ! -f" } else { " -f" });
     }
-    let ctx = Ctx { family: table.family, table: table.name, proto: r.proto };
+    let ctx = Ctx {
+        family: table.family,
+        table: table.name,
+        proto: r.proto,
+    };
     for m in &r.matches {
         out.push_str(" -m ");
         out.push_str(m.name());

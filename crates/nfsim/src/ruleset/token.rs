@@ -116,6 +116,91 @@ fn next_char(s: &str, at: usize) -> char {
     s[at..].chars().next().unwrap_or('\u{fffd}')
 }
 
+/// Splits a shell command line (a line of a command list) into words the way `sh` does for a
+/// simple command: `'...'` is literal, `"..."` keeps `\\` escapes of `$ ` " \\`, an unquoted
+/// backslash escapes the next character, and an unquoted `#` at the start of a word starts a
+/// comment. Variables are not expanded.
+pub fn tokenize_shell<'a>(line: &'a str, offset: usize, out: &mut Vec<Token<'a>>) -> Option<Span> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if i >= bytes.len() || bytes[i] == b'#' {
+            break;
+        }
+        let start = i;
+        let mut buf = String::new();
+        let mut quoted = false;
+        while i < bytes.len() && !matches!(bytes[i], b' ' | b'\t') {
+            match bytes[i] {
+                b'\'' => {
+                    quoted = true;
+                    let close = line[i + 1..].find('\'').map(|j| i + 1 + j);
+                    match close {
+                        Some(c) => {
+                            buf.push_str(&line[i + 1..c]);
+                            i = c + 1;
+                        }
+                        None => return Some(Span::new(offset + i, offset + line.len())),
+                    }
+                }
+                b'"' => {
+                    quoted = true;
+                    let open = i;
+                    i += 1;
+                    loop {
+                        if i >= bytes.len() {
+                            return Some(Span::new(offset + open, offset + line.len()));
+                        }
+                        match bytes[i] {
+                            b'"' => {
+                                i += 1;
+                                break;
+                            }
+                            b'\\'
+                                if i + 1 < bytes.len()
+                                    && matches!(bytes[i + 1], b'$' | b'`' | b'"' | b'\\') =>
+                            {
+                                buf.push(bytes[i + 1] as char);
+                                i += 2;
+                            }
+                            _ => {
+                                let ch = next_char(line, i);
+                                buf.push(ch);
+                                i += ch.len_utf8();
+                            }
+                        }
+                    }
+                }
+                b'\\' if i + 1 < bytes.len() => {
+                    quoted = true;
+                    let ch = next_char(line, i + 1);
+                    buf.push(ch);
+                    i += 1 + ch.len_utf8();
+                }
+                _ => {
+                    let ch = next_char(line, i);
+                    buf.push(ch);
+                    i += ch.len_utf8();
+                }
+            }
+        }
+        let text = if quoted {
+            Cow::Owned(buf)
+        } else {
+            Cow::Borrowed(&line[start..i])
+        };
+        out.push(Token {
+            text,
+            span: Span::new(offset + start, offset + i),
+            quoted,
+        });
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +225,30 @@ mod tests {
         assert_eq!(words(r#"x '' y\z #w"#), ["x", "''", r"y\z", "#w"]);
         assert_eq!(words(r#"x "" y"#), ["x", "y"]);
         assert_eq!(words(r#"--log-prefix "open "#), ["--log-prefix", "open "]);
+    }
+
+    #[test]
+    fn shell_words() {
+        let mut out = Vec::new();
+        tokenize_shell(
+            r#"iptables -m comment --comment 'this is "funny"' -s a\ b "x\$y\z" # tail"#,
+            0,
+            &mut out,
+        );
+        let w: Vec<&str> = out.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            w,
+            [
+                "iptables",
+                "-m",
+                "comment",
+                "--comment",
+                "this is \"funny\"",
+                "-s",
+                "a b",
+                "x$y\\z"
+            ]
+        );
     }
 
     #[test]
