@@ -66,10 +66,6 @@ fn kernel_verdicts_agree() {
                 // line by line with the real iptables. Here they only have to be read.
                 commands += 1;
                 command_errors += parsed.errors().count();
-                assert!(
-                    !parsed.ruleset.tables.is_empty() || parsed.has_errors(),
-                    "{path}: nothing read"
-                );
             }
         }
     }

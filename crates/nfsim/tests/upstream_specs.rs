@@ -47,6 +47,10 @@ const VERSION_DIFFERENCES: &[(&str, &str)] = &[
     ("libxt_conntrack.t", "-m conntrack --ctreplsrcport 4:3"),
     ("libxt_conntrack.t", "-m conntrack --ctorigdstport 4:3"),
     ("libxt_conntrack.t", "-m conntrack --ctrepldstport 4:3"),
+    ("libxt_udp.t", "-p udp -m udp --sport 4:3"),
+    ("libxt_udp.t", "-p udp -m udp --dport 4:3"),
+    ("libxt_length.t", "-m length --length 4:3"),
+    ("libipt_icmp.t", "-p icmp -m icmp --icmp-type 255/255"),
 ];
 
 #[test]

@@ -147,19 +147,39 @@ fn target_allowed(t: &TargetExt) -> Option<Allowed> {
             &[Prerouting, Input, Output, Postrouting],
         ),
         TargetExt::Tproxy(_) => (Some(TableName::Mangle), &[Prerouting]),
-        TargetExt::Ct(_) | TargetExt::Notrack(_) | TargetExt::Trace(_) => {
-            (Some(TableName::Raw), &[Prerouting, Output])
-        }
+        TargetExt::Ct(_) | TargetExt::Notrack(_) => (Some(TableName::Raw), &[Prerouting, Output]),
         TargetExt::Reject(_) => (Some(TableName::Filter), &[Input, Forward, Output]),
         TargetExt::Tos(_)
         | TargetExt::Dscp(_)
         | TargetExt::Ttl(_)
         | TargetExt::Hl(_)
         | TargetExt::Checksum(_) => (Some(TableName::Mangle), &Hook::ALL),
-        TargetExt::Tcpmss(_) => (None, &[Forward, Output, Postrouting]),
+        TargetExt::Tcpmss(m)
+            if matches!(
+                m.action,
+                Some(crate::targets::tcpmss::TcpmssAction::ClampMssToPmtu)
+            ) =>
+        {
+            (None, &[Forward, Output, Postrouting])
+        }
+        TargetExt::Set(s) if s.map_set.is_some() => (Some(TableName::Mangle), &Hook::ALL),
         _ => return None,
     };
     Some(Allowed { table, hooks })
+}
+
+/// Refusals of iptables-legacy (x_tables) that iptables-nft, the default, does not make: reported
+/// as warnings.
+fn legacy_only(rule: &Rule, table: &Table) -> Option<&'static str> {
+    match &rule.target {
+        Target::Ext(TargetExt::Trace(_)) if table.name != TableName::Raw => Some(
+            "iptables-legacy accepts `TRACE` only in the `raw` table (iptables-nft, the default, accepts it anywhere)",
+        ),
+        Target::Ext(TargetExt::Tcpmss(_)) if !has_syn_match(rule) => Some(
+            "iptables-legacy refuses `TCPMSS` without a SYN match (`-p tcp --tcp-flags SYN,RST SYN`); iptables-nft, the default, accepts it",
+        ),
+        _ => None,
+    }
 }
 
 fn match_allowed(m: &Match, ctx: &Ctx) -> Option<Allowed> {
@@ -221,6 +241,9 @@ fn check_rule(
         table: table.name,
         proto: rule.proto,
     };
+    if let Some(w) = legacy_only(rule, table) {
+        out.push(Diagnostic::warning(rule.span, w).at_load());
+    }
     let mut check = |what: String, allowed: Allowed| {
         if let Some(t) = allowed.table {
             if t != table.name {
@@ -272,8 +295,20 @@ fn check_rule(
         if let Some(a) = target_allowed(t) {
             check(format!("target `{}`", t.name()), a);
         }
-        if matches!(t, TargetExt::Tcpmss(_)) && !has_syn_match(rule) {
-            out.push(Diagnostic::error(rule.span, "target `TCPMSS` works only on TCP SYN packets: add `-p tcp --tcp-flags SYN,RST SYN`").at_load());
+        if matches!(t, TargetExt::Ulog(_)) && !crate::targets::ulog::KERNEL_SUPPORTED {
+            out.push(Diagnostic::error(rule.span, "target `ULOG` is gone from the kernel since Linux 3.17: `iptables-restore --test` accepts it, loading fails (use `NFLOG`)").at_load());
+        }
+        if matches!(t, TargetExt::Tcpmss(_)) && ctx.proto() != Some(6) {
+            out.push(Diagnostic::error(rule.span, "target `TCPMSS` needs `-p tcp`").at_load());
+        }
+        if let TargetExt::Set(s) = t {
+            if (s.map_prio || s.map_queue)
+                && hooks
+                    .iter()
+                    .any(|h| !matches!(h, Hook::Forward | Hook::Output | Hook::Postrouting))
+            {
+                out.push(Diagnostic::error(rule.span, "`SET --map-prio`/`--map-queue` is only valid in FORWARD, OUTPUT, POSTROUTING").at_load());
+            }
         }
     }
 }

@@ -98,8 +98,15 @@ pub fn parse_with(text: &str, opts: &ParseOptions) -> Parsed {
     }
 }
 
-/// Guesses the format from the first line that is not empty or a comment.
+/// Guesses the format: restore text when any line opens a table (`*nat`) or commits one,
+/// otherwise from the first line that is not empty or a comment.
 pub fn detect_format(text: &str) -> Format {
+    if text
+        .lines()
+        .any(|l| (l.starts_with('*') && l.len() > 1) || l.trim_end() == "COMMIT")
+    {
+        return Format::Restore;
+    }
     for line in text.lines() {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') {
@@ -389,7 +396,16 @@ impl Parser<'_, '_> {
             self.scratch.push(tid);
             return tid;
         }
-        let tid = self.ruleset.table_id_or_insert(family, name);
+        let existing = self.ruleset.tables.iter().enumerate().position(|(i, t)| {
+            t.family == family && t.name == name && !self.scratch.contains(&TableId(i as u32))
+        });
+        let tid = match existing {
+            Some(i) => TableId(i as u32),
+            None => {
+                self.ruleset.tables.push(super::Table::new(family, name));
+                TableId(self.ruleset.tables.len() as u32 - 1)
+            }
+        };
         if !self.opts.noflush {
             self.ruleset[tid] = super::Table::new(family, name);
         }
@@ -1088,6 +1104,7 @@ impl Parser<'_, '_> {
                     ));
                     return;
                 }
+                self.ruleset[tid][id].decl.get_or_insert(chain_span);
                 match pol_tok.as_str() {
                     "ACCEPT" => self.ruleset[tid][id].policy = Policy::Accept,
                     "DROP" => self.ruleset[tid][id].policy = Policy::Drop,

@@ -30,6 +30,17 @@ pub fn render(ruleset: &Ruleset, opts: &RenderOptions) -> String {
     out
 }
 
+/// A table block that declared and added nothing (`*nat` then `COMMIT`): iptables-nft does not
+/// create the table, so iptables-save does not print it.
+pub fn is_empty(table: &Table) -> bool {
+    table.chains.iter().all(|c| {
+        c.hook.is_some()
+            && c.decl.is_none()
+            && c.rules.is_empty()
+            && c.policy == super::Policy::Accept
+    })
+}
+
 /// Chains in iptables-save order: built-in chains in hook order, then user chains sorted by name.
 pub fn chain_order(table: &Table) -> Vec<usize> {
     let mut builtin: Vec<usize> = (0..table.chains.len())

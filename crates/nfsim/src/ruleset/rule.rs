@@ -647,7 +647,14 @@ impl SpecParser<'_, '_> {
             }
         }
         let mut d = Diagnostic::error(span, format!("unknown option `{t}`"));
-        let known: Vec<&str> = self.loaded_options().collect();
+        let mut known: Vec<&str> = self.loaded_options().collect();
+        if let Some(m) = self
+            .proto
+            .and_then(|p| implicit_match_name(p.value.0, self.family))
+            .and_then(|n| Match::load(n, &self.ctx()))
+        {
+            known.extend(m.options().iter().copied());
+        }
         if let Some(s) = suggest(long, known.iter().copied()) {
             d = d.with_help(format!("did you mean `--{s}`?"));
         } else if self.matches.is_empty() && !matches!(self.target, Some(Target::Ext(_))) {
@@ -787,19 +794,29 @@ pub(crate) fn suggest<'c>(
     best.filter(|(d, _)| *d <= limit).map(|(_, c)| c)
 }
 
+/// Edit distance counting a swap of two neighbours as one edit (optimal string alignment).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j - 1] + cost)
+                .min(d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -824,5 +841,9 @@ mod tests {
             Some("ACCEPT")
         );
         assert_eq!(suggest("xyz", ["ACCEPT", "DROP"].into_iter()), None);
+        assert_eq!(
+            suggest("dprot", ["sport", "dport", "syn"].into_iter()),
+            Some("dport")
+        );
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Only `"` quotes. Inside quotes a backslash takes the next character literally; outside quotes
 //! backslashes, `'` and `#` are ordinary characters. Words are separated by space, tab or newline.
-//! A word that ends up empty (`""`) is dropped, as iptables-restore drops it.
+//! A quoted empty word (`""`) is an empty argument, as iptables 1.8.9 reads it.
 
 use std::borrow::Cow;
 
@@ -101,13 +101,12 @@ pub fn tokenize<'a>(line: &'a str, offset: usize, out: &mut Vec<Token<'a>>) -> O
         if quote_open {
             unterminated = Some(Span::new(offset + quote_start, offset + i));
         }
-        if !buf.is_empty() {
-            out.push(Token {
-                text: Cow::Owned(buf),
-                span: Span::new(offset + start, offset + i),
-                quoted: true,
-            });
-        }
+        // The word had quotes, so even an empty one (`""`) is an argument for iptables 1.8.9.
+        out.push(Token {
+            text: Cow::Owned(buf),
+            span: Span::new(offset + start, offset + i),
+            quoted: true,
+        });
     }
     unterminated
 }
@@ -223,7 +222,7 @@ mod tests {
         );
         assert_eq!(words(r#"a"b c"d e"#), ["ab cd", "e"]);
         assert_eq!(words(r#"x '' y\z #w"#), ["x", "''", r"y\z", "#w"]);
-        assert_eq!(words(r#"x "" y"#), ["x", "y"]);
+        assert_eq!(words(r#"x "" y"#), ["x", "", "y"]);
         assert_eq!(words(r#"--log-prefix "open "#), ["--log-prefix", "open "]);
     }
 

@@ -116,6 +116,11 @@ impl Given {
         self.0 & Self::bit(options, opt) != 0
     }
 
+    /// Notes that `opt` (one of `options`) was given, allowing repeats (old-style extensions).
+    pub(crate) fn set(&mut self, options: &[&str], opt: &str) {
+        self.0 |= Self::bit(options, opt);
+    }
+
     /// True when any option was given.
     pub(crate) fn any(self) -> bool {
         self.0 != 0

@@ -157,8 +157,8 @@ impl Extension for Set {
             "map-queue" => self.map_queue = true,
             _ => return Err(format!("unknown option `--{opt}`")),
         }
-        // Old-style parsing: repeats are allowed (set options refuse theirs above).
-        let _ = self.given.record(Self::OPTIONS, opt, false, &[]);
+        // Old-style parsing: repeats are allowed (the set options refuse theirs above).
+        self.given.set(Self::OPTIONS, opt);
         Ok(())
     }
 
