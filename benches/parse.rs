@@ -56,17 +56,13 @@ fn parse(c: &mut Criterion) {
             report_memory(&text);
         }
         group.throughput(Throughput::Bytes(text.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("kube-proxy x10", services),
-            &text,
-            |b, text| {
-                b.iter(|| {
-                    let parsed = nfsim::ruleset::parse(text);
-                    assert!(!parsed.has_errors());
-                    parsed.ruleset.rule_count()
-                });
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("kube-proxy x10", services), &text, |b, text| {
+            b.iter(|| {
+                let parsed = nfsim::ruleset::parse(text);
+                assert!(!parsed.has_errors());
+                parsed.ruleset.rule_count()
+            });
+        });
     }
     group.finish();
 }

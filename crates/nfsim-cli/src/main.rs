@@ -11,11 +11,7 @@ use nfsim::ruleset::render::{RenderOptions, render};
 use nfsim::ruleset::{Family, Format, ParseOptions, Parsed, parse_with};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "nfsim",
-    version,
-    about = "What Linux netfilter (iptables) does with a packet"
-)]
+#[command(name = "nfsim", version, about = "What Linux netfilter (iptables) does with a packet")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,19 +88,11 @@ fn main() -> ExitCode {
 fn read_input(path: &PathBuf) -> anyhow::Result<(String, String)> {
     if path.as_os_str() == "-" {
         let mut s = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut s)
-            .context("reading standard input")?;
-        return Ok((
-            "<stdin>".to_string(),
-            String::from_utf8_lossy(&s).into_owned(),
-        ));
+        std::io::stdin().read_to_end(&mut s).context("reading standard input")?;
+        return Ok(("<stdin>".to_string(), String::from_utf8_lossy(&s).into_owned()));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((
-        path.display().to_string(),
-        String::from_utf8_lossy(&bytes).into_owned(),
-    ))
+    Ok((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 fn parse_options(read: &ReadArgs) -> ParseOptions {
@@ -155,14 +143,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         if let Some(h) = &d.help {
                             message.push_str(&format!(" (help: {h})"));
                         }
-                        let j = JsonDiag {
-                            file: &name,
-                            line: d.line,
-                            column: index.column(&text, d.span.start),
-                            severity: d.severity,
-                            stage: d.stage,
-                            message,
-                        };
+                        let j =
+                            JsonDiag { file: &name, line: d.line, column: index.column(&text, d.span.start), severity: d.severity, stage: d.stage, message };
                         writeln!(out, "{}", serde_json::to_string(&j)?)?;
                     } else {
                         writeln!(out, "{}", d.render(&name, &text))?;
@@ -171,24 +153,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if !json {
                 let rules = if errors == 0 { "ok" } else { "failed" };
-                writeln!(
-                    out,
-                    "{rules}: {errors} error{}, {warnings} warning{}",
-                    if errors == 1 { "" } else { "s" },
-                    if warnings == 1 { "" } else { "s" }
-                )?;
+                writeln!(out, "{rules}: {errors} error{}, {warnings} warning{}", if errors == 1 { "" } else { "s" }, if warnings == 1 { "" } else { "s" })?;
             }
-            Ok(if errors > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        Command::Fmt {
-            file,
-            counters,
-            read,
-        } => {
+        Command::Fmt { file, counters, read } => {
             let opts = parse_options(&read);
             let (name, text) = read_input(&file)?;
             let parsed = parse_with(&text, &opts);
@@ -199,21 +168,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 eprint!("{}", d.render(&name, &text));
             }
-            out.write_all(
-                render(
-                    &parsed.ruleset,
-                    &RenderOptions {
-                        counters,
-                        family: None,
-                    },
-                )
-                .as_bytes(),
-            )?;
-            Ok(if errors > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            out.write_all(render(&parsed.ruleset, &RenderOptions { counters, family: None }).as_bytes())?;
+            Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
 }

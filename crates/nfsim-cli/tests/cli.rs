@@ -4,25 +4,11 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 fn nfsim(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nfsim"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nfsim");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write");
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_nfsim")).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run nfsim");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
     let out = child.wait_with_output().expect("wait");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn example(name: &str) -> String {
@@ -48,22 +34,14 @@ fn check_reads_stdin_and_prints_json() {
     let input = "*filter\n:INPUT accpt [0:0]\nCOMMIT\n";
     let (code, out, _) = nfsim(&["check", "--json", "-"], input);
     assert_eq!(code, 1);
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     assert_eq!(lines.len(), 1, "{out}");
     let d = &lines[0];
     assert_eq!(d["file"], "<stdin>");
     assert_eq!(d["line"], 2);
     assert_eq!(d["column"], 8);
     assert_eq!(d["severity"], "error");
-    assert!(
-        d["message"]
-            .as_str()
-            .expect("message")
-            .contains("unknown policy `accpt` (expected ACCEPT or DROP)")
-    );
+    assert!(d["message"].as_str().expect("message").contains("unknown policy `accpt` (expected ACCEPT or DROP)"));
 }
 
 #[test]

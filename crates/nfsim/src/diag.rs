@@ -18,18 +18,12 @@ impl Span {
     /// A span from `start` to `end` (byte offsets; saturated to `u32`).
     pub fn new(start: usize, end: usize) -> Span {
         let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        Span {
-            start: clamp(start),
-            end: clamp(end.max(start)),
-        }
+        Span { start: clamp(start), end: clamp(end.max(start)) }
     }
 
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span {
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
+        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
     }
 
     /// The byte range, for slicing.
@@ -78,22 +72,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A parse-time error.
     pub fn error(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Error,
-            stage: Stage::Parse,
-            span,
-            line: 0,
-            message: message.into(),
-            help: None,
-        }
+        Diagnostic { severity: Severity::Error, stage: Stage::Parse, span, line: 0, message: message.into(), help: None }
     }
 
     /// A warning.
     pub fn warning(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(span, message)
-        }
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(span, message) }
     }
 
     /// Marks the problem as one the kernel finds when the table is loaded.
@@ -135,12 +119,7 @@ impl Diagnostic {
         let _ = writeln!(out, "{pad}--> {file}:{line_no}:{col}");
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{line_no} | {line_text}");
-        let _ = writeln!(
-            out,
-            "{pad} | {}{}",
-            " ".repeat(caret_col),
-            "^".repeat(caret_len.max(1))
-        );
+        let _ = writeln!(out, "{pad} | {}{}", " ".repeat(caret_col), "^".repeat(caret_len.max(1)));
         if let Some(help) = &self.help {
             let _ = writeln!(out, "{pad} = help: {help}");
         }
@@ -160,22 +139,13 @@ fn locate(source: &str, span: Span) -> (usize, usize, String, usize, usize) {
     let start = (span.start as usize).min(source.len());
     let start = floor_char_boundary(source, start);
     let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = source[start..]
-        .find('\n')
-        .map_or(source.len(), |i| start + i);
+    let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
     let line_no = source[..line_start].bytes().filter(|&b| b == b'\n').count() + 1;
     let raw_line = &source[line_start..line_end];
-    let line_text: String = raw_line
-        .trim_end_matches('\r')
-        .chars()
-        .map(|c| if c == '\t' { ' ' } else { c })
-        .collect();
+    let line_text: String = raw_line.trim_end_matches('\r').chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
     let caret_col = source[line_start..start].chars().count();
     let end = floor_char_boundary(source, (span.end as usize).clamp(start, line_end));
-    let caret_len = source[start..end]
-        .trim_end_matches(['\r', '\n'])
-        .chars()
-        .count();
+    let caret_len = source[start..end].trim_end_matches(['\r', '\n']).chars().count();
     (line_no, caret_col + 1, line_text, caret_col, caret_len)
 }
 
@@ -196,13 +166,7 @@ impl LineIndex {
     /// Indexes the line starts of `source`.
     pub fn new(source: &str) -> LineIndex {
         let mut starts = vec![0];
-        starts.extend(
-            source
-                .bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i as u32 + 1),
-        );
+        starts.extend(source.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i as u32 + 1));
         LineIndex { starts }
     }
 
@@ -216,9 +180,7 @@ impl LineIndex {
         let line = self.line(offset) as usize;
         let start = self.starts[line - 1] as usize;
         let end = floor_char_boundary(source, (offset as usize).min(source.len()));
-        source
-            .get(start..end)
-            .map_or(1, |s| s.chars().count() as u32 + 1)
+        source.get(start..end).map_or(1, |s| s.chars().count() as u32 + 1)
     }
 }
 
@@ -229,10 +191,7 @@ mod tests {
     #[test]
     fn renders_caret_under_span() {
         let src = "*filter\n:INPUT accpt [0:0]\n";
-        let d = Diagnostic::error(
-            Span::new(15, 20),
-            "unknown policy `accpt` (expected ACCEPT or DROP)",
-        );
+        let d = Diagnostic::error(Span::new(15, 20), "unknown policy `accpt` (expected ACCEPT or DROP)");
         assert_eq!(
             d.render("r.v4", src),
             "error: unknown policy `accpt` (expected ACCEPT or DROP)\n --> r.v4:2:8\n  |\n2 | :INPUT accpt [0:0]\n  |        ^^^^^\n"

@@ -43,17 +43,8 @@ pub fn fuzz_roundtrip(data: &[u8]) {
     let opts = ruleset::render::RenderOptions::default();
     let printed = ruleset::render::render(&first.ruleset, &opts);
     let second = ruleset::parse(&printed);
-    let errors: Vec<_> = second
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.render("printed", &printed))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "printed form does not parse:\n{printed}\n{}",
-        errors.join("\n")
-    );
+    let errors: Vec<_> = second.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render("printed", &printed)).collect();
+    assert!(errors.is_empty(), "printed form does not parse:\n{printed}\n{}", errors.join("\n"));
     let reprinted = ruleset::render::render(&second.ruleset, &opts);
     assert_eq!(printed, reprinted, "printing is not a fixed point");
 }

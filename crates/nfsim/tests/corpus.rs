@@ -9,9 +9,7 @@ use common::corpus_dir;
 #[test]
 fn kernel_verdicts_agree() {
     let Some(dir) = corpus_dir() else {
-        eprintln!(
-            "SKIPPED: ../shared/corpus not found (set NFSIM_CORPUS); the corpus test did not run"
-        );
+        eprintln!("SKIPPED: ../shared/corpus not found (set NFSIM_CORPUS); the corpus test did not run");
         return;
     };
     let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("INDEX.tsv");
@@ -34,22 +32,14 @@ fn kernel_verdicts_agree() {
             continue;
         }
         let parsed = nfsim::ruleset::parse(&text);
-        let first_error = parsed
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error() && d.stage == nfsim::diag::Stage::Parse)
-            .map(|d| d.line)
-            .min();
+        let first_error = parsed.diagnostics.iter().filter(|d| d.is_error() && d.stage == nfsim::diag::Stage::Parse).map(|d| d.line).min();
         let show = |d: &nfsim::diag::Diagnostic| format!("{}:{}: {}", path, d.line, d.message);
         match verdict {
             "accept" => {
                 checked += 1;
                 if first_error.is_some() {
                     let errs: Vec<String> = parsed.errors().take(3).map(show).collect();
-                    failures.push(format!(
-                        "kernel accepts, nfsim rejects: {}",
-                        errs.join(" | ")
-                    ));
+                    failures.push(format!("kernel accepts, nfsim rejects: {}", errs.join(" | ")));
                 }
             }
             "reject" => {
@@ -69,16 +59,9 @@ fn kernel_verdicts_agree() {
             }
         }
     }
-    eprintln!(
-        "corpus: {checked} files with a kernel verdict, {} disagreements; {commands} command lists read ({command_errors} errors)",
-        failures.len()
-    );
+    eprintln!("corpus: {checked} files with a kernel verdict, {} disagreements; {commands} command lists read ({command_errors} errors)", failures.len());
     for f in &failures {
         eprintln!("  {f}");
     }
-    assert!(
-        failures.is_empty(),
-        "{} corpus files disagree with the kernel",
-        failures.len()
-    );
+    assert!(failures.is_empty(), "{} corpus files disagree with the kernel", failures.len());
 }

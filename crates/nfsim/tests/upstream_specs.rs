@@ -25,11 +25,7 @@ fn typed_module(file: &str) -> Option<(Family, bool)> {
         return None;
     };
     let family = family.unwrap_or(Family::V4);
-    let ctx = Ctx {
-        family,
-        table: TableName::Filter,
-        proto: None,
-    };
+    let ctx = Ctx { family, table: TableName::Filter, proto: None };
     if name == "standard" {
         return Some((family, true));
     }
@@ -60,11 +56,8 @@ fn extension_specs_agree() {
         return;
     };
     let ext = dir.join("iptables-upstream/extensions");
-    let mut files: Vec<_> = std::fs::read_dir(&ext)
-        .expect("extensions dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&ext).expect("extensions dir").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     let (mut ok, mut failures, mut modules) = (0, Vec::new(), 0);
     for file in files {
@@ -101,30 +94,16 @@ fn extension_specs_agree() {
                 .iter()
                 .map(|chain| {
                     // The specs are run as `iptables` commands, not through iptables-restore.
-                    let bin = if family == Family::V6 {
-                        "ip6tables"
-                    } else {
-                        "iptables"
-                    };
+                    let bin = if family == Family::V6 { "ip6tables" } else { "iptables" };
                     let input = format!("{bin} -t {table} -A {chain} {rule}\n");
-                    let opts = nfsim::ruleset::ParseOptions {
-                        family: Some(family),
-                        ..Default::default()
-                    };
+                    let opts = nfsim::ruleset::ParseOptions { family: Some(family), ..Default::default() };
                     let parsed = nfsim::ruleset::parse_with(&input, &opts);
                     let res = match parsed.errors().next() {
                         Some(e) => Err(e.message.clone()),
                         None => {
-                            let out = nfsim::ruleset::render::render(
-                                &parsed.ruleset,
-                                &Default::default(),
-                            );
+                            let out = nfsim::ruleset::render::render(&parsed.ruleset, &Default::default());
                             let prefix = format!("-A {chain} ");
-                            Ok(out
-                                .lines()
-                                .find_map(|l| l.strip_prefix(&prefix))
-                                .unwrap_or("")
-                                .to_string())
+                            Ok(out.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or("").to_string())
                         }
                     };
                     (chain.clone(), res)
@@ -134,31 +113,18 @@ fn extension_specs_agree() {
             for (chain, res) in results {
                 match (verdict, res) {
                     ("OK", Ok(got)) if got == expected => ok += 1,
-                    ("OK", Ok(got)) => failures.push(format!(
-                        "{file} [{chain}] `{rule}`: printed `{got}`, expected `{expected}`"
-                    )),
-                    ("OK", Err(e)) => failures.push(format!(
-                        "{file} [{chain}] `{rule}`: refused ({e}), expected OK"
-                    )),
+                    ("OK", Ok(got)) => failures.push(format!("{file} [{chain}] `{rule}`: printed `{got}`, expected `{expected}`")),
+                    ("OK", Err(e)) => failures.push(format!("{file} [{chain}] `{rule}`: refused ({e}), expected OK")),
                     ("FAIL", Err(_)) => ok += 1,
-                    ("FAIL", Ok(got)) => failures.push(format!(
-                        "{file} [{chain}] `{rule}`: accepted as `{got}`, expected FAIL"
-                    )),
+                    ("FAIL", Ok(got)) => failures.push(format!("{file} [{chain}] `{rule}`: accepted as `{got}`, expected FAIL")),
                     _ => {}
                 }
             }
         }
     }
-    eprintln!(
-        "upstream specs: {modules} typed modules, {ok} (rule, chain) cases agree, {} disagree",
-        failures.len()
-    );
+    eprintln!("upstream specs: {modules} typed modules, {ok} (rule, chain) cases agree, {} disagree", failures.len());
     for f in &failures {
         eprintln!("  {f}");
     }
-    assert!(
-        failures.is_empty(),
-        "{} upstream spec cases disagree",
-        failures.len()
-    );
+    assert!(failures.is_empty(), "{} upstream spec cases disagree", failures.len());
 }

@@ -8,20 +8,8 @@ use crate::ruleset::{Family, Hook, HookMask};
 
 /// Route types in bit order (`RTN_*` of `<linux/rtnetlink.h>`): bit `i` of a mask is
 /// `ADDR_TYPES[i]`.
-pub const ADDR_TYPES: [&str; 12] = [
-    "UNSPEC",
-    "UNICAST",
-    "LOCAL",
-    "BROADCAST",
-    "ANYCAST",
-    "MULTICAST",
-    "BLACKHOLE",
-    "UNREACHABLE",
-    "PROHIBIT",
-    "THROW",
-    "NAT",
-    "XRESOLVE",
-];
+pub const ADDR_TYPES: [&str; 12] =
+    ["UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"];
 
 /// A set of route types (bit `i` = [`ADDR_TYPES`]`[i]`) and its inversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -61,9 +49,7 @@ impl Addrtype {
         match self.limit_iface {
             None => HookMask::ALL,
             Some(LimitIface::In) => HookMask::of(&[Hook::Prerouting, Hook::Input, Hook::Forward]),
-            Some(LimitIface::Out) => {
-                HookMask::of(&[Hook::Forward, Hook::Output, Hook::Postrouting])
-            }
+            Some(LimitIface::Out) => HookMask::of(&[Hook::Forward, Hook::Output, Hook::Postrouting]),
         }
     }
 }
@@ -75,17 +61,8 @@ fn parse_types(s: &str) -> Result<u16, String> {
     for item in s.split(',') {
         let bit = ADDR_TYPES
             .iter()
-            .position(|name| {
-                !item.is_empty()
-                    && item.len() <= name.len()
-                    && name.as_bytes()[..item.len()].eq_ignore_ascii_case(item.as_bytes())
-            })
-            .ok_or_else(|| {
-                format!(
-                    "bad address type `{item}` (expected {})",
-                    ADDR_TYPES.join(", ")
-                )
-            })?;
+            .position(|name| !item.is_empty() && item.len() <= name.len() && name.as_bytes()[..item.len()].eq_ignore_ascii_case(item.as_bytes()))
+            .ok_or_else(|| format!("bad address type `{item}` (expected {})", ADDR_TYPES.join(", ")))?;
         mask |= 1 << bit;
     }
     Ok(mask)
@@ -103,8 +80,7 @@ fn save_types(out: &mut String, mask: u16) {
 }
 
 impl Extension for Addrtype {
-    const OPTIONS: &'static [&'static str] =
-        &["src-type", "dst-type", "limit-iface-in", "limit-iface-out"];
+    const OPTIONS: &'static [&'static str] = &["src-type", "dst-type", "limit-iface-in", "limit-iface-out"];
 
     fn new(_ctx: &Ctx) -> Self {
         Addrtype::default()
@@ -113,32 +89,21 @@ impl Extension for Addrtype {
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
         match opt {
             "src-type" | "dst-type" => {
-                let slot = if opt == "src-type" {
-                    &mut self.src
-                } else {
-                    &mut self.dst
-                };
+                let slot = if opt == "src-type" { &mut self.src } else { &mut self.dst };
                 once(slot, opt)?;
                 let mask = parse_types(args.value()?)?;
                 *slot = Some(AddrTypes { mask, invert });
             }
             "limit-iface-in" | "limit-iface-out" => {
                 no_invert(invert, opt)?;
-                let limit = if opt == "limit-iface-in" {
-                    LimitIface::In
-                } else {
-                    LimitIface::Out
-                };
+                let limit = if opt == "limit-iface-in" { LimitIface::In } else { LimitIface::Out };
                 match self.limit_iface {
                     None => self.limit_iface = Some(limit),
                     Some(l) if l == limit => {
                         return Err(format!("option `--{opt}` may be given only once"));
                     }
                     Some(_) => {
-                        return Err(
-                            "`--limit-iface-in` cannot be used together with `--limit-iface-out`"
-                                .into(),
-                        );
+                        return Err("`--limit-iface-in` cannot be used together with `--limit-iface-out`".into());
                     }
                 }
             }
@@ -157,9 +122,7 @@ impl Extension for Addrtype {
                 return Err("ip6tables' addrtype cannot match BLACKHOLE".into());
             }
             if used >= 1 << 8 {
-                return Err(
-                    "ip6tables' addrtype cannot match PROHIBIT, THROW, NAT or XRESOLVE".into(),
-                );
+                return Err("ip6tables' addrtype cannot match PROHIBIT, THROW, NAT or XRESOLVE".into());
             }
             if used & (1 << 3) != 0 {
                 return Err("ip6tables' addrtype cannot match BROADCAST".into());
@@ -192,11 +155,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
-        Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        }
+        Ctx { family, table: TableName::Filter, proto: None }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -223,19 +182,10 @@ mod tests {
     fn libxt_addrtype_t() {
         assert!(check("").is_err());
         assert!(check("--src-type wrong").is_err());
-        for line in [
-            "--src-type UNSPEC",
-            "--dst-type UNSPEC",
-            "--src-type LOCAL --dst-type LOCAL",
-        ] {
+        for line in ["--src-type UNSPEC", "--dst-type UNSPEC", "--src-type LOCAL --dst-type LOCAL"] {
             assert_eq!(check(line), Ok(format!(" {line}")), "{line}");
         }
-        for line in [
-            "--limit-iface-in",
-            "--limit-iface-out",
-            "--limit-iface-in --limit-iface-out",
-            "--src-type LOCAL --limit-iface-in --limit-iface-out",
-        ] {
+        for line in ["--limit-iface-in", "--limit-iface-out", "--limit-iface-in --limit-iface-out", "--src-type LOCAL --limit-iface-in --limit-iface-out"] {
             assert!(check(line).is_err(), "{line}");
         }
         // The `:INPUT` / `:OUTPUT` lines: accepted by the extension, their hooks checked by
@@ -261,18 +211,9 @@ mod tests {
             ("--src-type local,unicast", " --src-type UNICAST,LOCAL"),
             ("--src-type U", " --src-type UNSPEC"),
             ("--src-type UNI,LOC", " --src-type UNICAST,LOCAL"),
-            (
-                "! --src-type LOCAL ! --dst-type BROADCAST,MULTICAST",
-                " ! --src-type LOCAL ! --dst-type BROADCAST,MULTICAST",
-            ),
-            (
-                "--dst-type XRESOLVE,NAT,THROW,PROHIBIT,UNREACHABLE,BLACKHOLE",
-                " --dst-type BLACKHOLE,UNREACHABLE,PROHIBIT,THROW,NAT,XRESOLVE",
-            ),
-            (
-                "--limit-iface-out --dst-type LOCAL",
-                " --dst-type LOCAL --limit-iface-out",
-            ),
+            ("! --src-type LOCAL ! --dst-type BROADCAST,MULTICAST", " ! --src-type LOCAL ! --dst-type BROADCAST,MULTICAST"),
+            ("--dst-type XRESOLVE,NAT,THROW,PROHIBIT,UNREACHABLE,BLACKHOLE", " --dst-type BLACKHOLE,UNREACHABLE,PROHIBIT,THROW,NAT,XRESOLVE"),
+            ("--limit-iface-out --dst-type LOCAL", " --dst-type LOCAL --limit-iface-out"),
         ] {
             assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
         }
@@ -289,12 +230,7 @@ mod tests {
         let v6 = |line| check_alone::<Addrtype>(ctx(Family::V6), line);
         assert_eq!(v6("--src-type LOCAL").as_deref(), Ok(" --src-type LOCAL"));
         assert!(v6("--src-type UNREACHABLE,MULTICAST,ANYCAST,UNICAST,UNSPEC").is_ok());
-        for line in [
-            "--src-type BROADCAST",
-            "--src-type BLACKHOLE",
-            "--src-type PROHIBIT",
-            "--dst-type XRESOLVE",
-        ] {
+        for line in ["--src-type BROADCAST", "--src-type BLACKHOLE", "--src-type PROHIBIT", "--dst-type XRESOLVE"] {
             assert!(v6(line).is_err(), "{line}");
         }
     }

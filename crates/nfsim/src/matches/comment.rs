@@ -61,11 +61,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Comment>(ctx, line)
     }
 
@@ -77,10 +73,7 @@ mod tests {
         // comment's own part (the position among matches is kept by the rule parser).
         assert_eq!(check("--comment foo").unwrap(), " --comment foo");
         let x255 = "x".repeat(255);
-        assert_eq!(
-            check(&format!("--comment {x255}")).unwrap(),
-            format!(" --comment {x255}")
-        );
+        assert_eq!(check(&format!("--comment {x255}")).unwrap(), format!(" --comment {x255}"));
     }
 
     /// Expected forms printed by the real iptables-restore / iptables-save 1.8.9 (nf_tables).
@@ -89,17 +82,11 @@ mod tests {
         // The spec's commented-out "should fail" line: the real tool keeps 255 bytes instead.
         let x255 = "x".repeat(255);
         for n in [256, 300] {
-            assert_eq!(
-                check(&format!("--comment {}", "x".repeat(n))).unwrap(),
-                format!(" --comment {x255}")
-            );
+            assert_eq!(check(&format!("--comment {}", "x".repeat(n))).unwrap(), format!(" --comment {x255}"));
         }
         let ok = [
             (r#"--comment "a b""#, r#" --comment "a b""#),
-            (
-                r#"--comment "it's \"q\" \\ b""#,
-                r#" --comment "it\'s \"q\" \\ b""#,
-            ),
+            (r#"--comment "it's \"q\" \\ b""#, r#" --comment "it\'s \"q\" \\ b""#),
             ("--comment ns/svc:port", r#" --comment "ns/svc:port""#),
             (r#"--comment "é""#, r#" --comment "é""#),
             (r#"--comment "a#b""#, r#" --comment "a#b""#),
@@ -114,9 +101,6 @@ mod tests {
         assert!(check("--comment foo --comment bar").is_err());
         // 128 two-byte characters: iptables cuts the last one in half; the model drops it.
         let e128 = "é".repeat(128);
-        assert_eq!(
-            check(&format!("--comment \"{e128}\"")).unwrap(),
-            format!(" --comment \"{}\"", "é".repeat(127))
-        );
+        assert_eq!(check(&format!("--comment \"{e128}\"")).unwrap(), format!(" --comment \"{}\"", "é".repeat(127)));
     }
 }

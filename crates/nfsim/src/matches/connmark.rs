@@ -26,11 +26,7 @@ impl Extension for Connmark {
             "mark" => {
                 once(&self.mark, opt)?;
                 let (value, mask) = parse_mark(args.value()?)?;
-                self.mark = Some(MarkValue {
-                    value,
-                    mask,
-                    invert,
-                });
+                self.mark = Some(MarkValue { value, mask, invert });
                 Ok(())
             }
             _ => Err(format!("unknown option `--{opt}`")),
@@ -60,25 +56,15 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         check_alone::<Connmark>(ctx, line)
     }
 
     #[test]
     fn libxt_connmark_t() {
         assert_eq!(check("--mark 0xffffffff").unwrap(), " --mark 0xffffffff");
-        assert_eq!(
-            check("--mark 0xffffffff/0xffffffff").unwrap(),
-            " --mark 0xffffffff"
-        );
-        assert_eq!(
-            check("--mark 0xffffffff/0x0").unwrap(),
-            " --mark 0xffffffff/0x0"
-        );
+        assert_eq!(check("--mark 0xffffffff/0xffffffff").unwrap(), " --mark 0xffffffff");
+        assert_eq!(check("--mark 0xffffffff/0x0").unwrap(), " --mark 0xffffffff/0x0");
         assert_eq!(check("--mark 0/0xffffffff").unwrap(), " --mark 0x0");
         assert!(check("--mark -1").is_err());
         assert!(check("--mark 0xfffffffff").is_err());

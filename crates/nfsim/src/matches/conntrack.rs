@@ -66,33 +66,21 @@ pub mod status_bits {
     pub const CONFIRMED: u8 = 1 << 3;
 }
 
-const STATUS_NAMES: [(&str, u8); 4] = [
-    ("EXPECTED", status_bits::EXPECTED),
-    ("SEEN_REPLY", status_bits::SEEN_REPLY),
-    ("ASSURED", status_bits::ASSURED),
-    ("CONFIRMED", status_bits::CONFIRMED),
-];
+const STATUS_NAMES: [(&str, u8); 4] =
+    [("EXPECTED", status_bits::EXPECTED), ("SEEN_REPLY", status_bits::SEEN_REPLY), ("ASSURED", status_bits::ASSURED), ("CONFIRMED", status_bits::CONFIRMED)];
 
 /// True when `word` is a non-empty case-insensitive prefix of `keyword` (`strncasecmp` with the
 /// word's length, as iptables compares state and status names).
 fn abbreviates(word: &str, keyword: &str) -> bool {
-    !word.is_empty()
-        && word.len() <= keyword.len()
-        && keyword.as_bytes()[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+    !word.is_empty() && word.len() <= keyword.len() && keyword.as_bytes()[..word.len()].eq_ignore_ascii_case(word.as_bytes())
 }
 
 /// Parses a comma-separated state list (`--ctstate`, or `--state` when `nat` is false, which
 /// does not know `SNAT`/`DNAT`). Each word may be any abbreviation, in any case.
 pub(crate) fn parse_states(arg: &str, nat: bool, opt: &str) -> Result<u16, String> {
-    let expected = if nat {
-        "INVALID, NEW, ESTABLISHED, RELATED, UNTRACKED, SNAT or DNAT"
-    } else {
-        "INVALID, NEW, ESTABLISHED, RELATED or UNTRACKED"
-    };
+    let expected = if nat { "INVALID, NEW, ESTABLISHED, RELATED, UNTRACKED, SNAT or DNAT" } else { "INVALID, NEW, ESTABLISHED, RELATED or UNTRACKED" };
     if arg.is_empty() || arg.ends_with(',') {
-        return Err(format!(
-            "`--{opt}` requires a comma-separated list of states without spaces (expected {expected})"
-        ));
+        return Err(format!("`--{opt}` requires a comma-separated list of states without spaces (expected {expected})"));
     }
     let mut mask = 0;
     for word in arg.split(',') {
@@ -131,11 +119,7 @@ fn parse_statuses(arg: &str) -> Result<u8, String> {
             .iter()
             .find(|(n, _)| abbreviates(word, n))
             .map(|&(_, b)| b)
-            .ok_or_else(|| {
-                format!(
-                    "bad status `{word}` in `{arg}` (expected NONE, EXPECTED, SEEN_REPLY, ASSURED or CONFIRMED)"
-                )
-            })?;
+            .ok_or_else(|| format!("bad status `{word}` in `{arg}` (expected NONE, EXPECTED, SEEN_REPLY, ASSURED or CONFIRMED)"))?;
     }
     Ok(mask)
 }
@@ -259,11 +243,7 @@ impl CtAddr {
                         Family::V4 => parse_v4_aton(m).map(IpAddr::V4),
                         Family::V6 => m.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
                     }
-                    .ok_or_else(|| {
-                        format!(
-                            "bad value `{s}` for `--{opt}`: `{m}` is neither a network mask nor a prefix length (0-{full})"
-                        )
-                    })?;
+                    .ok_or_else(|| format!("bad value `{s}` for `--{opt}`: `{m}` is neither a network mask nor a prefix length (0-{full})"))?;
                     mask_prefix(mask).unwrap_or(full)
                 }
             },
@@ -279,9 +259,7 @@ impl CtAddr {
                 (u32::from(a) ^ u32::from(b)) & m == 0
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let m = u128::MAX
-                    .checked_shl(128 - u32::from(self.plen))
-                    .unwrap_or(0);
+                let m = u128::MAX.checked_shl(128 - u32::from(self.plen)).unwrap_or(0);
                 (u128::from(a) ^ u128::from(b)) & m == 0
             }
             _ => false,
@@ -303,23 +281,17 @@ impl CtAddr {
 fn parse_ct_port(s: &str, whole: &str) -> Result<u16, String> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         // getaddrinfo stores the number into a 16-bit port: it wraps.
-        let v = s
-            .bytes()
-            .fold(0u64, |v, b| (v * 10 + u64::from(b - b'0')) & 0xffff_ffff);
+        let v = s.bytes().fold(0u64, |v, b| (v * 10 + u64::from(b - b'0')) & 0xffff_ffff);
         return Ok(v as u16);
     }
-    services::service_port(s, "tcp")
-        .or_else(|| services::service_port(s, "udp"))
-        .ok_or_else(|| format!("port `{s}` in `{whole}` does not resolve to anything"))
+    services::service_port(s, "tcp").or_else(|| services::service_port(s, "udp")).ok_or_else(|| format!("port `{s}` in `{whole}` does not resolve to anything"))
 }
 
 /// Parses `P`, `LO:HI`, `:HI`, `LO:` or `:` (`XTTYPE_PORTRC`; no order check in 1.8.9).
 fn parse_ct_port_range(s: &str) -> Result<(u16, u16), String> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() > 2 {
-        return Err(format!(
-            "too many `:`-separated parts in port range `{s}` (at most 2)"
-        ));
+        return Err(format!("too many `:`-separated parts in port range `{s}` (at most 2)"));
     }
     let mut range = [0u16, u16::MAX];
     for (i, p) in parts.iter().enumerate() {
@@ -337,18 +309,14 @@ fn parse_ct_port_range(s: &str) -> Result<(u16, u16), String> {
 fn parse_u32_range(s: &str, opt: &str) -> Result<(u32, u32), String> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() > 2 {
-        return Err(format!(
-            "too many `:`-separated parts in `--{opt} {s}` (at most 2)"
-        ));
+        return Err(format!("too many `:`-separated parts in `--{opt} {s}` (at most 2)"));
     }
     let mut range = [0u32, u32::MAX];
     for (i, p) in parts.iter().enumerate() {
         if !p.is_empty() {
             range[i] = parse_c_number(p)
                 .filter(|&v| v <= u64::from(u32::MAX))
-                .ok_or_else(|| {
-                    format!("bad value `{p}` for `--{opt}` (expected a number 0..=4294967295)")
-                })? as u32;
+                .ok_or_else(|| format!("bad value `{p}` for `--{opt}` (expected a number 0..=4294967295)"))? as u32;
         }
     }
     if parts.len() == 1 {
@@ -491,9 +459,7 @@ impl Extension for Conntrack {
                 } else if v.eq_ignore_ascii_case("REPLY") {
                     CtDir::Reply
                 } else {
-                    return Err(format!(
-                        "bad value `{v}` for `--ctdir` (expected ORIGINAL or REPLY)"
-                    ));
+                    return Err(format!("bad value `{v}` for `--ctdir` (expected ORIGINAL or REPLY)"));
                 });
             }
             _ => return Err(format!("unknown option `--{opt}`")),
@@ -519,24 +485,16 @@ impl Extension for Conntrack {
             save_invert(out, inv);
             let _ = write!(out, " --ctproto {p}");
         }
-        for (name, slot) in [
-            ("ctorigsrc", &i.orig_src),
-            ("ctorigdst", &i.orig_dst),
-            ("ctreplsrc", &i.repl_src),
-            ("ctrepldst", &i.repl_dst),
-        ] {
+        for (name, slot) in [("ctorigsrc", &i.orig_src), ("ctorigdst", &i.orig_dst), ("ctreplsrc", &i.repl_src), ("ctrepldst", &i.repl_dst)] {
             if let Some((a, inv)) = slot {
                 save_invert(out, *inv);
                 let _ = write!(out, " --{name}");
                 a.save(out);
             }
         }
-        for (name, slot) in [
-            ("ctorigsrcport", &i.orig_src_port),
-            ("ctorigdstport", &i.orig_dst_port),
-            ("ctreplsrcport", &i.repl_src_port),
-            ("ctrepldstport", &i.repl_dst_port),
-        ] {
+        for (name, slot) in
+            [("ctorigsrcport", &i.orig_src_port), ("ctorigdstport", &i.orig_dst_port), ("ctreplsrcport", &i.repl_src_port), ("ctrepldstport", &i.repl_dst_port)]
+        {
             if let Some(p) = slot {
                 save_invert(out, p.invert);
                 if p.hi == 0 || p.lo == p.hi {
@@ -574,11 +532,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
-        Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        }
+        Ctx { family, table: TableName::Filter, proto: None }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -609,14 +563,8 @@ mod tests {
         run(
             &[
                 ("--ctstate NEW", Some(" --ctstate NEW")),
-                (
-                    "--ctstate NEW,ESTABLISHED",
-                    Some(" --ctstate NEW,ESTABLISHED"),
-                ),
-                (
-                    "--ctstate NEW,RELATED,ESTABLISHED",
-                    Some(" --ctstate NEW,RELATED,ESTABLISHED"),
-                ),
+                ("--ctstate NEW,ESTABLISHED", Some(" --ctstate NEW,ESTABLISHED")),
+                ("--ctstate NEW,RELATED,ESTABLISHED", Some(" --ctstate NEW,RELATED,ESTABLISHED")),
                 ("--ctstate INVALID", Some(" --ctstate INVALID")),
                 ("--ctstate UNTRACKED", Some(" --ctstate UNTRACKED")),
                 ("--ctstate SNAT,DNAT", Some(" --ctstate SNAT,DNAT")),
@@ -709,30 +657,15 @@ mod tests {
                 ("--ctproto 0x11", Some(" --ctproto 17")),
                 ("--ctproto 256", None),
                 ("--ctstate S", Some(" --ctstate SNAT")),
-                (
-                    "--ctstate DNAT,SNAT,UNTRACKED,ESTABLISHED,RELATED,NEW,INVALID",
-                    Some(" --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED,SNAT,DNAT"),
-                ),
-                (
-                    "! --ctstate ESTABLISHED,RELATED",
-                    Some(" ! --ctstate RELATED,ESTABLISHED"),
-                ),
+                ("--ctstate DNAT,SNAT,UNTRACKED,ESTABLISHED,RELATED,NEW,INVALID", Some(" --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED,SNAT,DNAT")),
+                ("! --ctstate ESTABLISHED,RELATED", Some(" ! --ctstate RELATED,ESTABLISHED")),
                 ("--ctstate NEW --ctstate ESTABLISHED", None),
                 ("--ctorigsrc 10.0.0.1/8", Some(" --ctorigsrc 10.0.0.1/8")),
-                (
-                    "--ctorigsrc 10.0.0.1/255.0.255.0",
-                    Some(" --ctorigsrc 10.0.0.1"),
-                ),
-                (
-                    "--ctorigsrc 10.0.0.1/255.255.0.0",
-                    Some(" --ctorigsrc 10.0.0.1/16"),
-                ),
+                ("--ctorigsrc 10.0.0.1/255.0.255.0", Some(" --ctorigsrc 10.0.0.1")),
+                ("--ctorigsrc 10.0.0.1/255.255.0.0", Some(" --ctorigsrc 10.0.0.1/16")),
                 ("--ctorigsrc 10.0.0.1/0", Some(" --ctorigsrc 10.0.0.1/0")),
                 ("--ctorigsrc 10.0.0.1/33", Some(" --ctorigsrc 10.0.0.1")),
-                (
-                    "--ctorigsrc 10.0.0.1/0x10",
-                    Some(" --ctorigsrc 10.0.0.1/16"),
-                ),
+                ("--ctorigsrc 10.0.0.1/0x10", Some(" --ctorigsrc 10.0.0.1/16")),
                 ("--ctorigsrc 10.0.0.1/010", Some(" --ctorigsrc 10.0.0.1/8")),
                 ("--ctorigsrc 10.0.0.1/32", Some(" --ctorigsrc 10.0.0.1")),
                 ("--ctorigsrc 10.0.0.1/abc", None),
@@ -743,10 +676,7 @@ mod tests {
                 ("--ctorigsrc 1.2.3.256", None),
                 ("--ctorigsrc 1.2.3.4.5", None),
                 ("--ctorigsrc 1.2.3.4,5.6.7.8", None),
-                (
-                    "--ctreplsrc 10.1 --ctrepldst 1.2.3.4/32",
-                    Some(" --ctreplsrc 10.0.0.1 --ctrepldst 1.2.3.4"),
-                ),
+                ("--ctreplsrc 10.1 --ctrepldst 1.2.3.4/32", Some(" --ctreplsrc 10.0.0.1 --ctrepldst 1.2.3.4")),
                 ("--ctorigsrc 10.0.0.1 --ctorigsrc 10.0.0.2", None),
                 ("! --ctorigsrcport 80:90", Some(" ! --ctorigsrcport 80:90")),
                 ("--ctorigsrcport http", Some(" --ctorigsrcport 80")),
@@ -755,10 +685,7 @@ mod tests {
                 ("--ctorigsrcport 0", Some(" --ctorigsrcport 0")),
                 ("--ctorigsrcport 1 --ctorigsrcport 2", None),
                 ("--ctstatus NONE,ASSURED", Some(" --ctstatus ASSURED")),
-                (
-                    "--ctstatus CONFIRMED,ASSURED,SEEN_REPLY,EXPECTED",
-                    Some(" --ctstatus EXPECTED,SEEN_REPLY,ASSURED,CONFIRMED"),
-                ),
+                ("--ctstatus CONFIRMED,ASSURED,SEEN_REPLY,EXPECTED", Some(" --ctstatus EXPECTED,SEEN_REPLY,ASSURED,CONFIRMED")),
                 ("! --ctstatus N", Some(" ! --ctstatus NONE")),
                 ("--ctexpire 5:3", Some(" --ctexpire 5:3")),
                 ("--ctexpire 0x10:020", Some(" --ctexpire 16")),
@@ -786,33 +713,15 @@ mod tests {
         );
         run(
             &[
-                (
-                    "--ctorigsrc 2001:db8::1/64",
-                    Some(" --ctorigsrc 2001:db8::1/64"),
-                ),
-                (
-                    "--ctorigsrc 2001:db8::1/ffff:ffff::",
-                    Some(" --ctorigsrc 2001:db8::1/32"),
-                ),
-                (
-                    "--ctorigsrc 2001:db8::1/ffff::ffff",
-                    Some(" --ctorigsrc 2001:db8::1"),
-                ),
+                ("--ctorigsrc 2001:db8::1/64", Some(" --ctorigsrc 2001:db8::1/64")),
+                ("--ctorigsrc 2001:db8::1/ffff:ffff::", Some(" --ctorigsrc 2001:db8::1/32")),
+                ("--ctorigsrc 2001:db8::1/ffff::ffff", Some(" --ctorigsrc 2001:db8::1")),
                 ("--ctorigsrc 2001:db8::1/129", None),
                 ("--ctorigsrc ::1.2.3.4", Some(" --ctorigsrc ::1.2.3.4")),
-                (
-                    "--ctorigsrc ::ffff:1.2.3.4",
-                    Some(" --ctorigsrc ::ffff:1.2.3.4"),
-                ),
+                ("--ctorigsrc ::ffff:1.2.3.4", Some(" --ctorigsrc ::ffff:1.2.3.4")),
                 ("--ctorigsrc ::0.0.1.2", Some(" --ctorigsrc ::102")),
-                (
-                    "--ctorigsrc 1:0:0:1:0:0:0:1",
-                    Some(" --ctorigsrc 1:0:0:1::1"),
-                ),
-                (
-                    "--ctorigsrc ::ffff:0:1.2.3.4",
-                    Some(" --ctorigsrc ::ffff:0:102:304"),
-                ),
+                ("--ctorigsrc 1:0:0:1:0:0:0:1", Some(" --ctorigsrc 1:0:0:1::1")),
+                ("--ctorigsrc ::ffff:0:1.2.3.4", Some(" --ctorigsrc ::ffff:0:102:304")),
                 ("--ctorigsrc ::/0", Some(" --ctorigsrc ::/0")),
                 ("--ctorigsrc 1.2.3.4", None),
             ],

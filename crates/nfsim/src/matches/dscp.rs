@@ -38,12 +38,7 @@ pub const DSCP_CLASSES: [(&str, u8); 22] = [
 /// Resolves a DSCP class name as iptables does: case-insensitively, and the argument only has
 /// to start with the class name (`CS0x` is `CS0`).
 pub fn class_to_dscp(name: &str) -> Option<u8> {
-    DSCP_CLASSES
-        .iter()
-        .find(|(c, _)| {
-            name.len() >= c.len() && name.as_bytes()[..c.len()].eq_ignore_ascii_case(c.as_bytes())
-        })
-        .map(|&(_, v)| v)
+    DSCP_CLASSES.iter().find(|(c, _)| name.len() >= c.len() && name.as_bytes()[..c.len()].eq_ignore_ascii_case(c.as_bytes())).map(|&(_, v)| v)
 }
 
 /// The dscp match: `--dscp N` or `--dscp-class NAME` (stored as the number; saved as `--dscp`).
@@ -64,9 +59,7 @@ impl Extension for Dscp {
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
         if self.dscp.is_some() {
-            return Err(
-                "only one of `--dscp` and `--dscp-class` may be given, and only once".into(),
-            );
+            return Err("only one of `--dscp` and `--dscp-class` may be given, and only once".into());
         }
         let v = args.value()?;
         let value = match opt {
@@ -105,11 +98,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Filter, proto: None };
         check_alone::<Dscp>(ctx, line)
     }
 
@@ -156,9 +145,6 @@ mod tests {
         assert!(check("--dscp 1 --dscp 2").is_err());
         assert!(check("--dscp-class EF --dscp-class AF11").is_err());
         assert_eq!(check("--dscp-c EF").unwrap(), " --dscp 0x2e");
-        assert_eq!(
-            check_in(Family::V6, "! --dscp 3").unwrap(),
-            " ! --dscp 0x03"
-        );
+        assert_eq!(check_in(Family::V6, "! --dscp 3").unwrap(), " ! --dscp 0x03");
     }
 }

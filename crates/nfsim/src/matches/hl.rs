@@ -49,11 +49,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Filter, proto: None };
         check_alone::<Hl>(ctx, line)
     }
 

@@ -122,21 +122,14 @@ pub(crate) const ICMPV6_NAMES: &[IcmpName] = &[
 fn leading_u8(s: &str) -> Option<(u8, &str)> {
     let b = s.as_bytes();
     let start = usize::from(b.first() == Some(&b'+'));
-    let (radix, digits_at) = if b.len() > start + 2
-        && b[start] == b'0'
-        && matches!(b[start + 1], b'x' | b'X')
-        && b[start + 2].is_ascii_hexdigit()
-    {
+    let (radix, digits_at) = if b.len() > start + 2 && b[start] == b'0' && matches!(b[start + 1], b'x' | b'X') && b[start + 2].is_ascii_hexdigit() {
         (16, start + 2)
     } else if b.get(start) == Some(&b'0') {
         (8, start)
     } else {
         (10, start)
     };
-    let len = b[digits_at..]
-        .iter()
-        .take_while(|c| (**c as char).is_digit(radix))
-        .count();
+    let len = b[digits_at..].iter().take_while(|c| (**c as char).is_digit(radix)).count();
     if len == 0 {
         return None;
     }
@@ -160,20 +153,13 @@ fn leading_range(s: &str) -> Option<((u8, u8), &str)> {
 /// Parses an `--icmp-type` / `--icmpv6-type` value as libxtables' `ipt_parse_icmp` does: a
 /// (case-insensitive, possibly abbreviated) name from `names`, or `TYPE[/CODE[:CODE]]` with C
 /// numbers. `what` is `ICMP` or `ICMPv6`. Returns the type and the code range.
-pub(crate) fn parse_icmp_type(
-    names: &[IcmpName],
-    what: &str,
-    s: &str,
-) -> Result<(u8, u8, u8), String> {
+pub(crate) fn parse_icmp_type(names: &[IcmpName], what: &str, s: &str) -> Result<(u8, u8, u8), String> {
     let mut found: Option<&IcmpName> = None;
     for entry in names {
         let name = entry.0.as_bytes();
         if name.len() >= s.len() && name[..s.len()].eq_ignore_ascii_case(s.as_bytes()) {
             if let Some(first) = found {
-                return Err(format!(
-                    "ambiguous {what} type `{s}`: `{}` or `{}`?",
-                    first.0, entry.0
-                ));
+                return Err(format!("ambiguous {what} type `{s}`: `{}` or `{}`?", first.0, entry.0));
             }
             found = Some(entry);
         }
@@ -182,13 +168,11 @@ pub(crate) fn parse_icmp_type(
         return Ok((t, lo, hi));
     }
     let expected = format!("expected a {what} type name, a number 0-255 or TYPE/CODE");
-    let ((t0, t1), rest) =
-        leading_range(s).ok_or_else(|| format!("unknown {what} type `{s}` ({expected})"))?;
+    let ((t0, t1), rest) = leading_range(s).ok_or_else(|| format!("unknown {what} type `{s}` ({expected})"))?;
     let (lo, hi) = if rest.is_empty() {
         (0, 255)
     } else if let Some(code) = rest.strip_prefix('/') {
-        let ((lo, hi), rest) = leading_range(code)
-            .ok_or_else(|| format!("unknown {what} code `{s}` (expected TYPE/CODE, 0-255)"))?;
+        let ((lo, hi), rest) = leading_range(code).ok_or_else(|| format!("unknown {what} code `{s}` (expected TYPE/CODE, 0-255)"))?;
         if let Some(c) = rest.chars().next() {
             return Err(format!("unknown character `{c}` in {what} type `{s}`"));
         }
@@ -198,9 +182,7 @@ pub(crate) fn parse_icmp_type(
         return Err(format!("unknown character `{c}` in {what} type `{s}`"));
     };
     if t0 != t1 {
-        return Err(format!(
-            "{what} type range not supported (expected one type, or TYPE/CODE)"
-        ));
+        return Err(format!("{what} type range not supported (expected one type, or TYPE/CODE)"));
     }
     Ok((t0, lo, hi))
 }
@@ -218,12 +200,7 @@ impl Extension for Icmp {
         }
         once(&self.spec, "icmp-type")?;
         let (icmp_type, code_min, code_max) = parse_icmp_type(ICMP_NAMES, "ICMP", args.value()?)?;
-        self.spec = Some(IcmpSpec {
-            icmp_type,
-            code_min,
-            code_max,
-            invert,
-        });
+        self.spec = Some(IcmpSpec { icmp_type, code_min, code_max, invert });
         Ok(())
     }
 
@@ -263,11 +240,7 @@ mod tests {
     use crate::ruleset::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<Neg<Proto>>) -> Ctx {
-        Ctx {
-            family,
-            table: TableName::Filter,
-            proto,
-        }
+        Ctx { family, table: TableName::Filter, proto }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -278,27 +251,15 @@ mod tests {
     #[test]
     fn libipt_icmp_t() {
         assert_eq!(check("--icmp-type any").as_deref(), Ok(" --icmp-type any"));
-        assert_eq!(
-            check("--icmp-type echo-reply").as_deref(),
-            Ok(" --icmp-type 0")
-        );
-        assert_eq!(
-            check("--icmp-type destination-unreachable").as_deref(),
-            Ok(" --icmp-type 3")
-        );
+        assert_eq!(check("--icmp-type echo-reply").as_deref(), Ok(" --icmp-type 0"));
+        assert_eq!(check("--icmp-type destination-unreachable").as_deref(), Ok(" --icmp-type 3"));
         // `-m icmp` without `-p icmp`, and without `--icmp-type`.
         assert!(check_alone::<Icmp>(ctx(Family::V4, None), "--icmp-type 8").is_err());
         assert!(check("").is_err());
         // The spec (1.8.11) expects `255/255` to be saved as written; iptables 1.8.9 (this
         // machine) saves every type-255 rule as `any`, which is what the kernel matches.
-        assert_eq!(
-            check("--icmp-type 255/255").as_deref(),
-            Ok(" --icmp-type any")
-        );
-        assert_eq!(
-            check("--icmp-type 255/0:255").as_deref(),
-            Ok(" --icmp-type any")
-        );
+        assert_eq!(check("--icmp-type 255/255").as_deref(), Ok(" --icmp-type any"));
+        assert_eq!(check("--icmp-type 255/0:255").as_deref(), Ok(" --icmp-type any"));
         // Commented out in the spec: iptables refuses a name with a code name.
         assert!(check("--icmp-type destination-unreachable/network-unreachable").is_err());
     }
@@ -324,14 +285,8 @@ mod tests {
             assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
         }
         for (line, message) in [
-            (
-                "--icmp-type echo",
-                "ambiguous ICMP type `echo`: `echo-reply` or `echo-request`?",
-            ),
-            (
-                "--icmp-type p",
-                "ambiguous ICMP type `p`: `pong` or `protocol-unreachable`?",
-            ),
+            ("--icmp-type echo", "ambiguous ICMP type `echo`: `echo-reply` or `echo-request`?"),
+            ("--icmp-type p", "ambiguous ICMP type `p`: `pong` or `protocol-unreachable`?"),
             ("--icmp-type 3:4", "ICMP type range not supported"),
             ("--icmp-type 3/", "unknown ICMP code `3/`"),
             ("--icmp-type 3x", "unknown character `x`"),
@@ -343,19 +298,7 @@ mod tests {
             let err = check(line).unwrap_err();
             assert!(err.contains(message), "{line}: {err}");
         }
-        assert!(
-            check_alone::<Icmp>(
-                ctx(Family::V6, Some(Neg::new(Proto::ICMP, false))),
-                "--icmp-type 8"
-            )
-            .is_err()
-        );
-        assert!(
-            check_alone::<Icmp>(
-                ctx(Family::V4, Some(Neg::new(Proto::ICMP, true))),
-                "--icmp-type 8"
-            )
-            .is_err()
-        );
+        assert!(check_alone::<Icmp>(ctx(Family::V6, Some(Neg::new(Proto::ICMP, false))), "--icmp-type 8").is_err());
+        assert!(check_alone::<Icmp>(ctx(Family::V4, Some(Neg::new(Proto::ICMP, true))), "--icmp-type 8").is_err());
     }
 }

@@ -28,14 +28,8 @@ impl Extension for Icmp6 {
             return Err(format!("unknown option `--{opt}`"));
         }
         once(&self.spec, "icmpv6-type")?;
-        let (icmp_type, code_min, code_max) =
-            parse_icmp_type(ICMPV6_NAMES, "ICMPv6", args.value()?)?;
-        self.spec = Some(IcmpSpec {
-            icmp_type,
-            code_min,
-            code_max,
-            invert,
-        });
+        let (icmp_type, code_min, code_max) = parse_icmp_type(ICMPV6_NAMES, "ICMPv6", args.value()?)?;
+        self.spec = Some(IcmpSpec { icmp_type, code_min, code_max, invert });
         Ok(())
     }
 
@@ -70,11 +64,7 @@ mod tests {
     use crate::ruleset::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<Neg<Proto>>) -> Ctx {
-        Ctx {
-            family,
-            table: TableName::Filter,
-            proto,
-        }
+        Ctx { family, table: TableName::Filter, proto }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -107,10 +97,7 @@ mod tests {
             ("--icmpv6-type 255", " --icmpv6-type 255"),
             ("--icmpv6-type 1/2:4", " --icmpv6-type 1/2"),
             ("--icmpv6-type 1/0:255", " --icmpv6-type 1"),
-            (
-                "! --icmpv6-type neighbour-solicitation",
-                " ! --icmpv6-type 135",
-            ),
+            ("! --icmpv6-type neighbour-solicitation", " ! --icmpv6-type 135"),
             ("--icmpv6-type neighbor-advertisement", " --icmpv6-type 136"),
             ("--icmpv6-type echo-request", " --icmpv6-type 128"),
             ("--icmpv6-type pong", " --icmpv6-type 129"),

@@ -66,16 +66,10 @@ fn parse_range(s: &str, family: Family, opt: &str, invert: bool) -> Result<AddrR
                 Family::V4 => "IPv4",
                 Family::V6 => "IPv6",
             };
-            format!(
-                "bad value `{a}` for `--{opt}` (expected a numeric {fam} address, or FIRST-LAST)"
-            )
+            format!("bad value `{a}` for `--{opt}` (expected a numeric {fam} address, or FIRST-LAST)")
         })
     };
-    Ok(AddrRange {
-        lo: parse(first)?,
-        hi: parse(last)?,
-        invert,
-    })
+    Ok(AddrRange { lo: parse(first)?, hi: parse(last)?, invert })
 }
 
 impl Extension for Iprange {
@@ -124,11 +118,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
-        Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        }
+        Ctx { family, table: TableName::Filter, proto: None }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -144,12 +134,7 @@ mod tests {
     #[test]
     fn libxt_iprange_t() {
         assert!(check("").is_err());
-        for line in [
-            "--src-range 1.1.1.1-1.1.1.10",
-            "! --src-range 1.1.1.1-1.1.1.10",
-            "--dst-range 1.1.1.1-1.1.1.10",
-            "! --dst-range 1.1.1.1-1.1.1.10",
-        ] {
+        for line in ["--src-range 1.1.1.1-1.1.1.10", "! --src-range 1.1.1.1-1.1.1.10", "--dst-range 1.1.1.1-1.1.1.10", "! --dst-range 1.1.1.1-1.1.1.10"] {
             assert_eq!(check(line), Ok(format!(" {line}")), "{line}");
         }
         for line in [
@@ -161,37 +146,19 @@ mod tests {
             assert_eq!(check6(line), Ok(format!(" {line}")), "{line}");
         }
         // Commented out in the specs ("should fail"): iptables accepts one address.
-        assert_eq!(
-            check("--src-range 1.1.1.1").as_deref(),
-            Ok(" --src-range 1.1.1.1-1.1.1.1")
-        );
-        assert_eq!(
-            check6("--dst-range 2001:db8::1").as_deref(),
-            Ok(" --dst-range 2001:db8::1-2001:db8::1")
-        );
+        assert_eq!(check("--src-range 1.1.1.1").as_deref(), Ok(" --src-range 1.1.1.1-1.1.1.1"));
+        assert_eq!(check6("--dst-range 2001:db8::1").as_deref(), Ok(" --dst-range 2001:db8::1-2001:db8::1"));
     }
 
     /// Values as the real `iptables` / `ip6tables` 1.8.9 read and printed them.
     #[test]
     fn addresses_like_iptables_1_8_9() {
         for (line, saved) in [
-            (
-                "--src-range 1.1.1.10-1.1.1.1",
-                " --src-range 1.1.1.10-1.1.1.1",
-            ),
+            ("--src-range 1.1.1.10-1.1.1.1", " --src-range 1.1.1.10-1.1.1.1"),
             ("--src-range 10.1-10.2", " --src-range 10.1.0.0-10.2.0.0"),
-            (
-                "--src-range 01.1.1.1-1.1.1.2",
-                " --src-range 1.1.1.1-1.1.1.2",
-            ),
-            (
-                "--src-range 0x1.1.1.1-010.0.0.1",
-                " --src-range 1.1.1.1-8.0.0.1",
-            ),
-            (
-                "--dst-range 1.1.1.1-1.1.1.2 --src-range 2.2.2.2-2.2.2.3",
-                " --src-range 2.2.2.2-2.2.2.3 --dst-range 1.1.1.1-1.1.1.2",
-            ),
+            ("--src-range 01.1.1.1-1.1.1.2", " --src-range 1.1.1.1-1.1.1.2"),
+            ("--src-range 0x1.1.1.1-010.0.0.1", " --src-range 1.1.1.1-8.0.0.1"),
+            ("--dst-range 1.1.1.1-1.1.1.2 --src-range 2.2.2.2-2.2.2.3", " --src-range 2.2.2.2-2.2.2.3 --dst-range 1.1.1.1-1.1.1.2"),
         ] {
             assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
         }
@@ -206,43 +173,19 @@ mod tests {
             assert!(check(line).is_err(), "{line}");
         }
         for (line, saved) in [
-            (
-                "--src-range ::ffff:1.2.3.4-::ffff:1.2.3.5",
-                " --src-range ::ffff:1.2.3.4-::ffff:1.2.3.5",
-            ),
-            (
-                "--src-range ::1.2.3.4-::1.2.3.5",
-                " --src-range ::1.2.3.4-::1.2.3.5",
-            ),
-            (
-                "--src-range 2001:DB8:0:0:0:0:0:1-2001:db8::1:0:0:1",
-                " --src-range 2001:db8::1-2001:db8::1:0:0:1",
-            ),
+            ("--src-range ::ffff:1.2.3.4-::ffff:1.2.3.5", " --src-range ::ffff:1.2.3.4-::ffff:1.2.3.5"),
+            ("--src-range ::1.2.3.4-::1.2.3.5", " --src-range ::1.2.3.4-::1.2.3.5"),
+            ("--src-range 2001:DB8:0:0:0:0:0:1-2001:db8::1:0:0:1", " --src-range 2001:db8::1-2001:db8::1:0:0:1"),
             ("--src-range ::-::1", " --src-range ::-::1"),
-            (
-                "--src-range 1:0:0:2:0:0:0:3-1:0:2:0:3:4:5:0",
-                " --src-range 1:0:0:2::3-1:0:2:0:3:4:5:0",
-            ),
+            ("--src-range 1:0:0:2:0:0:0:3-1:0:2:0:3:4:5:0", " --src-range 1:0:0:2::3-1:0:2:0:3:4:5:0"),
             ("--src-range fe80::-::2:0", " --src-range fe80::-::0.2.0.0"),
-            (
-                "--src-range ::0.0.0.1-::ffff:0:1",
-                " --src-range ::1-::ffff:0.0.0.1",
-            ),
-            (
-                "--src-range 0:0:0:0:0:1:0:0-1::",
-                " --src-range ::1:0:0-1::",
-            ),
-            (
-                "--src-range 1:0:0:1:0:0:1:1-0:0:1:0:0:1:0:0",
-                " --src-range 1::1:0:0:1:1-::1:0:0:1:0:0",
-            ),
+            ("--src-range ::0.0.0.1-::ffff:0:1", " --src-range ::1-::ffff:0.0.0.1"),
+            ("--src-range 0:0:0:0:0:1:0:0-1::", " --src-range ::1:0:0-1::"),
+            ("--src-range 1:0:0:1:0:0:1:1-0:0:1:0:0:1:0:0", " --src-range 1::1:0:0:1:1-::1:0:0:1:0:0"),
         ] {
             assert_eq!(check6(line).as_deref(), Ok(saved), "{line}");
         }
-        for line in [
-            "--src-range 1.1.1.1-1.1.1.2",
-            "--src-range 2001:db8::1-2001:db8::10/64",
-        ] {
+        for line in ["--src-range 1.1.1.1-1.1.1.2", "--src-range 2001:db8::1-2001:db8::10/64"] {
             assert!(check6(line).is_err(), "{line}");
         }
     }

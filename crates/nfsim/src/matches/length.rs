@@ -41,9 +41,7 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
         if p.is_empty() {
             return Ok(default);
         }
-        parse_c_number(p)
-            .and_then(|v| u16::try_from(v).ok())
-            .ok_or_else(bad)
+        parse_c_number(p).and_then(|v| u16::try_from(v).ok()).ok_or_else(bad)
     };
     let min = number(first, 0)?;
     let max = match second {
@@ -95,11 +93,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Length>(ctx, line)
     }
 

@@ -30,12 +30,7 @@ pub struct Limit {
 
 impl Default for Limit {
     fn default() -> Self {
-        Limit {
-            avg: DEFAULT_AVG,
-            burst: DEFAULT_BURST,
-            seen_limit: false,
-            seen_burst: false,
-        }
+        Limit { avg: DEFAULT_AVG, burst: DEFAULT_BURST, seen_limit: false, seen_burst: false }
     }
 }
 
@@ -61,11 +56,7 @@ fn parse_rate(s: &str) -> Result<u32, String> {
     let mult: u32 = match s.split_once('/') {
         None => 1,
         Some((_, unit)) => {
-            let abbr = |w: &str| {
-                !unit.is_empty()
-                    && unit.len() <= w.len()
-                    && w.as_bytes()[..unit.len()].eq_ignore_ascii_case(unit.as_bytes())
-            };
+            let abbr = |w: &str| !unit.is_empty() && unit.len() <= w.len() && w.as_bytes()[..unit.len()].eq_ignore_ascii_case(unit.as_bytes());
             if abbr("second") {
                 1
             } else if abbr("minute") {
@@ -93,12 +84,7 @@ fn parse_rate(s: &str) -> Result<u32, String> {
 /// Appends a period as the largest unit that still prints it without losing too much
 /// (`print_rate`).
 fn fmt_rate(out: &mut String, period: u32) {
-    const RATES: [(&str, u32); 4] = [
-        ("day", SCALE * 86400),
-        ("hour", SCALE * 3600),
-        ("min", SCALE * 60),
-        ("sec", SCALE),
-    ];
+    const RATES: [(&str, u32); 4] = [("day", SCALE * 86400), ("hour", SCALE * 3600), ("min", SCALE * 60), ("sec", SCALE)];
     if period == 0 {
         out.push_str("inf");
         return;
@@ -170,11 +156,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Limit>(ctx, line)
     }
 
@@ -185,13 +167,7 @@ mod tests {
 
     #[test]
     fn libxt_limit_t() {
-        for l in [
-            "--limit 1/sec",
-            "--limit 1/min",
-            "--limit 1000/hour",
-            "--limit 1000/day",
-            "--limit 1/sec --limit-burst 1",
-        ] {
+        for l in ["--limit 1/sec", "--limit 1/min", "--limit 1000/hour", "--limit 1000/day", "--limit 1/sec --limit-burst 1"] {
             assert_eq!(check(l).unwrap(), format!(" {l}"));
         }
     }
@@ -222,14 +198,8 @@ mod tests {
             ("--limit-burst 10", " --limit 3/hour --limit-burst 10"),
             ("--limit-burst 0", " --limit 3/hour"),
             ("--limit-burst 10000", " --limit 3/hour --limit-burst 10000"),
-            (
-                "--limit-burst 3 --limit 1/min",
-                " --limit 1/min --limit-burst 3",
-            ),
-            (
-                "--limit 3/hour --limit-burst 0x10",
-                " --limit 3/hour --limit-burst 16",
-            ),
+            ("--limit-burst 3 --limit 1/min", " --limit 1/min --limit-burst 3"),
+            ("--limit 3/hour --limit-burst 0x10", " --limit 3/hour --limit-burst 16"),
             ("--limit 1/day --limit-burst 5", " --limit 1/day"),
             // A sample of the 172 rates compared with the real tool.
             ("--limit 7/min", " --limit 7/min"),

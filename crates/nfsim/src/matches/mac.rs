@@ -88,11 +88,7 @@ impl Extension for Mac {
         let Some(mac) = self.source else { return };
         save_invert(out, self.invert);
         // iptables 1.8.9 (both backends) prints lower-case hex.
-        let _ = write!(
-            out,
-            " --mac-source {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-        );
+        let _ = write!(out, " --mac-source {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
     }
 }
 
@@ -103,11 +99,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Mac>(ctx, line)
     }
 
@@ -115,10 +107,7 @@ mod tests {
     /// hook restriction of [`Mac::valid_hooks`]).
     #[test]
     fn libxt_mac_t() {
-        assert_eq!(
-            check("--mac-source 42:01:02:03:04:05").as_deref(),
-            Ok(" --mac-source 42:01:02:03:04:05")
-        );
+        assert_eq!(check("--mac-source 42:01:02:03:04:05").as_deref(), Ok(" --mac-source 42:01:02:03:04:05"));
         assert!(check("--mac-source 42:01:02:03:04").is_err());
         assert!(check("--mac-source 42:01:02:03:04:05:06").is_err());
         assert!(check("").is_err());
@@ -128,23 +117,11 @@ mod tests {
     #[test]
     fn addresses_like_iptables_1_8_9() {
         for (line, saved) in [
-            (
-                "--mac-source aa:bb:cc:dd:ee:ff",
-                " --mac-source aa:bb:cc:dd:ee:ff",
-            ),
-            (
-                "--mac-source AA:BB:CC:DD:EE:FF",
-                " --mac-source aa:bb:cc:dd:ee:ff",
-            ),
-            (
-                "! --mac-source 1:2:3:4:5:6",
-                " ! --mac-source 01:02:03:04:05:06",
-            ),
+            ("--mac-source aa:bb:cc:dd:ee:ff", " --mac-source aa:bb:cc:dd:ee:ff"),
+            ("--mac-source AA:BB:CC:DD:EE:FF", " --mac-source aa:bb:cc:dd:ee:ff"),
+            ("! --mac-source 1:2:3:4:5:6", " ! --mac-source 01:02:03:04:05:06"),
             ("--mac-source :::::", " --mac-source 00:00:00:00:00:00"),
-            (
-                "--mac-source +f:-1:0:0:0:0",
-                " --mac-source 0f:ff:00:00:00:00",
-            ),
+            ("--mac-source +f:-1:0:0:0:0", " --mac-source 0f:ff:00:00:00:00"),
         ] {
             assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
         }

@@ -35,11 +35,7 @@ impl Extension for Mark {
             "mark" => {
                 once(&self.mark, opt)?;
                 let (value, mask) = parse_mark(args.value()?)?;
-                self.mark = Some(MarkValue {
-                    value,
-                    mask,
-                    invert,
-                });
+                self.mark = Some(MarkValue { value, mask, invert });
                 Ok(())
             }
             _ => Err(format!("unknown option `--{opt}`")),
@@ -69,20 +65,13 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Mark>(ctx, line)
     }
 
     #[test]
     fn libxt_mark_t() {
-        assert_eq!(
-            check("--mark 0xfeedcafe/0xfeedcafe").unwrap(),
-            " --mark 0xfeedcafe/0xfeedcafe"
-        );
+        assert_eq!(check("--mark 0xfeedcafe/0xfeedcafe").unwrap(), " --mark 0xfeedcafe/0xfeedcafe");
         assert_eq!(check("--mark 0x0").unwrap(), " --mark 0x0");
         assert_eq!(check("--mark 4294967295").unwrap(), " --mark 0xffffffff");
         assert!(check("--mark 4294967296").is_err());

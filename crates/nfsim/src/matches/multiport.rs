@@ -61,10 +61,7 @@ fn port_proto(number: u8) -> Option<&'static str> {
 /// service names with.
 fn check_proto(ctx: &Ctx) -> Result<&'static str, String> {
     match ctx.proto {
-        None => Err(
-            "the multiport match requires `-p tcp`, `-p udp`, `-p udplite`, `-p sctp` or `-p dccp`"
-                .into(),
-        ),
+        None => Err("the multiport match requires `-p tcp`, `-p udp`, `-p udplite`, `-p sctp` or `-p dccp`".into()),
         Some(p) => match port_proto(p.value.0) {
             Some(name) if !p.negated => Ok(name),
             _ => Err("the multiport match works only with TCP, UDP, UDPLITE, SCTP and DCCP (without `!` before `-p`)".into()),
@@ -79,9 +76,7 @@ fn parse_ports(s: &str, proto: &str) -> Result<Vec<(u16, u16)>, String> {
     let mut slots = 0;
     for item in s.split(',') {
         if slots == MAX_PORT_SLOTS {
-            return Err(format!(
-                "too many ports in `{s}` (at most {MAX_PORT_SLOTS}, a range counts as two)"
-            ));
+            return Err(format!("too many ports in `{s}` (at most {MAX_PORT_SLOTS}, a range counts as two)"));
         }
         match item.split_once(':') {
             None => {
@@ -91,16 +86,12 @@ fn parse_ports(s: &str, proto: &str) -> Result<Vec<(u16, u16)>, String> {
             }
             Some((lo, hi)) => {
                 if slots == MAX_PORT_SLOTS - 1 {
-                    return Err(format!(
-                        "too many ports in `{s}` (at most {MAX_PORT_SLOTS}, a range counts as two)"
-                    ));
+                    return Err(format!("too many ports in `{s}` (at most {MAX_PORT_SLOTS}, a range counts as two)"));
                 }
                 let lo = parse_port(lo, proto)?;
                 let hi = parse_port(hi, proto)?;
                 if lo >= hi {
-                    return Err(format!(
-                        "invalid port range `{item}` (expected FIRST:LAST with FIRST < LAST)"
-                    ));
+                    return Err(format!("invalid port range `{item}` (expected FIRST:LAST with FIRST < LAST)"));
                 }
                 ports.push((lo, hi));
                 slots += 2;
@@ -111,13 +102,7 @@ fn parse_ports(s: &str, proto: &str) -> Result<Vec<(u16, u16)>, String> {
 }
 
 impl Extension for Multiport {
-    const OPTIONS: &'static [&'static str] = &[
-        "source-ports",
-        "sports",
-        "destination-ports",
-        "dports",
-        "ports",
-    ];
+    const OPTIONS: &'static [&'static str] = &["source-ports", "sports", "destination-ports", "dports", "ports"];
 
     fn new(_ctx: &Ctx) -> Self {
         Multiport::default()
@@ -134,11 +119,7 @@ impl Extension for Multiport {
             return Err(if given == side {
                 format!("option `--{}` may be given only once", side.save_name())
             } else {
-                format!(
-                    "option `--{}` cannot be used together with `--{}`",
-                    side.save_name(),
-                    given.save_name()
-                )
+                format!("option `--{}` cannot be used together with `--{}`", side.save_name(), given.save_name())
             });
         }
         let proto = check_proto(&args.ctx())?;
@@ -179,11 +160,7 @@ mod tests {
     use crate::ruleset::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
-        Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto,
-        }
+        Ctx { family: Family::V4, table: TableName::Filter, proto }
     }
 
     fn with(proto: u8, line: &str) -> Result<String, String> {
@@ -213,12 +190,7 @@ mod tests {
         ] {
             assert_eq!(with(proto, line), Ok(format!(" {line}")), "{line}");
         }
-        for (proto, line) in [
-            (6, "--sports 1024:65536"),
-            (17, "--sports 1024:65536"),
-            (6, "--ports 1024:65536"),
-            (17, "--ports 1024:65536"),
-        ] {
+        for (proto, line) in [(6, "--sports 1024:65536"), (17, "--sports 1024:65536"), (6, "--ports 1024:65536"), (17, "--ports 1024:65536")] {
             assert!(with(proto, line).is_err(), "{line}");
         }
         // `-p tcp --multiport` is a rule-parser error; `-m multiport` alone fails here.
@@ -232,14 +204,8 @@ mod tests {
         for (line, saved) in [
             ("! --dports 53,80:90", " ! --dports 53,80:90"),
             ("--dports ssh,http", " --dports 22,80"),
-            (
-                "--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
-                " --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
-            ),
-            (
-                "--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14:15",
-                " --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14:15",
-            ),
+            ("--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", " --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15"),
+            ("--dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14:15", " --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14:15"),
             ("--dports 0x50,010", " --dports 80,8"),
             ("--destination-ports 5,6", " --dports 5,6"),
             ("--source-ports 5", " --sports 5"),
@@ -263,9 +229,7 @@ mod tests {
         assert!(with(17, "--dports ssh").is_err());
         // Wrong, negated or missing protocol.
         assert!(with(1, "--dports 1").is_err());
-        assert!(
-            check_alone::<Multiport>(ctx(Some(Neg::new(Proto::TCP, true))), "--dports 1").is_err()
-        );
+        assert!(check_alone::<Multiport>(ctx(Some(Neg::new(Proto::TCP, true))), "--dports 1").is_err());
         assert!(check_alone::<Multiport>(ctx(None), "--dports 1").is_err());
     }
 }

@@ -48,15 +48,10 @@ fn parse_id(s: &str) -> Option<(u32, &str)> {
     }
     // Longest prefix that strtoul(.., 0) consumes.
     let body = s.strip_prefix('+').unwrap_or(s);
-    let len = if body.len() > 2
-        && (body.starts_with("0x") || body.starts_with("0X"))
-        && body.as_bytes()[2].is_ascii_hexdigit()
-    {
+    let len = if body.len() > 2 && (body.starts_with("0x") || body.starts_with("0X")) && body.as_bytes()[2].is_ascii_hexdigit() {
         2 + body[2..].bytes().take_while(u8::is_ascii_hexdigit).count()
     } else if body.starts_with('0') {
-        body.bytes()
-            .take_while(|b| (b'0'..=b'7').contains(b))
-            .count()
+        body.bytes().take_while(|b| (b'0'..=b'7').contains(b)).count()
     } else {
         body.bytes().take_while(u8::is_ascii_digit).count()
     };
@@ -71,21 +66,13 @@ fn parse_id(s: &str) -> Option<(u32, &str)> {
 fn parse_owner(s: &str, opt: &str, invert: bool) -> Result<IdRange, String> {
     let kind = if opt == "uid-owner" { "user" } else { "group" };
     if let Some(id) = resolve_name(s) {
-        return Ok(IdRange {
-            min: id,
-            max: id,
-            invert,
-        });
+        return Ok(IdRange { min: id, max: id, invert });
     }
     let bad = || {
         if s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-            format!(
-                "unknown {kind} `{s}` for `--{opt}` (expected a number, a range FIRST-LAST, or `root`)"
-            )
+            format!("unknown {kind} `{s}` for `--{opt}` (expected a number, a range FIRST-LAST, or `root`)")
         } else {
-            format!(
-                "bad value `{s}` for `--{opt}` (expected an id 0..=4294967294 or a range FIRST-LAST)"
-            )
+            format!("bad value `{s}` for `--{opt}` (expected an id 0..=4294967294 or a range FIRST-LAST)")
         }
     };
     let (min, rest) = parse_id(s).ok_or_else(bad)?;
@@ -98,9 +85,7 @@ fn parse_owner(s: &str, opt: &str, invert: bool) -> Result<IdRange, String> {
     }
     if max < min {
         // Userspace accepts it; the kernel's check refuses the rule (EINVAL).
-        return Err(format!(
-            "reversed range `{s}` for `--{opt}` (the kernel refuses a first id above the last)"
-        ));
+        return Err(format!("reversed range `{s}` for `--{opt}` (the kernel refuses a first id above the last)"));
     }
     Ok(IdRange { min, max, invert })
 }
@@ -115,8 +100,7 @@ fn save_range(out: &mut String, opt: &str, r: IdRange) {
 }
 
 impl Extension for Owner {
-    const OPTIONS: &'static [&'static str] =
-        &["uid-owner", "gid-owner", "socket-exists", "suppl-groups"];
+    const OPTIONS: &'static [&'static str] = &["uid-owner", "gid-owner", "socket-exists", "suppl-groups"];
 
     fn new(_ctx: &Ctx) -> Self {
         Owner::default()
@@ -153,10 +137,7 @@ impl Extension for Owner {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         if self.uid.is_none() && self.gid.is_none() && self.socket_exists.is_none() {
-            return Err(
-                "the owner match needs `--uid-owner`, `--gid-owner` or `--socket-exists`"
-                    .to_string(),
-            );
+            return Err("the owner match needs `--uid-owner`, `--gid-owner` or `--socket-exists`".to_string());
         }
         Ok(())
     }
@@ -185,11 +166,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         check_alone::<Owner>(ctx, line)
     }
 
@@ -205,29 +182,16 @@ mod tests {
             ("--uid-owner 0-10", " --uid-owner 0-10"),
             ("--gid-owner root", " --gid-owner 0"),
             ("--gid-owner 0-10", " --gid-owner 0-10"),
-            (
-                "--uid-owner root --gid-owner root",
-                " --uid-owner 0 --gid-owner 0",
-            ),
-            (
-                "--uid-owner 0-10 --gid-owner 0-10",
-                " --uid-owner 0-10 --gid-owner 0-10",
-            ),
+            ("--uid-owner root --gid-owner root", " --uid-owner 0 --gid-owner 0"),
+            ("--uid-owner 0-10 --gid-owner 0-10", " --uid-owner 0-10 --gid-owner 0-10"),
             ("! --uid-owner root", " ! --uid-owner 0"),
             ("--socket-exists", " --socket-exists"),
-            (
-                "--gid-owner 0-10 --suppl-groups",
-                " --gid-owner 0-10 --suppl-groups",
-            ),
+            ("--gid-owner 0-10 --suppl-groups", " --gid-owner 0-10 --suppl-groups"),
         ];
         for (i, e) in ok {
             assert_eq!(check(i).as_deref(), Ok(e), "{i}");
         }
-        for i in [
-            "--suppl-groups --gid-owner 0-10",
-            "--gid-owner 0-10 ! --suppl-groups",
-            "--suppl-groups",
-        ] {
+        for i in ["--suppl-groups --gid-owner 0-10", "--gid-owner 0-10 ! --suppl-groups", "--suppl-groups"] {
             assert!(check(i).is_err(), "{i}");
         }
         // `:INPUT -m owner --uid-owner root;;FAIL`: a hook restriction, checked at load time.
@@ -242,14 +206,8 @@ mod tests {
             ("--uid-owner 010", " --uid-owner 8"),
             ("--uid-owner 4294967294", " --uid-owner 4294967294"),
             ("--uid-owner 1:3", " --uid-owner 1-3"),
-            (
-                "! --gid-owner 5 ! --uid-owner 3 ! --socket-exists",
-                " ! --socket-exists ! --uid-owner 3 ! --gid-owner 5",
-            ),
-            (
-                "! --gid-owner 0-10 --suppl-groups",
-                " ! --gid-owner 0-10 --suppl-groups",
-            ),
+            ("! --gid-owner 5 ! --uid-owner 3 ! --socket-exists", " ! --socket-exists ! --uid-owner 3 ! --gid-owner 5"),
+            ("! --gid-owner 0-10 --suppl-groups", " ! --gid-owner 0-10 --suppl-groups"),
             ("--uid 5", " --uid-owner 5"),
         ];
         for (i, e) in ok {
@@ -270,17 +228,9 @@ mod tests {
         ] {
             assert!(check(i).is_err(), "{i}");
         }
-        assert!(
-            check("--uid-owner nobody")
-                .unwrap_err()
-                .contains("unknown user")
-        );
+        assert!(check("--uid-owner nobody").unwrap_err().contains("unknown user"));
         // The real tool resolved `staff` through this machine's /etc/group (gid 50); the
         // simulator knows only `root`, so the name is refused rather than guessed.
-        assert!(
-            check("--gid-owner staff")
-                .unwrap_err()
-                .contains("unknown group")
-        );
+        assert!(check("--gid-owner staff").unwrap_err().contains("unknown group"));
     }
 }

@@ -20,16 +20,11 @@ impl PortName {
     /// Parses a port name.
     pub fn parse(s: &str) -> Result<PortName, String> {
         if s.len() > 15 {
-            return Err(format!(
-                "interface name `{s}` must be shorter than IFNAMSIZ (15)"
-            ));
+            return Err(format!("interface name `{s}` must be shorter than IFNAMSIZ (15)"));
         }
         let mut name = [0u8; 15];
         name[..s.len()].copy_from_slice(s.as_bytes());
-        Ok(PortName {
-            len: s.len() as u8,
-            name,
-        })
+        Ok(PortName { len: s.len() as u8, name })
     }
 
     /// The name as written.
@@ -104,13 +99,7 @@ fn save_flag(out: &mut String, opt: &str, slot: Option<bool>) {
 }
 
 impl Extension for Physdev {
-    const OPTIONS: &'static [&'static str] = &[
-        "physdev-in",
-        "physdev-out",
-        "physdev-is-in",
-        "physdev-is-out",
-        "physdev-is-bridged",
-    ];
+    const OPTIONS: &'static [&'static str] = &["physdev-in", "physdev-out", "physdev-is-in", "physdev-is-out", "physdev-is-bridged"];
 
     fn new(_ctx: &Ctx) -> Self {
         Physdev::default()
@@ -163,11 +152,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Physdev>(ctx, line)
     }
 
@@ -178,12 +163,7 @@ mod tests {
 
     #[test]
     fn libxt_physdev_t() {
-        for l in [
-            "--physdev-in lo",
-            "--physdev-is-in --physdev-in lo",
-            "--physdev-in lo --physdev-is-bridged",
-            "--physdev-out lo --physdev-is-bridged",
-        ] {
+        for l in ["--physdev-in lo", "--physdev-is-in --physdev-in lo", "--physdev-in lo --physdev-is-bridged", "--physdev-out lo --physdev-is-bridged"] {
             assert_eq!(check(l).unwrap(), format!(" {l}"));
         }
         // The commented-out OUTPUT lines of the spec are a hook restriction, checked at load
@@ -203,10 +183,7 @@ mod tests {
                 "--physdev-is-bridged --physdev-is-out --physdev-is-in --physdev-out b --physdev-in a",
                 " --physdev-is-in --physdev-in a --physdev-is-out --physdev-out b --physdev-is-bridged",
             ),
-            (
-                "--physdev-in abcdefghijklmno",
-                " --physdev-in abcdefghijklmno",
-            ),
+            ("--physdev-in abcdefghijklmno", " --physdev-in abcdefghijklmno"),
             ("--physdev-in +", " --physdev-in +"),
             ("--physdev-in \"a b\"", " --physdev-in a b"),
             ("--physdev-in a!b", " --physdev-in a!b"),
@@ -215,21 +192,12 @@ mod tests {
         for (i, e) in ok {
             assert_eq!(check(i).as_deref(), Ok(e), "{i}");
         }
-        for i in [
-            "",
-            "--physdev-in abcdefghijklmnop",
-            "--physdev-in lo --physdev-in lo",
-            "--physdev-is-in --physdev-is-in",
-        ] {
+        for i in ["", "--physdev-in abcdefghijklmnop", "--physdev-in lo --physdev-in lo", "--physdev-is-in --physdev-is-in"] {
             assert!(check(i).is_err(), "{i}");
         }
         let p = |l: &str| {
             let mut m = Physdev::default();
-            let ctx = Ctx {
-                family: Family::V4,
-                table: TableName::Filter,
-                proto: None,
-            };
+            let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
             let mut toks = Vec::new();
             crate::ruleset::token::tokenize(l, 0, &mut toks);
             let mut args = Args::new(&toks, 1, ctx);

@@ -33,10 +33,7 @@ const NAMES: &[(&str, PktType)] = &[
 impl PktType {
     /// The name iptables-save prints.
     pub fn as_str(self) -> &'static str {
-        NAMES
-            .iter()
-            .find(|(_, t)| *t == self)
-            .map_or("unicast", |(n, _)| n)
+        NAMES.iter().find(|(_, t)| *t == self).map_or("unicast", |(n, _)| n)
     }
 }
 
@@ -67,11 +64,7 @@ impl Extension for Pkttype {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(v))
             .map(|&(_, t)| t)
-            .ok_or_else(|| {
-                format!(
-                    "bad packet type `{v}` (expected unicast, broadcast, multicast or otherhost)"
-                )
-            })?;
+            .ok_or_else(|| format!("bad packet type `{v}` (expected unicast, broadcast, multicast or otherhost)"))?;
         self.pkt_type = Some(t);
         self.invert = invert;
         Ok(())
@@ -99,22 +92,14 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Pkttype>(ctx, line)
     }
 
     /// Every line of iptables' `extensions/libxt_pkttype.t`.
     #[test]
     fn libxt_pkttype_t() {
-        for line in [
-            "--pkt-type unicast",
-            "--pkt-type broadcast",
-            "--pkt-type multicast",
-        ] {
+        for line in ["--pkt-type unicast", "--pkt-type broadcast", "--pkt-type multicast"] {
             assert_eq!(check(line), Ok(format!(" {line}")), "{line}");
         }
         assert!(check("--pkt-type wrong").is_err());

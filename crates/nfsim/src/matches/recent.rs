@@ -112,10 +112,7 @@ fn seen_once(seen: &mut u8, bit: u8, opt: &str) -> OptResult {
 }
 
 impl Extension for Recent {
-    const OPTIONS: &'static [&'static str] = &[
-        "set", "rcheck", "update", "remove", "seconds", "reap", "hitcount", "rttl", "name",
-        "rsource", "rdest", "mask",
-    ];
+    const OPTIONS: &'static [&'static str] = &["set", "rcheck", "update", "remove", "seconds", "reap", "hitcount", "rttl", "name", "rsource", "rdest", "mask"];
 
     fn new(ctx: &Ctx) -> Self {
         Recent {
@@ -149,10 +146,7 @@ impl Extension for Recent {
                     _ => RecentCommand::Remove,
                 };
                 if let Some(prev) = i.command {
-                    return Err(format!(
-                        "option `--{opt}` cannot be used together with `--{}`",
-                        prev.option()
-                    ));
+                    return Err(format!("option `--{opt}` cannot be used together with `--{}`", prev.option()));
                 }
                 i.command = Some(cmd);
                 i.invert = invert;
@@ -161,8 +155,7 @@ impl Extension for Recent {
                 no_invert(invert, opt)?;
                 once(&i.seconds, opt)?;
                 let s = args.value()?;
-                i.seconds =
-                    Some(crate::ruleset::value::parse_uint(s, 1, u64::from(u32::MAX))? as u32);
+                i.seconds = Some(crate::ruleset::value::parse_uint(s, 1, u64::from(u32::MAX))? as u32);
             }
             "reap" => {
                 no_invert(invert, opt)?;
@@ -173,9 +166,7 @@ impl Extension for Recent {
                 if i.hitcount != 0 {
                     return Err("option `--hitcount` may be given only once".to_string());
                 }
-                i.hitcount =
-                    crate::ruleset::value::parse_uint(args.value()?, 0, u64::from(u32::MAX))?
-                        as u32;
+                i.hitcount = crate::ruleset::value::parse_uint(args.value()?, 0, u64::from(u32::MAX))? as u32;
             }
             "rttl" => {
                 no_invert(invert, opt)?;
@@ -193,19 +184,13 @@ impl Extension for Recent {
                     name = &name[..end];
                 }
                 if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-                    return Err(format!(
-                        "recent list name `{name}` is refused by the kernel (it must be non-empty, not `.` or `..`, and without `/`)"
-                    ));
+                    return Err(format!("recent list name `{name}` is refused by the kernel (it must be non-empty, not `.` or `..`, and without `/`)"));
                 }
                 i.name = name.into();
             }
             "rsource" | "rdest" => {
                 no_invert(invert, opt)?;
-                let (bit, side) = if opt == "rsource" {
-                    (SEEN_RSOURCE, RecentSide::Source)
-                } else {
-                    (SEEN_RDEST, RecentSide::Dest)
-                };
+                let (bit, side) = if opt == "rsource" { (SEEN_RSOURCE, RecentSide::Source) } else { (SEEN_RDEST, RecentSide::Dest) };
                 seen_once(&mut i.seen, bit, opt)?;
                 i.side = side;
             }
@@ -222,34 +207,21 @@ impl Extension for Recent {
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         let i = &*self.info;
         let Some(cmd) = i.command else {
-            return Err(
-                "the recent match needs one of `--set`, `--rcheck`, `--update` or `--remove`"
-                    .to_string(),
-            );
+            return Err("the recent match needs one of `--set`, `--rcheck`, `--update` or `--remove`".to_string());
         };
         if i.reap && i.seconds.is_none() {
             return Err("option `--reap` also requires `--seconds`".to_string());
         }
         let setlike = matches!(cmd, RecentCommand::Set | RecentCommand::Remove);
         if setlike && i.rttl {
-            return Err(format!(
-                "option `--rttl` cannot be used together with `--{}`",
-                cmd.option()
-            ));
+            return Err(format!("option `--rttl` cannot be used together with `--{}`", cmd.option()));
         }
         // The kernel's checkentry refuses these (EINVAL).
         if setlike && (i.seconds.is_some() || i.hitcount != 0 || i.reap) {
-            return Err(format!(
-                "`--seconds`, `--hitcount` and `--reap` cannot be used with `--{}` (the kernel refuses the rule)",
-                cmd.option()
-            ));
+            return Err(format!("`--seconds`, `--hitcount` and `--reap` cannot be used with `--{}` (the kernel refuses the rule)", cmd.option()));
         }
         if i.hitcount >= MAX_HITCOUNT {
-            return Err(format!(
-                "`--hitcount {}` is refused by the kernel (at most {})",
-                i.hitcount,
-                MAX_HITCOUNT - 1
-            ));
+            return Err(format!("`--hitcount {}` is refused by the kernel (at most {})", i.hitcount, MAX_HITCOUNT - 1));
         }
         Ok(())
     }
@@ -294,11 +266,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Filter, proto: None };
         check_alone::<Recent>(ctx, line)
     }
 
@@ -313,29 +281,15 @@ mod tests {
 
     #[test]
     fn libipt_and_libip6t_recent_t() {
-        for (family, mask) in [
-            (Family::V4, "255.255.255.255"),
-            (Family::V6, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
-        ] {
+        for (family, mask) in [(Family::V4, "255.255.255.255"), (Family::V6, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")] {
             let c = |l: &str| check_in(family, l);
-            assert_eq!(
-                c("--set").unwrap(),
-                format!(" --set --name DEFAULT --mask {mask} --rsource")
-            );
+            assert_eq!(c("--set").unwrap(), format!(" --set --name DEFAULT --mask {mask} --rsource"));
             for n in [8, 12] {
                 let l = format!("--rcheck --hitcount {n} --name foo --mask {mask} --rsource");
                 assert_eq!(c(&l).unwrap(), format!(" {l}"));
             }
-            assert_eq!(
-                c("--update --rttl").unwrap(),
-                format!(" --update --rttl --name DEFAULT --mask {mask} --rsource")
-            );
-            assert!(
-                c(&format!(
-                    "--rcheck --hitcount 65536 --name foo --mask {mask} --rsource"
-                ))
-                .is_err()
-            );
+            assert_eq!(c("--update --rttl").unwrap(), format!(" --update --rttl --name DEFAULT --mask {mask} --rsource"));
+            assert!(c(&format!("--rcheck --hitcount 65536 --name foo --mask {mask} --rsource")).is_err());
             // The "nonsensical" lines are two recent matches in one rule; each one alone:
             for n in [3, 4, 8, 12] {
                 let l = format!("--rcheck --hitcount {n} --name foo --mask {mask} --rsource");
@@ -358,76 +312,31 @@ mod tests {
             ("--update", " --update"),
             ("--remove", " --remove"),
             ("! --set", " ! --set"),
-            (
-                "! --rcheck --seconds 60 --hitcount 5",
-                " ! --rcheck --seconds 60 --hitcount 5",
-            ),
-            (
-                "--update --seconds 60 --reap",
-                " --update --seconds 60 --reap",
-            ),
+            ("! --rcheck --seconds 60 --hitcount 5", " ! --rcheck --seconds 60 --hitcount 5"),
+            ("--update --seconds 60 --reap", " --update --seconds 60 --reap"),
             ("--rcheck --seconds 4294967295", " --rcheck --seconds -1"),
-            (
-                "--rcheck --seconds 2147483648",
-                " --rcheck --seconds -2147483648",
-            ),
+            ("--rcheck --seconds 2147483648", " --rcheck --seconds -2147483648"),
             ("--rcheck --hitcount 0", " --rcheck"),
             ("--rcheck --hitcount 255", " --rcheck --hitcount 255"),
             ("--rcheck --hitcount 65535", " --rcheck --hitcount 65535"),
             ("--rcheck --rttl", " --rcheck --rttl"),
-            (
-                "--rcheck --seconds 0x10 --hitcount 010",
-                " --rcheck --seconds 16 --hitcount 8",
-            ),
+            ("--rcheck --seconds 0x10 --hitcount 010", " --rcheck --seconds 16 --hitcount 8"),
         ];
         for (i, e) in ok {
             assert_eq!(check(i).unwrap(), format!("{e}{tail}"), "{i}");
         }
         let ok = [
-            (
-                "--set --name foo --rdest",
-                " --set --name foo --mask 255.255.255.255 --rdest",
-            ),
-            (
-                "--set --rdest --rsource",
-                " --set --name DEFAULT --mask 255.255.255.255 --rsource",
-            ),
-            (
-                "--set --rsource --rdest",
-                " --set --name DEFAULT --mask 255.255.255.255 --rdest",
-            ),
-            (
-                "--set --name \"a b\"",
-                " --set --name a b --mask 255.255.255.255 --rsource",
-            ),
-            (
-                r#"--set --name "a\"b""#,
-                r#" --set --name a"b --mask 255.255.255.255 --rsource"#,
-            ),
-            (
-                "--set --name a,b",
-                " --set --name a,b --mask 255.255.255.255 --rsource",
-            ),
-            (
-                "--set --mask 255.255.0.0",
-                " --set --name DEFAULT --mask 255.255.0.0 --rsource",
-            ),
-            (
-                "--set --mask 255.0.255.0",
-                " --set --name DEFAULT --mask 255.0.255.0 --rsource",
-            ),
-            (
-                "--set --mask 16",
-                " --set --name DEFAULT --mask 0.0.0.16 --rsource",
-            ),
-            (
-                "--set --mask 0x10",
-                " --set --name DEFAULT --mask 0.0.0.16 --rsource",
-            ),
-            (
-                "--set --mask 1.2",
-                " --set --name DEFAULT --mask 1.0.0.2 --rsource",
-            ),
+            ("--set --name foo --rdest", " --set --name foo --mask 255.255.255.255 --rdest"),
+            ("--set --rdest --rsource", " --set --name DEFAULT --mask 255.255.255.255 --rsource"),
+            ("--set --rsource --rdest", " --set --name DEFAULT --mask 255.255.255.255 --rdest"),
+            ("--set --name \"a b\"", " --set --name a b --mask 255.255.255.255 --rsource"),
+            (r#"--set --name "a\"b""#, r#" --set --name a"b --mask 255.255.255.255 --rsource"#),
+            ("--set --name a,b", " --set --name a,b --mask 255.255.255.255 --rsource"),
+            ("--set --mask 255.255.0.0", " --set --name DEFAULT --mask 255.255.0.0 --rsource"),
+            ("--set --mask 255.0.255.0", " --set --name DEFAULT --mask 255.0.255.0 --rsource"),
+            ("--set --mask 16", " --set --name DEFAULT --mask 0.0.0.16 --rsource"),
+            ("--set --mask 0x10", " --set --name DEFAULT --mask 0.0.0.16 --rsource"),
+            ("--set --mask 1.2", " --set --name DEFAULT --mask 1.0.0.2 --rsource"),
             (
                 "! --update --seconds 10 --reap --hitcount 2 --rttl --name x --rdest --mask 255.255.255.0",
                 " ! --update --seconds 10 --reap --hitcount 2 --rttl --name x --mask 255.255.255.0 --rdest",
@@ -437,13 +346,7 @@ mod tests {
             assert_eq!(check(i).unwrap(), e, "{i}");
         }
         let long = "a".repeat(250);
-        assert_eq!(
-            check(&format!("--set --name {long}")).unwrap(),
-            format!(
-                " --set --name {} --mask 255.255.255.255 --rsource",
-                "a".repeat(199)
-            )
-        );
+        assert_eq!(check(&format!("--set --name {long}")).unwrap(), format!(" --set --name {} --mask 255.255.255.255 --rsource", "a".repeat(199)));
         for i in [
             "",
             "--set --rcheck",
@@ -472,18 +375,9 @@ mod tests {
             assert!(check(i).is_err(), "{i}");
         }
         let c6 = |l: &str| check_in(Family::V6, l);
-        assert_eq!(
-            c6("--set --mask ffff::").unwrap(),
-            " --set --name DEFAULT --mask ffff:: --rsource"
-        );
-        assert_eq!(
-            c6("--set --mask ::ffff:1.2.3.4").unwrap(),
-            " --set --name DEFAULT --mask ::ffff:1.2.3.4 --rsource"
-        );
-        assert_eq!(
-            c6("--set --mask ::1.2.3.4").unwrap(),
-            " --set --name DEFAULT --mask ::1.2.3.4 --rsource"
-        );
+        assert_eq!(c6("--set --mask ffff::").unwrap(), " --set --name DEFAULT --mask ffff:: --rsource");
+        assert_eq!(c6("--set --mask ::ffff:1.2.3.4").unwrap(), " --set --name DEFAULT --mask ::ffff:1.2.3.4 --rsource");
+        assert_eq!(c6("--set --mask ::1.2.3.4").unwrap(), " --set --name DEFAULT --mask ::1.2.3.4 --rsource");
         assert!(c6("--set --mask 64").is_err());
     }
 }

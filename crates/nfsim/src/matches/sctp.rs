@@ -114,9 +114,7 @@ fn parse_match_type(s: &str) -> Result<ChunkMatchType, String> {
         "any" => Ok(ChunkMatchType::Any),
         "all" => Ok(ChunkMatchType::All),
         "only" => Ok(ChunkMatchType::Only),
-        _ => Err(format!(
-            "unknown chunk match type `{s}` (expected all, any or only)"
-        )),
+        _ => Err(format!("unknown chunk match type `{s}` (expected all, any or only)")),
     }
 }
 
@@ -126,15 +124,9 @@ fn add_flag(flags: &mut Vec<ChunkFlags>, position: u8, bit: u8, set: bool) -> Op
         Some(i) => i,
         None => {
             if flags.len() == MAX_FLAG_TESTS {
-                return Err(format!(
-                    "too many chunk types with flags (at most {MAX_FLAG_TESTS})"
-                ));
+                return Err(format!("too many chunk types with flags (at most {MAX_FLAG_TESTS})"));
             }
-            flags.push(ChunkFlags {
-                chunk_type: position,
-                flags: 0,
-                mask: 0,
-            });
+            flags.push(ChunkFlags { chunk_type: position, flags: 0, mask: 0 });
             flags.len() - 1
         }
     };
@@ -165,29 +157,16 @@ fn parse_chunks(s: &str) -> Result<(ChunkSet, Vec<ChunkFlags>), String> {
         let position = CHUNK_TYPES
             .iter()
             .position(|(n, _, _)| n.eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                format!("unknown sctp chunk `{name}` (expected a chunk name such as DATA or INIT, ALL or NONE)")
-            })?;
+            .ok_or_else(|| format!("unknown sctp chunk `{name}` (expected a chunk name such as DATA or INIT, ALL or NONE)"))?;
         let (_, chunk_type, valid) = CHUNK_TYPES[position];
         types.push(chunk_type);
         for c in letters.unwrap_or("").bytes() {
             // As in iptables, `-` finds the first unnamed bit of the table row.
-            let at = valid
-                .bytes()
-                .position(|v| v == c.to_ascii_uppercase())
-                .ok_or_else(|| {
-                    let named: String = valid.chars().filter(|&v| v != '-').collect();
-                    format!(
-                        "invalid flag `{}` for chunk {name} (expected one of `{named}`, upper case for set, lower case for clear)",
-                        c as char
-                    )
-                })?;
-            add_flag(
-                &mut flags,
-                position as u8,
-                7 - at as u8,
-                c.is_ascii_uppercase(),
-            )?;
+            let at = valid.bytes().position(|v| v == c.to_ascii_uppercase()).ok_or_else(|| {
+                let named: String = valid.chars().filter(|&v| v != '-').collect();
+                format!("invalid flag `{}` for chunk {name} (expected one of `{named}`, upper case for set, lower case for clear)", c as char)
+            })?;
+            add_flag(&mut flags, position as u8, 7 - at as u8, c.is_ascii_uppercase())?;
         }
     }
     types.sort_unstable();
@@ -196,13 +175,7 @@ fn parse_chunks(s: &str) -> Result<(ChunkSet, Vec<ChunkFlags>), String> {
 }
 
 impl Extension for Sctp {
-    const OPTIONS: &'static [&'static str] = &[
-        "source-port",
-        "sport",
-        "destination-port",
-        "dport",
-        "chunk-types",
-    ];
+    const OPTIONS: &'static [&'static str] = &["source-port", "sport", "destination-port", "dport", "chunk-types"];
 
     fn new(_ctx: &Ctx) -> Self {
         Sctp::default()
@@ -212,11 +185,7 @@ impl Extension for Sctp {
         match opt {
             "source-port" | "sport" | "destination-port" | "dport" => {
                 let dst = opt.starts_with('d');
-                let (slot, name) = if dst {
-                    (&mut self.dport, "destination-port")
-                } else {
-                    (&mut self.sport, "source-port")
-                };
+                let (slot, name) = if dst { (&mut self.dport, "destination-port") } else { (&mut self.sport, "source-port") };
                 if slot.is_some() {
                     return Err(format!("only one `--{name}` allowed"));
                 }
@@ -228,17 +197,10 @@ impl Extension for Sctp {
                     return Err("only one `--chunk-types` allowed".into());
                 }
                 let match_type = args.value()?;
-                let list = args.optional().ok_or(
-                    "`--chunk-types` requires two arguments (all, any or only, then a list of chunk types)",
-                )?;
+                let list = args.optional().ok_or("`--chunk-types` requires two arguments (all, any or only, then a list of chunk types)")?;
                 let match_type = parse_match_type(match_type)?;
                 let (types, flags) = parse_chunks(list)?;
-                self.chunks = Some(Box::new(Chunks {
-                    match_type,
-                    types,
-                    flags,
-                    invert,
-                }));
+                self.chunks = Some(Box::new(Chunks { match_type, types, flags, invert }));
             }
             _ => return Err(format!("unknown option `--{opt}`")),
         }
@@ -292,11 +254,7 @@ impl Extension for Sctp {
                 for bit in (0..8).rev() {
                     if f.mask & (1 << bit) != 0 {
                         let letter = letters.as_bytes()[7 - bit] as char;
-                        out.push(if f.flags & (1 << bit) != 0 {
-                            letter
-                        } else {
-                            letter.to_ascii_lowercase()
-                        });
+                        out.push(if f.flags & (1 << bit) != 0 { letter } else { letter.to_ascii_lowercase() });
                     }
                 }
             }
@@ -311,11 +269,7 @@ mod tests {
     use crate::ruleset::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
-        Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto,
-        }
+        Ctx { family: Family::V4, table: TableName::Filter, proto }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -325,14 +279,7 @@ mod tests {
     /// Every line of iptables' `extensions/libxt_sctp.t`.
     #[test]
     fn libxt_sctp_t() {
-        for line in [
-            "--sport 1",
-            "--sport 65535",
-            "--sport 1:65535",
-            "--dport 1",
-            "--dport 1:65535",
-            "--dport 65535",
-        ] {
+        for line in ["--sport 1", "--sport 65535", "--sport 1:65535", "--dport 1", "--dport 1:65535", "--dport 65535"] {
             assert_eq!(check(line), Ok(format!(" {line}")), "{line}");
         }
         for line in ["--sport -1", "--sport 65536", "--dport -1", "--dport 65536"] {
@@ -376,45 +323,21 @@ mod tests {
             ("--sport 5:", " --sport 5:65535"),
             ("--dport 0x10", " --dport 16"),
             ("", ""),
-            (
-                "--chunk-types any DATA,INIT",
-                " --chunk-types any DATA,INIT",
-            ),
-            (
-                "--chunk-types only INIT,DATA",
-                " --chunk-types only DATA,INIT",
-            ),
+            ("--chunk-types any DATA,INIT", " --chunk-types any DATA,INIT"),
+            ("--chunk-types only INIT,DATA", " --chunk-types only DATA,INIT"),
             ("! --chunk-types any ALL", " ! --chunk-types any ALL"),
             ("--chunk-types any all", " --chunk-types any ALL"),
             ("--chunk-types any NONE", " --chunk-types any NONE"),
             ("--chunk-types any ,", " --chunk-types any NONE"),
             ("--chunk-types ANY data:IuB", " --chunk-types any DATA:IuB"),
-            (
-                "--chunk-types any data:iube",
-                " --chunk-types any DATA:iube",
-            ),
-            (
-                "--chunk-types any DATA:I,DATA:e",
-                " --chunk-types any DATA:Ie",
-            ),
-            (
-                "--chunk-types any ABORT:T,SHUTDOWN_COMPLETE:t",
-                " --chunk-types any ABORT:T,SHUTDOWN_COMPLETE:t",
-            ),
+            ("--chunk-types any data:iube", " --chunk-types any DATA:iube"),
+            ("--chunk-types any DATA:I,DATA:e", " --chunk-types any DATA:Ie"),
+            ("--chunk-types any ABORT:T,SHUTDOWN_COMPLETE:t", " --chunk-types any ABORT:T,SHUTDOWN_COMPLETE:t"),
             ("--chunk-types any INIT:-", " --chunk-types any INIT:-"),
-            (
-                "--chunk-types any DATA:I,ABORT:T,SHUTDOWN_COMPLETE:t,I_DATA:U",
-                " --chunk-types any DATA:I,ABORT:T,SHUTDOWN_COMPLETE:t,I_DATA",
-            ),
+            ("--chunk-types any DATA:I,ABORT:T,SHUTDOWN_COMPLETE:t,I_DATA:U", " --chunk-types any DATA:I,ABORT:T,SHUTDOWN_COMPLETE:t,I_DATA"),
             ("--chunk-types any DATA,DATA", " --chunk-types any DATA"),
-            (
-                "--chunk-types any RE_CONFIG,PAD,ASCONF,ASCONF_ACK,FORWARD_TSN",
-                " --chunk-types any ASCONF_ACK,RE_CONFIG,PAD,FORWARD_TSN,ASCONF",
-            ),
-            (
-                "--dport 5 --sport 6 --chunk-types any INIT",
-                " --sport 6 --dport 5 --chunk-types any INIT",
-            ),
+            ("--chunk-types any RE_CONFIG,PAD,ASCONF,ASCONF_ACK,FORWARD_TSN", " --chunk-types any ASCONF_ACK,RE_CONFIG,PAD,FORWARD_TSN,ASCONF"),
+            ("--dport 5 --sport 6 --chunk-types any INIT", " --sport 6 --dport 5 --chunk-types any INIT"),
         ] {
             assert_eq!(check(line).as_deref(), Ok(saved), "{line}");
         }
@@ -437,18 +360,10 @@ mod tests {
         let c = ctx(Some(Neg::new(Proto::SCTP, false)));
         let mut toks = Vec::new();
         crate::ruleset::token::tokenize("any I_DATA:U", 0, &mut toks);
-        m.parse("chunk-types", false, &mut Args::new(&toks, 0, c))
-            .unwrap();
+        m.parse("chunk-types", false, &mut Args::new(&toks, 0, c)).unwrap();
         let chunks = m.chunks.unwrap();
         assert_eq!(chunks.types, ChunkSet::List(vec![64]));
-        assert_eq!(
-            chunks.flags,
-            [ChunkFlags {
-                chunk_type: 15,
-                flags: 0x04,
-                mask: 0x04
-            }]
-        );
+        assert_eq!(chunks.flags, [ChunkFlags { chunk_type: 15, flags: 0x04, mask: 0x04 }]);
         assert!(check_alone::<Sctp>(ctx(None), "--dport 5").is_err());
     }
 }

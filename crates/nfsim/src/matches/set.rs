@@ -81,11 +81,7 @@ impl Set {
             if i > 1 {
                 out.push(',');
             }
-            out.push_str(if self.src_bits & (1 << i) != 0 {
-                "src"
-            } else {
-                "dst"
-            });
+            out.push_str(if self.src_bits & (1 << i) != 0 { "src" } else { "dst" });
         }
         out
     }
@@ -94,9 +90,7 @@ impl Set {
 fn parse_dirs(s: &str) -> Result<(u8, u8), String> {
     let words: Vec<&str> = s.split(',').collect();
     if words.len() > usize::from(DIM_MAX) {
-        return Err(format!(
-            "too many `src`/`dst` words in `{s}` (at most {DIM_MAX})"
-        ));
+        return Err(format!("too many `src`/`dst` words in `{s}` (at most {DIM_MAX})"));
     }
     let mut bits = 0u8;
     for (i, w) in words.iter().enumerate() {
@@ -104,18 +98,14 @@ fn parse_dirs(s: &str) -> Result<(u8, u8), String> {
         if w.starts_with("src") {
             bits |= 1 << (i + 1);
         } else if !w.starts_with("dst") {
-            return Err(format!(
-                "bad direction `{w}` in `{s}` (expected a comma-separated list of src and dst)"
-            ));
+            return Err(format!("bad direction `{w}` in `{s}` (expected a comma-separated list of src and dst)"));
         }
     }
     Ok((words.len() as u8, bits))
 }
 
 fn parse_counter(s: &str) -> Result<u64, String> {
-    parse_c_number(s).ok_or_else(|| {
-        format!("bad counter value `{s}` (expected a number 0..=18446744073709551615)")
-    })
+    parse_c_number(s).ok_or_else(|| format!("bad counter value `{s}` (expected a number 0..=18446744073709551615)"))
 }
 
 fn save_counter(out: &mut String, c: Option<CounterMatch>, what: &str) {
@@ -155,14 +145,9 @@ impl Extension for Set {
                     return Err("`--match-set` may be given only once".to_string());
                 }
                 let name = args.value()?;
-                let dirs = args.optional().ok_or_else(|| {
-                    "`--match-set` requires two arguments: the set name and src/dst flags"
-                        .to_string()
-                })?;
+                let dirs = args.optional().ok_or_else(|| "`--match-set` requires two arguments: the set name and src/dst flags".to_string())?;
                 if name.len() > NAME_MAX {
-                    return Err(format!(
-                        "set name `{name}` is too long (at most {NAME_MAX} characters)"
-                    ));
+                    return Err(format!("set name `{name}` is too long (at most {NAME_MAX} characters)"));
                 }
                 let (dim, bits) = parse_dirs(dirs)?;
                 self.name = Some(name.into());
@@ -187,20 +172,11 @@ impl Extension for Set {
                     _ => return no_invert(true, opt),
                 };
                 let counters = self.counters.get_or_insert_with(Default::default);
-                let slot = if what == "packets" {
-                    &mut counters.packets
-                } else {
-                    &mut counters.bytes
-                };
+                let slot = if what == "packets" { &mut counters.packets } else { &mut counters.bytes };
                 if slot.is_some() {
-                    return Err(format!(
-                        "only one of `--{what}-eq`, `--{what}-lt` and `--{what}-gt` is allowed"
-                    ));
+                    return Err(format!("only one of `--{what}-eq`, `--{what}-lt` and `--{what}-gt` is allowed"));
                 }
-                *slot = Some(CounterMatch {
-                    op,
-                    value: parse_counter(args.value()?)?,
-                });
+                *slot = Some(CounterMatch { op, value: parse_counter(args.value()?)? });
             }
             _ => return Err(format!("unknown option `--{opt}`")),
         }
@@ -243,11 +219,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Set>(ctx, line)
     }
 
@@ -261,10 +233,7 @@ mod tests {
         assert!(check("--match-set foo").is_err());
         // `--match-set foo src,dst;;FAIL` fails because set foo does not exist: that check is
         // made elsewhere; the options themselves parse.
-        assert_eq!(
-            check("--match-set foo src,dst").unwrap(),
-            " --match-set foo src,dst"
-        );
+        assert_eq!(check("--match-set foo src,dst").unwrap(), " --match-set foo src,dst");
     }
 
     /// Save forms printed by the real iptables 1.8.9 (nf_tables) with sets created by ipset in
@@ -276,91 +245,31 @@ mod tests {
             ("--match-set foo dst", " --match-set foo dst"),
             ("! --match-set foo src", " ! --match-set foo src"),
             ("--set foo src", " --match-set foo src"),
-            (
-                "--match-set foo src --return-nomatch",
-                " --match-set foo src --return-nomatch",
-            ),
-            (
-                "--match-set foo src ! --update-counters",
-                " --match-set foo src ! --update-counters",
-            ),
-            (
-                "--match-set foo src ! --update-subcounters",
-                " --match-set foo src ! --update-subcounters",
-            ),
-            (
-                "--match-set foo src --packets-eq 5",
-                " --match-set foo src --packets-eq 5",
-            ),
-            (
-                "--match-set foo src ! --packets-eq 5",
-                " --match-set foo src ! --packets-eq 5",
-            ),
-            (
-                "--match-set foo src --packets-lt 5",
-                " --match-set foo src --packets-lt 5",
-            ),
-            (
-                "--match-set foo src --packets-gt 5",
-                " --match-set foo src --packets-gt 5",
-            ),
-            (
-                "--match-set foo src --bytes-eq 5",
-                " --match-set foo src --bytes-eq 5",
-            ),
-            (
-                "--match-set foo src --bytes-lt 5",
-                " --match-set foo src --bytes-lt 5",
-            ),
+            ("--match-set foo src --return-nomatch", " --match-set foo src --return-nomatch"),
+            ("--match-set foo src ! --update-counters", " --match-set foo src ! --update-counters"),
+            ("--match-set foo src ! --update-subcounters", " --match-set foo src ! --update-subcounters"),
+            ("--match-set foo src --packets-eq 5", " --match-set foo src --packets-eq 5"),
+            ("--match-set foo src ! --packets-eq 5", " --match-set foo src ! --packets-eq 5"),
+            ("--match-set foo src --packets-lt 5", " --match-set foo src --packets-lt 5"),
+            ("--match-set foo src --packets-gt 5", " --match-set foo src --packets-gt 5"),
+            ("--match-set foo src --bytes-eq 5", " --match-set foo src --bytes-eq 5"),
+            ("--match-set foo src --bytes-lt 5", " --match-set foo src --bytes-lt 5"),
             (
                 "--match-set foo src --bytes-lt 5 --packets-gt 2 ! --update-counters ! --update-subcounters --return-nomatch",
                 " --match-set foo src --return-nomatch ! --update-counters ! --update-subcounters --packets-gt 2 --bytes-lt 5",
             ),
-            (
-                "--match-set foo src --update-counters",
-                " --match-set foo src",
-            ),
-            (
-                "--match-set foo src --update-subcounters",
-                " --match-set foo src",
-            ),
-            (
-                "--match-set foo src,dst,src,dst,src,dst",
-                " --match-set foo src,dst,src,dst,src,dst",
-            ),
-            (
-                "--match-set foo src --packets-eq 0x10",
-                " --match-set foo src --packets-eq 16",
-            ),
-            (
-                "--match-set foo src --packets-eq 18446744073709551615",
-                " --match-set foo src --packets-eq 18446744073709551615",
-            ),
+            ("--match-set foo src --update-counters", " --match-set foo src"),
+            ("--match-set foo src --update-subcounters", " --match-set foo src"),
+            ("--match-set foo src,dst,src,dst,src,dst", " --match-set foo src,dst,src,dst,src,dst"),
+            ("--match-set foo src --packets-eq 0x10", " --match-set foo src --packets-eq 16"),
+            ("--match-set foo src --packets-eq 18446744073709551615", " --match-set foo src --packets-eq 18446744073709551615"),
             ("--match-set foo srcx,dstfoo", " --match-set foo src,dst"),
-            (
-                "--match-set abcdefghijabcdefghijabcdefghij1 src",
-                " --match-set abcdefghijabcdefghijabcdefghij1 src",
-            ),
-            (
-                "--match-set foo src --return-nomatch --return-nomatch",
-                " --match-set foo src --return-nomatch",
-            ),
-            (
-                "--match-set foo src ! --update-counters ! --update-counters",
-                " --match-set foo src ! --update-counters",
-            ),
-            (
-                "--packets-eq 5 --match-set foo src",
-                " --match-set foo src --packets-eq 5",
-            ),
-            (
-                "--match-set foo src --packets-eq 5 --bytes-eq 6",
-                " --match-set foo src --packets-eq 5 --bytes-eq 6",
-            ),
-            (
-                "--match-set foo src ! --bytes-eq 6 ! --packets-eq 7",
-                " --match-set foo src ! --packets-eq 7 ! --bytes-eq 6",
-            ),
+            ("--match-set abcdefghijabcdefghijabcdefghij1 src", " --match-set abcdefghijabcdefghijabcdefghij1 src"),
+            ("--match-set foo src --return-nomatch --return-nomatch", " --match-set foo src --return-nomatch"),
+            ("--match-set foo src ! --update-counters ! --update-counters", " --match-set foo src ! --update-counters"),
+            ("--packets-eq 5 --match-set foo src", " --match-set foo src --packets-eq 5"),
+            ("--match-set foo src --packets-eq 5 --bytes-eq 6", " --match-set foo src --packets-eq 5 --bytes-eq 6"),
+            ("--match-set foo src ! --bytes-eq 6 ! --packets-eq 7", " --match-set foo src ! --packets-eq 7 ! --bytes-eq 6"),
         ];
         for (i, e) in ok {
             assert_eq!(check(i).as_deref(), Ok(e), "{i}");
@@ -386,11 +295,7 @@ mod tests {
         ] {
             assert!(check(i).is_err(), "{i}");
         }
-        let s = Set::new(&Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        });
+        let s = Set::new(&Ctx { family: Family::V4, table: TableName::Filter, proto: None });
         assert_eq!(s.set_name(), "");
     }
 }

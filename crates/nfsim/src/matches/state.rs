@@ -54,21 +54,14 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<State>(ctx, line)
     }
 
     #[test]
     fn libxt_state_t() {
         assert_eq!(check("--state INVALID").unwrap(), " --state INVALID");
-        assert_eq!(
-            check("--state NEW,RELATED").unwrap(),
-            " --state NEW,RELATED"
-        );
+        assert_eq!(check("--state NEW,RELATED").unwrap(), " --state NEW,RELATED");
         assert_eq!(check("--state UNTRACKED").unwrap(), " --state UNTRACKED");
         // `-m state wrong`: a bare word is no option.
         assert!(check("wrong").is_err());
@@ -79,25 +72,16 @@ mod tests {
     #[test]
     fn iptables_1_8_9_behaviour() {
         assert_eq!(check("--state NEW").unwrap(), " --state NEW");
-        assert_eq!(
-            check("--state NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED").unwrap(),
-            " --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED"
-        );
+        assert_eq!(check("--state NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED").unwrap(), " --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED");
         assert_eq!(check("! --state NEW").unwrap(), " ! --state NEW");
         assert_eq!(check("--state new").unwrap(), " --state NEW");
         assert_eq!(check("--state N").unwrap(), " --state NEW");
-        assert_eq!(
-            check("--state e,r").unwrap(),
-            " --state RELATED,ESTABLISHED"
-        );
+        assert_eq!(check("--state e,r").unwrap(), " --state RELATED,ESTABLISHED");
         assert!(check("--state SNAT").is_err());
         assert!(check("--state NEW,").is_err());
         assert!(check("--state ,NEW").is_err());
         assert!(check("--state NEWX").is_err());
         assert!(check("--state NEW --state ESTABLISHED").is_err());
-        assert_eq!(
-            check("! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED").unwrap(),
-            " ! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED"
-        );
+        assert_eq!(check("! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED").unwrap(), " ! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED");
     }
 }

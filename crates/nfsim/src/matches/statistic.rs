@@ -105,9 +105,7 @@ impl Extension for Statistic {
                 let s = args.value()?;
                 let p = parse_strtod(s)
                     .filter(|p| !(*p < 0.0 || *p > 1.0))
-                    .ok_or_else(|| {
-                        format!("bad value `{s}` for `--probability` (expected a number 0..=1)")
-                    })?;
+                    .ok_or_else(|| format!("bad value `{s}` for `--probability` (expected a number 0..=1)"))?;
                 // lround(); a NaN (which strtod accepts and the range check lets through)
                 // becomes 0, as the C conversion does on x86-64.
                 self.probability = Some((p * 2147483648.0).round() as u32);
@@ -143,17 +141,13 @@ impl Extension for Statistic {
             _ => {}
         }
         if self.probability.is_some() && nth {
-            return Err(
-                "`--probability` cannot be used together with `--every` / `--packet`".to_string(),
-            );
+            return Err("`--probability` cannot be used together with `--every` / `--packet`".to_string());
         }
         match (self.every, self.packet) {
             (Some(_), None) => return Err("`--every` also requires `--packet`".to_string()),
             (None, Some(_)) => return Err("`--packet` also requires `--every`".to_string()),
             (Some(n), Some(p)) if p > n - 1 => {
-                return Err(format!(
-                    "`--packet {p}` must be below `--every {n}` (0 <= p <= n-1)"
-                ));
+                return Err(format!("`--packet {p}` must be below `--every {n}` (0 <= p <= n-1)"));
             }
             _ => {}
         }
@@ -171,12 +165,7 @@ impl Extension for Statistic {
             Some(StatisticMode::Nth) => {
                 out.push_str(" --mode nth");
                 save_invert(out, self.invert);
-                let _ = write!(
-                    out,
-                    " --every {} --packet {}",
-                    self.every.unwrap_or(1),
-                    self.packet.unwrap_or(0)
-                );
+                let _ = write!(out, " --every {} --packet {}", self.every.unwrap_or(1), self.packet.unwrap_or(0));
             }
             None => {}
         }
@@ -190,11 +179,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Statistic>(ctx, line)
     }
 
@@ -216,16 +201,10 @@ mod tests {
     fn libxt_statistic_t() {
         run(&[
             ("", None),
-            (
-                "--mode random ! --probability 0.50000000000",
-                Some(" --mode random ! --probability 0.50000000000"),
-            ),
+            ("--mode random ! --probability 0.50000000000", Some(" --mode random ! --probability 0.50000000000")),
             ("--mode random ! --probability 1.1", None),
             ("--probability 1", None),
-            (
-                "--mode nth ! --every 5 --packet 2",
-                Some(" --mode nth ! --every 5 --packet 2"),
-            ),
+            ("--mode nth ! --every 5 --packet 2", Some(" --mode nth ! --every 5 --packet 2")),
             ("--mode nth ! --every 5", None),
             ("--mode nth ! --every 5 --packet 5", None),
         ]);
@@ -235,11 +214,7 @@ mod tests {
     #[test]
     fn iptables_1_8_9_behaviour() {
         let r = |p: &str, e: &str| {
-            assert_eq!(
-                check(&format!("--mode random --probability {p}")).unwrap(),
-                format!(" --mode random --probability {e}"),
-                "probability {p}"
-            );
+            assert_eq!(check(&format!("--mode random --probability {p}")).unwrap(), format!(" --mode random --probability {e}"), "probability {p}");
         };
         r("0.5", "0.50000000000");
         r("0.25", "0.25000000000");
@@ -270,25 +245,13 @@ mod tests {
             ("--mode random --probability 0.5x", None),
             ("--mode random --probability inf", None),
             ("--mode random", None),
-            (
-                "--probability 0.5 --mode random",
-                Some(" --mode random --probability 0.50000000000"),
-            ),
-            (
-                "--mode nth --every 5 --packet 2",
-                Some(" --mode nth --every 5 --packet 2"),
-            ),
+            ("--probability 0.5 --mode random", Some(" --mode random --probability 0.50000000000")),
+            ("--mode nth --every 5 --packet 2", Some(" --mode nth --every 5 --packet 2")),
             ("--mode nth --every 5", None),
             ("--mode nth --every 1", None),
             ("--mode nth --every 0", None),
-            (
-                "--mode nth --every 5 --packet 0",
-                Some(" --mode nth --every 5 --packet 0"),
-            ),
-            (
-                "--mode nth --packet 2 --every 5",
-                Some(" --mode nth --every 5 --packet 2"),
-            ),
+            ("--mode nth --every 5 --packet 0", Some(" --mode nth --every 5 --packet 0")),
+            ("--mode nth --packet 2 --every 5", Some(" --mode nth --every 5 --packet 2")),
             ("--mode nth --every 5 ! --packet 2", None),
             ("--mode random --every 5", None),
             ("--mode nth --probability 0.5", None),
@@ -296,19 +259,13 @@ mod tests {
             ("--mode RANDOM --probability 0.5", None),
             ("! --mode random --probability 0.5", None),
             ("--mode random --mode random --probability 0.5", None),
-            (
-                "--mode nth --every 4294967295 --packet 4294967294",
-                Some(" --mode nth --every 4294967295 --packet 4294967294"),
-            ),
+            ("--mode nth --every 4294967295 --packet 4294967294", Some(" --mode nth --every 4294967295 --packet 4294967294")),
             ("--mode nth --every 4294967296", None),
             ("--mode nth --packet 3", None),
             ("--mode random --probability 0.5 ! --probability 0.5", None),
             ("--mode random --probability 0.5 --every 5 --packet 1", None),
             ("--mode nth --every 5 --packet 1 --probability 0.5", None),
-            (
-                "--mode nth --every 0x10 --packet 010",
-                Some(" --mode nth --every 16 --packet 8"),
-            ),
+            ("--mode nth --every 0x10 --packet 010", Some(" --mode nth --every 16 --packet 8")),
             ("--mode random ! --every 3 --packet 1", None),
         ]);
     }

@@ -51,15 +51,7 @@ pub struct StringMatch {
 
 impl Default for StringMatch {
     fn default() -> Self {
-        StringMatch {
-            pattern: None,
-            algo: None,
-            from: 0,
-            to: u16::MAX,
-            invert: false,
-            icase: false,
-            seen: 0,
-        }
+        StringMatch { pattern: None, algo: None, from: 0, to: u16::MAX, invert: false, icase: false, seen: 0 }
     }
 }
 
@@ -83,9 +75,7 @@ pub fn parse_hex_string(s: &str) -> Result<Vec<u8>, String> {
         let mut literal = false;
         if b[i] == b'\\' {
             if in_hex {
-                return Err(format!(
-                    "`--hex-string {s}`: a `\\` escape cannot stand inside a |hex| block"
-                ));
+                return Err(format!("`--hex-string {s}`: a `\\` escape cannot stand inside a |hex| block"));
             }
             literal = true;
         } else if b[i] == b'|' {
@@ -109,21 +99,12 @@ pub fn parse_hex_string(s: &str) -> Result<Vec<u8>, String> {
             i += 2;
         } else if in_hex {
             if i + 1 >= n {
-                return Err(format!(
-                    "`--hex-string {s}`: odd number of hex digits in a |hex| block"
-                ));
+                return Err(format!("`--hex-string {s}`: odd number of hex digits in a |hex| block"));
             }
             if i + 2 >= n {
                 return Err(format!("`--hex-string {s}`: unterminated |hex| block"));
             }
-            let hex = |c: u8| {
-                (c as char).to_digit(16).ok_or_else(|| {
-                    format!(
-                        "`--hex-string {s}`: invalid hex digit `{}` in a |hex| block",
-                        c as char
-                    )
-                })
-            };
+            let hex = |c: u8| (c as char).to_digit(16).ok_or_else(|| format!("`--hex-string {s}`: invalid hex digit `{}` in a |hex| block", c as char));
             out.push((hex(b[i])? * 16 + hex(b[i + 1])?) as u8);
             i += if b[i + 2] == b' ' { 3 } else { 2 };
         } else {
@@ -148,8 +129,7 @@ impl StringMatch {
 }
 
 impl Extension for StringMatch {
-    const OPTIONS: &'static [&'static str] =
-        &["from", "to", "algo", "string", "hex-string", "icase"];
+    const OPTIONS: &'static [&'static str] = &["from", "to", "algo", "string", "hex-string", "icase"];
 
     fn new(_ctx: &Ctx) -> Self {
         StringMatch::default()
@@ -179,27 +159,19 @@ impl Extension for StringMatch {
                     "bm" => Algo::Bm,
                     "kmp" => Algo::Kmp,
                     _ => {
-                        return Err(format!(
-                            "unknown string search algorithm `{v}` (expected bm or kmp)"
-                        ));
+                        return Err(format!("unknown string search algorithm `{v}` (expected bm or kmp)"));
                     }
                 });
             }
             "icase" => self.icase = true,
             "string" | "hex-string" => {
                 if self.pattern.is_some() {
-                    return Err(
-                        "only one of `--string` and `--hex-string` may be given, and only once"
-                            .into(),
-                    );
+                    return Err("only one of `--string` and `--hex-string` may be given, and only once".into());
                 }
                 let v = args.value()?;
                 let pattern = if opt == "string" {
                     if v.len() > MAX_PATTERN {
-                        return Err(format!(
-                            "string `{v}` is too long ({} bytes, at most {MAX_PATTERN})",
-                            v.len()
-                        ));
+                        return Err(format!("string `{v}` is too long ({} bytes, at most {MAX_PATTERN})", v.len()));
                     }
                     v.as_bytes().to_vec()
                 } else {
@@ -225,10 +197,7 @@ impl Extension for StringMatch {
             return Err("the string match requires `--algo bm|kmp`".into());
         }
         if self.from > self.to {
-            return Err(format!(
-                "`--from {}` is beyond `--to {}` (the kernel rejects it)",
-                self.from, self.to
-            ));
+            return Err(format!("`--from {}` is beyond `--to {}` (the kernel rejects it)", self.from, self.to));
         }
         self.seen = 0;
         Ok(())
@@ -278,35 +247,21 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<StringMatch>(ctx, line)
     }
 
     #[test]
     fn libxt_string_t() {
-        assert_eq!(
-            check("--algo bm --string \"test\"").unwrap(),
-            " --string \"test\" --algo bm"
-        );
-        for same in [
-            r#"--string "test" --algo kmp"#,
-            r#"! --string "test" --algo kmp"#,
-            r#"--hex-string "|0a0a0a0a|" --algo bm"#,
-        ] {
+        assert_eq!(check("--algo bm --string \"test\"").unwrap(), " --string \"test\" --algo bm");
+        for same in [r#"--string "test" --algo kmp"#, r#"! --string "test" --algo kmp"#, r#"--hex-string "|0a0a0a0a|" --algo bm"#] {
             assert_eq!(check(same).unwrap(), format!(" {same}"));
         }
         let x128 = "x".repeat(128);
         let line = format!("--string \"{x128}\" --algo bm");
         assert_eq!(check(&line).unwrap(), format!(" {line}"));
         assert!(check(&format!("--string \"{x128}x\" --algo bm")).is_err());
-        assert_eq!(
-            check("--algo bm --from 0 --to 65535 --string \"test\"").unwrap(),
-            " --string \"test\" --algo bm"
-        );
+        assert_eq!(check("--algo bm --from 0 --to 65535 --string \"test\"").unwrap(), " --string \"test\" --algo bm");
         assert!(check("--algo wrong").is_err());
         assert!(check("--algo bm").is_err());
         assert!(check("").is_err());
@@ -316,123 +271,36 @@ mod tests {
     #[test]
     fn patterns_as_the_real_tool_prints_them() {
         let ok = [
-            (
-                "--string test --algo kmp --from 10 --to 20 --icase",
-                r#" --string "test" --algo kmp --from 10 --to 20 --icase"#,
-            ),
-            (
-                "--string test --algo bm --to 0",
-                r#" --string "test" --algo bm --to 0"#,
-            ),
-            (
-                "--string test --algo kmp --from 20 --to 20",
-                r#" --string "test" --algo kmp --from 20 --to 20"#,
-            ),
-            (
-                "--string test --algo bm --from 0x10",
-                r#" --string "test" --algo bm --from 16"#,
-            ),
-            (
-                r#"--string "a b" --algo bm --icase --to 100 --from 2"#,
-                r#" --string "a b" --algo bm --from 2 --to 100 --icase"#,
-            ),
-            (
-                r#"--string "a\"b'c\\d" --algo bm"#,
-                r#" --string "a\"b'c\\d" --algo bm"#,
-            ),
-            (
-                r#"--string "a\\" --algo bm"#,
-                r#" --hex-string "|615c|" --algo bm"#,
-            ),
-            (
-                "--string \"tab\tx\" --algo bm",
-                r#" --hex-string "|7461620978|" --algo bm"#,
-            ),
-            (
-                r#"--string "é" --algo bm"#,
-                r#" --hex-string "|c3a9|" --algo bm"#,
-            ),
+            ("--string test --algo kmp --from 10 --to 20 --icase", r#" --string "test" --algo kmp --from 10 --to 20 --icase"#),
+            ("--string test --algo bm --to 0", r#" --string "test" --algo bm --to 0"#),
+            ("--string test --algo kmp --from 20 --to 20", r#" --string "test" --algo kmp --from 20 --to 20"#),
+            ("--string test --algo bm --from 0x10", r#" --string "test" --algo bm --from 16"#),
+            (r#"--string "a b" --algo bm --icase --to 100 --from 2"#, r#" --string "a b" --algo bm --from 2 --to 100 --icase"#),
+            (r#"--string "a\"b'c\\d" --algo bm"#, r#" --string "a\"b'c\\d" --algo bm"#),
+            (r#"--string "a\\" --algo bm"#, r#" --hex-string "|615c|" --algo bm"#),
+            ("--string \"tab\tx\" --algo bm", r#" --hex-string "|7461620978|" --algo bm"#),
+            (r#"--string "é" --algo bm"#, r#" --hex-string "|c3a9|" --algo bm"#),
             (r#"--string "~" --algo bm"#, r#" --string "~" --algo bm"#),
-            (
-                r#"--string "a#b" --algo bm"#,
-                r#" --string "a#b" --algo bm"#,
-            ),
-            (
-                r#"--string a --algo bm --to " 5""#,
-                r#" --string "a" --algo bm --to 5"#,
-            ),
-            (
-                r#"--hex-string "|41 42|" --algo bm"#,
-                r#" --string "AB" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "ab|41 42|cd" --algo bm"#,
-                r#" --string "abABcd" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|41|" --algo bm"#,
-                r#" --string "A" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "a\\|b" --algo bm"#,
-                r#" --string "a|b" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|  41 42 |" --algo bm"#,
-                r#" --string "AB" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|22|" --algo bm"#,
-                r#" --string "\"" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|5c|" --algo bm"#,
-                r#" --hex-string "|5c|" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|5c41|" --algo bm"#,
-                r#" --string "\\A" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|00|" --algo bm"#,
-                r#" --hex-string "|00|" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|ff|" --algo bm"#,
-                r#" --hex-string "|ff|" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|7f|" --algo bm"#,
-                r#" --hex-string "|7f|" --algo bm"#,
-            ),
-            (
-                r#"! --hex-string "|ff|" --algo bm"#,
-                r#" ! --hex-string "|ff|" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "a|" --algo bm"#,
-                r#" --string "a" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|41||42|" --algo bm"#,
-                r#" --string "A|42" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|41|\\" --algo bm"#,
-                r#" --hex-string "|415c|" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "\\\\" --algo bm"#,
-                r#" --hex-string "|5c|" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|41 |" --algo bm"#,
-                r#" --string "A" --algo bm"#,
-            ),
-            (
-                r#"--hex-string "|4142 |x" --algo bm"#,
-                r#" --string "ABx" --algo bm"#,
-            ),
+            (r#"--string "a#b" --algo bm"#, r#" --string "a#b" --algo bm"#),
+            (r#"--string a --algo bm --to " 5""#, r#" --string "a" --algo bm --to 5"#),
+            (r#"--hex-string "|41 42|" --algo bm"#, r#" --string "AB" --algo bm"#),
+            (r#"--hex-string "ab|41 42|cd" --algo bm"#, r#" --string "abABcd" --algo bm"#),
+            (r#"--hex-string "|41|" --algo bm"#, r#" --string "A" --algo bm"#),
+            (r#"--hex-string "a\\|b" --algo bm"#, r#" --string "a|b" --algo bm"#),
+            (r#"--hex-string "|  41 42 |" --algo bm"#, r#" --string "AB" --algo bm"#),
+            (r#"--hex-string "|22|" --algo bm"#, r#" --string "\"" --algo bm"#),
+            (r#"--hex-string "|5c|" --algo bm"#, r#" --hex-string "|5c|" --algo bm"#),
+            (r#"--hex-string "|5c41|" --algo bm"#, r#" --string "\\A" --algo bm"#),
+            (r#"--hex-string "|00|" --algo bm"#, r#" --hex-string "|00|" --algo bm"#),
+            (r#"--hex-string "|ff|" --algo bm"#, r#" --hex-string "|ff|" --algo bm"#),
+            (r#"--hex-string "|7f|" --algo bm"#, r#" --hex-string "|7f|" --algo bm"#),
+            (r#"! --hex-string "|ff|" --algo bm"#, r#" ! --hex-string "|ff|" --algo bm"#),
+            (r#"--hex-string "a|" --algo bm"#, r#" --string "a" --algo bm"#),
+            (r#"--hex-string "|41||42|" --algo bm"#, r#" --string "A|42" --algo bm"#),
+            (r#"--hex-string "|41|\\" --algo bm"#, r#" --hex-string "|415c|" --algo bm"#),
+            (r#"--hex-string "\\\\" --algo bm"#, r#" --hex-string "|5c|" --algo bm"#),
+            (r#"--hex-string "|41 |" --algo bm"#, r#" --string "A" --algo bm"#),
+            (r#"--hex-string "|4142 |x" --algo bm"#, r#" --string "ABx" --algo bm"#),
         ];
         for (input, want) in ok {
             assert_eq!(check(input).as_deref(), Ok(want), "{input}");

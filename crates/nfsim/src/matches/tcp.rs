@@ -6,14 +6,7 @@ use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save
 use crate::ruleset::value::{fmt_port_range, parse_port_range, parse_uint};
 
 /// TCP flag bits in the order iptables names them.
-pub const FLAG_NAMES: [(&str, u8); 6] = [
-    ("FIN", 0x01),
-    ("SYN", 0x02),
-    ("RST", 0x04),
-    ("PSH", 0x08),
-    ("ACK", 0x10),
-    ("URG", 0x20),
-];
+pub const FLAG_NAMES: [(&str, u8); 6] = [("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10), ("URG", 0x20)];
 
 /// A port range with its inversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,7 +49,11 @@ fn parse_flags(s: &str) -> Result<u8, String> {
         bits |= match name.to_ascii_uppercase().as_str() {
             "ALL" => 0x3f,
             "NONE" => 0,
-            n => FLAG_NAMES.iter().find(|(f, _)| *f == n).map(|&(_, b)| b).ok_or_else(|| format!("unknown TCP flag `{name}` (expected FIN, SYN, RST, PSH, ACK, URG, ALL or NONE)"))?,
+            n => FLAG_NAMES
+                .iter()
+                .find(|(f, _)| *f == n)
+                .map(|&(_, b)| b)
+                .ok_or_else(|| format!("unknown TCP flag `{name}` (expected FIN, SYN, RST, PSH, ACK, URG, ALL or NONE)"))?,
         };
     }
     Ok(bits)
@@ -80,15 +77,7 @@ fn fmt_flags(out: &mut String, bits: u8) {
 }
 
 impl Extension for Tcp {
-    const OPTIONS: &'static [&'static str] = &[
-        "source-port",
-        "sport",
-        "destination-port",
-        "dport",
-        "syn",
-        "tcp-flags",
-        "tcp-option",
-    ];
+    const OPTIONS: &'static [&'static str] = &["source-port", "sport", "destination-port", "dport", "syn", "tcp-flags", "tcp-option"];
 
     fn new(_ctx: &Ctx) -> Self {
         Tcp::default()
@@ -98,31 +87,16 @@ impl Extension for Tcp {
         match opt {
             "source-port" | "sport" | "destination-port" | "dport" => {
                 let dst = opt.starts_with('d');
-                let slot = if dst {
-                    &mut self.dport
-                } else {
-                    &mut self.sport
-                };
+                let slot = if dst { &mut self.dport } else { &mut self.sport };
                 if slot.is_some() {
-                    return Err(format!(
-                        "only one `--{}` allowed",
-                        if dst {
-                            "destination-port"
-                        } else {
-                            "source-port"
-                        }
-                    ));
+                    return Err(format!("only one `--{}` allowed", if dst { "destination-port" } else { "source-port" }));
                 }
                 let (lo, hi) = parse_port_range(args.value()?, "tcp")?;
                 *slot = Some(PortRange { lo, hi, invert });
             }
             "syn" => {
                 once(&self.flags, "tcp-flags")?;
-                self.flags = Some(TcpFlags {
-                    mask: 0x17,
-                    comp: 0x02,
-                    invert,
-                });
+                self.flags = Some(TcpFlags { mask: 0x17, comp: 0x02, invert });
             }
             "tcp-flags" => {
                 once(&self.flags, "tcp-flags")?;
@@ -146,14 +120,7 @@ impl Extension for Tcp {
         }
         // `--sport :` (the full range, not inverted) is the same as no option at all.
         for slot in [&mut self.sport, &mut self.dport] {
-            if matches!(
-                slot,
-                Some(PortRange {
-                    lo: 0,
-                    hi: 65535,
-                    invert: false
-                })
-            ) {
+            if matches!(slot, Some(PortRange { lo: 0, hi: 65535, invert: false })) {
                 *slot = None;
             }
         }
@@ -192,11 +159,7 @@ mod tests {
     use crate::ruleset::{Family, Neg, Proto, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: Some(Neg::new(Proto::TCP, false)),
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: Some(Neg::new(Proto::TCP, false)) };
         check_alone::<Tcp>(ctx, line)
     }
 
@@ -207,10 +170,7 @@ mod tests {
         assert_eq!(check("! --dport :").unwrap(), " ! --dport 0:65535");
         assert_eq!(check("--dport 4:4").unwrap(), " --dport 4");
         assert_eq!(check("--syn").unwrap(), " --tcp-flags FIN,SYN,RST,ACK SYN");
-        assert_eq!(
-            check("! --sport 65535 --dport 1").unwrap(),
-            " ! --sport 65535 --dport 1"
-        );
+        assert_eq!(check("! --sport 65535 --dport 1").unwrap(), " ! --sport 65535 --dport 1");
         assert_eq!(check("--dp 22").unwrap(), " --dport 22");
         assert!(check("--sport 4:3").is_err());
         assert!(check("--sport -1").is_err());

@@ -94,18 +94,9 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// (`strtoul`), the year in 1970..=2038, month 0..=12 and day 0..=31 normalised the way
 /// `mktime` does (`2000-02-31` is March 2nd), and the result not before 1970.
 pub fn parse_date(s: &str) -> Result<u32, String> {
-    let bad = || {
-        format!("invalid date `{s}` (expected YYYY[-MM[-DD[Thh[:mm[:ss]]]]], years 1970..=2038)")
-    };
+    let bad = || format!("invalid date `{s}` (expected YYYY[-MM[-DD[Thh[:mm[:ss]]]]], years 1970..=2038)");
     // (separator after the field, upper bound)
-    const FIELDS: [(u8, u32); 6] = [
-        (b'-', 2038),
-        (b'-', 12),
-        (b'T', 31),
-        (b':', 23),
-        (b':', 59),
-        (0, 59),
-    ];
+    const FIELDS: [(u8, u32); 6] = [(b'-', 2038), (b'-', 12), (b'T', 31), (b':', 23), (b':', 59), (0, 59)];
     let mut vals = [0u32, 1, 1, 0, 0, 0];
     let mut rest = s.as_bytes();
     for (k, &(sep, max)) in FIELDS.iter().enumerate() {
@@ -122,11 +113,7 @@ pub fn parse_date(s: &str) -> Result<u32, String> {
     }
     let [year, month, day, hour, minute, second] = vals.map(i64::from);
     // mktime's normalisation of month 0 and day 0 / day 31 in short months.
-    let (y, m) = if month == 0 {
-        (year - 1, 12)
-    } else {
-        (year, month)
-    };
+    let (y, m) = if month == 0 { (year - 1, 12) } else { (year, month) };
     let days = days_from_civil(y, m, 1) + day - 1;
     let t = days * 86_400 + hour * 3600 + minute * 60 + second;
     if t < 0 {
@@ -140,13 +127,7 @@ pub fn fmt_date(out: &mut String, t: u32) {
     let t = i64::from(t);
     let (y, m, d) = civil_from_days(t.div_euclid(86_400));
     let s = t.rem_euclid(86_400);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    );
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
 }
 
 /// Parses a daytime `hh:mm[:ss]` into seconds since midnight, as libxt_time does.
@@ -204,10 +185,7 @@ pub fn parse_monthdays(s: &str) -> Result<u32, String> {
     for item in day_items(s, 2) {
         let (i, end) = c_uint(item, 0);
         if end != item.len() || i > 31 {
-            return Err(format!(
-                "`{}` is not a valid day for `--monthdays` (expected 1..=31)",
-                String::from_utf8_lossy(item)
-            ));
+            return Err(format!("`{}` is not a valid day for `--monthdays` (expected 1..=31)", String::from_utf8_lossy(item)));
         }
         mask |= 1 << i;
     }
@@ -228,16 +206,10 @@ pub fn parse_weekdays(s: &str) -> Result<u8, String> {
             mask |= 1u32.wrapping_shl(i);
             continue;
         }
-        match WEEKDAYS[1..]
-            .iter()
-            .position(|w| item.len() >= 2 && item[..2] == w.as_bytes()[..2])
-        {
+        match WEEKDAYS[1..].iter().position(|w| item.len() >= 2 && item[..2] == w.as_bytes()[..2]) {
             Some(p) => mask |= 1 << (p + 1),
             None => {
-                return Err(format!(
-                    "`{}` is not a valid weekday (expected Mon, Tue, Wed, Thu, Fri, Sat, Sun or 1..=7)",
-                    String::from_utf8_lossy(item)
-                ));
+                return Err(format!("`{}` is not a valid weekday (expected Mon, Tue, Wed, Thu, Fri, Sat, Sun or 1..=7)", String::from_utf8_lossy(item)));
             }
         }
     }
@@ -262,18 +234,8 @@ impl Time {
 }
 
 impl Extension for Time {
-    const OPTIONS: &'static [&'static str] = &[
-        "datestart",
-        "datestop",
-        "timestart",
-        "timestop",
-        "contiguous",
-        "weekdays",
-        "monthdays",
-        "localtz",
-        "utc",
-        "kerneltz",
-    ];
+    const OPTIONS: &'static [&'static str] =
+        &["datestart", "datestop", "timestart", "timestop", "contiguous", "weekdays", "monthdays", "localtz", "utc", "kerneltz"];
 
     fn new(_ctx: &Ctx) -> Self {
         Time::default()
@@ -300,9 +262,7 @@ impl Extension for Time {
             return Err(format!("option `--{opt}` may be given only once"));
         }
         if self.seen & excl != 0 {
-            return Err(format!(
-                "`--{opt}` cannot be combined with `--utc`/`--kerneltz`/`--localtz`"
-            ));
+            return Err(format!("`--{opt}` cannot be combined with `--utc`/`--kerneltz`/`--localtz`"));
         }
         self.seen |= bit;
         match opt {
@@ -327,11 +287,9 @@ impl Extension for Time {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         if self.contiguous && self.daytime_start < self.daytime_stop {
-            return Err(
-                "`--contiguous` needs a daily window that wraps past midnight (`--timestop` \
+            return Err("`--contiguous` needs a daily window that wraps past midnight (`--timestop` \
                  not after `--timestart`)"
-                    .into(),
-            );
+                .into());
         }
         self.seen = 0;
         Ok(())
@@ -391,11 +349,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Time>(ctx, line)
     }
 
@@ -420,203 +374,65 @@ mod tests {
                 "--kerneltz --contiguous --timestart 23:00 --timestop 01:00 --weekdays Sun,Mon --monthdays 31,1",
                 " --timestart 23:00:00 --timestop 01:00:00 --monthdays 1,31 --weekdays Mon,Sun --datestop 2038-01-19T03:14:07 --kerneltz --contiguous",
             ),
-            (
-                "--timestart 11:00 --timestop 11:00 --contiguous",
-                " --timestart 11:00:00 --timestop 11:00:00 --datestop 2038-01-19T03:14:07 --contiguous",
-            ),
-            (
-                "--timestart 11:00",
-                " --timestart 11:00:00 --timestop 23:59:59 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--timestop 11:00",
-                " --timestart 00:00:00 --timestop 11:00:00 --datestop 2038-01-19T03:14:07",
-            ),
+            ("--timestart 11:00 --timestop 11:00 --contiguous", " --timestart 11:00:00 --timestop 11:00:00 --datestop 2038-01-19T03:14:07 --contiguous"),
+            ("--timestart 11:00", " --timestart 11:00:00 --timestop 23:59:59 --datestop 2038-01-19T03:14:07"),
+            ("--timestop 11:00", " --timestart 00:00:00 --timestop 11:00:00 --datestop 2038-01-19T03:14:07"),
             ("", STOP),
             ("--utc", STOP),
             ("--localtz", " --datestop 2038-01-19T03:14:07 --kerneltz"),
-            (
-                "--localtz --kerneltz",
-                " --datestop 2038-01-19T03:14:07 --kerneltz",
-            ),
-            (
-                "--datestart 2038",
-                " --datestart 2038-01-01T00:00:00 --datestop 2038-01-19T03:14:07",
-            ),
+            ("--localtz --kerneltz", " --datestop 2038-01-19T03:14:07 --kerneltz"),
+            ("--datestart 2038", " --datestart 2038-01-01T00:00:00 --datestop 2038-01-19T03:14:07"),
             ("--datestop 2038-12-31", " --datestop 2038-12-31T00:00:00"),
-            (
-                "--datestop 2038-01-19T03:14:07",
-                " --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestop 2038-01-19T03:14:06",
-                " --datestop 2038-01-19T03:14:06",
-            ),
+            ("--datestop 2038-01-19T03:14:07", " --datestop 2038-01-19T03:14:07"),
+            ("--datestop 2038-01-19T03:14:06", " --datestop 2038-01-19T03:14:06"),
             ("--datestart 1970", STOP),
             ("--datestop 1970", ""),
-            (
-                "--datestart 1970-01-01T00:00:00 --datestop 1970-01-01T00:00:00",
-                "",
-            ),
-            (
-                "--datestart 1970-01-01T00:00:01",
-                " --datestart 1970-01-01T00:00:01 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart 2000-02-31",
-                " --datestart 2000-03-02T00:00:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart 2000-00-00",
-                " --datestart 1999-11-30T00:00:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart 2000-1-2T3",
-                " --datestart 2000-01-02T03:00:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart 2000-",
-                " --datestart 1999-12-01T00:00:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart +2000-+1",
-                " --datestart 2000-01-01T00:00:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart \" 2000\"",
-                " --datestart 2000-01-01T00:00:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart 2038-12-31T23:59:59",
-                " --datestart 2038-12-31T23:59:59 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart 2000-01-01T1:2",
-                " --datestart 2000-01-01T01:02:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--datestart 2000-01-01T:",
-                " --datestart 2000-01-01T00:00:00 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--timestart :30",
-                " --timestart 00:30:00 --timestop 23:59:59 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--timestart 1:2:3",
-                " --timestart 01:02:03 --timestop 23:59:59 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--timestart 1:59:",
-                " --timestart 01:59:00 --timestop 23:59:59 --datestop 2038-01-19T03:14:07",
-            ),
+            ("--datestart 1970-01-01T00:00:00 --datestop 1970-01-01T00:00:00", ""),
+            ("--datestart 1970-01-01T00:00:01", " --datestart 1970-01-01T00:00:01 --datestop 2038-01-19T03:14:07"),
+            ("--datestart 2000-02-31", " --datestart 2000-03-02T00:00:00 --datestop 2038-01-19T03:14:07"),
+            ("--datestart 2000-00-00", " --datestart 1999-11-30T00:00:00 --datestop 2038-01-19T03:14:07"),
+            ("--datestart 2000-1-2T3", " --datestart 2000-01-02T03:00:00 --datestop 2038-01-19T03:14:07"),
+            ("--datestart 2000-", " --datestart 1999-12-01T00:00:00 --datestop 2038-01-19T03:14:07"),
+            ("--datestart +2000-+1", " --datestart 2000-01-01T00:00:00 --datestop 2038-01-19T03:14:07"),
+            ("--datestart \" 2000\"", " --datestart 2000-01-01T00:00:00 --datestop 2038-01-19T03:14:07"),
+            ("--datestart 2038-12-31T23:59:59", " --datestart 2038-12-31T23:59:59 --datestop 2038-01-19T03:14:07"),
+            ("--datestart 2000-01-01T1:2", " --datestart 2000-01-01T01:02:00 --datestop 2038-01-19T03:14:07"),
+            ("--datestart 2000-01-01T:", " --datestart 2000-01-01T00:00:00 --datestop 2038-01-19T03:14:07"),
+            ("--timestart :30", " --timestart 00:30:00 --timestop 23:59:59 --datestop 2038-01-19T03:14:07"),
+            ("--timestart 1:2:3", " --timestart 01:02:03 --timestop 23:59:59 --datestop 2038-01-19T03:14:07"),
+            ("--timestart 1:59:", " --timestart 01:59:00 --timestop 23:59:59 --datestop 2038-01-19T03:14:07"),
             ("--timestart 00:00:00 --timestop 23:59:59", STOP),
-            (
-                "--timestart 00:00:00 --timestop 23:59:58",
-                " --timestart 00:00:00 --timestop 23:59:58 --datestop 2038-01-19T03:14:07",
-            ),
+            ("--timestart 00:00:00 --timestop 23:59:58", " --timestart 00:00:00 --timestop 23:59:58 --datestop 2038-01-19T03:14:07"),
             ("--weekdays Mo,Tu,We,Th,Fr,Sa,Su", STOP),
             ("--weekdays 1,2,3,4,5,6,7", STOP),
-            (
-                "--weekdays 8",
-                " --weekdays  --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays Monday",
-                " --weekdays Mon --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays Moxx",
-                " --weekdays Mon --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays 1,2,",
-                " --weekdays Mon,Tue --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "! --weekdays Mon",
-                " --weekdays Tue,Wed,Thu,Fri,Sat,Sun --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "! --weekdays Mon,Tue,Wed,Thu,Fri,Sat,Sun",
-                " --weekdays  --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays 33",
-                " --weekdays Mon --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays 39",
-                " --weekdays Sun --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays 99",
-                " --weekdays Wed --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays 0x7",
-                " --weekdays Sun --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays 07",
-                " --weekdays Sun --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays -1",
-                " --weekdays  --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays 1234",
-                " --weekdays  --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays Sa,Su,Sun,Sunday",
-                " --weekdays Sat,Sun --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays \"Mon Tue\"",
-                " --weekdays Mon --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--weekdays Mo,",
-                " --weekdays Mon --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--monthdays 0",
-                " --monthdays  --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--monthdays 31,1,15",
-                " --monthdays 1,15,31 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--monthdays 123",
-                " --monthdays 12 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--monthdays 010",
-                " --monthdays 1 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--monthdays 1,,2",
-                " --monthdays 1,2 --datestop 2038-01-19T03:14:07",
-            ),
+            ("--weekdays 8", " --weekdays  --datestop 2038-01-19T03:14:07"),
+            ("--weekdays Monday", " --weekdays Mon --datestop 2038-01-19T03:14:07"),
+            ("--weekdays Moxx", " --weekdays Mon --datestop 2038-01-19T03:14:07"),
+            ("--weekdays 1,2,", " --weekdays Mon,Tue --datestop 2038-01-19T03:14:07"),
+            ("! --weekdays Mon", " --weekdays Tue,Wed,Thu,Fri,Sat,Sun --datestop 2038-01-19T03:14:07"),
+            ("! --weekdays Mon,Tue,Wed,Thu,Fri,Sat,Sun", " --weekdays  --datestop 2038-01-19T03:14:07"),
+            ("--weekdays 33", " --weekdays Mon --datestop 2038-01-19T03:14:07"),
+            ("--weekdays 39", " --weekdays Sun --datestop 2038-01-19T03:14:07"),
+            ("--weekdays 99", " --weekdays Wed --datestop 2038-01-19T03:14:07"),
+            ("--weekdays 0x7", " --weekdays Sun --datestop 2038-01-19T03:14:07"),
+            ("--weekdays 07", " --weekdays Sun --datestop 2038-01-19T03:14:07"),
+            ("--weekdays -1", " --weekdays  --datestop 2038-01-19T03:14:07"),
+            ("--weekdays 1234", " --weekdays  --datestop 2038-01-19T03:14:07"),
+            ("--weekdays Sa,Su,Sun,Sunday", " --weekdays Sat,Sun --datestop 2038-01-19T03:14:07"),
+            ("--weekdays \"Mon Tue\"", " --weekdays Mon --datestop 2038-01-19T03:14:07"),
+            ("--weekdays Mo,", " --weekdays Mon --datestop 2038-01-19T03:14:07"),
+            ("--monthdays 0", " --monthdays  --datestop 2038-01-19T03:14:07"),
+            ("--monthdays 31,1,15", " --monthdays 1,15,31 --datestop 2038-01-19T03:14:07"),
+            ("--monthdays 123", " --monthdays 12 --datestop 2038-01-19T03:14:07"),
+            ("--monthdays 010", " --monthdays 1 --datestop 2038-01-19T03:14:07"),
+            ("--monthdays 1,,2", " --monthdays 1,2 --datestop 2038-01-19T03:14:07"),
             (
                 "! --monthdays 1",
                 " --monthdays 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31 --datestop 2038-01-19T03:14:07",
             ),
-            (
-                "--monthdays -0",
-                " --monthdays  --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--monthdays \" 1\"",
-                " --monthdays 1 --datestop 2038-01-19T03:14:07",
-            ),
-            (
-                "--monthdays +1",
-                " --monthdays 1 --datestop 2038-01-19T03:14:07",
-            ),
+            ("--monthdays -0", " --monthdays  --datestop 2038-01-19T03:14:07"),
+            ("--monthdays \" 1\"", " --monthdays 1 --datestop 2038-01-19T03:14:07"),
+            ("--monthdays +1", " --monthdays 1 --datestop 2038-01-19T03:14:07"),
             (
                 "! --monthdays 0",
                 " --monthdays 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31 --datestop 2038-01-19T03:14:07",
@@ -675,15 +491,7 @@ mod tests {
 
     #[test]
     fn calendar_round_trips() {
-        for t in [
-            0u32,
-            1,
-            86_399,
-            86_400,
-            951_782_400,
-            i32::MAX as u32,
-            2_177_452_799,
-        ] {
+        for t in [0u32, 1, 86_399, 86_400, 951_782_400, i32::MAX as u32, 2_177_452_799] {
             let mut s = String::new();
             fmt_date(&mut s, t);
             assert_eq!(parse_date(&s), Ok(t), "{s}");

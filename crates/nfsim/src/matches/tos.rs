@@ -7,13 +7,8 @@ use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The symbolic `--tos` names (matched case-insensitively) and their values; they imply the
 /// mask 0x3f (the ECN bits are not compared).
-pub const TOS_NAMES: [(&str, u8); 5] = [
-    ("Minimize-Delay", 0x10),
-    ("Maximize-Throughput", 0x08),
-    ("Maximize-Reliability", 0x04),
-    ("Minimize-Cost", 0x02),
-    ("Normal-Service", 0x00),
-];
+pub const TOS_NAMES: [(&str, u8); 5] =
+    [("Minimize-Delay", 0x10), ("Maximize-Throughput", 0x08), ("Maximize-Reliability", 0x04), ("Minimize-Cost", 0x02), ("Normal-Service", 0x00)];
 
 /// `--tos VALUE[/MASK]`: matches when `(tos & mask) == value`, or differs with `!`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,11 +43,7 @@ pub(crate) fn c_strtoul(b: &[u8], base: u32) -> (u64, usize, bool) {
         neg = b[i] == b'-';
         i += 1;
     }
-    let hex_prefix = |i: usize| {
-        b.get(i) == Some(&b'0')
-            && matches!(b.get(i + 1), Some(b'x' | b'X'))
-            && b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit())
-    };
+    let hex_prefix = |i: usize| b.get(i) == Some(&b'0') && matches!(b.get(i + 1), Some(b'x' | b'X')) && b.get(i + 2).is_some_and(|c| c.is_ascii_hexdigit());
     let radix = match base {
         0 if hex_prefix(i) => {
             i += 2;
@@ -72,10 +63,7 @@ pub(crate) fn c_strtoul(b: &[u8], base: u32) -> (u64, usize, bool) {
     let mut v: u64 = 0;
     let mut overflow = false;
     while let Some(d) = b.get(i).and_then(|&c| (c as char).to_digit(radix)) {
-        match v
-            .checked_mul(radix as u64)
-            .and_then(|x| x.checked_add(d as u64))
-        {
+        match v.checked_mul(radix as u64).and_then(|x| x.checked_add(d as u64)) {
             Some(x) => v = x,
             None => overflow = true,
         }
@@ -110,17 +98,14 @@ pub(crate) fn xt_strtoul_prefix(s: &str, max: u64) -> Option<(u64, usize)> {
 pub(crate) fn xt_uint(s: &str, opt: &str, max: u64) -> Result<u64, String> {
     match xt_strtoul_prefix(s, max) {
         Some((v, end)) if end == s.len() => Ok(v),
-        _ => Err(format!(
-            "bad value `{s}` for `--{opt}` (expected a number in 0..={max})"
-        )),
+        _ => Err(format!("bad value `{s}` for `--{opt}` (expected a number in 0..={max})")),
     }
 }
 
 /// Parses a `--tos` argument as libxt_tos does: `VALUE[/MASK]` (C numbers up to 255, the mask
 /// defaulting to 0xff) or a symbolic name (mask 0x3f).
 pub(crate) fn parse_tos(s: &str) -> Result<(u8, u8), String> {
-    let illegal =
-        || format!("illegal TOS value `{s}` (expected VALUE[/MASK], numbers 0..=255, or a name)");
+    let illegal = || format!("illegal TOS value `{s}` (expected VALUE[/MASK], numbers 0..=255, or a name)");
     if let Some((value, end)) = xt_strtoul_prefix(s, 0xff) {
         let mut mask = 0xff;
         let mut rest = &s[end..];
@@ -134,16 +119,12 @@ pub(crate) fn parse_tos(s: &str) -> Result<(u8, u8), String> {
         }
         return Ok((value as u8, mask as u8));
     }
-    TOS_NAMES
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(s))
-        .map(|&(_, v)| (v, 0x3f))
-        .ok_or_else(|| {
-            format!(
-                "unknown TOS name `{s}` (expected a number or Minimize-Delay, \
+    TOS_NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)).map(|&(_, v)| (v, 0x3f)).ok_or_else(|| {
+        format!(
+            "unknown TOS name `{s}` (expected a number or Minimize-Delay, \
                  Maximize-Throughput, Maximize-Reliability, Minimize-Cost, Normal-Service)"
-            )
-        })
+        )
+    })
 }
 
 impl Extension for Tos {
@@ -156,11 +137,7 @@ impl Extension for Tos {
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
         once(&self.tos, opt)?;
         let (value, mask) = parse_tos(args.value()?)?;
-        self.tos = Some(TosSpec {
-            value,
-            mask,
-            invert,
-        });
+        self.tos = Some(TosSpec { value, mask, invert });
         Ok(())
     }
 
@@ -186,11 +163,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn ctx(family: Family) -> Ctx {
-        Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        }
+        Ctx { family, table: TableName::Filter, proto: None }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -200,14 +173,8 @@ mod tests {
     #[test]
     fn libxt_tos_t() {
         assert_eq!(check("--tos Minimize-Delay").unwrap(), " --tos 0x10/0x3f");
-        assert_eq!(
-            check("--tos Maximize-Throughput").unwrap(),
-            " --tos 0x08/0x3f"
-        );
-        assert_eq!(
-            check("--tos Maximize-Reliability").unwrap(),
-            " --tos 0x04/0x3f"
-        );
+        assert_eq!(check("--tos Maximize-Throughput").unwrap(), " --tos 0x08/0x3f");
+        assert_eq!(check("--tos Maximize-Reliability").unwrap(), " --tos 0x04/0x3f");
         assert_eq!(check("--tos Minimize-Cost").unwrap(), " --tos 0x02/0x3f");
         assert_eq!(check("--tos Normal-Service").unwrap(), " --tos 0x00/0x3f");
         assert_eq!(check("--tos 0xff").unwrap(), " --tos 0xff/0xff");
@@ -229,32 +196,14 @@ mod tests {
         assert_eq!(check("--tos 020").unwrap(), " --tos 0x10/0xff");
         assert_eq!(check("--tos 0x10/255").unwrap(), " --tos 0x10/0xff");
         assert_eq!(check("--tos 0x08/0x0").unwrap(), " --tos 0x08/0x00");
-        for bad in [
-            "0x10/0x1ff",
-            "0x1ff",
-            "256",
-            "0x10/",
-            "/0x3f",
-            "0x10/0x3f/1",
-            "Minimize-Delay/0x3f",
-            "0x10/-1",
-            "-1",
-            "0x",
-            "08",
-        ] {
+        for bad in ["0x10/0x1ff", "0x1ff", "256", "0x10/", "/0x3f", "0x10/0x3f/1", "Minimize-Delay/0x3f", "0x10/-1", "-1", "0x", "08"] {
             assert!(check(&format!("--tos {bad}")).is_err(), "{bad}");
         }
         assert!(check("--tos 1 --tos 2").is_err());
         assert!(check("! --tos 1 ! --tos 2").is_err());
         // ip6tables takes the same match (traffic class).
-        assert_eq!(
-            check_alone::<Tos>(ctx(Family::V6), "--tos Minimize-Delay").unwrap(),
-            " --tos 0x10/0x3f"
-        );
-        assert_eq!(
-            check_alone::<Tos>(ctx(Family::V6), "--tos 0x10").unwrap(),
-            " --tos 0x10/0xff"
-        );
+        assert_eq!(check_alone::<Tos>(ctx(Family::V6), "--tos Minimize-Delay").unwrap(), " --tos 0x10/0x3f");
+        assert_eq!(check_alone::<Tos>(ctx(Family::V6), "--tos 0x10").unwrap(), " --tos 0x10/0xff");
     }
 
     #[test]

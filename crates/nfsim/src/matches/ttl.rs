@@ -36,13 +36,7 @@ impl Cmp {
 /// Parses one of `--P-eq`, `--P` (a hidden alias of `--P-eq`), `--P-lt`, `--P-gt` for prefix
 /// `P` (`ttl` or `hl`) into `slot`; only the equality can be inverted and only one comparison
 /// may be given.
-pub(crate) fn parse_cmp(
-    slot: &mut Option<(Cmp, u8)>,
-    prefix: &str,
-    opt: &str,
-    invert: bool,
-    args: &mut Args<'_, '_>,
-) -> OptResult {
+pub(crate) fn parse_cmp(slot: &mut Option<(Cmp, u8)>, prefix: &str, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
     let cmp = match opt.strip_prefix(prefix) {
         Some("-eq" | "") => {
             if invert {
@@ -59,9 +53,7 @@ pub(crate) fn parse_cmp(
         no_invert(invert, opt)?;
     }
     if slot.is_some() {
-        return Err(format!(
-            "only one of `--{prefix}-eq`, `--{prefix}-lt`, `--{prefix}-gt` may be given, once"
-        ));
+        return Err(format!("only one of `--{prefix}-eq`, `--{prefix}-lt`, `--{prefix}-gt` may be given, once"));
     }
     let v = xt_uint(args.value()?, opt, 255)? as u8;
     *slot = Some((cmp, v));
@@ -121,11 +113,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Filter, proto: None };
         check_alone::<Ttl>(ctx, line)
     }
 
@@ -135,13 +123,7 @@ mod tests {
 
     #[test]
     fn libipt_ttl_t() {
-        for same in [
-            "--ttl-eq 0",
-            "--ttl-eq 255",
-            "! --ttl-eq 0",
-            "! --ttl-eq 255",
-            "--ttl-gt 0",
-        ] {
+        for same in ["--ttl-eq 0", "--ttl-eq 255", "! --ttl-eq 0", "! --ttl-eq 255", "--ttl-gt 0"] {
             assert_eq!(check(same).unwrap(), format!(" {same}"));
         }
         // The spec's commented-out lines: the real tool accepts both.

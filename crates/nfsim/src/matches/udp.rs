@@ -35,9 +35,7 @@ fn port_by_name(s: &str) -> Result<u16, String> {
             }
         }
     }
-    Err(format!(
-        "port `{s}` does not resolve to anything (expected a number or a service name)"
-    ))
+    Err(format!("port `{s}` does not resolve to anything (expected a number or a service name)"))
 }
 
 /// `strtoul(s, &end, 10)` when it consumes the whole string: optional sign, decimal digits; a
@@ -52,11 +50,7 @@ fn strtoul_decimal(s: &str) -> Option<u64> {
         return None;
     }
     let value = digits.parse::<u64>().unwrap_or(u64::MAX);
-    Some(if negative && value != u64::MAX {
-        value.wrapping_neg()
-    } else {
-        value
-    })
+    Some(if negative && value != u64::MAX { value.wrapping_neg() } else { value })
 }
 
 /// Parses an `XTTYPE_PORTRC` value (`PORT`, `FIRST:LAST`, `:LAST`, `FIRST:`, `:`), as libxtables'
@@ -67,15 +61,9 @@ pub(crate) fn parse_portrc(s: &str) -> Result<(u16, u16), String> {
     let first = parts.next().unwrap_or("");
     let second = parts.next();
     if parts.next().is_some() {
-        return Err(format!(
-            "too many components in port range `{s}` (expected PORT or FIRST:LAST)"
-        ));
+        return Err(format!("too many components in port range `{s}` (expected PORT or FIRST:LAST)"));
     }
-    let lo = if first.is_empty() {
-        0
-    } else {
-        port_by_name(first)?
-    };
+    let lo = if first.is_empty() { 0 } else { port_by_name(first)? };
     let hi = match second {
         None => lo,
         Some("") => u16::MAX,
@@ -114,14 +102,7 @@ impl Extension for Udp {
         }
         // `--sport :` (the full range, not inverted) is the same as no option at all.
         for slot in [&mut self.sport, &mut self.dport] {
-            if matches!(
-                slot,
-                Some(PortRange {
-                    lo: 0,
-                    hi: 65535,
-                    invert: false
-                })
-            ) {
+            if matches!(slot, Some(PortRange { lo: 0, hi: 65535, invert: false })) {
                 *slot = None;
             }
         }
@@ -149,11 +130,7 @@ mod tests {
     use crate::ruleset::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
-        Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto,
-        }
+        Ctx { family: Family::V4, table: TableName::Filter, proto }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -197,10 +174,7 @@ mod tests {
         assert!(check("--dport -1").is_err());
         // `-m udp --dport 1` without `-p udp` fails; `-p 17` is the same protocol as `-p udp`.
         assert!(check_alone::<Udp>(ctx(None), "--dport 1").is_err());
-        assert_eq!(
-            check_alone::<Udp>(ctx(Some(Neg::new(Proto(17), false))), "--dport 1").as_deref(),
-            Ok(" --dport 1")
-        );
+        assert_eq!(check_alone::<Udp>(ctx(Some(Neg::new(Proto(17), false))), "--dport 1").as_deref(), Ok(" --dport 1"));
         // The spec's `--sport 4:3;;FAIL` lines are iptables 1.8.11; 1.8.9 (this machine) accepts
         // a reversed range and saves it as written.
         assert_eq!(check("--sport 4:3").as_deref(), Ok(" --sport 4:3"));

@@ -35,16 +35,12 @@ impl AddrMask {
             AddrMask::V4 { addr, mask } => {
                 let m = u32::from(mask);
                 let len = m.leading_ones();
-                (m.checked_shl(len).unwrap_or(0) == 0)
-                    .then(|| IpNet::new(IpAddr::V4(addr), len as u8).ok())
-                    .flatten()
+                (m.checked_shl(len).unwrap_or(0) == 0).then(|| IpNet::new(IpAddr::V4(addr), len as u8).ok()).flatten()
             }
             AddrMask::V6 { addr, mask } => {
                 let m = u128::from(mask);
                 let len = m.leading_ones();
-                (m.checked_shl(len).unwrap_or(0) == 0)
-                    .then(|| IpNet::new(IpAddr::V6(addr), len as u8).ok())
-                    .flatten()
+                (m.checked_shl(len).unwrap_or(0) == 0).then(|| IpNet::new(IpAddr::V6(addr), len as u8).ok()).flatten()
             }
         }
     }
@@ -52,26 +48,16 @@ impl AddrMask {
     /// An address/prefix pair, masked.
     pub fn from_net(net: IpNet) -> AddrMask {
         match net.trunc() {
-            IpNet::V4(n) => AddrMask::V4 {
-                addr: n.network(),
-                mask: n.netmask(),
-            },
-            IpNet::V6(n) => AddrMask::V6 {
-                addr: n.network(),
-                mask: n.netmask(),
-            },
+            IpNet::V4(n) => AddrMask::V4 { addr: n.network(), mask: n.netmask() },
+            IpNet::V6(n) => AddrMask::V6 { addr: n.network(), mask: n.netmask() },
         }
     }
 
     /// True if `ip` falls inside (`(ip & mask) == addr`).
     pub fn contains(self, ip: IpAddr) -> bool {
         match (self, ip) {
-            (AddrMask::V4 { addr, mask }, IpAddr::V4(ip)) => {
-                u32::from(ip) & u32::from(mask) == u32::from(addr)
-            }
-            (AddrMask::V6 { addr, mask }, IpAddr::V6(ip)) => {
-                u128::from(ip) & u128::from(mask) == u128::from(addr)
-            }
+            (AddrMask::V4 { addr, mask }, IpAddr::V4(ip)) => u32::from(ip) & u32::from(mask) == u32::from(addr),
+            (AddrMask::V6 { addr, mask }, IpAddr::V6(ip)) => u128::from(ip) & u128::from(mask) == u128::from(addr),
             _ => false,
         }
     }
@@ -98,40 +84,24 @@ impl AddrMask {
                 let addr = parse_v4_numeric(a).ok_or_else(|| host_error(a))?;
                 let mask = match m {
                     None => u32::MAX,
-                    Some(m) => {
-                        parse_v4_mask(m).ok_or_else(|| format!("invalid mask `{m}` specified"))?
-                    }
+                    Some(m) => parse_v4_mask(m).ok_or_else(|| format!("invalid mask `{m}` specified"))?,
                 };
-                Ok(AddrMask::V4 {
-                    addr: Ipv4Addr::from(u32::from(addr) & mask),
-                    mask: Ipv4Addr::from(mask),
-                })
+                Ok(AddrMask::V4 { addr: Ipv4Addr::from(u32::from(addr) & mask), mask: Ipv4Addr::from(mask) })
             }
             Family::V6 => {
                 let addr: Ipv6Addr = a.parse().map_err(|_| host_error(a))?;
                 let mask = match m {
                     None => u128::MAX,
-                    Some(m) => {
-                        parse_v6_mask(m).ok_or_else(|| format!("invalid mask `{m}` specified"))?
-                    }
+                    Some(m) => parse_v6_mask(m).ok_or_else(|| format!("invalid mask `{m}` specified"))?,
                 };
-                Ok(AddrMask::V6 {
-                    addr: Ipv6Addr::from(u128::from(addr) & mask),
-                    mask: Ipv6Addr::from(mask),
-                })
+                Ok(AddrMask::V6 { addr: Ipv6Addr::from(u128::from(addr) & mask), mask: Ipv6Addr::from(mask) })
             }
         }
     }
 }
 
 fn host_error(a: &str) -> String {
-    if a.is_empty() {
-        "missing address".to_string()
-    } else {
-        format!(
-            "host/network `{a}` not found (expected a numeric address; host names are not resolved)"
-        )
-    }
+    if a.is_empty() { "missing address".to_string() } else { format!("host/network `{a}` not found (expected a numeric address; host names are not resolved)") }
 }
 
 /// Parses a dotted IPv4 address the way `xtables_numeric_to_ipaddr` does: one to four parts of
@@ -224,12 +194,7 @@ pub fn fmt_ipv6(out: &mut String, addr: Ipv6Addr) {
         let _ = write!(out, "{prefix}{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
         return;
     }
-    let hex = |g: &[u16]| {
-        g.iter()
-            .map(|x| format!("{x:x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
+    let hex = |g: &[u16]| g.iter().map(|x| format!("{x:x}")).collect::<Vec<_>>().join(":");
     if best_len == 0 {
         out.push_str(&hex(&w));
     } else {
@@ -258,16 +223,11 @@ impl Iface {
             return Err("empty interface name".to_string());
         }
         if s.len() > 15 {
-            return Err(format!(
-                "interface name `{s}` must be shorter than IFNAMSIZ (15)"
-            ));
+            return Err(format!("interface name `{s}` must be shorter than IFNAMSIZ (15)"));
         }
         let mut name = [0u8; 15];
         name[..s.len()].copy_from_slice(s.as_bytes());
-        Ok(Iface {
-            len: s.len() as u8,
-            name,
-        })
+        Ok(Iface { len: s.len() as u8, name })
     }
 
     /// The name as written (with its `+`).
@@ -315,22 +275,12 @@ mod tests {
     #[test]
     fn addresses_print_like_iptables_save() {
         let p = |s, f| AddrMask::parse(s, f).map(|a| a.to_string());
-        assert_eq!(
-            p("10.0.0.0/255.255.0.0", Family::V4).unwrap(),
-            "10.0.0.0/16"
-        );
-        assert_eq!(
-            p("10.1.2.3/255.0.255.0", Family::V4).unwrap(),
-            "10.0.2.0/255.0.255.0"
-        );
+        assert_eq!(p("10.0.0.0/255.255.0.0", Family::V4).unwrap(), "10.0.0.0/16");
+        assert_eq!(p("10.1.2.3/255.0.255.0", Family::V4).unwrap(), "10.0.2.0/255.0.255.0");
         assert_eq!(p("1.2.3.4", Family::V4).unwrap(), "1.2.3.4/32");
         assert_eq!(p("10.1", Family::V4).unwrap(), "10.1.0.0/32");
         assert_eq!(p("1.2.3.4/24", Family::V4).unwrap(), "1.2.3.0/24");
-        assert!(
-            p("1.2.3.4/33", Family::V4)
-                .unwrap_err()
-                .contains("invalid mask `33`")
-        );
+        assert!(p("1.2.3.4/33", Family::V4).unwrap_err().contains("invalid mask `33`"));
         assert!(p("<private_ip>", Family::V4).is_err());
         assert!(p("ntp.example.net", Family::V4).is_err());
         assert_eq!(p("2001:db8::1/64", Family::V6).unwrap(), "2001:db8::/64");

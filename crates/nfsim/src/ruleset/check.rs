@@ -20,15 +20,7 @@ pub fn check(ruleset: &Ruleset) -> Vec<Diagnostic> {
         for (ci, chain) in table.chains.iter().enumerate() {
             let hooks = reach.hooks[ci];
             for rule in &chain.rules {
-                check_rule(
-                    table,
-                    rule,
-                    &chain.name,
-                    hooks,
-                    &reach,
-                    ChainId(ci as u32),
-                    &mut out,
-                );
+                check_rule(table, rule, &chain.name, hooks, &reach, ChainId(ci as u32), &mut out);
             }
         }
     }
@@ -92,13 +84,7 @@ fn jump_loops(table: &Table, reach: &Reach, out: &mut Vec<Diagnostic>) {
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut color = vec![0u8; n];
     let mut stack_path: Vec<usize> = Vec::new();
-    fn dfs(
-        table: &Table,
-        i: usize,
-        color: &mut [u8],
-        path: &mut Vec<usize>,
-        out: &mut Vec<Diagnostic>,
-    ) {
+    fn dfs(table: &Table, i: usize, color: &mut [u8], path: &mut Vec<usize>, out: &mut Vec<Diagnostic>) {
         color[i] = 1;
         path.push(i);
         for r in &table.chains[i].rules {
@@ -106,12 +92,12 @@ fn jump_loops(table: &Table, reach: &Reach, out: &mut Vec<Diagnostic>) {
                 let t = t.0 as usize;
                 if color[t] == 1 {
                     let start = path.iter().position(|&p| p == t).unwrap_or(0);
-                    let mut names: Vec<&str> = path[start..]
-                        .iter()
-                        .map(|&p| &*table.chains[p].name)
-                        .collect();
+                    let mut names: Vec<&str> = path[start..].iter().map(|&p| &*table.chains[p].name).collect();
                     names.push(&table.chains[t].name);
-                    out.push(Diagnostic::error(r.span, format!("jump loop: {} (the kernel refuses a table whose chains can jump in a circle)", names.join(" -> "))).at_load());
+                    out.push(
+                        Diagnostic::error(r.span, format!("jump loop: {} (the kernel refuses a table whose chains can jump in a circle)", names.join(" -> ")))
+                            .at_load(),
+                    );
                 } else if color[t] == 0 {
                     dfs(table, t, color, path, out);
                 }
@@ -137,31 +123,15 @@ struct Allowed {
 fn target_allowed(t: &TargetExt) -> Option<Allowed> {
     use Hook::*;
     let (table, hooks): (Option<TableName>, &'static [Hook]) = match t {
-        TargetExt::Redirect(_) | TargetExt::Dnat(_) => {
-            (Some(TableName::Nat), &[Prerouting, Output])
-        }
+        TargetExt::Redirect(_) | TargetExt::Dnat(_) => (Some(TableName::Nat), &[Prerouting, Output]),
         TargetExt::Snat(_) => (Some(TableName::Nat), &[Postrouting, Input]),
         TargetExt::Masquerade(_) => (Some(TableName::Nat), &[Postrouting]),
-        TargetExt::Netmap(_) => (
-            Some(TableName::Nat),
-            &[Prerouting, Input, Output, Postrouting],
-        ),
+        TargetExt::Netmap(_) => (Some(TableName::Nat), &[Prerouting, Input, Output, Postrouting]),
         TargetExt::Tproxy(_) => (Some(TableName::Mangle), &[Prerouting]),
         TargetExt::Ct(_) | TargetExt::Notrack(_) => (Some(TableName::Raw), &[Prerouting, Output]),
         TargetExt::Reject(_) => (Some(TableName::Filter), &[Input, Forward, Output]),
-        TargetExt::Tos(_)
-        | TargetExt::Dscp(_)
-        | TargetExt::Ttl(_)
-        | TargetExt::Hl(_)
-        | TargetExt::Checksum(_) => (Some(TableName::Mangle), &Hook::ALL),
-        TargetExt::Tcpmss(m)
-            if matches!(
-                m.action,
-                Some(crate::targets::tcpmss::TcpmssAction::ClampMssToPmtu)
-            ) =>
-        {
-            (None, &[Forward, Output, Postrouting])
-        }
+        TargetExt::Tos(_) | TargetExt::Dscp(_) | TargetExt::Ttl(_) | TargetExt::Hl(_) | TargetExt::Checksum(_) => (Some(TableName::Mangle), &Hook::ALL),
+        TargetExt::Tcpmss(m) if matches!(m.action, Some(crate::targets::tcpmss::TcpmssAction::ClampMssToPmtu)) => (None, &[Forward, Output, Postrouting]),
         TargetExt::Set(s) if s.map_set.is_some() => (Some(TableName::Mangle), &Hook::ALL),
         _ => return None,
     };
@@ -172,12 +142,12 @@ fn target_allowed(t: &TargetExt) -> Option<Allowed> {
 /// as warnings.
 fn legacy_only(rule: &Rule, table: &Table) -> Option<&'static str> {
     match &rule.target {
-        Target::Ext(TargetExt::Trace(_)) if table.name != TableName::Raw => Some(
-            "iptables-legacy accepts `TRACE` only in the `raw` table (iptables-nft, the default, accepts it anywhere)",
-        ),
-        Target::Ext(TargetExt::Tcpmss(_)) if !has_syn_match(rule) => Some(
-            "iptables-legacy refuses `TCPMSS` without a SYN match (`-p tcp --tcp-flags SYN,RST SYN`); iptables-nft, the default, accepts it",
-        ),
+        Target::Ext(TargetExt::Trace(_)) if table.name != TableName::Raw => {
+            Some("iptables-legacy accepts `TRACE` only in the `raw` table (iptables-nft, the default, accepts it anywhere)")
+        }
+        Target::Ext(TargetExt::Tcpmss(_)) if !has_syn_match(rule) => {
+            Some("iptables-legacy refuses `TCPMSS` without a SYN match (`-p tcp --tcp-flags SYN,RST SYN`); iptables-nft, the default, accepts it")
+        }
         _ => None,
     }
 }
@@ -186,30 +156,15 @@ fn match_allowed(m: &Match, ctx: &Ctx) -> Option<Allowed> {
     use Hook::*;
     let mut saved = String::new();
     match m {
-        Match::Owner(_) => Some(Allowed {
-            table: None,
-            hooks: &[Output, Postrouting],
-        }),
-        Match::Mac(_) => Some(Allowed {
-            table: None,
-            hooks: &[Prerouting, Input, Forward],
-        }),
-        Match::Physdev(p) if p.refused_from_output_hook() => Some(Allowed {
-            table: None,
-            hooks: &[Prerouting, Input, Forward, Postrouting],
-        }),
+        Match::Owner(_) => Some(Allowed { table: None, hooks: &[Output, Postrouting] }),
+        Match::Mac(_) => Some(Allowed { table: None, hooks: &[Prerouting, Input, Forward] }),
+        Match::Physdev(p) if p.refused_from_output_hook() => Some(Allowed { table: None, hooks: &[Prerouting, Input, Forward, Postrouting] }),
         Match::Addrtype(_) => {
             m.save(ctx, &mut saved);
             if saved.contains("--limit-iface-in") {
-                Some(Allowed {
-                    table: None,
-                    hooks: &[Prerouting, Input, Forward],
-                })
+                Some(Allowed { table: None, hooks: &[Prerouting, Input, Forward] })
             } else if saved.contains("--limit-iface-out") {
-                Some(Allowed {
-                    table: None,
-                    hooks: &[Output, Forward, Postrouting],
-                })
+                Some(Allowed { table: None, hooks: &[Output, Forward, Postrouting] })
             } else {
                 None
             }
@@ -219,68 +174,29 @@ fn match_allowed(m: &Match, ctx: &Ctx) -> Option<Allowed> {
 }
 
 fn hook_names(hooks: &[Hook]) -> String {
-    hooks
-        .iter()
-        .map(|h| h.chain_name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    hooks.iter().map(|h| h.chain_name()).collect::<Vec<_>>().join(", ")
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_rule(
-    table: &Table,
-    rule: &Rule,
-    chain: &str,
-    hooks: HookMask,
-    reach: &Reach,
-    id: ChainId,
-    out: &mut Vec<Diagnostic>,
-) {
-    let ctx = Ctx {
-        family: table.family,
-        table: table.name,
-        proto: rule.proto,
-    };
+fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &Reach, id: ChainId, out: &mut Vec<Diagnostic>) {
+    let ctx = Ctx { family: table.family, table: table.name, proto: rule.proto };
     if let Some(w) = legacy_only(rule, table) {
         out.push(Diagnostic::warning(rule.span, w).at_load());
     }
     let mut check = |what: String, allowed: Allowed| {
         if let Some(t) = allowed.table {
             if t != table.name {
-                out.push(
-                    Diagnostic::error(
-                        rule.span,
-                        format!(
-                            "{what} is only valid in the `{t}` table, not in `{}`",
-                            table.name
-                        ),
-                    )
-                    .at_load(),
-                );
+                out.push(Diagnostic::error(rule.span, format!("{what} is only valid in the `{t}` table, not in `{}`", table.name)).at_load());
                 return;
             }
         }
-        let bad: Vec<Hook> = hooks
-            .iter()
-            .filter(|h| !allowed.hooks.contains(h))
-            .collect();
+        let bad: Vec<Hook> = hooks.iter().filter(|h| !allowed.hooks.contains(h)).collect();
         if !bad.is_empty() {
-            let from = if table[id].hook.is_some() {
-                String::new()
-            } else {
-                format!(
-                    " (chain `{chain}` is reached as {})",
-                    path_to(table, reach, id)
-                )
-            };
+            let from = if table[id].hook.is_some() { String::new() } else { format!(" (chain `{chain}` is reached as {})", path_to(table, reach, id)) };
             out.push(
                 Diagnostic::error(
                     rule.span,
-                    format!(
-                        "{what} is only valid in {}, but this rule is reached from {}{from}",
-                        hook_names(allowed.hooks),
-                        hook_names(&bad)
-                    ),
+                    format!("{what} is only valid in {}, but this rule is reached from {}{from}", hook_names(allowed.hooks), hook_names(&bad)),
                 )
                 .at_load(),
             );
@@ -296,17 +212,19 @@ fn check_rule(
             check(format!("target `{}`", t.name()), a);
         }
         if matches!(t, TargetExt::Ulog(_)) && !crate::targets::ulog::KERNEL_SUPPORTED {
-            out.push(Diagnostic::error(rule.span, "target `ULOG` is gone from the kernel since Linux 3.17: `iptables-restore --test` accepts it, loading fails (use `NFLOG`)").at_load());
+            out.push(
+                Diagnostic::error(
+                    rule.span,
+                    "target `ULOG` is gone from the kernel since Linux 3.17: `iptables-restore --test` accepts it, loading fails (use `NFLOG`)",
+                )
+                .at_load(),
+            );
         }
         if matches!(t, TargetExt::Tcpmss(_)) && ctx.proto() != Some(6) {
             out.push(Diagnostic::error(rule.span, "target `TCPMSS` needs `-p tcp`").at_load());
         }
         if let TargetExt::Set(s) = t {
-            if (s.map_prio || s.map_queue)
-                && hooks
-                    .iter()
-                    .any(|h| !matches!(h, Hook::Forward | Hook::Output | Hook::Postrouting))
-            {
+            if (s.map_prio || s.map_queue) && hooks.iter().any(|h| !matches!(h, Hook::Forward | Hook::Output | Hook::Postrouting)) {
                 out.push(Diagnostic::error(rule.span, "`SET --map-prio`/`--map-queue` is only valid in FORWARD, OUTPUT, POSTROUTING").at_load());
             }
         }
@@ -314,18 +232,12 @@ fn check_rule(
 }
 
 fn has_syn_match(rule: &Rule) -> bool {
-    rule.matches.iter().any(
-        |m| matches!(m, Match::Tcp(t) if t.flags.is_some_and(|f| f.comp & 0x02 != 0 && !f.invert)),
-    )
+    rule.matches.iter().any(|m| matches!(m, Match::Tcp(t) if t.flags.is_some_and(|f| f.comp & 0x02 != 0 && !f.invert)))
 }
 
 /// The ipsets a rule refers to (`-m set --match-set NAME`, `-j SET --add-set NAME`, ...).
 pub fn ipset_names(rule: &Rule) -> Vec<String> {
-    let ctx = Ctx {
-        family: super::Family::V4,
-        table: TableName::Filter,
-        proto: rule.proto,
-    };
+    let ctx = Ctx { family: super::Family::V4, table: TableName::Filter, proto: rule.proto };
     let mut names = Vec::new();
     let mut saved = String::new();
     for m in &rule.matches {
@@ -342,10 +254,7 @@ pub fn ipset_names(rule: &Rule) -> Vec<String> {
     }
     let words: Vec<&str> = saved.split_whitespace().collect();
     for w in words.windows(2) {
-        if matches!(
-            w[0],
-            "--match-set" | "--add-set" | "--del-set" | "--map-set"
-        ) {
+        if matches!(w[0], "--match-set" | "--add-set" | "--del-set" | "--map-set") {
             names.push(w[1].trim_matches('"').to_string());
         }
     }

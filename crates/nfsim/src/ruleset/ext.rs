@@ -24,9 +24,7 @@ impl Ctx {
 
     /// The protocol name used to resolve service names (`tcp`, `udp`, ...), defaulting to `tcp`.
     pub fn service_proto(&self) -> &'static str {
-        self.proto()
-            .and_then(super::value::service_proto)
-            .unwrap_or("tcp")
+        self.proto().and_then(super::value::service_proto).unwrap_or("tcp")
     }
 }
 
@@ -100,22 +98,12 @@ pub trait Extension: Sized {
 
 /// Rejects `!` on an option that cannot be inverted.
 pub fn no_invert(invert: bool, opt: &str) -> OptResult {
-    if invert {
-        Err(format!(
-            "unexpected `!` before `--{opt}` (it cannot be inverted)"
-        ))
-    } else {
-        Ok(())
-    }
+    if invert { Err(format!("unexpected `!` before `--{opt}` (it cannot be inverted)")) } else { Ok(()) }
 }
 
 /// Rejects a second use of an option that may appear once.
 pub fn once<T>(slot: &Option<T>, opt: &str) -> OptResult {
-    if slot.is_some() {
-        Err(format!("option `--{opt}` may be given only once"))
-    } else {
-        Ok(())
-    }
+    if slot.is_some() { Err(format!("option `--{opt}` may be given only once")) } else { Ok(()) }
 }
 
 /// Appends ` !` when `invert`.
@@ -139,11 +127,11 @@ impl Opaque {
     /// Appends the arguments, re-quoting those that need it.
     pub fn save(&self, out: &mut String) {
         for a in &self.args {
-            if a.starts_with("--") || *&**a == *"!" {
+            if a.is_empty() || a.contains([' ', '\t', '"', '\'', '\\']) {
+                super::value::save_string(out, a);
+            } else {
                 out.push(' ');
                 out.push_str(a);
-            } else {
-                super::value::save_string(out, a);
             }
         }
     }
@@ -248,8 +236,7 @@ pub(crate) fn check_alone<E: Extension>(ctx: Ctx, line: &str) -> Result<String, 
         let Some(opt) = t.strip_prefix("--") else {
             return Err(format!("Bad argument `{t}`"));
         };
-        let name =
-            resolve_option(E::OPTIONS, opt).ok_or_else(|| format!("unknown option `{t}`"))?;
+        let name = resolve_option(E::OPTIONS, opt).ok_or_else(|| format!("unknown option `{t}`"))?;
         let mut args = Args::new(&toks, pos, ctx);
         ext.parse(name, invert, &mut args)?;
         pos = args.pos();
@@ -267,9 +254,7 @@ pub fn resolve_option(options: &'static [&'static str], opt: &str) -> Option<&'s
     if let Some(o) = options.iter().find(|o| **o == opt) {
         return Some(o);
     }
-    let mut found = options
-        .iter()
-        .filter(|o| o.starts_with(opt) && !opt.is_empty());
+    let mut found = options.iter().filter(|o| o.starts_with(opt) && !opt.is_empty());
     let first = found.next()?;
     found.next().is_none().then_some(*first)
 }

@@ -63,13 +63,7 @@ pub enum TableName {
 
 impl TableName {
     /// All tables, in the order `iptables-nft-save` prints them.
-    pub const ALL: [TableName; 5] = [
-        TableName::Raw,
-        TableName::Mangle,
-        TableName::Nat,
-        TableName::Filter,
-        TableName::Security,
-    ];
+    pub const ALL: [TableName; 5] = [TableName::Raw, TableName::Mangle, TableName::Nat, TableName::Filter, TableName::Security];
 
     /// Parses a table name exactly as the kernel spells it.
     pub fn from_name(name: &str) -> Option<TableName> {
@@ -130,13 +124,7 @@ pub enum Hook {
 
 impl Hook {
     /// All hooks in kernel order.
-    pub const ALL: [Hook; 5] = [
-        Hook::Prerouting,
-        Hook::Input,
-        Hook::Forward,
-        Hook::Output,
-        Hook::Postrouting,
-    ];
+    pub const ALL: [Hook; 5] = [Hook::Prerouting, Hook::Input, Hook::Forward, Hook::Output, Hook::Postrouting];
 
     /// The built-in chain name of this hook.
     pub fn chain_name(self) -> &'static str {
@@ -231,18 +219,12 @@ pub struct Ruleset {
 impl Ruleset {
     /// The table `name` of `family`, if the input has it.
     pub fn table(&self, family: Family, name: TableName) -> Option<&Table> {
-        self.tables
-            .iter()
-            .find(|t| t.family == family && t.name == name)
+        self.tables.iter().find(|t| t.family == family && t.name == name)
     }
 
     /// The table's id, creating an empty table with its built-in chains if needed.
     pub fn table_id_or_insert(&mut self, family: Family, name: TableName) -> TableId {
-        if let Some(i) = self
-            .tables
-            .iter()
-            .position(|t| t.family == family && t.name == name)
-        {
+        if let Some(i) = self.tables.iter().position(|t| t.family == family && t.name == name) {
             return TableId(i as u32);
         }
         self.tables.push(Table::new(family, name));
@@ -251,11 +233,7 @@ impl Ruleset {
 
     /// Total number of rules.
     pub fn rule_count(&self) -> usize {
-        self.tables
-            .iter()
-            .flat_map(|t| &t.chains)
-            .map(|c| c.rules.len())
-            .sum()
+        self.tables.iter().flat_map(|t| &t.chains).map(|c| c.rules.len()).sum()
     }
 }
 
@@ -288,36 +266,22 @@ impl Table {
     /// An empty table with its built-in chains, policy ACCEPT.
     pub fn new(family: Family, name: TableName) -> Table {
         let chains = name.hooks().iter().map(|&h| Chain::builtin(h)).collect();
-        Table {
-            family,
-            name,
-            chains,
-        }
+        Table { family, name, chains }
     }
 
     /// The chain called `name`.
     pub fn chain_id(&self, name: &str) -> Option<ChainId> {
-        self.chains
-            .iter()
-            .position(|c| &*c.name == name)
-            .map(|i| ChainId(i as u32))
+        self.chains.iter().position(|c| &*c.name == name).map(|i| ChainId(i as u32))
     }
 
     /// The built-in chain of `hook`, if this table has one.
     pub fn builtin(&self, hook: Hook) -> Option<ChainId> {
-        self.chains
-            .iter()
-            .position(|c| c.hook == Some(hook))
-            .map(|i| ChainId(i as u32))
+        self.chains.iter().position(|c| c.hook == Some(hook)).map(|i| ChainId(i as u32))
     }
 
     /// User chains' ids, in creation order.
     pub fn user_chains(&self) -> impl Iterator<Item = ChainId> + '_ {
-        self.chains
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.hook.is_none())
-            .map(|(i, _)| ChainId(i as u32))
+        self.chains.iter().enumerate().filter(|(_, c)| c.hook.is_none()).map(|(i, _)| ChainId(i as u32))
     }
 }
 
@@ -354,26 +318,12 @@ pub struct Chain {
 impl Chain {
     /// A built-in chain with policy ACCEPT and no rules.
     pub fn builtin(hook: Hook) -> Chain {
-        Chain {
-            name: hook.chain_name().into(),
-            hook: Some(hook),
-            policy: Policy::Accept,
-            counters: Counters::default(),
-            rules: Vec::new(),
-            decl: None,
-        }
+        Chain { name: hook.chain_name().into(), hook: Some(hook), policy: Policy::Accept, counters: Counters::default(), rules: Vec::new(), decl: None }
     }
 
     /// An empty user chain.
     pub fn user(name: &str, decl: Option<Span>) -> Chain {
-        Chain {
-            name: name.into(),
-            hook: None,
-            policy: Policy::Accept,
-            counters: Counters::default(),
-            rules: Vec::new(),
-            decl,
-        }
+        Chain { name: name.into(), hook: None, policy: Policy::Accept, counters: Counters::default(), rules: Vec::new(), decl }
     }
 }
 

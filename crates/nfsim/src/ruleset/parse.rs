@@ -7,9 +7,7 @@
 
 use super::rule::{parse_spec, suggest};
 use super::token::{Token, tokenize, tokenize_shell};
-use super::{
-    Chain, ChainId, Counters, Family, Policy, Rule, Ruleset, TableId, TableName, Target, Unreadable,
-};
+use super::{Chain, ChainId, Counters, Family, Policy, Rule, Ruleset, TableId, TableName, Target, Unreadable};
 use crate::diag::{Diagnostic, LineIndex, Span};
 use crate::targets;
 
@@ -68,15 +66,7 @@ pub fn parse(text: &str) -> Parsed {
 
 /// Parses `text`, then runs the kernel's load-time checks ([`super::check`]).
 pub fn parse_with(text: &str, opts: &ParseOptions) -> Parsed {
-    let mut p = Parser {
-        text,
-        opts,
-        ruleset: Ruleset::default(),
-        diags: Vec::new(),
-        cr_reported: false,
-        file_family: None,
-        scratch: Vec::new(),
-    };
+    let mut p = Parser { text, opts, ruleset: Ruleset::default(), diags: Vec::new(), cr_reported: false, file_family: None, scratch: Vec::new() };
     p.file_family = opts.family.or_else(|| family_from_header(text));
     match opts.format.unwrap_or_else(|| detect_format(text)) {
         Format::Restore => p.restore(),
@@ -92,19 +82,13 @@ pub fn parse_with(text: &str, opts: &ParseOptions) -> Parsed {
         d.line = index.line(d.span.start);
     }
     diags.sort_by_key(|d| (d.span.start, d.severity));
-    Parsed {
-        ruleset: p.ruleset,
-        diagnostics: diags,
-    }
+    Parsed { ruleset: p.ruleset, diagnostics: diags }
 }
 
 /// Guesses the format: restore text when any line opens a table (`*nat`) or commits one,
 /// otherwise from the first line that is not empty or a comment.
 pub fn detect_format(text: &str) -> Format {
-    if text
-        .lines()
-        .any(|l| (l.starts_with('*') && l.len() > 1) || l.trim_end() == "COMMIT")
-    {
+    if text.lines().any(|l| (l.starts_with('*') && l.len() > 1) || l.trim_end() == "COMMIT") {
         return Format::Restore;
     }
     for line in text.lines() {
@@ -113,10 +97,11 @@ pub fn detect_format(text: &str) -> Format {
             continue;
         }
         let first = l.split_whitespace().next().unwrap_or("");
-        if binary_family(first).is_some()
-            || first == "sudo"
-            || (first.starts_with('-') && !l.starts_with("-A") && l.starts_with("-P"))
-        {
+        if is_save_or_restore_command(first) {
+            // `iptables-save` state checks in command logs say nothing about the format.
+            continue;
+        }
+        if binary_family(first).is_some() || first == "sudo" || (first.starts_with('-') && !l.starts_with("-A") && l.starts_with("-P")) {
             return Format::Commands;
         }
         if l.starts_with('-') {
@@ -159,10 +144,7 @@ fn family_from_header(text: &str) -> Option<Family> {
             if c.contains("ip6tables") {
                 return Some(Family::V6);
             }
-            if c.contains("iptables-save")
-                || c.contains("iptables-legacy-save")
-                || c.contains("iptables-nft-save")
-            {
+            if c.contains("iptables-save") || c.contains("iptables-legacy-save") || c.contains("iptables-nft-save") {
                 return Some(Family::V4);
             }
         }
@@ -239,7 +221,13 @@ impl Parser<'_, '_> {
         if line.cr && !self.cr_reported {
             self.cr_reported = true;
             let at = line.start + line.text.len();
-            self.diags.push(Diagnostic::error(Span::new(at, at + 1), "line ends with a carriage return (Windows line ending): iptables-restore reads `\\r` as part of the last word and refuses this line").with_help("convert the file to Unix line endings (`dos2unix`, `sed -i 's/\\r$//'`); the rest of the file was read as if that were done"));
+            self.diags.push(
+                Diagnostic::error(
+                    Span::new(at, at + 1),
+                    "line ends with a carriage return (Windows line ending): iptables-restore reads `\\r` as part of the last word and refuses this line",
+                )
+                .with_help("convert the file to Unix line endings (`dos2unix`, `sed -i 's/\\r$//'`); the rest of the file was read as if that were done"),
+            );
         }
     }
 
@@ -265,20 +253,13 @@ impl Parser<'_, '_> {
                 continue;
             }
             if lt.starts_with('*') && table.is_none() {
-                let name_start = lt[1..]
-                    .find(|c: char| !matches!(c, ' ' | '\t'))
-                    .map_or(lt.len(), |i| i + 1);
-                let name_end = lt[name_start..]
-                    .find([' ', '\t'])
-                    .map_or(lt.len(), |i| name_start + i);
+                let name_start = lt[1..].find(|c: char| !matches!(c, ' ' | '\t')).map_or(lt.len(), |i| i + 1);
+                let name_end = lt[name_start..].find([' ', '\t']).map_or(lt.len(), |i| name_start + i);
                 let name = &lt[name_start..name_end];
                 let nspan = Span::new(line.start + name_start, line.start + name_end);
                 if let Some(rest) = lt[name_end..].split_whitespace().next() {
                     let _ = rest;
-                    let off = name_end
-                        + lt[name_end..]
-                            .find(|c: char| !c.is_whitespace())
-                            .unwrap_or(0);
+                    let off = name_end + lt[name_end..].find(|c: char| !c.is_whitespace()).unwrap_or(0);
                     self.diags.push(Diagnostic::warning(
                         Span::new(line.start + off, line.start + lt.len()),
                         "text after the table name is ignored by iptables-restore",
@@ -288,9 +269,7 @@ impl Parser<'_, '_> {
                     let msg = if name.is_empty() {
                         "table name missing after `*` (expected raw, mangle, nat, filter or security)".to_string()
                     } else {
-                        format!(
-                            "unknown table `{name}` (expected raw, mangle, nat, filter or security)"
-                        )
+                        format!("unknown table `{name}` (expected raw, mangle, nat, filter or security)")
                     };
                     let mut d = Diagnostic::error(if name.is_empty() { lspan } else { nspan }, msg);
                     if let Some(s) = suggest(name, TableName::ALL.iter().map(|t| t.as_str())) {
@@ -309,7 +288,10 @@ impl Parser<'_, '_> {
                 continue;
             };
             if lt.starts_with('*') {
-                self.diags.push(Diagnostic::error(lspan, format!("`{lt}` starts a new table, but table `{}` is not committed yet (expected `COMMIT` first)", self.ruleset[tid].name)));
+                self.diags.push(Diagnostic::error(
+                    lspan,
+                    format!("`{lt}` starts a new table, but table `{}` is not committed yet (expected `COMMIT` first)", self.ruleset[tid].name),
+                ));
                 continue;
             }
             if lt.starts_with(':') {
@@ -327,19 +309,13 @@ impl Parser<'_, '_> {
                     }
                     Some(close) => {
                         let inner = &lt[1..close];
-                        let parsed = inner.split_once(':').and_then(|(p, b)| {
-                            Some(Counters {
-                                packets: super::value::parse_c_number(p)?,
-                                bytes: super::value::parse_c_number(b)?,
-                            })
-                        });
+                        let parsed = inner
+                            .split_once(':')
+                            .and_then(|(p, b)| Some(Counters { packets: super::value::parse_c_number(p)?, bytes: super::value::parse_c_number(b)? }));
                         match parsed {
                             Some(c) => counters = Some(c),
                             None => {
-                                self.diags.push(Diagnostic::error(
-                                    Span::new(line.start, line.start + close + 1),
-                                    "bad counters (expected `[PACKETS:BYTES]`)",
-                                ));
+                                self.diags.push(Diagnostic::error(Span::new(line.start, line.start + close + 1), "bad counters (expected `[PACKETS:BYTES]`)"));
                                 continue;
                             }
                         }
@@ -349,17 +325,16 @@ impl Parser<'_, '_> {
             }
             let mut toks = Vec::new();
             if let Some(q) = tokenize(&lt[body_off..], line.start + body_off, &mut toks) {
-                self.diags.push(Diagnostic::warning(
-                    q,
-                    "quote is not closed; iptables-restore reads it to the end of the line",
-                ));
+                self.diags.push(Diagnostic::warning(q, "quote is not closed; iptables-restore reads it to the end of the line"));
             }
             if let Some(t) = toks.iter().find(|t| {
                 let s = t.as_str();
-                (s.starts_with('-') && !s.starts_with("--") && s.contains('t'))
-                    || (s.len() > 2 && "--table".starts_with(s))
+                (s.starts_with('-') && !s.starts_with("--") && s.contains('t')) || (s.len() > 2 && "--table".starts_with(s))
             }) {
-                self.diags.push(Diagnostic::error(t.span, "the table option `-t` cannot be used in iptables-restore input (the table is given by the `*table` line)"));
+                self.diags.push(Diagnostic::error(
+                    t.span,
+                    "the table option `-t` cannot be used in iptables-restore input (the table is given by the `*table` line)",
+                ));
                 continue;
             }
             let fam = self.ruleset[tid].family;
@@ -369,36 +344,22 @@ impl Parser<'_, '_> {
             let at = self.text.len();
             let name = self.ruleset[tid].name;
             let _ = last_line_end;
-            self.diags.push(Diagnostic::error(
-                Span::new(at, at),
-                format!(
-                    "table `{name}` is not committed: `COMMIT` expected at the end of the input"
-                ),
-            ));
+            self.diags.push(Diagnostic::error(Span::new(at, at), format!("table `{name}` is not committed: `COMMIT` expected at the end of the input")));
         }
     }
 
     /// Starts a `*table` block: the table is flushed (unless `noflush`), as iptables-restore does.
     fn begin_table(&mut self, name: TableName, start: usize, scratch: bool) -> TableId {
-        let end = self.text[start..]
-            .find("\nCOMMIT")
-            .map_or(self.text.len(), |i| start + i);
-        let family = self.file_family.unwrap_or_else(|| {
-            if block_looks_v6(&self.text[start..end]) {
-                Family::V6
-            } else {
-                Family::V4
-            }
-        });
+        let end = self.text[start..].find("\nCOMMIT").map_or(self.text.len(), |i| start + i);
+        let family = self.file_family.unwrap_or_else(|| if block_looks_v6(&self.text[start..end]) { Family::V6 } else { Family::V4 });
         if scratch {
             self.ruleset.tables.push(super::Table::new(family, name));
             let tid = TableId(self.ruleset.tables.len() as u32 - 1);
             self.scratch.push(tid);
             return tid;
         }
-        let existing = self.ruleset.tables.iter().enumerate().position(|(i, t)| {
-            t.family == family && t.name == name && !self.scratch.contains(&TableId(i as u32))
-        });
+        let existing =
+            self.ruleset.tables.iter().enumerate().position(|(i, t)| t.family == family && t.name == name && !self.scratch.contains(&TableId(i as u32)));
         let tid = match existing {
             Some(i) => TableId(i as u32),
             None => {
@@ -427,10 +388,7 @@ impl Parser<'_, '_> {
         } else if lt.trim().is_empty() {
             "line with only blanks outside a table (iptables-restore accepts only truly empty lines)".to_string()
         } else {
-            format!(
-                "`{}` outside a table (expected `*raw`, `*mangle`, `*nat`, `*filter` or `*security` first)",
-                lt.trim()
-            )
+            format!("`{}` outside a table (expected `*raw`, `*mangle`, `*nat`, `*filter` or `*security` first)", lt.trim())
         };
         self.diags.push(Diagnostic::error(span, msg));
     }
@@ -443,18 +401,13 @@ impl Parser<'_, '_> {
         let mut pos = 1;
         for w in lt[1..].split([' ', '\t']) {
             if !w.is_empty() {
-                toks.push(Token {
-                    text: w.into(),
-                    span: Span::new(line.start + pos, line.start + pos + w.len()),
-                    quoted: false,
-                });
+                toks.push(Token { text: w.into(), span: Span::new(line.start + pos, line.start + pos + w.len()), quoted: false });
             }
             pos += w.len() + 1;
         }
         let lspan = self.span_of(line);
         let Some(name_tok) = toks.first() else {
-            self.diags
-                .push(Diagnostic::error(lspan, "chain name missing after `:`"));
+            self.diags.push(Diagnostic::error(lspan, "chain name missing after `:`"));
             return;
         };
         let name = name_tok.as_str();
@@ -463,7 +416,10 @@ impl Parser<'_, '_> {
             return;
         }
         let Some(pol_tok) = toks.get(1) else {
-            self.diags.push(Diagnostic::error(lspan, format!("policy missing for chain `{name}` (expected ACCEPT or DROP for a built-in chain, `-` for a user chain)")));
+            self.diags.push(Diagnostic::error(
+                lspan,
+                format!("policy missing for chain `{name}` (expected ACCEPT or DROP for a built-in chain, `-` for a user chain)"),
+            ));
             return;
         };
         let policy = pol_tok.as_str();
@@ -481,10 +437,7 @@ impl Parser<'_, '_> {
             match pol {
                 Some(p) => table[id].policy = p,
                 None => {
-                    let mut d = Diagnostic::error(
-                        pol_tok.span,
-                        format!("unknown policy `{policy}` (expected ACCEPT or DROP)"),
-                    );
+                    let mut d = Diagnostic::error(pol_tok.span, format!("unknown policy `{policy}` (expected ACCEPT or DROP)"));
                     if let Some(s) = suggest(policy, ["ACCEPT", "DROP"].into_iter()) {
                         d = d.with_help(format!("did you mean `{s}`?"));
                     }
@@ -498,27 +451,20 @@ impl Parser<'_, '_> {
                     Some((counters, closed)) => {
                         self.ruleset[tid][id].counters = counters;
                         if !closed {
-                            self.diags.push(Diagnostic::warning(c.span, format!("counters `{}` are not closed with `]`; iptables-restore reads them anyway", c.as_str())));
+                            self.diags.push(Diagnostic::warning(
+                                c.span,
+                                format!("counters `{}` are not closed with `]`; iptables-restore reads them anyway", c.as_str()),
+                            ));
                         }
                     }
                     None => self.diags.push(Diagnostic::error(c.span, format!("invalid policy counters for chain `{name}` (expected `[PACKETS:BYTES]`)"))),
                 }
             }
         } else {
-            let hook_here = self.ruleset[tid]
-                .name
-                .hooks()
-                .iter()
-                .any(|h| h.chain_name() == name);
+            let hook_here = self.ruleset[tid].name.hooks().iter().any(|h| h.chain_name() == name);
             let is_builtin_name = super::Hook::from_chain_name(name).is_some();
             if is_builtin_name && !hook_here {
-                self.diags.push(Diagnostic::error(
-                    name_tok.span,
-                    format!(
-                        "table `{}` has no built-in chain `{name}`",
-                        self.ruleset[tid].name
-                    ),
-                ));
+                self.diags.push(Diagnostic::error(name_tok.span, format!("table `{}` has no built-in chain `{name}`", self.ruleset[tid].name)));
                 return;
             }
             if policy != "-" {
@@ -528,12 +474,7 @@ impl Parser<'_, '_> {
                         "policy `{policy}` on user chain `{name}`: only built-in chains have a policy (expected `-`; iptables-legacy refuses the line, iptables-nft ignores the policy)"
                     ),
                 );
-                let builtins: Vec<&str> = self.ruleset[tid]
-                    .name
-                    .hooks()
-                    .iter()
-                    .map(|h| h.chain_name())
-                    .collect();
+                let builtins: Vec<&str> = self.ruleset[tid].name.hooks().iter().map(|h| h.chain_name()).collect();
                 if let Some(s) = suggest(name, builtins.iter().copied()) {
                     d = d.with_help(format!("did you mean the built-in chain `{s}`?"));
                 }
@@ -543,49 +484,27 @@ impl Parser<'_, '_> {
                 if scan_counters(c.as_str()).is_some() {
                     used = 3;
                     if !c.as_str().ends_with(']') {
-                        self.diags.push(Diagnostic::warning(
-                            c.span,
-                            format!("counters `{}` are not closed with `]`", c.as_str()),
-                        ));
+                        self.diags.push(Diagnostic::warning(c.span, format!("counters `{}` are not closed with `]`", c.as_str())));
                     }
                 }
             }
             let table = &mut self.ruleset[tid];
             match table.chain_id(name) {
-                Some(_) => self.diags.push(Diagnostic::warning(
-                    name_tok.span,
-                    format!(
-                        "chain `{name}` is declared again; iptables-restore keeps the first one"
-                    ),
-                )),
+                Some(_) => {
+                    self.diags.push(Diagnostic::warning(name_tok.span, format!("chain `{name}` is declared again; iptables-restore keeps the first one")))
+                }
                 None => table.chains.push(Chain::user(name, Some(name_tok.span))),
             }
         }
         if let Some(extra) = toks.get(used) {
             let last = toks.last().map_or(extra.span, |t| t.span);
             let ignored = &self.text[extra.span.to(last).range()];
-            let mut d = Diagnostic::warning(
-                extra.span.to(last),
-                format!(
-                    "`{ignored}` after the declaration of `{name}` is ignored by iptables-restore"
-                ),
-            );
-            let mut lost: Vec<&str> = toks[used..]
-                .iter()
-                .filter_map(|t| t.as_str().strip_prefix(':'))
-                .filter(|n| !n.is_empty() && *n != name)
-                .collect();
+            let mut d = Diagnostic::warning(extra.span.to(last), format!("`{ignored}` after the declaration of `{name}` is ignored by iptables-restore"));
+            let mut lost: Vec<&str> = toks[used..].iter().filter_map(|t| t.as_str().strip_prefix(':')).filter(|n| !n.is_empty() && *n != name).collect();
             lost.dedup();
             if !lost.is_empty() {
-                let list = lost
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                d.message.push_str(&format!(
-                    ", so {list} {} not declared by this line",
-                    if lost.len() == 1 { "is" } else { "are" }
-                ));
+                let list = lost.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+                d.message.push_str(&format!(", so {list} {} not declared by this line", if lost.len() == 1 { "is" } else { "are" }));
                 d = d.with_help("declare one chain per line");
             }
             self.diags.push(d);
@@ -605,10 +524,7 @@ impl Parser<'_, '_> {
             let lspan = self.span_of(&line);
             let mut toks = Vec::new();
             if let Some(q) = tokenize_shell(lt, line.start, &mut toks) {
-                self.diags.push(Diagnostic::error(
-                    q,
-                    "quote is not closed (the shell would wait for more input)",
-                ));
+                self.diags.push(Diagnostic::error(q, "quote is not closed (the shell would wait for more input)"));
                 continue;
             }
             let mut i = 0;
@@ -625,13 +541,7 @@ impl Parser<'_, '_> {
             } else if first.as_str().starts_with('-') {
                 self.file_family.unwrap_or(Family::V4)
             } else {
-                self.diags.push(Diagnostic::error(
-                    first.span,
-                    format!(
-                        "expected an `iptables` or `ip6tables` command, found `{}`",
-                        first.as_str()
-                    ),
-                ));
+                self.diags.push(Diagnostic::error(first.span, format!("expected an `iptables` or `ip6tables` command, found `{}`", first.as_str())));
                 continue;
             };
             let family = self.opts.family.unwrap_or(family);
@@ -659,12 +569,7 @@ impl Parser<'_, '_> {
                     Some((v, sp)) => match TableName::from_name(&v) {
                         Some(t) => table = t,
                         None => {
-                            let mut d = Diagnostic::error(
-                                sp,
-                                format!(
-                                    "unknown table `{v}` (expected raw, mangle, nat, filter or security)"
-                                ),
-                            );
+                            let mut d = Diagnostic::error(sp, format!("unknown table `{v}` (expected raw, mangle, nat, filter or security)"));
                             if super::Hook::from_chain_name(&v).is_some() {
                                 d = d.with_help("this is a chain name: the table goes after `-t`, the chain after the command");
                             }
@@ -673,8 +578,7 @@ impl Parser<'_, '_> {
                         }
                     },
                     None => {
-                        self.diags
-                            .push(Diagnostic::error(lspan, "`-t` needs a table name"));
+                        self.diags.push(Diagnostic::error(lspan, "`-t` needs a table name"));
                         bad = true;
                     }
                 }
@@ -690,52 +594,22 @@ impl Parser<'_, '_> {
     // ----- commands (both formats) -----
 
     #[allow(clippy::too_many_lines)]
-    fn command(
-        &mut self,
-        tid: TableId,
-        family: Family,
-        toks: &[Token<'_>],
-        lspan: Span,
-        counters: Option<Counters>,
-        restore: bool,
-    ) {
+    fn command(&mut self, tid: TableId, family: Family, toks: &[Token<'_>], lspan: Span, counters: Option<Counters>, restore: bool) {
         // Find the command among leading global flags.
         let mut i = 0;
         while i < toks.len()
-            && matches!(
-                toks[i].as_str(),
-                "-w" | "--wait"
-                    | "-v"
-                    | "--verbose"
-                    | "-n"
-                    | "--numeric"
-                    | "-x"
-                    | "--exact"
-                    | "-4"
-                    | "-6"
-                    | "--ipv4"
-                    | "--ipv6"
-            )
+            && matches!(toks[i].as_str(), "-w" | "--wait" | "-v" | "--verbose" | "-n" | "--numeric" | "-x" | "--exact" | "-4" | "-6" | "--ipv4" | "--ipv6")
         {
-            if toks[i].as_str() == "-4" && family == Family::V6
-                || toks[i].as_str() == "-6" && family == Family::V4
-            {
+            if toks[i].as_str() == "-4" && family == Family::V6 || toks[i].as_str() == "-6" && family == Family::V4 {
                 return;
             }
             i += 1;
-            if matches!(toks[i - 1].as_str(), "-w" | "--wait")
-                && toks
-                    .get(i)
-                    .is_some_and(|t| t.as_str().bytes().all(|b| b.is_ascii_digit()))
-            {
+            if matches!(toks[i - 1].as_str(), "-w" | "--wait") && toks.get(i).is_some_and(|t| t.as_str().bytes().all(|b| b.is_ascii_digit())) {
                 i += 1;
             }
         }
         let Some(cmd_tok) = toks.get(i) else {
-            self.diags.push(Diagnostic::error(
-                lspan,
-                "no command given (expected `-A CHAIN ...`, `-I`, `-D`, `-N`, `-P`, ...)",
-            ));
+            self.diags.push(Diagnostic::error(lspan, "no command given (expected `-A CHAIN ...`, `-I`, `-D`, `-N`, `-P`, ...)"));
             return;
         };
         let cmd = match cmd_tok.as_str() {
@@ -751,21 +625,18 @@ impl Parser<'_, '_> {
             "-P" | "--policy" => 'P',
             "-C" | "--check" => 'C',
             "-L" | "--list" | "-S" | "--list-rules" => {
-                self.diags.push(Diagnostic::warning(
-                    cmd_tok.span,
-                    "listing command changes no rule; ignored",
-                ));
+                self.diags.push(Diagnostic::warning(cmd_tok.span, "listing command changes no rule; ignored"));
                 return;
             }
             s if s.starts_with('-') => {
-                self.diags.push(Diagnostic::error(cmd_tok.span, format!("`{s}` is not a command (expected `-A CHAIN ...`, `-I`, `-D`, `-R`, `-N`, `-X`, `-F`, `-Z`, `-E` or `-P` first)")));
+                self.diags.push(Diagnostic::error(
+                    cmd_tok.span,
+                    format!("`{s}` is not a command (expected `-A CHAIN ...`, `-I`, `-D`, `-R`, `-N`, `-X`, `-F`, `-Z`, `-E` or `-P` first)"),
+                ));
                 return;
             }
             s => {
-                let mut d = Diagnostic::error(
-                    cmd_tok.span,
-                    format!("Bad argument `{s}` (expected a command such as `-A CHAIN`)"),
-                );
+                let mut d = Diagnostic::error(cmd_tok.span, format!("Bad argument `{s}` (expected a command such as `-A CHAIN`)"));
                 if s.starts_with("COMMIT") {
                     d = d.with_help("`COMMIT` must be alone on its line, with nothing after it (not even a blank)");
                 }
@@ -777,10 +648,7 @@ impl Parser<'_, '_> {
         let chain_tok = toks.get(i);
         let needs_chain = matches!(cmd, 'A' | 'I' | 'D' | 'R' | 'N' | 'E' | 'P' | 'C');
         if needs_chain && chain_tok.is_none() {
-            self.diags.push(Diagnostic::error(
-                cmd_tok.span,
-                format!("`{}` needs a chain name", cmd_tok.as_str()),
-            ));
+            self.diags.push(Diagnostic::error(cmd_tok.span, format!("`{}` needs a chain name", cmd_tok.as_str())));
             return;
         }
         let chain_name = chain_tok.map(|t| t.as_str());
@@ -792,10 +660,7 @@ impl Parser<'_, '_> {
         let lookup = |this: &Self, name: &str| -> Result<ChainId, Diagnostic> {
             let table = &this.ruleset[tid];
             table.chain_id(name).ok_or_else(|| {
-                let mut d = Diagnostic::error(
-                    chain_span,
-                    format!("chain `{name}` does not exist in table `{tname}`"),
-                );
+                let mut d = Diagnostic::error(chain_span, format!("chain `{name}` does not exist in table `{tname}`"));
                 let names: Vec<&str> = table.chains.iter().map(|c| &*c.name).collect();
                 if let Some(s) = suggest(name, names.iter().copied()) {
                     d.message.push_str(&format!("; did you mean `{s}`?"));
@@ -816,16 +681,11 @@ impl Parser<'_, '_> {
                 // -I CHAIN [N], -D CHAIN N, -R CHAIN N
                 let mut num: Option<(usize, Span)> = None;
                 if matches!(cmd, 'I' | 'D' | 'R') {
-                    if let Some(t) = toks.get(i).filter(|t| {
-                        t.as_str().bytes().all(|b| b.is_ascii_digit()) && !t.as_str().is_empty()
-                    }) {
+                    if let Some(t) = toks.get(i).filter(|t| t.as_str().bytes().all(|b| b.is_ascii_digit()) && !t.as_str().is_empty()) {
                         num = Some((t.as_str().parse().unwrap_or(usize::MAX), t.span));
                         i += 1;
                     } else if cmd == 'R' {
-                        self.diags.push(Diagnostic::error(
-                            chain_span,
-                            "`-R` needs a rule number after the chain",
-                        ));
+                        self.diags.push(Diagnostic::error(chain_span, "`-R` needs a rule number after the chain"));
                         return;
                     }
                 }
@@ -833,12 +693,7 @@ impl Parser<'_, '_> {
                 if cmd == 'D' && num.is_some() && i == toks.len() {
                     let (n, sp) = num.unwrap_or_default();
                     if n == 0 || n > len {
-                        self.diags.push(Diagnostic::error(
-                            sp,
-                            format!(
-                                "rule {n} does not exist in chain `{chain_name}` ({len} rules)"
-                            ),
-                        ));
+                        self.diags.push(Diagnostic::error(sp, format!("rule {n} does not exist in chain `{chain_name}` ({len} rules)")));
                     } else {
                         self.ruleset[tid][chain].rules.remove(n - 1);
                     }
@@ -846,42 +701,22 @@ impl Parser<'_, '_> {
                 }
                 let spec = {
                     let table = &self.ruleset[tid];
-                    let chain_of =
-                        |n: &str| table.chain_id(n).map(|id| (id, table[id].hook.is_some()));
-                    let chain_names = || {
-                        table
-                            .chains
-                            .iter()
-                            .filter(|c| c.hook.is_none())
-                            .map(|c| c.name.to_string())
-                            .collect()
-                    };
+                    let chain_of = |n: &str| table.chain_id(n).map(|id| (id, table[id].hook.is_some()));
+                    let chain_names = || table.chains.iter().filter(|c| c.hook.is_none()).map(|c| c.name.to_string()).collect();
                     parse_spec(&toks[i..], family, tname, lspan, &chain_of, &chain_names)
                 };
                 let mut spec = match spec {
                     Ok(s) => s,
                     Err(mut d) => {
                         if self.opts.lenient && matches!(cmd, 'A' | 'I') {
-                            let text = toks[i..]
-                                .iter()
-                                .map(|t| t.as_str())
-                                .collect::<Vec<_>>()
-                                .join(" ");
+                            let text = toks[i..].iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" ");
                             let mut r = Rule::new(lspan);
-                            r.target = Target::Unreadable(Box::new(Unreadable {
-                                text: text.into(),
-                                reason: d.message.clone().into(),
-                            }));
+                            r.target = Target::Unreadable(Box::new(Unreadable { text: text.into(), reason: d.message.clone().into() }));
                             let rules = &mut self.ruleset[tid][chain].rules;
-                            let at = if cmd == 'I' {
-                                num.map_or(0, |(n, _)| n.saturating_sub(1)).min(rules.len())
-                            } else {
-                                rules.len()
-                            };
+                            let at = if cmd == 'I' { num.map_or(0, |(n, _)| n.saturating_sub(1)).min(rules.len()) } else { rules.len() };
                             rules.insert(at, r);
                             d.severity = crate::diag::Severity::Warning;
-                            d.message =
-                                format!("unreadable rule kept as undecidable: {}", d.message);
+                            d.message = format!("unreadable rule kept as undecidable: {}", d.message);
                         }
                         self.diags.push(d);
                         return;
@@ -900,7 +735,10 @@ impl Parser<'_, '_> {
                         _ => None,
                     };
                     if let Some(c) = bad {
-                        self.diags.push(Diagnostic::error(lspan, format!("can't use -{c} with {chain_name} (packets there have no {} interface)", if c == 'o' { "output" } else { "input" })));
+                        self.diags.push(Diagnostic::error(
+                            lspan,
+                            format!("can't use -{c} with {chain_name} (packets there have no {} interface)", if c == 'o' { "output" } else { "input" }),
+                        ));
                         return;
                     }
                 }
@@ -917,13 +755,7 @@ impl Parser<'_, '_> {
                     'I' => {
                         let (n, sp) = num.unwrap_or((1, chain_span));
                         if n == 0 || n > rules.len() + 1 {
-                            self.diags.push(Diagnostic::error(
-                                sp,
-                                format!(
-                                    "index of insertion too big: chain `{chain_name}` has {} rules",
-                                    rules.len()
-                                ),
-                            ));
+                            self.diags.push(Diagnostic::error(sp, format!("index of insertion too big: chain `{chain_name}` has {} rules", rules.len())));
                             return;
                         }
                         let at = n - 1;
@@ -936,13 +768,7 @@ impl Parser<'_, '_> {
                             return;
                         }
                         if n == 0 || n > rules.len() {
-                            self.diags.push(Diagnostic::error(
-                                sp,
-                                format!(
-                                    "rule {n} does not exist in chain `{chain_name}` ({} rules)",
-                                    rules.len()
-                                ),
-                            ));
+                            self.diags.push(Diagnostic::error(sp, format!("rule {n} does not exist in chain `{chain_name}` ({} rules)", rules.len())));
                             return;
                         }
                         rules[n - 1] = spec.rules.remove(0);
@@ -971,21 +797,13 @@ impl Parser<'_, '_> {
                 }
                 if self.ruleset[tid].chain_id(name).is_some() {
                     if restore {
-                        self.diags.push(Diagnostic::warning(
-                            chain_span,
-                            format!("chain `{name}` already exists"),
-                        ));
+                        self.diags.push(Diagnostic::warning(chain_span, format!("chain `{name}` already exists")));
                     } else {
-                        self.diags.push(Diagnostic::error(
-                            chain_span,
-                            format!("chain `{name}` already exists"),
-                        ));
+                        self.diags.push(Diagnostic::error(chain_span, format!("chain `{name}` already exists")));
                     }
                     return;
                 }
-                self.ruleset[tid]
-                    .chains
-                    .push(Chain::user(name, Some(chain_span)));
+                self.ruleset[tid].chains.push(Chain::user(name, Some(chain_span)));
                 self.extra_args(toks, i);
             }
             'X' => {
@@ -993,10 +811,7 @@ impl Parser<'_, '_> {
                     Some(n) => match lookup(self, n) {
                         Ok(id) if self.ruleset[tid][id].hook.is_none() => vec![id],
                         Ok(_) => {
-                            self.diags.push(Diagnostic::error(
-                                chain_span,
-                                format!("cannot delete built-in chain `{n}`"),
-                            ));
+                            self.diags.push(Diagnostic::error(chain_span, format!("cannot delete built-in chain `{n}`")));
                             return;
                         }
                         Err(d) => {
@@ -1010,17 +825,11 @@ impl Parser<'_, '_> {
                     let table = &self.ruleset[tid];
                     let name = table[id].name.to_string();
                     if chain_name.is_some() && !table[id].rules.is_empty() {
-                        self.diags.push(Diagnostic::error(
-                            chain_span,
-                            format!("chain `{name}` is not empty (flush it with `-F` first)"),
-                        ));
+                        self.diags.push(Diagnostic::error(chain_span, format!("chain `{name}` is not empty (flush it with `-F` first)")));
                         continue;
                     }
                     if let Some(by) = referenced_by(table, id) {
-                        self.diags.push(Diagnostic::error(
-                            chain_span,
-                            format!("chain `{name}` is still used by a rule in chain `{by}`"),
-                        ));
+                        self.diags.push(Diagnostic::error(chain_span, format!("chain `{name}` is still used by a rule in chain `{by}`")));
                         continue;
                     }
                     remove_chain(&mut self.ruleset[tid], id);
@@ -1032,10 +841,7 @@ impl Parser<'_, '_> {
                         Ok(id) => self.ruleset[tid][id].rules.clear(),
                         Err(d) => self.diags.push(d),
                     },
-                    None => self.ruleset[tid]
-                        .chains
-                        .iter_mut()
-                        .for_each(|c| c.rules.clear()),
+                    None => self.ruleset[tid].chains.iter_mut().for_each(|c| c.rules.clear()),
                 }
                 self.extra_args(toks, i);
             }
@@ -1051,28 +857,19 @@ impl Parser<'_, '_> {
             'E' => {
                 let old = chain_name.unwrap_or_default();
                 let Some(new_tok) = toks.get(i) else {
-                    self.diags.push(Diagnostic::error(
-                        chain_span,
-                        "`-E` needs the old and the new chain name",
-                    ));
+                    self.diags.push(Diagnostic::error(chain_span, "`-E` needs the old and the new chain name"));
                     return;
                 };
                 let new = new_tok.as_str();
                 match lookup(self, old) {
                     Ok(id) if self.ruleset[tid][id].hook.is_some() => {
-                        self.diags.push(Diagnostic::error(
-                            chain_span,
-                            format!("cannot rename built-in chain `{old}`"),
-                        ))
+                        self.diags.push(Diagnostic::error(chain_span, format!("cannot rename built-in chain `{old}`")))
                     }
                     Ok(id) => {
                         if let Err(e) = valid_chain_name(new) {
                             self.diags.push(Diagnostic::error(new_tok.span, e));
                         } else if self.ruleset[tid].chain_id(new).is_some() {
-                            self.diags.push(Diagnostic::error(
-                                new_tok.span,
-                                format!("chain `{new}` already exists"),
-                            ));
+                            self.diags.push(Diagnostic::error(new_tok.span, format!("chain `{new}` already exists")));
                         } else {
                             self.ruleset[tid][id].name = new.into();
                         }
@@ -1084,10 +881,7 @@ impl Parser<'_, '_> {
             'P' => {
                 let name = chain_name.unwrap_or_default();
                 let Some(pol_tok) = toks.get(i) else {
-                    self.diags.push(Diagnostic::error(
-                        chain_span,
-                        "`-P` needs a chain and a policy",
-                    ));
+                    self.diags.push(Diagnostic::error(chain_span, "`-P` needs a chain and a policy"));
                     return;
                 };
                 let id = match lookup(self, name) {
@@ -1098,10 +892,7 @@ impl Parser<'_, '_> {
                     }
                 };
                 if self.ruleset[tid][id].hook.is_none() {
-                    self.diags.push(Diagnostic::error(
-                        chain_span,
-                        format!("`{name}` is a user chain: only built-in chains have a policy"),
-                    ));
+                    self.diags.push(Diagnostic::error(chain_span, format!("`{name}` is a user chain: only built-in chains have a policy")));
                     return;
                 }
                 self.ruleset[tid][id].decl.get_or_insert(chain_span);
@@ -1109,10 +900,7 @@ impl Parser<'_, '_> {
                     "ACCEPT" => self.ruleset[tid][id].policy = Policy::Accept,
                     "DROP" => self.ruleset[tid][id].policy = Policy::Drop,
                     p => {
-                        let mut d = Diagnostic::error(
-                            pol_tok.span,
-                            format!("unknown policy `{p}` (expected ACCEPT or DROP)"),
-                        );
+                        let mut d = Diagnostic::error(pol_tok.span, format!("unknown policy `{p}` (expected ACCEPT or DROP)"));
                         if let Some(s) = suggest(p, ["ACCEPT", "DROP"].into_iter()) {
                             d = d.with_help(format!("did you mean `{s}`?"));
                         }
@@ -1127,13 +915,7 @@ impl Parser<'_, '_> {
 
     fn extra_args(&mut self, toks: &[Token<'_>], from: usize) {
         if let Some(t) = toks.get(from) {
-            self.diags.push(Diagnostic::error(
-                t.span,
-                format!(
-                    "Bad argument `{}` (nothing more is expected here)",
-                    t.as_str()
-                ),
-            ));
+            self.diags.push(Diagnostic::error(t.span, format!("Bad argument `{}` (nothing more is expected here)", t.as_str())));
         }
     }
 
@@ -1142,7 +924,10 @@ impl Parser<'_, '_> {
         let Some(r) = rules.first() else { return };
         for name in super::check::ipset_names(r) {
             if !self.opts.ipsets.iter().any(|s| *s == name) {
-                self.diags.push(Diagnostic::error(r.span, format!("ipset `{name}` does not exist (iptables: Set {name} doesn't exist)")).with_help("declare the sets the host has (`--ipset NAME`); the simulator treats an unknown set as undecidable"));
+                self.diags.push(
+                    Diagnostic::error(r.span, format!("ipset `{name}` does not exist (iptables: Set {name} doesn't exist)"))
+                        .with_help("declare the sets the host has (`--ipset NAME`); the simulator treats an unknown set as undecidable"),
+                );
             }
         }
     }
@@ -1159,22 +944,13 @@ fn scan_counters(s: &str) -> Option<(Counters, bool)> {
         return None;
     }
     let closed = &rest[digits..] == "]";
-    Some((
-        Counters {
-            packets: p.parse().ok()?,
-            bytes: b.parse().ok()?,
-        },
-        closed,
-    ))
+    Some((Counters { packets: p.parse().ok()?, bytes: b.parse().ok()? }, closed))
 }
 
 /// iptables' chain-name rules (`assert_valid_chain_name`).
 fn valid_chain_name(name: &str) -> Result<(), String> {
     if name.len() > 28 {
-        return Err(format!(
-            "chain name `{name}` is too long ({} bytes, at most 28)",
-            name.len()
-        ));
+        return Err(format!("chain name `{name}` is too long ({} bytes, at most 28)", name.len()));
     }
     if name.starts_with('-') || name.starts_with('!') {
         return Err(format!("chain name `{name}` may not start with `-` or `!`"));
@@ -1198,15 +974,7 @@ fn same_spec(a: &Rule, b: &Rule) -> bool {
 }
 
 fn referenced_by(table: &super::Table, id: ChainId) -> Option<String> {
-    table
-        .chains
-        .iter()
-        .find(|c| {
-            c.rules
-                .iter()
-                .any(|r| matches!(r.target, Target::Jump(t) | Target::Goto(t) if t == id))
-        })
-        .map(|c| c.name.to_string())
+    table.chains.iter().find(|c| c.rules.iter().any(|r| matches!(r.target, Target::Jump(t) | Target::Goto(t) if t == id))).map(|c| c.name.to_string())
 }
 
 fn remove_chain(table: &mut super::Table, id: ChainId) {

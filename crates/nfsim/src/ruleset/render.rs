@@ -17,45 +17,47 @@ pub struct RenderOptions {
     pub family: Option<Family>,
 }
 
-/// The whole rule set, table after table in input order.
+/// The whole rule set, IPv4 before IPv6, tables in iptables-nft-save's order.
 pub fn render(ruleset: &Ruleset, opts: &RenderOptions) -> String {
     let mut out = String::with_capacity(ruleset.rule_count() * 96 + 256);
-    for table in ruleset
-        .tables
-        .iter()
-        .filter(|t| opts.family.is_none_or(|f| f == t.family))
-    {
-        render_table(&mut out, table, opts);
+    let mut tables: Vec<&Table> = ruleset.tables.iter().filter(|t| opts.family.is_none_or(|f| f == t.family)).collect();
+    tables.sort_by_key(|t| (t.family, save_order(t.name)));
+    let mixed = tables.first().map(|t| t.family) != tables.last().map(|t| t.family);
+    for table in tables {
+        if mixed && table.family == Family::V6 && !out.contains("# ip6tables-save\n") {
+            out.push_str("# ip6tables-save\n");
+        }
+        if !is_empty(table) {
+            render_table(&mut out, table, opts);
+        }
     }
     out
+}
+
+/// The order in which iptables-nft-save prints the tables.
+fn save_order(name: super::TableName) -> u8 {
+    use super::TableName::*;
+    match name {
+        Mangle => 0,
+        Security => 1,
+        Raw => 2,
+        Filter => 3,
+        Nat => 4,
+    }
 }
 
 /// A table block that declared and added nothing (`*nat` then `COMMIT`): iptables-nft does not
 /// create the table, so iptables-save does not print it.
 pub fn is_empty(table: &Table) -> bool {
-    table.chains.iter().all(|c| {
-        c.hook.is_some()
-            && c.decl.is_none()
-            && c.rules.is_empty()
-            && c.policy == super::Policy::Accept
-    })
+    table.chains.iter().all(|c| c.hook.is_some() && c.decl.is_none() && c.rules.is_empty() && c.policy == super::Policy::Accept)
 }
 
 /// Chains in iptables-save order: built-in chains in hook order, then user chains sorted by name.
 pub fn chain_order(table: &Table) -> Vec<usize> {
-    let mut builtin: Vec<usize> = (0..table.chains.len())
-        .filter(|&i| table.chains[i].hook.is_some())
-        .collect();
+    let mut builtin: Vec<usize> = (0..table.chains.len()).filter(|&i| table.chains[i].hook.is_some()).collect();
     builtin.sort_by_key(|&i| table.chains[i].hook);
-    let mut user: Vec<usize> = (0..table.chains.len())
-        .filter(|&i| table.chains[i].hook.is_none())
-        .collect();
-    user.sort_by(|&a, &b| {
-        table.chains[a]
-            .name
-            .as_bytes()
-            .cmp(table.chains[b].name.as_bytes())
-    });
+    let mut user: Vec<usize> = (0..table.chains.len()).filter(|&i| table.chains[i].hook.is_none()).collect();
+    user.sort_by(|&a, &b| table.chains[a].name.as_bytes().cmp(table.chains[b].name.as_bytes()));
     builtin.extend(user);
     builtin
 }
@@ -66,11 +68,7 @@ pub fn render_table(out: &mut String, table: &Table, opts: &RenderOptions) {
     let order = chain_order(table);
     for &i in &order {
         let c = &table.chains[i];
-        let (p, b) = if opts.counters {
-            (c.counters.packets, c.counters.bytes)
-        } else {
-            (0, 0)
-        };
+        let (p, b) = if opts.counters { (c.counters.packets, c.counters.bytes) } else { (0, 0) };
         match c.hook {
             Some(_) => {
                 let _ = writeln!(out, ":{} {} [{p}:{b}]", c.name, c.policy.as_str());
@@ -131,11 +129,7 @@ pub fn render_rule(out: &mut String, table: &Table, r: &Rule) {
     if let Some(inv) = r.fragment {
         out.push_str(if inv { " ! -f" } else { " -f" });
     }
-    let ctx = Ctx {
-        family: table.family,
-        table: table.name,
-        proto: r.proto,
-    };
+    let ctx = Ctx { family: table.family, table: table.name, proto: r.proto };
     for m in &r.matches {
         out.push_str(" -m ");
         out.push_str(m.name());

@@ -64,35 +64,18 @@ pub(crate) fn parse_spec(
 ) -> Result<Spec, Diagnostic> {
     // getopt's `--option=value` is the same as `--option value`.
     let split;
-    let toks = if toks
-        .iter()
-        .any(|t| t.as_str().starts_with("--") && t.as_str().contains('='))
-    {
+    let toks = if toks.iter().any(|t| t.as_str().starts_with("--") && t.as_str().contains('=')) {
         split = toks
             .iter()
-            .flat_map(|t| {
-                match t
-                    .as_str()
-                    .split_once('=')
-                    .filter(|_| t.as_str().starts_with("--"))
-                {
-                    Some((name, value)) => {
-                        let cut = t.span.start as usize + name.len();
-                        vec![
-                            Token {
-                                text: name.to_string().into(),
-                                span: Span::new(t.span.start as usize, cut),
-                                quoted: false,
-                            },
-                            Token {
-                                text: value.to_string().into(),
-                                span: Span::new(cut + 1, t.span.end as usize),
-                                quoted: t.quoted,
-                            },
-                        ]
-                    }
-                    None => vec![t.clone()],
+            .flat_map(|t| match t.as_str().split_once('=').filter(|_| t.as_str().starts_with("--")) {
+                Some((name, value)) => {
+                    let cut = t.span.start as usize + name.len();
+                    vec![
+                        Token { text: name.to_string().into(), span: Span::new(t.span.start as usize, cut), quoted: false },
+                        Token { text: value.to_string().into(), span: Span::new(cut + 1, t.span.end as usize), quoted: t.quoted },
+                    ]
                 }
+                None => vec![t.clone()],
             })
             .collect::<Vec<_>>();
         &split[..]
@@ -122,14 +105,12 @@ pub(crate) fn parse_spec(
     p.run(chain_of, chain_names)?;
     let ctx = p.ctx();
     for (m, sp) in &mut p.matches {
-        m.finish(&ctx)
-            .map_err(|e| Diagnostic::error(*sp, format!("{}: {e}", m.name())))?;
+        m.finish(&ctx).map_err(|e| Diagnostic::error(*sp, format!("{}: {e}", m.name())))?;
     }
     let target = match p.target.take() {
         Some(Target::Ext(mut t)) => {
             let sp = p.target_span.unwrap_or(span);
-            t.finish(&ctx)
-                .map_err(|e| Diagnostic::error(sp, format!("{}: {e}", t.name())))?;
+            t.finish(&ctx).map_err(|e| Diagnostic::error(sp, format!("{}: {e}", t.name())))?;
             Target::Ext(t)
         }
         Some(t) => t,
@@ -154,26 +135,14 @@ pub(crate) fn parse_spec(
             rules.push(r);
         }
     }
-    Ok(Spec {
-        rules,
-        family_matches: p.family_matches,
-        warnings: p.warnings,
-    })
+    Ok(Spec { rules, family_matches: p.family_matches, warnings: p.warnings })
 }
 
 fn addr_options(list: &[AddrMask], neg: bool) -> Vec<Option<Neg<AddrMask>>> {
     if list.is_empty() {
         return vec![None];
     }
-    list.iter()
-        .map(|a| {
-            if a.is_any() && !neg {
-                None
-            } else {
-                Some(Neg::new(*a, neg))
-            }
-        })
-        .collect()
+    list.iter().map(|a| if a.is_any() && !neg { None } else { Some(Neg::new(*a, neg)) }).collect()
 }
 
 struct SpecParser<'s, 'a> {
@@ -199,18 +168,10 @@ struct SpecParser<'s, 'a> {
 
 impl SpecParser<'_, '_> {
     fn ctx(&self) -> Ctx {
-        Ctx {
-            family: self.family,
-            table: self.table,
-            proto: self.proto,
-        }
+        Ctx { family: self.family, table: self.table, proto: self.proto }
     }
 
-    fn run(
-        &mut self,
-        chain_of: &dyn Fn(&str) -> Option<(ChainId, bool)>,
-        chain_names: &dyn Fn() -> Vec<String>,
-    ) -> Result<(), Diagnostic> {
+    fn run(&mut self, chain_of: &dyn Fn(&str) -> Option<(ChainId, bool)>, chain_names: &dyn Fn() -> Vec<String>) -> Result<(), Diagnostic> {
         let toks = self.toks;
         let mut i = 0;
         let mut invert: Option<Span> = None;
@@ -220,22 +181,14 @@ impl SpecParser<'_, '_> {
             let t = tok.as_str();
             if t == "!" && !tok.quoted {
                 if invert.is_some() {
-                    return Err(Diagnostic::error(
-                        tok.span,
-                        "multiple `!` flags not allowed",
-                    ));
+                    return Err(Diagnostic::error(tok.span, "multiple `!` flags not allowed"));
                 }
                 invert = Some(tok.span);
                 i += 1;
                 continue;
             }
             if !t.starts_with('-') || t == "-" {
-                return Err(Diagnostic::error(
-                    tok.span,
-                    format!(
-                        "Bad argument `{t}` (expected an option such as `-j`, `-m` or `--dport`)"
-                    ),
-                ));
+                return Err(Diagnostic::error(tok.span, format!("Bad argument `{t}` (expected an option such as `-j`, `-m` or `--dport`)")));
             }
             // Which option is this?
             let base = self.base_option(t, tok.span)?;
@@ -244,12 +197,7 @@ impl SpecParser<'_, '_> {
                     match attached {
                         Some(v) => Some((v, tok.span)),
                         None => {
-                            let v = toks.get(i + 1).ok_or_else(|| {
-                                Diagnostic::error(
-                                    tok.span,
-                                    format!("option `{t}` requires an argument"),
-                                )
-                            })?;
+                            let v = toks.get(i + 1).ok_or_else(|| Diagnostic::error(tok.span, format!("option `{t}` requires an argument")))?;
                             i += 1;
                             Some((v.as_str().to_string(), v.span))
                         }
@@ -259,15 +207,10 @@ impl SpecParser<'_, '_> {
                 };
                 i += 1;
                 let inv = invert.take().is_some();
-                let opt_span = value_tok
-                    .as_ref()
-                    .map_or(tok.span, |(_, s)| tok.span.to(*s));
+                let opt_span = value_tok.as_ref().map_or(tok.span, |(_, s)| tok.span.to(*s));
                 if matches!(letter, 'p' | 's' | 'd' | 'i' | 'o' | 'f' | 'j' | 'g') {
                     if seen_base.contains(&letter) {
-                        return Err(Diagnostic::error(
-                            opt_span,
-                            format!("multiple -{letter} flags not allowed"),
-                        ));
+                        return Err(Diagnostic::error(opt_span, format!("multiple -{letter} flags not allowed")));
                     }
                     seen_base.push(letter);
                 }
@@ -276,20 +219,14 @@ impl SpecParser<'_, '_> {
                     'p' => {
                         let n = parse_proto(&value).map_err(|e| Diagnostic::error(vspan, e))?;
                         if n == 0 && inv {
-                            return Err(Diagnostic::error(
-                                opt_span,
-                                "`! -p all` would never match (protocol 0 stands for every protocol)",
-                            ));
+                            return Err(Diagnostic::error(opt_span, "`! -p all` would never match (protocol 0 stands for every protocol)"));
                         }
                         self.proto = Some(Neg::new(Proto(n), inv));
                     }
                     's' | 'd' => {
                         let mut list = Vec::new();
                         for part in value.split(',') {
-                            list.push(
-                                AddrMask::parse(part, self.family)
-                                    .map_err(|e| Diagnostic::error(vspan, e))?,
-                            );
+                            list.push(AddrMask::parse(part, self.family).map_err(|e| Diagnostic::error(vspan, e))?);
                         }
                         if letter == 's' {
                             self.srcs = list;
@@ -300,78 +237,44 @@ impl SpecParser<'_, '_> {
                         }
                     }
                     'i' | 'o' => {
-                        let iface =
-                            Iface::parse(&value).map_err(|e| Diagnostic::error(vspan, e))?;
-                        let slot = if letter == 'i' {
-                            &mut self.in_iface
-                        } else {
-                            &mut self.out_iface
-                        };
+                        let iface = Iface::parse(&value).map_err(|e| Diagnostic::error(vspan, e))?;
+                        let slot = if letter == 'i' { &mut self.in_iface } else { &mut self.out_iface };
                         // A bare `+` matches every interface: iptables drops it.
                         *slot = (value != "+" || inv).then_some(Neg::new(iface, inv));
                     }
                     'f' => {
                         if self.family == Family::V6 {
-                            return Err(Diagnostic::error(
-                                tok.span,
-                                "`-f` (fragment) exists only in iptables, not ip6tables",
-                            ));
+                            return Err(Diagnostic::error(tok.span, "`-f` (fragment) exists only in iptables, not ip6tables"));
                         }
                         self.fragment = Some(inv);
                     }
                     'm' => {
                         if inv {
-                            return Err(Diagnostic::error(
-                                opt_span,
-                                "unexpected `!` before `-m` (negate the match's options instead)",
-                            ));
+                            return Err(Diagnostic::error(opt_span, "unexpected `!` before `-m` (negate the match's options instead)"));
                         }
                         i = self.load_match(&value, vspan, i)?;
                     }
                     'j' | 'g' => {
                         if inv {
-                            return Err(Diagnostic::error(
-                                opt_span,
-                                format!("cannot invert `-{letter}`"),
-                            ));
+                            return Err(Diagnostic::error(opt_span, format!("cannot invert `-{letter}`")));
                         }
                         if self.target.is_some() {
-                            return Err(Diagnostic::error(
-                                opt_span,
-                                "multiple -j flags not allowed",
-                            ));
+                            return Err(Diagnostic::error(opt_span, "multiple -j flags not allowed"));
                         }
-                        i = self.load_target(
-                            &value,
-                            vspan,
-                            letter == 'g',
-                            i,
-                            chain_of,
-                            chain_names,
-                        )?;
+                        i = self.load_target(&value, vspan, letter == 'g', i, chain_of, chain_names)?;
                     }
                     'c' => {
                         // `-c PACKETS BYTES` or `-c PACKETS,BYTES`.
                         let (pk, by, sp) = match value.split_once(',') {
                             Some((p, b)) => (p.to_string(), b.to_string(), vspan),
                             None => {
-                                let by = toks.get(i).ok_or_else(|| {
-                                    Diagnostic::error(
-                                        opt_span,
-                                        "`-c` requires packet and byte counts",
-                                    )
-                                })?;
+                                let by = toks.get(i).ok_or_else(|| Diagnostic::error(opt_span, "`-c` requires packet and byte counts"))?;
                                 i += 1;
                                 (value.clone(), by.as_str().to_string(), vspan.to(by.span))
                             }
                         };
-                        let (Some(packets), Some(bytes)) =
-                            (parse_c_number(&pk), parse_c_number(&by))
-                        else {
-                            return Err(Diagnostic::error(
-                                sp,
-                                "counters must be numbers (`-c PACKETS BYTES`)",
-                            ));
+                        let (Some(packets), Some(bytes)) = (parse_c_number(&pk), parse_c_number(&by)) else {
+                            return Err(Diagnostic::error(sp, "counters must be numbers (`-c PACKETS BYTES`)"));
                         };
                         self.counters = Some(Counters { packets, bytes });
                     }
@@ -379,10 +282,7 @@ impl SpecParser<'_, '_> {
                     '6' => self.family_matches &= self.family == Family::V6,
                     'w' => {
                         // `--wait [SECONDS]`: the lock wait of the iptables command; no effect on the rule.
-                        if toks
-                            .get(i)
-                            .is_some_and(|n| n.as_str().bytes().all(|b| b.is_ascii_digit()))
-                        {
+                        if toks.get(i).is_some_and(|n| n.as_str().bytes().all(|b| b.is_ascii_digit())) {
                             i += 1;
                         }
                     }
@@ -395,10 +295,7 @@ impl SpecParser<'_, '_> {
             i = self.extension_option(t, tok.span, inv, i)?;
         }
         if let Some(sp) = invert {
-            return Err(Diagnostic::error(
-                sp,
-                "`!` at the end of the rule has nothing to negate",
-            ));
+            return Err(Diagnostic::error(sp, "`!` at the end of the rule has nothing to negate"));
         }
         Ok(())
     }
@@ -406,47 +303,26 @@ impl SpecParser<'_, '_> {
     /// Recognizes a base option: `(letter, takes_value, attached value)`, or `None` for an
     /// extension option. A long option is resolved as getopt_long resolves it against iptables'
     /// merged option table: an exact name wins, otherwise an unambiguous prefix.
-    fn base_option(
-        &self,
-        t: &str,
-        span: Span,
-    ) -> Result<Option<(char, bool, Option<String>)>, Diagnostic> {
+    fn base_option(&self, t: &str, span: Span) -> Result<Option<(char, bool, Option<String>)>, Diagnostic> {
         if let Some(long) = t.strip_prefix("--") {
             if let Some(&(_, c, v)) = BASE.iter().find(|(n, _, _)| *n == long) {
                 return Ok(Some((c, v, None)));
             }
             if long.len() >= 2 && long.starts_with('t') && "table".starts_with(long) {
-                return Err(Diagnostic::error(
-                    span,
-                    "the table option `--table` cannot be used here (the table is given by the `*table` line)",
-                ));
+                return Err(Diagnostic::error(span, "the table option `--table` cannot be used here (the table is given by the `*table` line)"));
             }
             if long.is_empty() || self.loaded_options().any(|o| o == long) {
                 return Ok(None);
             }
-            let mut base: Vec<&(&str, char, bool)> = BASE
-                .iter()
-                .filter(|(n, _, _)| n.starts_with(long))
-                .collect();
+            let mut base: Vec<&(&str, char, bool)> = BASE.iter().filter(|(n, _, _)| n.starts_with(long)).collect();
             base.dedup_by_key(|b| b.1);
-            let ext: Vec<&str> = self
-                .loaded_options()
-                .filter(|o| o.starts_with(long))
-                .collect();
+            let ext: Vec<&str> = self.loaded_options().filter(|o| o.starts_with(long)).collect();
             return match (base.len(), ext.len()) {
                 (1, 0) => Ok(Some((base[0].1, base[0].2, None))),
                 (0, _) => Ok(None),
                 _ => {
-                    let names: Vec<String> = base
-                        .iter()
-                        .map(|b| b.0)
-                        .chain(ext.iter().copied())
-                        .map(|n| format!("`--{n}`"))
-                        .collect();
-                    Err(Diagnostic::error(
-                        span,
-                        format!("option `{t}` is ambiguous ({})", names.join(", ")),
-                    ))
+                    let names: Vec<String> = base.iter().map(|b| b.0).chain(ext.iter().copied()).map(|n| format!("`--{n}`")).collect();
+                    Err(Diagnostic::error(span, format!("option `{t}` is ambiguous ({})", names.join(", "))))
                 }
             };
         }
@@ -463,10 +339,7 @@ impl SpecParser<'_, '_> {
                 }
                 Ok(Some((l, takes, (!attached.is_empty()).then_some(attached))))
             }
-            None if c == 't' => Err(Diagnostic::error(
-                span,
-                "the table option `-t` cannot be used here (the table is given by the `*table` line)",
-            )),
+            None if c == 't' => Err(Diagnostic::error(span, "the table option `-t` cannot be used here (the table is given by the `*table` line)")),
             None => Err(Diagnostic::error(span, format!("unknown option `{t}`"))),
         }
     }
@@ -476,10 +349,7 @@ impl SpecParser<'_, '_> {
             Some(Target::Ext(t)) => t.options(),
             _ => &[],
         };
-        self.matches
-            .iter()
-            .flat_map(|(m, _)| m.options().iter().copied())
-            .chain(t.iter().copied())
+        self.matches.iter().flat_map(|(m, _)| m.options().iter().copied()).chain(t.iter().copied())
     }
 
     fn load_match(&mut self, name: &str, span: Span, i: usize) -> Result<usize, Diagnostic> {
@@ -491,19 +361,10 @@ impl SpecParser<'_, '_> {
         }
         if matches::KNOWN.contains(&name) {
             let (args, next) = self.opaque_args(i);
-            self.matches.push((
-                Match::Opaque(Opaque {
-                    name: name.into(),
-                    args,
-                }),
-                span,
-            ));
+            self.matches.push((Match::Opaque(Opaque { name: name.into(), args }), span));
             return Ok(next);
         }
-        let mut d = Diagnostic::error(
-            span,
-            format!("unknown match extension `{name}` (iptables: Couldn't load match `{name}`)"),
-        );
+        let mut d = Diagnostic::error(span, format!("unknown match extension `{name}` (iptables: Couldn't load match `{name}`)"));
         if let Some(s) = suggest(name, matches::KNOWN.iter().copied()) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }
@@ -541,26 +402,16 @@ impl SpecParser<'_, '_> {
             }
             if targets::KNOWN.contains(&name) {
                 let (args, next) = self.opaque_args(i);
-                self.target = Some(Target::Ext(TargetExt::Opaque(Opaque {
-                    name: name.into(),
-                    args,
-                })));
+                self.target = Some(Target::Ext(TargetExt::Opaque(Opaque { name: name.into(), args })));
                 return Ok(next);
             }
         }
         match chain_of(name) {
             Some((id, false)) => {
-                self.target = Some(if goto {
-                    Target::Goto(id)
-                } else {
-                    Target::Jump(id)
-                });
+                self.target = Some(if goto { Target::Goto(id) } else { Target::Jump(id) });
                 Ok(i)
             }
-            Some((_, true)) => Err(Diagnostic::error(
-                span,
-                format!("cannot jump to built-in chain `{name}`"),
-            )),
+            Some((_, true)) => Err(Diagnostic::error(span, format!("cannot jump to built-in chain `{name}`"))),
             None => {
                 let what = if goto { "chain" } else { "chain or target" };
                 let mut d = Diagnostic::error(span, format!("{what} `{name}` is not declared"));
@@ -579,6 +430,17 @@ impl SpecParser<'_, '_> {
         }
     }
 
+    /// The most recently loaded extension kept verbatim, if any.
+    fn last_opaque(&mut self) -> Option<&mut Opaque> {
+        if let Some(Target::Ext(TargetExt::Opaque(o))) = &mut self.target {
+            return Some(o);
+        }
+        self.matches.iter_mut().rev().find_map(|(m, _)| match m {
+            Match::Opaque(o) => Some(o),
+            _ => None,
+        })
+    }
+
     /// Arguments of an extension the model keeps verbatim: everything up to the next base
     /// option (or `!` before one).
     fn opaque_args(&self, mut i: usize) -> (Vec<Box<str>>, usize) {
@@ -586,13 +448,7 @@ impl SpecParser<'_, '_> {
         while i < self.toks.len() {
             let t = self.toks[i].as_str();
             let next_is_base = |s: &str| is_base_option(s);
-            if next_is_base(t)
-                || (t == "!"
-                    && self
-                        .toks
-                        .get(i + 1)
-                        .is_some_and(|n| next_is_base(n.as_str())))
-            {
+            if next_is_base(t) || (t == "!" && self.toks.get(i + 1).is_some_and(|n| next_is_base(n.as_str()))) {
                 break;
             }
             args.push(t.into());
@@ -601,13 +457,7 @@ impl SpecParser<'_, '_> {
         (args, i)
     }
 
-    fn extension_option(
-        &mut self,
-        t: &str,
-        span: Span,
-        invert: bool,
-        i: usize,
-    ) -> Result<usize, Diagnostic> {
+    fn extension_option(&mut self, t: &str, span: Span, invert: bool, i: usize) -> Result<usize, Diagnostic> {
         let Some(long) = t.strip_prefix("--") else {
             return Err(Diagnostic::error(span, format!("unknown option `{t}`")));
         };
@@ -634,25 +484,25 @@ impl SpecParser<'_, '_> {
                         // it takes this option and what follows, up to the next base option.
                         let at = if invert { i - 1 } else { i };
                         let (args, next) = self.opaque_args(at);
-                        self.matches.push((
-                            Match::Opaque(Opaque {
-                                name: pname.into(),
-                                args,
-                            }),
-                            span,
-                        ));
+                        self.matches.push((Match::Opaque(Opaque { name: pname.into(), args }), span));
                         return Ok(next);
                     }
                 }
             }
         }
+        // getopt would hand the option to whichever extension knows it; an extension kept
+        // verbatim may be the one, so it takes the option and what follows.
+        let at = if invert { i - 1 } else { i };
+        if self.last_opaque().is_some() {
+            let (args, next) = self.opaque_args(at);
+            if let Some(o) = self.last_opaque() {
+                o.args.extend(args);
+            }
+            return Ok(next);
+        }
         let mut d = Diagnostic::error(span, format!("unknown option `{t}`"));
         let mut known: Vec<&str> = self.loaded_options().collect();
-        if let Some(m) = self
-            .proto
-            .and_then(|p| implicit_match_name(p.value.0, self.family))
-            .and_then(|n| Match::load(n, &self.ctx()))
-        {
+        if let Some(m) = self.proto.and_then(|p| implicit_match_name(p.value.0, self.family)).and_then(|n| Match::load(n, &self.ctx())) {
             known.extend(m.options().iter().copied());
         }
         if let Some(s) = suggest(long, known.iter().copied()) {
@@ -664,11 +514,7 @@ impl SpecParser<'_, '_> {
     }
 
     /// The newest loaded extension that takes `--long` (exact name first, then a unique prefix).
-    fn find_owner(
-        &self,
-        long: &str,
-        span: Span,
-    ) -> Result<Option<(Owner, &'static str)>, Diagnostic> {
+    fn find_owner(&self, long: &str, span: Span) -> Result<Option<(Owner, &'static str)>, Diagnostic> {
         for &o in self.load_order.iter().rev() {
             let opts = self.options_of(o);
             if let Some(n) = opts.iter().find(|n| **n == long) {
@@ -680,10 +526,7 @@ impl SpecParser<'_, '_> {
             for n in self.options_of(o).iter().filter(|n| n.starts_with(long)) {
                 match found {
                     Some((_, prev)) if prev != *n => {
-                        return Err(Diagnostic::error(
-                            span,
-                            format!("option `--{long}` is ambiguous (`--{prev}` or `--{n}`?)"),
-                        ));
+                        return Err(Diagnostic::error(span, format!("option `--{long}` is ambiguous (`--{prev}` or `--{n}`?)")));
                     }
                     Some(_) => {}
                     None => found = Some((o, n)),
@@ -703,14 +546,7 @@ impl SpecParser<'_, '_> {
         }
     }
 
-    fn call(
-        &mut self,
-        owner: Owner,
-        name: &'static str,
-        invert: bool,
-        span: Span,
-        at: usize,
-    ) -> Result<usize, Diagnostic> {
+    fn call(&mut self, owner: Owner, name: &'static str, invert: bool, span: Span, at: usize) -> Result<usize, Diagnostic> {
         let ctx = self.ctx();
         let mut args = Args::new(self.toks, at, ctx);
         let res = match owner {
@@ -722,11 +558,7 @@ impl SpecParser<'_, '_> {
         };
         let end = args.pos();
         res.map_err(|e| {
-            let last = if end > at {
-                self.toks[end - 1].span
-            } else {
-                span
-            };
+            let last = if end > at { self.toks[end - 1].span } else { span };
             let ext = match owner {
                 Owner::Match(i) => self.matches[i].0.name().to_string(),
                 Owner::Target => match &self.target {
@@ -734,10 +566,7 @@ impl SpecParser<'_, '_> {
                     _ => String::new(),
                 },
             };
-            Diagnostic::error(
-                if end > at { last } else { span },
-                format!("{ext} --{name}: {e}"),
-            )
+            Diagnostic::error(if end > at { last } else { span }, format!("{ext} --{name}: {e}"))
         })?;
         Ok(end)
     }
@@ -748,10 +577,7 @@ fn is_base_option(s: &str) -> bool {
         return BASE.iter().any(|(n, _, _)| *n == long);
     }
     let mut c = s.chars();
-    c.next() == Some('-')
-        && c.next()
-            .is_some_and(|l| BASE.iter().any(|(_, b, _)| *b == l))
-        && s.len() == 2
+    c.next() == Some('-') && c.next().is_some_and(|l| BASE.iter().any(|(_, b, _)| *b == l)) && s.len() == 2
 }
 
 /// The match iptables loads implicitly for protocol `n`.
@@ -772,20 +598,13 @@ fn implicit_match_name(n: u8, family: Family) -> Option<&'static str> {
 }
 
 /// The candidate closest to `name`: equal ignoring case, or within a small edit distance.
-pub(crate) fn suggest<'c>(
-    name: &str,
-    candidates: impl Iterator<Item = &'c str>,
-) -> Option<&'c str> {
+pub(crate) fn suggest<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         if c == name {
             continue;
         }
-        let d = if c.eq_ignore_ascii_case(name) {
-            0
-        } else {
-            edit_distance(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()) + 1
-        };
+        let d = if c.eq_ignore_ascii_case(name) { 0 } else { edit_distance(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()) + 1 };
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
@@ -808,9 +627,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j - 1] + cost)
-                .min(d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1);
+            d[i][j] = (d[i - 1][j - 1] + cost).min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -825,25 +642,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            suggest(
-                "ISTIO_INBOUND",
-                ["istio_inbound", "ISTIO_OUTPUT"].into_iter()
-            ),
-            Some("istio_inbound")
-        );
-        assert_eq!(
-            suggest("postprocessing", ["POSTROUTING", "PREROUTING"].into_iter()),
-            None
-        );
-        assert_eq!(
-            suggest("accpt", ["ACCEPT", "DROP"].into_iter()),
-            Some("ACCEPT")
-        );
+        assert_eq!(suggest("ISTIO_INBOUND", ["istio_inbound", "ISTIO_OUTPUT"].into_iter()), Some("istio_inbound"));
+        assert_eq!(suggest("postprocessing", ["POSTROUTING", "PREROUTING"].into_iter()), None);
+        assert_eq!(suggest("accpt", ["ACCEPT", "DROP"].into_iter()), Some("ACCEPT"));
         assert_eq!(suggest("xyz", ["ACCEPT", "DROP"].into_iter()), None);
-        assert_eq!(
-            suggest("dprot", ["sport", "dport", "syn"].into_iter()),
-            Some("dport")
-        );
+        assert_eq!(suggest("dprot", ["sport", "dport", "syn"].into_iter()), Some("dport"));
     }
 }

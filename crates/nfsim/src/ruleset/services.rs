@@ -532,16 +532,10 @@ pub fn protocol_by_name(name: &str) -> Option<u8> {
 
 /// The official name of protocol `number`, as `getprotobynumber(3)` gives it.
 pub fn protocol_name(number: u8) -> Option<&'static str> {
-    PROTOCOLS
-        .iter()
-        .find(|(_, p)| *p == number)
-        .map(|&(n, _)| n)
+    PROTOCOLS.iter().find(|(_, p)| *p == number).map(|&(n, _)| n)
 }
 
 /// The port of service `name` for protocol `proto` (`tcp`, `udp`, `sctp`, `dccp`).
 pub fn service_port(name: &str, proto: &str) -> Option<u16> {
-    SERVICES
-        .iter()
-        .find(|(n, _, p)| *n == name && *p == proto)
-        .map(|&(_, port, _)| port)
+    SERVICES.iter().find(|(n, _, p)| *n == name && *p == proto).map(|&(_, port, _)| port)
 }

@@ -49,11 +49,7 @@ pub fn tokenize<'a>(line: &'a str, offset: usize, out: &mut Vec<Token<'a>>) -> O
             j += 1;
         }
         if j >= bytes.len() || bytes[j] != b'"' {
-            out.push(Token {
-                text: Cow::Borrowed(&line[start..j]),
-                span: Span::new(offset + start, offset + j),
-                quoted: false,
-            });
+            out.push(Token { text: Cow::Borrowed(&line[start..j]), span: Span::new(offset + start, offset + j), quoted: false });
             i = j;
             continue;
         }
@@ -102,11 +98,7 @@ pub fn tokenize<'a>(line: &'a str, offset: usize, out: &mut Vec<Token<'a>>) -> O
             unterminated = Some(Span::new(offset + quote_start, offset + i));
         }
         // The word had quotes, so even an empty one (`""`) is an argument for iptables 1.8.9.
-        out.push(Token {
-            text: Cow::Owned(buf),
-            span: Span::new(offset + start, offset + i),
-            quoted: true,
-        });
+        out.push(Token { text: Cow::Owned(buf), span: Span::new(offset + start, offset + i), quoted: true });
     }
     unterminated
 }
@@ -158,10 +150,7 @@ pub fn tokenize_shell<'a>(line: &'a str, offset: usize, out: &mut Vec<Token<'a>>
                                 i += 1;
                                 break;
                             }
-                            b'\\'
-                                if i + 1 < bytes.len()
-                                    && matches!(bytes[i + 1], b'$' | b'`' | b'"' | b'\\') =>
-                            {
+                            b'\\' if i + 1 < bytes.len() && matches!(bytes[i + 1], b'$' | b'`' | b'"' | b'\\') => {
                                 buf.push(bytes[i + 1] as char);
                                 i += 2;
                             }
@@ -186,16 +175,8 @@ pub fn tokenize_shell<'a>(line: &'a str, offset: usize, out: &mut Vec<Token<'a>>
                 }
             }
         }
-        let text = if quoted {
-            Cow::Owned(buf)
-        } else {
-            Cow::Borrowed(&line[start..i])
-        };
-        out.push(Token {
-            text,
-            span: Span::new(offset + start, offset + i),
-            quoted,
-        });
+        let text = if quoted { Cow::Owned(buf) } else { Cow::Borrowed(&line[start..i]) };
+        out.push(Token { text, span: Span::new(offset + start, offset + i), quoted });
     }
     None
 }
@@ -212,14 +193,8 @@ mod tests {
 
     #[test]
     fn splits_like_iptables_restore() {
-        assert_eq!(
-            words("-A  INPUT\t-j ACCEPT\n"),
-            ["-A", "INPUT", "-j", "ACCEPT"]
-        );
-        assert_eq!(
-            words(r#"--comment "it\'s a \"q\" \\ b""#),
-            ["--comment", r#"it's a "q" \ b"#]
-        );
+        assert_eq!(words("-A  INPUT\t-j ACCEPT\n"), ["-A", "INPUT", "-j", "ACCEPT"]);
+        assert_eq!(words(r#"--comment "it\'s a \"q\" \\ b""#), ["--comment", r#"it's a "q" \ b"#]);
         assert_eq!(words(r#"a"b c"d e"#), ["ab cd", "e"]);
         assert_eq!(words(r#"x '' y\z #w"#), ["x", "''", r"y\z", "#w"]);
         assert_eq!(words(r#"x "" y"#), ["x", "", "y"]);
@@ -229,25 +204,9 @@ mod tests {
     #[test]
     fn shell_words() {
         let mut out = Vec::new();
-        tokenize_shell(
-            r#"iptables -m comment --comment 'this is "funny"' -s a\ b "x\$y\z" # tail"#,
-            0,
-            &mut out,
-        );
+        tokenize_shell(r#"iptables -m comment --comment 'this is "funny"' -s a\ b "x\$y\z" # tail"#, 0, &mut out);
         let w: Vec<&str> = out.iter().map(|t| t.as_str()).collect();
-        assert_eq!(
-            w,
-            [
-                "iptables",
-                "-m",
-                "comment",
-                "--comment",
-                "this is \"funny\"",
-                "-s",
-                "a b",
-                "x$y\\z"
-            ]
-        );
+        assert_eq!(w, ["iptables", "-m", "comment", "--comment", "this is \"funny\"", "-s", "a b", "x$y\\z"]);
     }
 
     #[test]

@@ -61,20 +61,10 @@ pub fn parse_port_range(s: &str, proto: &str) -> Result<(u16, u16), String> {
             Ok((p, p))
         }
         Some((a, b)) => {
-            let lo = if a.is_empty() {
-                0
-            } else {
-                parse_port(a, proto)?
-            };
-            let hi = if b.is_empty() {
-                65535
-            } else {
-                parse_port(b, proto)?
-            };
+            let lo = if a.is_empty() { 0 } else { parse_port(a, proto)? };
+            let hi = if b.is_empty() { 65535 } else { parse_port(b, proto)? };
             if lo > hi {
-                return Err(format!(
-                    "invalid port range `{s}` (first port is greater than last)"
-                ));
+                return Err(format!("invalid port range `{s}` (first port is greater than last)"));
             }
             Ok((lo, hi))
         }
@@ -97,12 +87,9 @@ pub fn parse_mark(s: &str) -> Result<(u32, u32), String> {
         Some((v, m)) => (v, Some(m)),
         None => (s, None),
     };
-    let value =
-        parse_uint(v, 0, u32::MAX as u64).map_err(|_| format!("bad mark value `{s}`"))? as u32;
+    let value = parse_uint(v, 0, u32::MAX as u64).map_err(|_| format!("bad mark value `{s}`"))? as u32;
     let mask = match m {
-        Some(m) => {
-            parse_uint(m, 0, u32::MAX as u64).map_err(|_| format!("bad mark mask `{s}`"))? as u32
-        }
+        Some(m) => parse_uint(m, 0, u32::MAX as u64).map_err(|_| format!("bad mark mask `{s}`"))? as u32,
         None => u32::MAX,
     };
     Ok((value, mask))
@@ -124,10 +111,7 @@ pub fn fmt_mark(out: &mut String, value: u32, mask: u32) {
 /// escaped by a backslash.
 pub fn save_string(out: &mut String, value: &str) {
     out.push(' ');
-    let bare = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let bare = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if bare {
         out.push_str(value);
         return;
@@ -209,10 +193,7 @@ mod tests {
     #[test]
     fn ports_and_services() {
         assert_eq!(parse_port("ssh", "tcp"), Ok(22));
-        assert!(
-            parse_port("ssh", "udp").is_err(),
-            "netbase 6.4 lists ssh for tcp only"
-        );
+        assert!(parse_port("ssh", "udp").is_err(), "netbase 6.4 lists ssh for tcp only");
         assert!(parse_port("bootc", "udp").is_err());
         assert_eq!(parse_port("bootpc", "udp"), Ok(68));
         assert_eq!(parse_port_range("1024:", "tcp"), Ok((1024, 65535)));

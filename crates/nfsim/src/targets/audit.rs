@@ -54,9 +54,7 @@ impl Extension for Audit {
         let kind = [AuditType::Accept, AuditType::Drop, AuditType::Reject]
             .into_iter()
             .find(|k| v.eq_ignore_ascii_case(k.as_str()))
-            .ok_or_else(|| {
-                format!("bad audit type `{v}` (expected `accept`, `drop` or `reject`)")
-            })?;
+            .ok_or_else(|| format!("bad audit type `{v}` (expected `accept`, `drop` or `reject`)"))?;
         self.kind = Some(kind);
         Ok(())
     }
@@ -83,11 +81,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Audit>(ctx, line)
     }
 
@@ -97,13 +91,7 @@ mod tests {
         assert_eq!(check("--type drop").unwrap(), " --type drop");
         assert_eq!(check("--type reject").unwrap(), " --type reject");
         assert_eq!(check("--type ACCEPT").unwrap(), " --type accept");
-        for bad in [
-            "",
-            "--type wrong",
-            "--type acc",
-            "--type accept --type drop",
-            "! --type drop",
-        ] {
+        for bad in ["", "--type wrong", "--type acc", "--type accept --type drop", "! --type drop"] {
             assert!(check(bad).is_err(), "{bad:?} should be refused");
         }
     }

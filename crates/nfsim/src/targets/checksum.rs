@@ -52,11 +52,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         check_alone::<Checksum>(ctx, line)
     }
 

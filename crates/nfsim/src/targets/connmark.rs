@@ -64,15 +64,7 @@ pub struct Connmark {
 }
 
 /// The options that select the operation; any two of them exclude each other.
-const OPS: &[&str] = &[
-    "set-xmark",
-    "set-mark",
-    "and-mark",
-    "or-mark",
-    "xor-mark",
-    "save-mark",
-    "restore-mark",
-];
+const OPS: &[&str] = &["set-xmark", "set-mark", "and-mark", "or-mark", "xor-mark", "save-mark", "restore-mark"];
 
 impl Connmark {
     /// The `(nfmark, ctmark)` pair after the target ran on a packet with nfmark `nfmark` whose
@@ -84,14 +76,8 @@ impl Connmark {
         };
         match self.mode {
             ConnmarkMode::Set => (nfmark, shift((ctmark & !self.ctmask) ^ self.ctmark)),
-            ConnmarkMode::Save => (
-                nfmark,
-                (ctmark & !self.ctmask) ^ shift(nfmark & self.nfmask),
-            ),
-            ConnmarkMode::Restore => (
-                (nfmark & !self.nfmask) ^ shift(ctmark & self.ctmask),
-                ctmark,
-            ),
+            ConnmarkMode::Save => (nfmark, (ctmark & !self.ctmask) ^ shift(nfmark & self.nfmask)),
+            ConnmarkMode::Restore => ((nfmark & !self.nfmask) ^ shift(ctmark & self.ctmask), ctmark),
         }
     }
 }
@@ -113,15 +99,7 @@ impl Extension for Connmark {
     ];
 
     fn new(_ctx: &Ctx) -> Self {
-        Connmark {
-            mode: ConnmarkMode::Set,
-            ctmark: 0,
-            ctmask: u32::MAX,
-            nfmask: u32::MAX,
-            shift_dir: ShiftDir::Left,
-            shift_bits: 0,
-            given: Given::default(),
-        }
+        Connmark { mode: ConnmarkMode::Set, ctmark: 0, ctmask: u32::MAX, nfmask: u32::MAX, shift_dir: ShiftDir::Left, shift_bits: 0, given: Given::default() }
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
@@ -137,11 +115,7 @@ impl Extension for Connmark {
             "restore-mark" => self.mode = ConnmarkMode::Restore,
             "left-shift-mark" | "right-shift-mark" => {
                 self.shift_bits = parse_uint(args.value()?, 0, 32)? as u8;
-                self.shift_dir = if opt == "left-shift-mark" {
-                    ShiftDir::Left
-                } else {
-                    ShiftDir::Right
-                };
+                self.shift_dir = if opt == "left-shift-mark" { ShiftDir::Left } else { ShiftDir::Right };
             }
             "ctmask" => self.ctmask = parse_u32(args.value()?)?,
             "nfmask" => self.nfmask = parse_u32(args.value()?)?,
@@ -170,17 +144,12 @@ impl Extension for Connmark {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         if !OPS.iter().any(|o| self.given.has(Self::OPTIONS, o)) {
-            return Err(
-                "the CONNMARK target requires an operation (`--set-xmark`, `--set-mark`, \
+            return Err("the CONNMARK target requires an operation (`--set-xmark`, `--set-mark`, \
                  `--and-mark`, `--or-mark`, `--xor-mark`, `--save-mark` or `--restore-mark`)"
-                    .into(),
-            );
+                .into());
         }
         if self.shift_bits > 31 {
-            return Err(format!(
-                "the kernel refuses a CONNMARK shift of {} bits (at most 31)",
-                self.shift_bits
-            ));
+            return Err(format!("the kernel refuses a CONNMARK shift of {} bits (at most 31)", self.shift_bits));
         }
         // Drop what the kernel ignores, so that equal behaviour compares equal.
         if self.mode == ConnmarkMode::Set {
@@ -194,17 +163,11 @@ impl Extension for Connmark {
 
     fn save(&self, _ctx: &Ctx, out: &mut String) {
         let masks = |out: &mut String, op: &str| {
-            out.push_str(&format!(
-                " --{op} --nfmask 0x{:x} --ctmask 0x{:x}",
-                self.nfmask, self.ctmask
-            ));
+            out.push_str(&format!(" --{op} --nfmask 0x{:x} --ctmask 0x{:x}", self.nfmask, self.ctmask));
         };
         match self.mode {
             ConnmarkMode::Set => {
-                out.push_str(&format!(
-                    " --set-xmark 0x{:x}/0x{:x}",
-                    self.ctmark, self.ctmask
-                ));
+                out.push_str(&format!(" --set-xmark 0x{:x}/0x{:x}", self.ctmark, self.ctmask));
             }
             ConnmarkMode::Save => masks(out, "save-mark"),
             ConnmarkMode::Restore => masks(out, "restore-mark"),
@@ -226,11 +189,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn ctx() -> Ctx {
-        Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        }
+        Ctx { family: Family::V4, table: TableName::Mangle, proto: None }
     }
 
     fn check(line: &str) -> Result<String, String> {
@@ -240,16 +199,10 @@ mod tests {
     // Expected forms are what iptables-save v1.8.9 (nf_tables) printed for the same rules.
     #[test]
     fn setting_forms_save_as_set_xmark() {
-        assert_eq!(
-            check("--set-mark 2").unwrap(),
-            " --set-xmark 0x2/0xffffffff"
-        );
+        assert_eq!(check("--set-mark 2").unwrap(), " --set-xmark 0x2/0xffffffff");
         assert_eq!(check("--set-mark 2/3").unwrap(), " --set-xmark 0x2/0x3");
         assert_eq!(check("--set-xmark 2/3").unwrap(), " --set-xmark 0x2/0x3");
-        assert_eq!(
-            check("--and-mark 2").unwrap(),
-            " --set-xmark 0x0/0xfffffffd"
-        );
+        assert_eq!(check("--and-mark 2").unwrap(), " --set-xmark 0x0/0xfffffffd");
         assert_eq!(check("--or-mark 2").unwrap(), " --set-xmark 0x2/0x2");
         assert_eq!(check("--xor-mark 2").unwrap(), " --set-xmark 0x2/0x0");
     }
@@ -258,79 +211,31 @@ mod tests {
     fn save_and_restore_print_both_masks() {
         let all = "--nfmask 0xffffffff --ctmask 0xffffffff";
         assert_eq!(check("--save-mark").unwrap(), format!(" --save-mark {all}"));
-        assert_eq!(
-            check("--restore-mark").unwrap(),
-            format!(" --restore-mark {all}")
-        );
-        assert_eq!(
-            check("--save-mark --mask 0xff").unwrap(),
-            " --save-mark --nfmask 0xff --ctmask 0xff"
-        );
-        assert_eq!(
-            check("--restore-mark --nfmask 0xff").unwrap(),
-            " --restore-mark --nfmask 0xff --ctmask 0xffffffff"
-        );
-        assert_eq!(
-            check("--restore-mark --ctmask 0xff --nfmask 0xf").unwrap(),
-            " --restore-mark --nfmask 0xf --ctmask 0xff"
-        );
-        assert_eq!(
-            check("--mask 0xf --restore-mark").unwrap(),
-            " --restore-mark --nfmask 0xf --ctmask 0xf"
-        );
-        assert_eq!(
-            check("--save-mark --nfmask 0xfffffff --ctmask 0xffffffff").unwrap(),
-            " --save-mark --nfmask 0xfffffff --ctmask 0xffffffff"
-        );
+        assert_eq!(check("--restore-mark").unwrap(), format!(" --restore-mark {all}"));
+        assert_eq!(check("--save-mark --mask 0xff").unwrap(), " --save-mark --nfmask 0xff --ctmask 0xff");
+        assert_eq!(check("--restore-mark --nfmask 0xff").unwrap(), " --restore-mark --nfmask 0xff --ctmask 0xffffffff");
+        assert_eq!(check("--restore-mark --ctmask 0xff --nfmask 0xf").unwrap(), " --restore-mark --nfmask 0xf --ctmask 0xff");
+        assert_eq!(check("--mask 0xf --restore-mark").unwrap(), " --restore-mark --nfmask 0xf --ctmask 0xf");
+        assert_eq!(check("--save-mark --nfmask 0xfffffff --ctmask 0xffffffff").unwrap(), " --save-mark --nfmask 0xfffffff --ctmask 0xffffffff");
     }
 
     #[test]
     fn masks_apply_in_order() {
-        assert_eq!(
-            check("--set-mark 1 --mask 0xf").unwrap(),
-            " --set-xmark 0x1/0xf"
-        );
-        assert_eq!(
-            check("--mask 0xf --set-mark 1").unwrap(),
-            " --set-xmark 0x1/0xffffffff"
-        );
-        assert_eq!(
-            check("--set-mark 1 --ctmask 0xf").unwrap(),
-            " --set-xmark 0x1/0xf"
-        );
-        assert_eq!(
-            check("--ctmask 0xf --set-mark 1").unwrap(),
-            " --set-xmark 0x1/0xffffffff"
-        );
-        assert_eq!(
-            check("--set-mark 1 --nfmask 0xf").unwrap(),
-            " --set-xmark 0x1/0xffffffff"
-        );
-        assert_eq!(
-            check("--set-xmark 1/2 --ctmask 0xf").unwrap(),
-            " --set-xmark 0x1/0xf"
-        );
+        assert_eq!(check("--set-mark 1 --mask 0xf").unwrap(), " --set-xmark 0x1/0xf");
+        assert_eq!(check("--mask 0xf --set-mark 1").unwrap(), " --set-xmark 0x1/0xffffffff");
+        assert_eq!(check("--set-mark 1 --ctmask 0xf").unwrap(), " --set-xmark 0x1/0xf");
+        assert_eq!(check("--ctmask 0xf --set-mark 1").unwrap(), " --set-xmark 0x1/0xffffffff");
+        assert_eq!(check("--set-mark 1 --nfmask 0xf").unwrap(), " --set-xmark 0x1/0xffffffff");
+        assert_eq!(check("--set-xmark 1/2 --ctmask 0xf").unwrap(), " --set-xmark 0x1/0xf");
     }
 
     #[test]
     fn shifts() {
         let all = "--nfmask 0xffffffff --ctmask 0xffffffff";
-        assert_eq!(
-            check("--save-mark --left-shift-mark 3").unwrap(),
-            format!(" --save-mark {all} --left-shift-mark 3")
-        );
-        assert_eq!(
-            check("--restore-mark --right-shift-mark 3 --left-shift-mark 2").unwrap(),
-            format!(" --restore-mark {all} --left-shift-mark 2")
-        );
-        assert_eq!(
-            check("--restore-mark --right-shift-mark 0").unwrap(),
-            format!(" --restore-mark {all}")
-        );
-        assert_eq!(
-            check("--set-xmark 1/2 --right-shift-mark 3").unwrap(),
-            " --set-xmark 0x1/0x2 --right-shift-mark 3"
-        );
+        assert_eq!(check("--save-mark --left-shift-mark 3").unwrap(), format!(" --save-mark {all} --left-shift-mark 3"));
+        assert_eq!(check("--restore-mark --right-shift-mark 3 --left-shift-mark 2").unwrap(), format!(" --restore-mark {all} --left-shift-mark 2"));
+        assert_eq!(check("--restore-mark --right-shift-mark 0").unwrap(), format!(" --restore-mark {all}"));
+        assert_eq!(check("--set-xmark 1/2 --right-shift-mark 3").unwrap(), " --set-xmark 0x1/0x2 --right-shift-mark 3");
     }
 
     #[test]
@@ -374,19 +279,9 @@ mod tests {
             c
         };
         assert_eq!(load("--set-xmark 0x1/0xf").apply(7, 0xf3), (7, 0xf1));
-        assert_eq!(
-            load("--save-mark --mask 0xf").apply(0x35, 0xf0),
-            (0x35, 0xf5)
-        );
-        assert_eq!(
-            load("--restore-mark --ctmask 0xf0").apply(0x1, 0x35),
-            (0x30, 0x35)
-        );
-        assert_eq!(
-            load("--restore-mark --ctmask 0xf0 --nfmask 0xf --right-shift-mark 4")
-                .apply(0xf1, 0x35),
-            (0xf3, 0x35)
-        );
+        assert_eq!(load("--save-mark --mask 0xf").apply(0x35, 0xf0), (0x35, 0xf5));
+        assert_eq!(load("--restore-mark --ctmask 0xf0").apply(0x1, 0x35), (0x30, 0x35));
+        assert_eq!(load("--restore-mark --ctmask 0xf0 --nfmask 0xf --right-shift-mark 4").apply(0xf1, 0x35), (0xf3, 0x35));
         assert_eq!(load("--set-mark 1 --nfmask 0xf"), load("--set-xmark 1"));
     }
 }

@@ -23,18 +23,8 @@ use crate::ruleset::value::parse_c_number;
 
 /// The conntrack events `--ctevents` names, with their `IPCT_*` bit, in the order iptables
 /// prints them.
-pub const CT_EVENTS: [(&str, u8); 10] = [
-    ("new", 0),
-    ("related", 1),
-    ("destroy", 2),
-    ("reply", 3),
-    ("assured", 4),
-    ("protoinfo", 5),
-    ("helper", 6),
-    ("mark", 7),
-    ("natseqinfo", 8),
-    ("secmark", 9),
-];
+pub const CT_EVENTS: [(&str, u8); 10] =
+    [("new", 0), ("related", 1), ("destroy", 2), ("reply", 3), ("assured", 4), ("protoinfo", 5), ("helper", 6), ("mark", 7), ("natseqinfo", 8), ("secmark", 9)];
 
 /// The expectation events `--expevents` names, with their `IPEXP_*` bit.
 pub const EXP_EVENTS: [(&str, u8); 1] = [("new", 0)];
@@ -97,17 +87,10 @@ pub struct Ct {
 fn parse_events(table: &[(&str, u8)], list: &str) -> Result<u32, String> {
     let mut mask = 0;
     for name in list.split(',') {
-        let bit = table
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, b)| b)
-            .ok_or_else(|| {
-                let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "unknown event type `{name}` (expected a comma-separated list of {})",
-                    names.join(", ")
-                )
-            })?;
+        let bit = table.iter().find(|(n, _)| *n == name).map(|&(_, b)| b).ok_or_else(|| {
+            let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+            format!("unknown event type `{name}` (expected a comma-separated list of {})", names.join(", "))
+        })?;
         mask |= 1 << bit;
     }
     Ok(mask)
@@ -145,16 +128,7 @@ fn parse_zone_id(s: &str) -> Result<u16, String> {
 }
 
 impl Extension for Ct {
-    const OPTIONS: &'static [&'static str] = &[
-        "notrack",
-        "helper",
-        "timeout",
-        "ctevents",
-        "expevents",
-        "zone-orig",
-        "zone-reply",
-        "zone",
-    ];
+    const OPTIONS: &'static [&'static str] = &["notrack", "helper", "timeout", "ctevents", "expevents", "zone-orig", "zone-reply", "zone"];
 
     fn new(_ctx: &Ctx) -> Self {
         Ct::default()
@@ -180,9 +154,7 @@ impl Extension for Ct {
                 let number = if mark { 0 } else { parse_zone_id(arg)? };
                 // The mark flag, once set, stays; the number is replaced each time.
                 let id = match self.zone {
-                    Some(CtZone {
-                        id: ZoneId::Mark, ..
-                    }) => ZoneId::Mark,
+                    Some(CtZone { id: ZoneId::Mark, .. }) => ZoneId::Mark,
                     _ if mark => ZoneId::Mark,
                     _ => ZoneId::Id(number),
                 };
@@ -203,10 +175,7 @@ impl Extension for Ct {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         // Zone 0 is the default zone, whatever the direction; iptables-save does not print it.
-        if let Some(CtZone {
-            id: ZoneId::Id(0), ..
-        }) = self.zone
-        {
+        if let Some(CtZone { id: ZoneId::Id(0), .. }) = self.zone {
             self.zone = None;
         }
         Ok(())
@@ -251,11 +220,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Raw,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Raw, proto: None };
         check_alone::<Ct>(ctx, line)
     }
 
@@ -279,58 +244,31 @@ mod tests {
         ] {
             assert_eq!(check(same).unwrap(), same);
         }
-        assert_eq!(
-            check("--helper ftp --notrack").unwrap(),
-            " --notrack --helper ftp"
-        );
+        assert_eq!(check("--helper ftp --notrack").unwrap(), " --notrack --helper ftp");
         assert_eq!(check("--zone 0").unwrap(), "");
         assert_eq!(check("--zone-reply 0").unwrap(), "");
         assert_eq!(check("--zone 0x10").unwrap(), " --zone 16");
         assert_eq!(check("--zone MARK").unwrap(), " --zone mark");
-        assert_eq!(
-            check("--ctevents mark,new").unwrap(),
-            " --ctevents new,mark"
-        );
+        assert_eq!(check("--ctevents mark,new").unwrap(), " --ctevents new,mark");
         assert_eq!(check("--ctevents new,new").unwrap(), " --ctevents new");
-        assert_eq!(
-            check("--timeout x --helper y").unwrap(),
-            " --helper y --timeout x"
-        );
+        assert_eq!(check("--timeout x --helper y").unwrap(), " --helper y --timeout x");
     }
 
     #[test]
     fn zone_options_combine() {
         assert_eq!(check("--zone-orig 1 --zone-reply 2").unwrap(), " --zone 2");
         assert_eq!(check("--zone-orig 1 --zone 2").unwrap(), " --zone-orig 2");
-        assert_eq!(
-            check("--zone mark --zone-orig 3").unwrap(),
-            " --zone-orig mark"
-        );
-        assert_eq!(
-            check("--zone-reply mark --zone 0").unwrap(),
-            " --zone-reply mark"
-        );
-        assert_eq!(
-            check("--zone-orig 5 --zone-reply mark").unwrap(),
-            " --zone mark"
-        );
-        assert_eq!(
-            check("--zone 5 --zone-orig 0 --zone-reply 7").unwrap(),
-            " --zone 7"
-        );
+        assert_eq!(check("--zone mark --zone-orig 3").unwrap(), " --zone-orig mark");
+        assert_eq!(check("--zone-reply mark --zone 0").unwrap(), " --zone-reply mark");
+        assert_eq!(check("--zone-orig 5 --zone-reply mark").unwrap(), " --zone mark");
+        assert_eq!(check("--zone 5 --zone-orig 0 --zone-reply 7").unwrap(), " --zone 7");
         assert_eq!(check("--zone 5 --zone-orig 0").unwrap(), "");
     }
 
     #[test]
     fn names_are_cut_like_strncpy() {
-        assert_eq!(
-            check("--notrack --helper 0123456789abcdef").unwrap(),
-            " --notrack --helper 0123456789abcde"
-        );
-        assert_eq!(
-            check("--timeout 0123456789abcdef0123456789abcdef").unwrap(),
-            " --timeout 0123456789abcdef0123456789abcde"
-        );
+        assert_eq!(check("--notrack --helper 0123456789abcdef").unwrap(), " --notrack --helper 0123456789abcde");
+        assert_eq!(check("--timeout 0123456789abcdef0123456789abcdef").unwrap(), " --timeout 0123456789abcdef0123456789abcde");
         assert_eq!(check(r#"--helper "a b""#).unwrap(), r#" --helper "a b""#);
     }
 

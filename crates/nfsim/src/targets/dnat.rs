@@ -119,38 +119,24 @@ pub(crate) fn set_flag(slot: &mut bool, opt: &str) -> OptResult {
 /// may be service names (of any protocol), the last port must be a number.
 pub(crate) fn parse_ports(arg: &str, portok: bool) -> Result<NatPorts, String> {
     if !portok {
-        return Err(
-            "a port mapping needs `-p tcp`, `-p udp`, `-p sctp` or `-p dccp` before the target"
-                .into(),
-        );
+        return Err("a port mapping needs `-p tcp`, `-p udp`, `-p sctp` or `-p dccp` before the target".into());
     }
-    let bad_port =
-        |s: &str| format!("invalid port `{s}` (expected a number 0-65535 or a service name)");
+    let bad_port = |s: &str| format!("invalid port `{s}` (expected a number 0-65535 or a service name)");
     let (lo, rest) = match xt_strtoul_end(arg, 0, 65535) {
         Some((v, rest)) => (v as u16, rest),
         None => (service_any_proto(arg).ok_or_else(|| bad_port(arg))?, ""),
     };
     let Some(rest) = rest.strip_prefix('-') else {
         return match rest.chars().next() {
-            None => Ok(NatPorts {
-                lo,
-                hi: lo,
-                base: None,
-            }),
-            Some(':') => Err(format!(
-                "invalid port range `{arg}` (write FIRST-LAST, with a dash)"
-            )),
+            None => Ok(NatPorts { lo, hi: lo, base: None }),
+            Some(':') => Err(format!("invalid port range `{arg}` (write FIRST-LAST, with a dash)")),
             Some(_) => Err(format!("garbage `{rest}` after the port in `{arg}`")),
         };
     };
-    let (hi, rest) = xt_strtoul_end(rest, 0, 65535).ok_or_else(|| {
-        format!("invalid port `{rest}` (the last port of a range must be a number 0-65535)")
-    })?;
+    let (hi, rest) = xt_strtoul_end(rest, 0, 65535).ok_or_else(|| format!("invalid port `{rest}` (the last port of a range must be a number 0-65535)"))?;
     let hi = hi as u16;
     if hi < lo {
-        return Err(format!(
-            "invalid port range `{arg}` (the last port is below the first)"
-        ));
+        return Err(format!("invalid port range `{arg}` (the last port is below the first)"));
     }
     let Some(rest) = rest.strip_prefix('/') else {
         return match rest {
@@ -161,15 +147,9 @@ pub(crate) fn parse_ports(arg: &str, portok: bool) -> Result<NatPorts, String> {
     // Anything after a numeric base is ignored, as iptables ignores it.
     let base = match xt_strtoul_end(rest, 1, 65535) {
         Some((v, _)) => v as u16,
-        None => service_any_proto(rest).ok_or_else(|| {
-            format!("invalid base port `{rest}` (expected a number 1-65535 or a service name)")
-        })?,
+        None => service_any_proto(rest).ok_or_else(|| format!("invalid base port `{rest}` (expected a number 1-65535 or a service name)"))?,
     };
-    Ok(NatPorts {
-        lo,
-        hi,
-        base: Some(base),
-    })
+    Ok(NatPorts { lo, hi, base: Some(base) })
 }
 
 /// Parses `[ADDR[-ADDR]][:PORT[-PORT[/BASE]]]` (IPv6 addresses in brackets when ports follow)
@@ -188,19 +168,14 @@ pub(crate) fn parse_to(arg: &str, portok: bool, family: Family) -> Result<NatRan
             let close = match (close, family) {
                 (Some(c), Family::V6) => c,
                 _ => {
-                    return Err(format!(
-                        "invalid address `{arg}` (only IPv6 addresses go in brackets, as `[ADDR]:PORT`)"
-                    ));
+                    return Err(format!("invalid address `{arg}` (only IPv6 addresses go in brackets, as `[ADDR]:PORT`)"));
                 }
             };
             let colon = arg[close + 1..].find(':').map(|c| close + 1 + c);
             (&arg[start..close], colon)
         }
     };
-    let mut range = NatRange {
-        addrs: None,
-        ports: None,
-    };
+    let mut range = NatRange { addrs: None, ports: None };
     if let Some(c) = colon {
         range.ports = Some(parse_ports(&arg[c + 1..], portok)?);
         if c == 0 || c == 2 {
@@ -236,12 +211,7 @@ fn parse_v4_strict(s: &str) -> Option<Ipv4Addr> {
     let mut out = [0u8; 4];
     let mut n = 0;
     for part in s.split('.') {
-        if n == 4
-            || part.is_empty()
-            || part.len() > 3
-            || (part.len() > 1 && part.starts_with('0'))
-            || !part.bytes().all(|b| b.is_ascii_digit())
-        {
+        if n == 4 || part.is_empty() || part.len() > 3 || (part.len() > 1 && part.starts_with('0')) || !part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         out[n] = part.parse::<u16>().ok().filter(|v| *v <= 255)? as u8;
@@ -252,13 +222,7 @@ fn parse_v4_strict(s: &str) -> Option<Ipv4Addr> {
 
 /// Appends ` OPT RANGE` when the range prints as anything, as libxt_NAT's `__NAT_print` does;
 /// `skip_colon` drops the `:` before ports (`--to-ports`).
-pub(crate) fn save_range(
-    out: &mut String,
-    opt: &str,
-    range: &NatRange,
-    family: Family,
-    skip_colon: bool,
-) {
+pub(crate) fn save_range(out: &mut String, opt: &str, range: &NatRange, family: Family, skip_colon: bool) {
     let brackets = family == Family::V6 && range.ports.is_some();
     let mut text = String::new();
     if let Some(a) = range.addrs {
@@ -320,19 +284,15 @@ fn strtoumax0(s: &str) -> Option<(Option<u64>, &str)> {
     }
     let t = t.strip_prefix('+').unwrap_or(t);
     let b = t.as_bytes();
-    let (radix, skip) =
-        if b.len() > 2 && b[0] == b'0' && b[1] | 0x20 == b'x' && b[2].is_ascii_hexdigit() {
-            (16, 2)
-        } else if b.first() == Some(&b'0') {
-            (8, 0)
-        } else {
-            (10, 0)
-        };
+    let (radix, skip) = if b.len() > 2 && b[0] == b'0' && b[1] | 0x20 == b'x' && b[2].is_ascii_hexdigit() {
+        (16, 2)
+    } else if b.first() == Some(&b'0') {
+        (8, 0)
+    } else {
+        (10, 0)
+    };
     let digits = &t[skip..];
-    let n = digits
-        .bytes()
-        .take_while(|c| char::from(*c).is_digit(radix))
-        .count();
+    let n = digits.bytes().take_while(|c| char::from(*c).is_digit(radix)).count();
     if n == 0 {
         return None;
     }
@@ -357,9 +317,7 @@ pub(crate) fn xt_strtoul_end(s: &str, min: u64, max: u64) -> Option<(u64, &str)>
 
 /// `getservbyname(name, NULL)`: the port of a service of any protocol.
 pub(crate) fn service_any_proto(name: &str) -> Option<u16> {
-    ["tcp", "udp", "sctp", "dccp"]
-        .into_iter()
-        .find_map(|p| services::service_port(name, p))
+    ["tcp", "udp", "sctp", "dccp"].into_iter().find_map(|p| services::service_port(name, p))
 }
 
 /// A numeric host as `getaddrinfo` reads it for `family`: for IPv4 `inet_aton`'s forms (one to
@@ -371,13 +329,7 @@ pub(crate) fn parse_host(s: &str, family: Family) -> Result<IpAddr, String> {
         Family::V6 => s.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
     };
     parsed.ok_or_else(|| {
-        if s.is_empty() {
-            "missing address".to_string()
-        } else {
-            format!(
-                "host `{s}` not found (expected a numeric address; host names are not resolved)"
-            )
-        }
+        if s.is_empty() { "missing address".to_string() } else { format!("host `{s}` not found (expected a numeric address; host names are not resolved)") }
     })
 }
 
@@ -419,11 +371,7 @@ mod tests {
     use crate::ruleset::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<u8>) -> Ctx {
-        Ctx {
-            family,
-            table: TableName::Nat,
-            proto: proto.map(|p| Neg::new(Proto(p), false)),
-        }
+        Ctx { family, table: TableName::Nat, proto: proto.map(|p| Neg::new(Proto(p), false)) }
     }
 
     fn v4(line: &str) -> Result<String, String> {
@@ -455,30 +403,16 @@ mod tests {
         same("--to-destination 1.1.1.1:1025-65535", v4_tcp);
         same("--to-destination 1.1.1.1-1.1.1.10:1025-65535", v4_tcp);
         assert!(v4_tcp("--to-destination 1.1.1.1-1.1.1.10:1025-65536").is_err());
-        assert!(
-            v4_tcp(
-                "--to-destination 1.1.1.1-1.1.1.10:1025-65535 --to-destination 2.2.2.2-2.2.2.20:1025-65535"
-            )
-            .is_err()
-        );
+        assert!(v4_tcp("--to-destination 1.1.1.1-1.1.1.10:1025-65535 --to-destination 2.2.2.2-2.2.2.20:1025-65535").is_err());
         same("--to-destination 1.1.1.1:1000-2000/1000", v4_tcp);
         same("--to-destination 1.1.1.1:1000-2000/3000", v4_tcp);
         same("--to-destination 1.1.1.1:1000-2000/65535", v4_tcp);
         assert!(v4_tcp("--to-destination 1.1.1.1:1000-2000/0").is_err());
         assert!(v4_tcp("--to-destination 1.1.1.1:1000-2000/65536").is_err());
-        assert_eq!(
-            v4_tcp("--to-destination 1.1.1.1:ssh").unwrap(),
-            " --to-destination 1.1.1.1:22"
-        );
-        assert_eq!(
-            v4_tcp("--to-destination 1.1.1.1:ftp-data").unwrap(),
-            " --to-destination 1.1.1.1:20"
-        );
+        assert_eq!(v4_tcp("--to-destination 1.1.1.1:ssh").unwrap(), " --to-destination 1.1.1.1:22");
+        assert_eq!(v4_tcp("--to-destination 1.1.1.1:ftp-data").unwrap(), " --to-destination 1.1.1.1:20");
         assert!(v4_tcp("--to-destination 1.1.1.1:echo-ssh").is_err());
-        assert_eq!(
-            v4_tcp("--to-destination 1.1.1.1:10-20/ftp").unwrap(),
-            " --to-destination 1.1.1.1:10-20/21"
-        );
+        assert_eq!(v4_tcp("--to-destination 1.1.1.1:10-20/ftp").unwrap(), " --to-destination 1.1.1.1:10-20/21");
         assert!(v4("").is_err());
     }
 
@@ -493,44 +427,18 @@ mod tests {
         assert!(v6("--to-destination [dead::beef]:1025-65535").is_err());
         assert!(v6("--to-destination [dead::beef] --to-destination [dead::fee7]").is_err());
         same("--to-destination [dead::beef]:1025-65535", v6_tcp);
-        same(
-            "--to-destination [dead::beef-dead::fee7]:1025-65535",
-            v6_tcp,
-        );
+        same("--to-destination [dead::beef-dead::fee7]:1025-65535", v6_tcp);
         assert!(v6_tcp("--to-destination [dead::beef-dead::fee7]:1025-65536").is_err());
-        assert!(
-            v6_tcp(
-                "--to-destination [dead::beef-dead::fee7]:1025-65535 --to-destination [dead::beef-dead::fee8]:1025-65535"
-            )
-            .is_err()
-        );
-        same(
-            "--to-destination [dead::beef-dead::fee7]:1000-2000/1000",
-            v6_tcp,
-        );
-        same(
-            "--to-destination [dead::beef-dead::fee7]:1000-2000/3000",
-            v6_tcp,
-        );
-        same(
-            "--to-destination [dead::beef-dead::fee7]:1000-2000/65535",
-            v6_tcp,
-        );
+        assert!(v6_tcp("--to-destination [dead::beef-dead::fee7]:1025-65535 --to-destination [dead::beef-dead::fee8]:1025-65535").is_err());
+        same("--to-destination [dead::beef-dead::fee7]:1000-2000/1000", v6_tcp);
+        same("--to-destination [dead::beef-dead::fee7]:1000-2000/3000", v6_tcp);
+        same("--to-destination [dead::beef-dead::fee7]:1000-2000/65535", v6_tcp);
         assert!(v6_tcp("--to-destination [dead::beef-dead::fee7]:1000-2000/0").is_err());
         assert!(v6_tcp("--to-destination [dead::beef-dead::fee7]:1000-2000/65536").is_err());
-        assert_eq!(
-            v6_tcp("--to-destination [dead::beef]:ssh").unwrap(),
-            " --to-destination [dead::beef]:22"
-        );
-        assert_eq!(
-            v6_tcp("--to-destination [dead::beef]:ftp-data").unwrap(),
-            " --to-destination [dead::beef]:20"
-        );
+        assert_eq!(v6_tcp("--to-destination [dead::beef]:ssh").unwrap(), " --to-destination [dead::beef]:22");
+        assert_eq!(v6_tcp("--to-destination [dead::beef]:ftp-data").unwrap(), " --to-destination [dead::beef]:20");
         assert!(v6_tcp("--to-destination [dead::beef]:echo-ssh").is_err());
-        assert_eq!(
-            v6_tcp("--to-destination [dead::beef]:10-20/ftp").unwrap(),
-            " --to-destination [dead::beef]:10-20/21"
-        );
+        assert_eq!(v6_tcp("--to-destination [dead::beef]:10-20/ftp").unwrap(), " --to-destination [dead::beef]:10-20/21");
         assert!(v6("").is_err());
     }
 
@@ -540,63 +448,24 @@ mod tests {
         let ok = |f: fn(&str) -> Result<String, String>, l: &str, want: &str| {
             assert_eq!(f(l).as_deref(), Ok(want), "{l}");
         };
-        ok(
-            v4,
-            "--to-destination 1.1.1.10-1.1.1.1",
-            " --to-destination 1.1.1.10-1.1.1.1",
-        );
-        ok(
-            v4,
-            "--to 1.1.1.1 --random --persistent",
-            " --to-destination 1.1.1.1 --random --persistent",
-        );
-        ok(
-            v4,
-            "--persistent --random --to-destination 0.0.0.0",
-            " --to-destination 0.0.0.0 --random --persistent",
-        );
+        ok(v4, "--to-destination 1.1.1.10-1.1.1.1", " --to-destination 1.1.1.10-1.1.1.1");
+        ok(v4, "--to 1.1.1.1 --random --persistent", " --to-destination 1.1.1.1 --random --persistent");
+        ok(v4, "--persistent --random --to-destination 0.0.0.0", " --to-destination 0.0.0.0 --random --persistent");
         ok(v4_tcp, "--to-destination 10:80", " --to-destination :80");
-        ok(
-            v4_tcp,
-            "--to-destination 1.1.1.1:0x50",
-            " --to-destination 1.1.1.1:80",
-        );
-        ok(
-            v4_tcp,
-            "--to-destination 1.1.1.1:http",
-            " --to-destination 1.1.1.1:80",
-        );
-        ok(
-            v4_tcp,
-            "--to-destination 1.1.1.1:1000-2000/30x",
-            " --to-destination 1.1.1.1:1000-2000/30",
-        );
-        ok(
-            v4_tcp,
-            "--to-destination 1.1.1.1-2.2.2.2:1-2/3",
-            " --to-destination 1.1.1.1-2.2.2.2:1-2/3",
-        );
+        ok(v4_tcp, "--to-destination 1.1.1.1:0x50", " --to-destination 1.1.1.1:80");
+        ok(v4_tcp, "--to-destination 1.1.1.1:http", " --to-destination 1.1.1.1:80");
+        ok(v4_tcp, "--to-destination 1.1.1.1:1000-2000/30x", " --to-destination 1.1.1.1:1000-2000/30");
+        ok(v4_tcp, "--to-destination 1.1.1.1-2.2.2.2:1-2/3", " --to-destination 1.1.1.1-2.2.2.2:1-2/3");
         let udp = ctx(Family::V4, Some(17));
-        assert_eq!(
-            check_alone::<Dnat>(udp, "--to-destination 1.1.1.1:bootpc").unwrap(),
-            " --to-destination 1.1.1.1:68"
-        );
-        assert_eq!(
-            check_alone::<Dnat>(udp, "--to-destination 1.1.1.1:ssh").unwrap(),
-            " --to-destination 1.1.1.1:22"
-        );
+        assert_eq!(check_alone::<Dnat>(udp, "--to-destination 1.1.1.1:bootpc").unwrap(), " --to-destination 1.1.1.1:68");
+        assert_eq!(check_alone::<Dnat>(udp, "--to-destination 1.1.1.1:ssh").unwrap(), " --to-destination 1.1.1.1:22");
         for p in [1, 17, 33, 132] {
-            assert!(
-                check_alone::<Dnat>(ctx(Family::V4, Some(p)), "--to-destination :80-90").is_ok()
-            );
+            assert!(check_alone::<Dnat>(ctx(Family::V4, Some(p)), "--to-destination :80-90").is_ok());
         }
         // UDP-Lite is not among the protocols libxt_NAT takes ports for.
         assert!(check_alone::<Dnat>(ctx(Family::V4, Some(136)), "--to-destination :80").is_err());
         // `! -p tcp` still counts as tcp.
-        let not_tcp = Ctx {
-            proto: Some(Neg::new(Proto::TCP, true)),
-            ..ctx(Family::V4, None)
-        };
+        let not_tcp = Ctx { proto: Some(Neg::new(Proto::TCP, true)), ..ctx(Family::V4, None) };
         assert!(check_alone::<Dnat>(not_tcp, "--to-destination 1.1.1.1:80").is_ok());
         for bad in [
             "--to-destination 1.1.1.1:90-80",
@@ -619,68 +488,22 @@ mod tests {
         ] {
             assert!(v4_tcp(bad).is_err(), "{bad}");
         }
-        ok(
-            v6,
-            "--to-destination [dead::beef]",
-            " --to-destination dead::beef",
-        );
-        ok(
-            v6,
-            "--to-destination [dead::beef]xyz",
-            " --to-destination dead::beef",
-        );
+        ok(v6, "--to-destination [dead::beef]", " --to-destination dead::beef");
+        ok(v6, "--to-destination [dead::beef]xyz", " --to-destination dead::beef");
         ok(v6_tcp, "--to-destination []:80", " --to-destination :80");
         ok(v6_tcp, "--to-destination :80", " --to-destination :80");
-        ok(
-            v6_tcp,
-            "--to-destination dead::beef:80",
-            " --to-destination dead::beef:80",
-        );
+        ok(v6_tcp, "--to-destination dead::beef:80", " --to-destination dead::beef:80");
         let icmp6 = ctx(Family::V6, Some(1));
         assert!(check_alone::<Dnat>(icmp6, "--to-destination [dead::beef]:80").is_ok());
-        assert!(
-            check_alone::<Dnat>(
-                ctx(Family::V6, Some(58)),
-                "--to-destination [dead::beef]:80"
-            )
-            .is_err()
-        );
-        ok(
-            v6,
-            "--to-destination ::1.2.3.4",
-            " --to-destination ::1.2.3.4",
-        );
-        ok(
-            v6,
-            "--to-destination ::0102:0304",
-            " --to-destination ::1.2.3.4",
-        );
+        assert!(check_alone::<Dnat>(ctx(Family::V6, Some(58)), "--to-destination [dead::beef]:80").is_err());
+        ok(v6, "--to-destination ::1.2.3.4", " --to-destination ::1.2.3.4");
+        ok(v6, "--to-destination ::0102:0304", " --to-destination ::1.2.3.4");
         ok(v6, "--to-destination ::1:2", " --to-destination ::0.1.0.2");
-        ok(
-            v6,
-            "--to-destination ::ffff:1.2.3.4",
-            " --to-destination ::ffff:1.2.3.4",
-        );
-        ok(
-            v6,
-            "--to-destination ::ffff:0:0",
-            " --to-destination ::ffff:0.0.0.0",
-        );
-        ok(
-            v6,
-            "--to-destination 1:0:0:0:0:0:0:0",
-            " --to-destination 1::",
-        );
-        ok(
-            v6,
-            "--to-destination 0:0:0:0:1::",
-            " --to-destination ::1:0:0:0",
-        );
-        ok(
-            v6,
-            "--to-destination ::1:0:0:0:1",
-            " --to-destination ::1:0:0:0:1",
-        );
+        ok(v6, "--to-destination ::ffff:1.2.3.4", " --to-destination ::ffff:1.2.3.4");
+        ok(v6, "--to-destination ::ffff:0:0", " --to-destination ::ffff:0.0.0.0");
+        ok(v6, "--to-destination 1:0:0:0:0:0:0:0", " --to-destination 1::");
+        ok(v6, "--to-destination 0:0:0:0:1::", " --to-destination ::1:0:0:0");
+        ok(v6, "--to-destination ::1:0:0:0:1", " --to-destination ::1:0:0:0:1");
         assert!(v6("--to-destination 1.2.3.4").is_err());
         assert!(v6("--to-destination [dead::beef").is_err());
     }

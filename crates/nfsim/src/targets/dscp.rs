@@ -42,13 +42,7 @@ pub const DSCP_CLASSES: [(&str, u8); 22] = [
 /// The DSCP value of class `name` as `class_to_dscp` finds it: the first class whose name `name`
 /// starts with, ignoring case.
 pub fn class_to_dscp(name: &str) -> Option<u8> {
-    DSCP_CLASSES
-        .iter()
-        .find(|(class, _)| {
-            name.get(..class.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(class))
-        })
-        .map(|&(_, v)| v)
+    DSCP_CLASSES.iter().find(|(class, _)| name.get(..class.len()).is_some_and(|head| head.eq_ignore_ascii_case(class))).map(|&(_, v)| v)
 }
 
 /// The DSCP target (`struct xt_DSCP_info`).
@@ -75,18 +69,12 @@ impl Extension for Dscp {
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
-        self.given
-            .record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
+        self.given.record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
         let arg = args.value()?;
         self.dscp = if opt == "set-dscp" {
             parse_uint(arg, 0, 0x3f)? as u8
         } else {
-            class_to_dscp(arg).ok_or_else(|| {
-                format!(
-                    "unknown DSCP class `{arg}` (expected one of {})",
-                    DSCP_CLASSES.map(|(n, _)| n).join(", ")
-                )
-            })?
+            class_to_dscp(arg).ok_or_else(|| format!("unknown DSCP class `{arg}` (expected one of {})", DSCP_CLASSES.map(|(n, _)| n).join(", ")))?
         };
         Ok(())
     }
@@ -110,11 +98,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         check_alone::<Dscp>(ctx, line)
     }
 
@@ -135,11 +119,7 @@ mod tests {
             ("--set-dscp-class CS1x", "0x08"),
             ("--set-dscp-class AF111", "0x0a"),
         ] {
-            assert_eq!(
-                check(input).unwrap(),
-                format!(" --set-dscp {saved}"),
-                "{input}"
-            );
+            assert_eq!(check(input).unwrap(), format!(" --set-dscp {saved}"), "{input}");
         }
     }
 

@@ -29,8 +29,7 @@ impl Extension for Hl {
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
-        self.given
-            .record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
+        self.given.record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
         self.action = Some(HlAction::parse(opt, args.value()?)?);
         Ok(())
     }
@@ -59,11 +58,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Mangle, proto: None };
         check_alone::<Hl>(ctx, line)
     }
 
@@ -77,15 +72,7 @@ mod tests {
 
     #[test]
     fn refuses_what_ip6tables_refuses() {
-        for bad in [
-            "",
-            "--hl-set 256",
-            "--hl-inc 0",
-            "--hl-dec 0",
-            "--hl-dec 1 --hl-inc 1",
-            "--hl-set --hl-inc 1",
-            "! --hl-set 1",
-        ] {
+        for bad in ["", "--hl-set 256", "--hl-inc 0", "--hl-dec 0", "--hl-dec 1 --hl-inc 1", "--hl-set --hl-inc 1", "! --hl-set 1"] {
             assert!(check(Family::V6, bad).is_err(), "{bad:?} should be refused");
         }
         assert!(check(Family::V4, "--hl-set 4").is_err());

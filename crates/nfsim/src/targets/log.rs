@@ -17,17 +17,8 @@ use crate::ruleset::value::save_string;
 pub const DEFAULT_LEVEL: u8 = 4;
 
 /// The syslog level names `--log-level` accepts, with their numbers.
-const LEVEL_NAMES: &[(&str, u8)] = &[
-    ("alert", 1),
-    ("crit", 2),
-    ("debug", 7),
-    ("emerg", 0),
-    ("error", 3),
-    ("info", 6),
-    ("notice", 5),
-    ("panic", 0),
-    ("warning", 4),
-];
+const LEVEL_NAMES: &[(&str, u8)] =
+    &[("alert", 1), ("crit", 2), ("debug", 7), ("emerg", 0), ("error", 3), ("info", 6), ("notice", 5), ("panic", 0), ("warning", 4)];
 
 /// The LOG target (`struct xt_log_info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -56,15 +47,7 @@ impl Log {
 }
 
 impl Extension for Log {
-    const OPTIONS: &'static [&'static str] = &[
-        "log-level",
-        "log-prefix",
-        "log-tcp-sequence",
-        "log-tcp-options",
-        "log-ip-options",
-        "log-uid",
-        "log-macdecode",
-    ];
+    const OPTIONS: &'static [&'static str] = &["log-level", "log-prefix", "log-tcp-sequence", "log-tcp-options", "log-ip-options", "log-uid", "log-macdecode"];
 
     fn new(_ctx: &Ctx) -> Self {
         Log::default()
@@ -136,11 +119,7 @@ fn parse_level(s: &str) -> Result<u8, String> {
         .iter()
         .find(|(name, _)| *name == s)
         .map(|&(_, n)| n)
-        .ok_or_else(|| {
-            format!(
-                "unknown log level `{s}` (expected 0-7 or emerg, alert, crit, error, warning, notice, info, debug)"
-            )
-        })
+        .ok_or_else(|| format!("unknown log level `{s}` (expected 0-7 or emerg, alert, crit, error, warning, notice, info, debug)"))
 }
 
 /// A log prefix as the LOG-like targets take it: not empty, no newline, cut to `max` bytes (at
@@ -166,11 +145,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Filter, proto: None };
         check_alone::<Log>(ctx, line)
     }
 
@@ -179,20 +154,13 @@ mod tests {
     fn upstream_specs() {
         for f in [Family::V4, Family::V6] {
             let same = |l: &str| {
-                let want = if l.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {l}")
-                };
+                let want = if l.is_empty() { String::new() } else { format!(" {l}") };
                 assert_eq!(check(f, l), Ok(want), "{l}");
             };
             same("");
             same("--log-prefix \"test: \"");
             same("--log-prefix \"test: \" --log-level 1");
-            assert_eq!(
-                check(f, "--log-prefix \"test: \" --log-level alert").unwrap(),
-                " --log-prefix \"test: \" --log-level 1"
-            );
+            assert_eq!(check(f, "--log-prefix \"test: \" --log-level alert").unwrap(), " --log-prefix \"test: \" --log-level 1");
             same("--log-prefix \"test: \" --log-tcp-sequence");
             same("--log-prefix \"test: \" --log-tcp-options");
             same("--log-prefix \"test: \" --log-ip-options");
@@ -216,23 +184,13 @@ mod tests {
         for bad in ["err", "8", "ALERT", "-1"] {
             assert!(c(&format!("--log-level {bad}")).is_err(), "{bad}");
         }
+        assert_eq!(c("--log-prefix abcdefghijklmnopqrstuvwxyz0123456789").unwrap(), " --log-prefix abcdefghijklmnopqrstuvwxyz012");
+        assert_eq!(c(r#"--log-prefix "it's \"q\"""#).unwrap(), r#" --log-prefix "it\'s \"q\"""#);
         assert_eq!(
-            c("--log-prefix abcdefghijklmnopqrstuvwxyz0123456789").unwrap(),
-            " --log-prefix abcdefghijklmnopqrstuvwxyz012"
-        );
-        assert_eq!(
-            c(r#"--log-prefix "it's \"q\"""#).unwrap(),
-            r#" --log-prefix "it\'s \"q\"""#
-        );
-        assert_eq!(
-            c("--log-macdecode --log-uid --log-ip-options --log-tcp-options --log-tcp-sequence --log-level 7 --log-prefix x")
-                .unwrap(),
+            c("--log-macdecode --log-uid --log-ip-options --log-tcp-options --log-tcp-sequence --log-level 7 --log-prefix x").unwrap(),
             " --log-prefix x --log-level 7 --log-tcp-sequence --log-tcp-options --log-ip-options --log-uid --log-macdecode"
         );
-        assert_eq!(
-            c("--log-tcp-seq --log-p foo").unwrap(),
-            " --log-prefix foo --log-tcp-sequence"
-        );
+        assert_eq!(c("--log-tcp-seq --log-p foo").unwrap(), " --log-prefix foo --log-tcp-sequence");
         assert!(c("--log-uid --log-uid").is_err());
         assert!(c("! --log-uid").is_err());
         assert!(c("--log-level 1 --log-level 2").is_err());

@@ -31,16 +31,14 @@ impl Mark {
 }
 
 impl Extension for Mark {
-    const OPTIONS: &'static [&'static str] =
-        &["set-xmark", "set-mark", "and-mark", "or-mark", "xor-mark"];
+    const OPTIONS: &'static [&'static str] = &["set-xmark", "set-mark", "and-mark", "or-mark", "xor-mark"];
 
     fn new(_ctx: &Ctx) -> Self {
         Mark::default()
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
-        self.given
-            .record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
+        self.given.record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
         let arg = args.value()?;
         (self.mark, self.mask) = match opt {
             "set-xmark" => parse_mark(arg)?,
@@ -59,11 +57,9 @@ impl Extension for Mark {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         if !self.given.any() {
-            return Err(
-                "the MARK target requires one of `--set-xmark`, `--set-mark`, `--and-mark`, \
+            return Err("the MARK target requires one of `--set-xmark`, `--set-mark`, `--and-mark`, \
                  `--or-mark` or `--xor-mark`"
-                    .into(),
-            );
+                .into());
         }
         Ok(())
     }
@@ -129,22 +125,14 @@ impl Given {
     /// Records `opt` (one of `options`) as libxtables' `xtables_option_parse` does: a second use
     /// is refused, then `!` (no option of these targets can be inverted), then the use together
     /// with an option of `excl` given before (libxtables refuses that at the final check).
-    pub(crate) fn record(
-        &mut self,
-        options: &[&str],
-        opt: &str,
-        invert: bool,
-        excl: &[&str],
-    ) -> OptResult {
+    pub(crate) fn record(&mut self, options: &[&str], opt: &str, invert: bool, excl: &[&str]) -> OptResult {
         let bit = Self::bit(options, opt);
         if self.0 & bit != 0 {
             return Err(format!("option `--{opt}` may be given only once"));
         }
         no_invert(invert, opt)?;
         if let Some(other) = excl.iter().find(|o| **o != opt && self.has(options, o)) {
-            return Err(format!(
-                "options `--{other}` and `--{opt}` cannot be used together"
-            ));
+            return Err(format!("options `--{other}` and `--{opt}` cannot be used together"));
         }
         self.0 |= bit;
         Ok(())
@@ -158,57 +146,26 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         check_alone::<Mark>(ctx, line)
     }
 
     // Expected forms are what iptables-save v1.8.9 (nf_tables) printed for the same rules.
     #[test]
     fn every_form_saves_as_set_xmark() {
-        assert_eq!(
-            check("--set-mark 2").unwrap(),
-            " --set-xmark 0x2/0xffffffff"
-        );
+        assert_eq!(check("--set-mark 2").unwrap(), " --set-xmark 0x2/0xffffffff");
         assert_eq!(check("--set-mark 2/3").unwrap(), " --set-xmark 0x2/0x3");
-        assert_eq!(
-            check("--set-mark 0x10/0x1").unwrap(),
-            " --set-xmark 0x10/0x11"
-        );
-        assert_eq!(
-            check("--set-xmark 2").unwrap(),
-            " --set-xmark 0x2/0xffffffff"
-        );
+        assert_eq!(check("--set-mark 0x10/0x1").unwrap(), " --set-xmark 0x10/0x11");
+        assert_eq!(check("--set-xmark 2").unwrap(), " --set-xmark 0x2/0xffffffff");
         assert_eq!(check("--set-xmark 0/0").unwrap(), " --set-xmark 0x0/0x0");
-        assert_eq!(
-            check("--and-mark 2").unwrap(),
-            " --set-xmark 0x0/0xfffffffd"
-        );
-        assert_eq!(
-            check("--and-mark 0xffffffff").unwrap(),
-            " --set-xmark 0x0/0x0"
-        );
+        assert_eq!(check("--and-mark 2").unwrap(), " --set-xmark 0x0/0xfffffffd");
+        assert_eq!(check("--and-mark 0xffffffff").unwrap(), " --set-xmark 0x0/0x0");
         assert_eq!(check("--or-mark 2").unwrap(), " --set-xmark 0x2/0x2");
         assert_eq!(check("--xor-mark 2").unwrap(), " --set-xmark 0x2/0x0");
-        assert_eq!(
-            check("--set-mark 010").unwrap(),
-            " --set-xmark 0x8/0xffffffff"
-        );
-        assert_eq!(
-            check("--set-mark 0X1F").unwrap(),
-            " --set-xmark 0x1f/0xffffffff"
-        );
-        assert_eq!(
-            check("--set-xmark 4294967295").unwrap(),
-            " --set-xmark 0xffffffff/0xffffffff"
-        );
-        assert_eq!(
-            check("--set-xmark 0xfeedcafe/0xfeedcafe").unwrap(),
-            " --set-xmark 0xfeedcafe/0xfeedcafe"
-        );
+        assert_eq!(check("--set-mark 010").unwrap(), " --set-xmark 0x8/0xffffffff");
+        assert_eq!(check("--set-mark 0X1F").unwrap(), " --set-xmark 0x1f/0xffffffff");
+        assert_eq!(check("--set-xmark 4294967295").unwrap(), " --set-xmark 0xffffffff/0xffffffff");
+        assert_eq!(check("--set-xmark 0xfeedcafe/0xfeedcafe").unwrap(), " --set-xmark 0xfeedcafe/0xfeedcafe");
     }
 
     #[test]
@@ -233,11 +190,7 @@ mod tests {
     fn applies_like_mark_tg() {
         let mut toks = Vec::new();
         crate::ruleset::token::tokenize("1", 0, &mut toks);
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         let load = |opt: &str| {
             let mut m = Mark::new(&ctx);
             m.parse(opt, false, &mut Args::new(&toks, 0, ctx)).unwrap();

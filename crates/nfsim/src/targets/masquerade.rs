@@ -7,9 +7,7 @@
 
 use serde::Serialize;
 
-use super::dnat::{
-    NatPorts, NatRange, parse_ports, ports_allowed, save_flags, save_range, set_flag,
-};
+use super::dnat::{NatPorts, NatRange, parse_ports, ports_allowed, save_flags, save_range, set_flag};
 use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The MASQUERADE target.
@@ -48,10 +46,7 @@ impl Extension for Masquerade {
     }
 
     fn save(&self, ctx: &Ctx, out: &mut String) {
-        let range = NatRange {
-            addrs: None,
-            ports: self.ports,
-        };
+        let range = NatRange { addrs: None, ports: self.ports };
         save_range(out, "--to-ports", &range, ctx.family, true);
         save_flags(out, self.random, self.random_fully, false);
     }
@@ -64,11 +59,7 @@ mod tests {
     use crate::ruleset::{Family, Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Proto>, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Nat,
-            proto: proto.map(|p| Neg::new(p, false)),
-        };
+        let ctx = Ctx { family, table: TableName::Nat, proto: proto.map(|p| Neg::new(p, false)) };
         check_alone::<Masquerade>(ctx, line)
     }
 
@@ -77,11 +68,7 @@ mod tests {
     fn upstream_specs() {
         for family in [Family::V4, Family::V6] {
             let same = |proto, l: &str| {
-                assert_eq!(
-                    check(family, proto, l).as_deref(),
-                    Ok(&*format!("{}{l}", if l.is_empty() { "" } else { " " })),
-                    "{l}"
-                );
+                assert_eq!(check(family, proto, l).as_deref(), Ok(&*format!("{}{l}", if l.is_empty() { "" } else { " " })), "{l}");
             };
             same(None, "");
             same(None, "--random");
@@ -98,24 +85,10 @@ mod tests {
     fn observed_forms() {
         let tcp = Some(Proto::TCP);
         for family in [Family::V4, Family::V6] {
-            assert_eq!(
-                check(family, tcp, "--to-ports 1024-2048/5").unwrap(),
-                " --to-ports 1024-2048/0"
-            );
+            assert_eq!(check(family, tcp, "--to-ports 1024-2048/5").unwrap(), " --to-ports 1024-2048/0");
         }
-        assert_eq!(
-            check(Family::V4, tcp, "--to-ports ssh").unwrap(),
-            " --to-ports 22"
-        );
-        assert_eq!(
-            check(
-                Family::V4,
-                tcp,
-                "--random-fully --random --to-ports 1024-1024"
-            )
-            .unwrap(),
-            " --to-ports 1024 --random --random-fully"
-        );
+        assert_eq!(check(Family::V4, tcp, "--to-ports ssh").unwrap(), " --to-ports 22");
+        assert_eq!(check(Family::V4, tcp, "--random-fully --random --to-ports 1024-1024").unwrap(), " --to-ports 1024 --random --random-fully");
         assert!(check(Family::V4, tcp, "--to-ports :1024").is_err());
         assert!(check(Family::V4, None, "--to-ports 1024").is_err());
         assert!(check(Family::V4, None, "--persistent").is_err());

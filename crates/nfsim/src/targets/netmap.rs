@@ -68,26 +68,18 @@ fn parse_net(s: &str, family: Family) -> Result<IpNet, String> {
     let addr = parse_host(host, family)?;
     let len = match mask {
         None => max,
-        Some(m) => {
-            match xt_strtoul(m, 0, max.into()) {
-                Some(n) => n as u8,
-                None => {
-                    let mask = parse_host(m, family).map_err(|_| {
-                    format!("invalid mask `{m}` (expected a prefix length 0-{max} or a network mask)")
-                })?;
-                    let bits = match mask {
-                        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
-                        std::net::IpAddr::V6(a) => u128::from(a),
-                    };
-                    let ones = bits.leading_ones();
-                    if bits.checked_shl(ones).unwrap_or(0) == 0 {
-                        ones as u8
-                    } else {
-                        max
-                    }
-                }
+        Some(m) => match xt_strtoul(m, 0, max.into()) {
+            Some(n) => n as u8,
+            None => {
+                let mask = parse_host(m, family).map_err(|_| format!("invalid mask `{m}` (expected a prefix length 0-{max} or a network mask)"))?;
+                let bits = match mask {
+                    std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+                    std::net::IpAddr::V6(a) => u128::from(a),
+                };
+                let ones = bits.leading_ones();
+                if bits.checked_shl(ones).unwrap_or(0) == 0 { ones as u8 } else { max }
             }
-        }
+        },
     };
     let net = IpNet::new(addr, len).map_err(|e| e.to_string())?;
     Ok(net.trunc())
@@ -100,33 +92,17 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Nat,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Nat, proto: None };
         check_alone::<Netmap>(ctx, line)
     }
 
     /// Every line of libipt_NETMAP.t and libip6t_NETMAP.t.
     #[test]
     fn upstream_specs() {
-        assert_eq!(
-            check(Family::V4, "--to 1.2.3.0/24").unwrap(),
-            " --to 1.2.3.0/24"
-        );
-        assert_eq!(
-            check(Family::V4, "--to 1.2.3.4").unwrap(),
-            " --to 1.2.3.4/32"
-        );
-        assert_eq!(
-            check(Family::V6, "--to dead::/64").unwrap(),
-            " --to dead::/64"
-        );
-        assert_eq!(
-            check(Family::V6, "--to dead::beef").unwrap(),
-            " --to dead::beef/128"
-        );
+        assert_eq!(check(Family::V4, "--to 1.2.3.0/24").unwrap(), " --to 1.2.3.0/24");
+        assert_eq!(check(Family::V4, "--to 1.2.3.4").unwrap(), " --to 1.2.3.4/32");
+        assert_eq!(check(Family::V6, "--to dead::/64").unwrap(), " --to dead::/64");
+        assert_eq!(check(Family::V6, "--to dead::beef").unwrap(), " --to dead::beef/128");
     }
 
     /// Forms checked against iptables-nft-restore / iptables-save 1.8.9 on this machine.
@@ -136,34 +112,18 @@ mod tests {
         let v6 = |l: &str| check(Family::V6, l);
         assert_eq!(v4("--to 1.2.3.4/24").unwrap(), " --to 1.2.3.0/24");
         assert_eq!(v4("--to 1.2.3.4/255.0.255.0").unwrap(), " --to 1.2.3.4/32");
-        assert_eq!(
-            v4("--to 1.2.3.0/255.255.255.0").unwrap(),
-            " --to 1.2.3.0/24"
-        );
+        assert_eq!(v4("--to 1.2.3.0/255.255.255.0").unwrap(), " --to 1.2.3.0/24");
         assert_eq!(v4("--to 10.1/16").unwrap(), " --to 10.0.0.0/16");
         assert_eq!(v4("--to 10.1.2.3/0x10").unwrap(), " --to 10.1.0.0/16");
         assert_eq!(v4("--to 10.1.2.3/33").unwrap(), " --to 10.1.2.3/32");
         assert_eq!(v4("--to 1.2.3.0/0").unwrap(), " --to 0.0.0.0/0");
         assert_eq!(v4("--to 1.2.3.0/0xffffff00").unwrap(), " --to 1.2.3.0/24");
-        assert_eq!(
-            v4("--to 1.2.3.0/255.255.0.255").unwrap(),
-            " --to 1.2.3.0/32"
-        );
-        for bad in [
-            "",
-            "--to 1.2.3.0/",
-            "--to /24",
-            "--to 1.2.3.0/-1",
-            "--to a.b",
-            "--to 1.2.3.4/24 --to 1.2.3.4/24",
-        ] {
+        assert_eq!(v4("--to 1.2.3.0/255.255.0.255").unwrap(), " --to 1.2.3.0/32");
+        for bad in ["", "--to 1.2.3.0/", "--to /24", "--to 1.2.3.0/-1", "--to a.b", "--to 1.2.3.4/24 --to 1.2.3.4/24"] {
             assert!(v4(bad).is_err(), "{bad}");
         }
         assert_eq!(v6("--to ::1.2.3.4/127").unwrap(), " --to ::1.2.3.4/127");
-        assert_eq!(
-            v6("--to dead::beef/ffff::ffff").unwrap(),
-            " --to dead::beef/128"
-        );
+        assert_eq!(v6("--to dead::beef/ffff::ffff").unwrap(), " --to dead::beef/128");
         assert_eq!(v6("--to dead::/ffff:ffff::").unwrap(), " --to dead::/32");
         assert!(v6("--to dead::/129").is_err());
         assert!(v6("--to 1.2.3.4").is_err());

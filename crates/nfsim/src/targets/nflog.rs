@@ -29,23 +29,14 @@ pub struct Nflog {
 }
 
 impl Extension for Nflog {
-    const OPTIONS: &'static [&'static str] = &[
-        "nflog-group",
-        "nflog-prefix",
-        "nflog-range",
-        "nflog-size",
-        "nflog-threshold",
-    ];
+    const OPTIONS: &'static [&'static str] = &["nflog-group", "nflog-prefix", "nflog-range", "nflog-size", "nflog-threshold"];
 
     fn new(_ctx: &Ctx) -> Self {
         Nflog::default()
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
-        let number = |s: &str, max: u64| {
-            xt_strtoul(s, 0, max)
-                .ok_or_else(|| format!("invalid `--{opt}` value `{s}` (expected 0-{max})"))
-        };
+        let number = |s: &str, max: u64| xt_strtoul(s, 0, max).ok_or_else(|| format!("invalid `--{opt}` value `{s}` (expected 0-{max})"));
         match opt {
             "nflog-group" => {
                 once(&self.group, opt)?;
@@ -63,11 +54,7 @@ impl Extension for Nflog {
                 self.threshold = Some(number(args.value()?, u16::MAX.into())? as u16);
             }
             "nflog-size" | "nflog-range" => {
-                let (slot, other) = if opt == "nflog-size" {
-                    (&mut self.size, self.range)
-                } else {
-                    (&mut self.range, self.size)
-                };
+                let (slot, other) = if opt == "nflog-size" { (&mut self.size, self.range) } else { (&mut self.range, self.size) };
                 once(slot, opt)?;
                 no_invert(invert, opt)?;
                 *slot = Some(number(args.value()?, u32::MAX.into())? as u32);
@@ -114,11 +101,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
         check_alone::<Nflog>(ctx, line)
     }
 
@@ -126,11 +109,7 @@ mod tests {
     #[test]
     fn libxt_nflog_t() {
         let same = |l: &str| {
-            let want = if l.is_empty() {
-                String::new()
-            } else {
-                format!(" {l}")
-            };
+            let want = if l.is_empty() { String::new() } else { format!(" {l}") };
             assert_eq!(check(l), Ok(want), "{l}");
         };
         let fail = |l: &str| assert!(check(l).is_err(), "{l}");
@@ -172,15 +151,11 @@ mod tests {
         assert!(check("--nflog-size 2 --nflog-range 1").is_err());
         assert!(check("--nflog-prefix \"a\nb\"").is_err());
         assert_eq!(
-            check("--nflog-threshold 5 --nflog-size 100 --nflog-group 3 --nflog-prefix \"a b\"")
-                .unwrap(),
+            check("--nflog-threshold 5 --nflog-size 100 --nflog-group 3 --nflog-prefix \"a b\"").unwrap(),
             " --nflog-prefix \"a b\" --nflog-group 3 --nflog-size 100 --nflog-threshold 5"
         );
         let long = "x".repeat(160);
-        assert_eq!(
-            check(&format!("--nflog-prefix {long}")).unwrap(),
-            format!(" --nflog-prefix {}", "x".repeat(127))
-        );
+        assert_eq!(check(&format!("--nflog-prefix {long}")).unwrap(), format!(" --nflog-prefix {}", "x".repeat(127)));
         assert!(check("--nflog-group 1 --nflog-group 2").is_err());
         assert!(check("! --nflog-group 1").is_err());
     }

@@ -21,9 +21,7 @@ impl Extension for Notrack {
     }
 
     fn parse(&mut self, opt: &str, _invert: bool, _args: &mut Args<'_, '_>) -> OptResult {
-        Err(format!(
-            "unknown option `--{opt}` (NOTRACK takes no option)"
-        ))
+        Err(format!("unknown option `--{opt}` (NOTRACK takes no option)"))
     }
 
     fn save(&self, _ctx: &Ctx, _out: &mut String) {}
@@ -37,11 +35,7 @@ mod tests {
 
     #[test]
     fn takes_no_option() {
-        let ctx = Ctx {
-            family: Family::V6,
-            table: TableName::Raw,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V6, table: TableName::Raw, proto: None };
         assert_eq!(check_alone::<Notrack>(ctx, "").unwrap(), "");
         assert!(check_alone::<Notrack>(ctx, "--notrack").is_err());
     }

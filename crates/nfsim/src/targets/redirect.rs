@@ -7,9 +7,7 @@
 
 use serde::Serialize;
 
-use super::dnat::{
-    NatPorts, NatRange, parse_ports, ports_allowed, save_flags, save_range, set_flag,
-};
+use super::dnat::{NatPorts, NatRange, parse_ports, ports_allowed, save_flags, save_range, set_flag};
 use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The REDIRECT target.
@@ -44,18 +42,13 @@ impl Extension for Redirect {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         if self.ports.is_some_and(|p| p.base.is_some()) {
-            return Err(
-                "REDIRECT does not take a shifted port map (`--to-ports FIRST-LAST/BASE`)".into(),
-            );
+            return Err("REDIRECT does not take a shifted port map (`--to-ports FIRST-LAST/BASE`)".into());
         }
         Ok(())
     }
 
     fn save(&self, ctx: &Ctx, out: &mut String) {
-        let range = NatRange {
-            addrs: None,
-            ports: self.ports,
-        };
+        let range = NatRange { addrs: None, ports: self.ports };
         save_range(out, "--to-ports", &range, ctx.family, true);
         save_flags(out, self.random, false, false);
     }
@@ -68,11 +61,7 @@ mod tests {
     use crate::ruleset::{Family, Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Proto>, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Nat,
-            proto: proto.map(|p| Neg::new(p, false)),
-        };
+        let ctx = Ctx { family, table: TableName::Nat, proto: proto.map(|p| Neg::new(p, false)) };
         check_alone::<Redirect>(ctx, line)
     }
 
@@ -108,10 +97,7 @@ mod tests {
     #[test]
     fn observed_forms() {
         assert_eq!(check(Family::V4, None, "").unwrap(), "");
-        assert_eq!(
-            check(Family::V6, Some(Proto::TCP), "--random --to-ports 15001").unwrap(),
-            " --to-ports 15001 --random"
-        );
+        assert_eq!(check(Family::V6, Some(Proto::TCP), "--random --to-ports 15001").unwrap(), " --to-ports 15001 --random");
         assert!(check(Family::V4, None, "--random-fully").is_err());
         assert!(check(Family::V4, None, "! --random").is_err());
     }

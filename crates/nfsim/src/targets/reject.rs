@@ -48,73 +48,25 @@ pub enum RejectWith {
 
 /// Name, alias and type of the IPv4 reject types, in the kernel's `enum ipt_reject_with` order.
 const V4_TYPES: &[(&str, &str, RejectWith)] = &[
-    (
-        "icmp-net-unreachable",
-        "net-unreach",
-        RejectWith::IcmpNetUnreachable,
-    ),
-    (
-        "icmp-host-unreachable",
-        "host-unreach",
-        RejectWith::IcmpHostUnreachable,
-    ),
-    (
-        "icmp-proto-unreachable",
-        "proto-unreach",
-        RejectWith::IcmpProtoUnreachable,
-    ),
-    (
-        "icmp-port-unreachable",
-        "port-unreach",
-        RejectWith::IcmpPortUnreachable,
-    ),
-    (
-        "icmp-net-prohibited",
-        "net-prohib",
-        RejectWith::IcmpNetProhibited,
-    ),
-    (
-        "icmp-host-prohibited",
-        "host-prohib",
-        RejectWith::IcmpHostProhibited,
-    ),
+    ("icmp-net-unreachable", "net-unreach", RejectWith::IcmpNetUnreachable),
+    ("icmp-host-unreachable", "host-unreach", RejectWith::IcmpHostUnreachable),
+    ("icmp-proto-unreachable", "proto-unreach", RejectWith::IcmpProtoUnreachable),
+    ("icmp-port-unreachable", "port-unreach", RejectWith::IcmpPortUnreachable),
+    ("icmp-net-prohibited", "net-prohib", RejectWith::IcmpNetProhibited),
+    ("icmp-host-prohibited", "host-prohib", RejectWith::IcmpHostProhibited),
     ("tcp-reset", "tcp-rst", RejectWith::TcpReset),
-    (
-        "icmp-admin-prohibited",
-        "admin-prohib",
-        RejectWith::IcmpAdminProhibited,
-    ),
+    ("icmp-admin-prohibited", "admin-prohib", RejectWith::IcmpAdminProhibited),
 ];
 
 /// Name, alias and type of the IPv6 reject types, in the kernel's `enum ip6t_reject_with` order.
 const V6_TYPES: &[(&str, &str, RejectWith)] = &[
     ("icmp6-no-route", "no-route", RejectWith::Icmp6NoRoute),
-    (
-        "icmp6-adm-prohibited",
-        "adm-prohibited",
-        RejectWith::Icmp6AdmProhibited,
-    ),
-    (
-        "icmp6-addr-unreachable",
-        "addr-unreach",
-        RejectWith::Icmp6AddrUnreachable,
-    ),
-    (
-        "icmp6-port-unreachable",
-        "port-unreach",
-        RejectWith::Icmp6PortUnreachable,
-    ),
+    ("icmp6-adm-prohibited", "adm-prohibited", RejectWith::Icmp6AdmProhibited),
+    ("icmp6-addr-unreachable", "addr-unreach", RejectWith::Icmp6AddrUnreachable),
+    ("icmp6-port-unreachable", "port-unreach", RejectWith::Icmp6PortUnreachable),
     ("tcp-reset", "tcp-reset", RejectWith::TcpReset),
-    (
-        "icmp6-policy-fail",
-        "policy-fail",
-        RejectWith::Icmp6PolicyFail,
-    ),
-    (
-        "icmp6-reject-route",
-        "reject-route",
-        RejectWith::Icmp6RejectRoute,
-    ),
+    ("icmp6-policy-fail", "policy-fail", RejectWith::Icmp6PolicyFail),
+    ("icmp6-reject-route", "reject-route", RejectWith::Icmp6RejectRoute),
 ];
 
 fn types(family: Family) -> &'static [(&'static str, &'static str, RejectWith)] {
@@ -127,26 +79,15 @@ fn types(family: Family) -> &'static [(&'static str, &'static str, RejectWith)] 
 impl RejectWith {
     /// The type `--reject-with TEXT` selects for `family`, as libipt/libip6t_REJECT resolve it.
     pub fn parse(text: &str, family: Family) -> Result<RejectWith, String> {
-        types(family)
-            .iter()
-            .find(|(name, alias, _)| starts_ci(name, text) || starts_ci(alias, text))
-            .map(|&(_, _, with)| with)
-            .ok_or_else(|| {
-                let names: Vec<&str> = types(family).iter().map(|(n, _, _)| *n).collect();
-                format!(
-                    "unknown reject type `{text}` (expected {})",
-                    names.join(", ")
-                )
-            })
+        types(family).iter().find(|(name, alias, _)| starts_ci(name, text) || starts_ci(alias, text)).map(|&(_, _, with)| with).ok_or_else(|| {
+            let names: Vec<&str> = types(family).iter().map(|(n, _, _)| *n).collect();
+            format!("unknown reject type `{text}` (expected {})", names.join(", "))
+        })
     }
 
     /// The name iptables-save prints.
     pub fn name(self) -> &'static str {
-        V4_TYPES
-            .iter()
-            .chain(V6_TYPES)
-            .find(|(_, _, w)| *w == self)
-            .map_or("", |(n, _, _)| n)
+        V4_TYPES.iter().chain(V6_TYPES).find(|(_, _, w)| *w == self).map_or("", |(n, _, _)| n)
     }
 
     /// The ICMP (IPv4) or ICMPv6 `(type, code)` sent back; `None` for a TCP RST.
@@ -202,9 +143,7 @@ impl Extension for Reject {
         let text = args.value()?;
         let family = args.ctx().family;
         self.with = RejectWith::parse(text, family).map_err(|e| {
-            if family == Family::V4
-                && (starts_ci("echo-reply", text) || starts_ci("echoreply", text))
-            {
+            if family == Family::V4 && (starts_ci("echo-reply", text) || starts_ci("echoreply", text)) {
                 format!("unknown reject type `{text}` (echo-reply is no longer supported)")
             } else {
                 e
@@ -217,9 +156,7 @@ impl Extension for Reject {
     fn finish(&mut self, ctx: &Ctx) -> OptResult {
         self.given = false;
         if self.with == RejectWith::TcpReset && ctx.proto() != Some(6) {
-            return Err(
-                "`--reject-with tcp-reset` needs `-p tcp` (the kernel refuses it otherwise)".into(),
-            );
+            return Err("`--reject-with tcp-reset` needs `-p tcp` (the kernel refuses it otherwise)".into());
         }
         Ok(())
     }
@@ -242,18 +179,11 @@ mod tests {
     use crate::ruleset::{Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Neg<Proto>>, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Filter,
-            proto,
-        };
+        let ctx = Ctx { family, table: TableName::Filter, proto };
         check_alone::<Reject>(ctx, line)
     }
 
-    const TCP: Option<Neg<Proto>> = Some(Neg {
-        value: Proto::TCP,
-        negated: false,
-    });
+    const TCP: Option<Neg<Proto>> = Some(Neg { value: Proto::TCP, negated: false });
 
     /// Every line of libipt_REJECT.t.
     #[test]
@@ -279,21 +209,11 @@ mod tests {
     fn libip6t_reject_t() {
         let c = |l: &str| check(Family::V6, None, l);
         assert_eq!(c("").unwrap(), " --reject-with icmp6-port-unreachable");
-        for name in [
-            "icmp6-no-route",
-            "icmp6-adm-prohibited",
-            "icmp6-addr-unreachable",
-            "icmp6-port-unreachable",
-            "icmp6-policy-fail",
-            "icmp6-reject-route",
-        ] {
+        for name in ["icmp6-no-route", "icmp6-adm-prohibited", "icmp6-addr-unreachable", "icmp6-port-unreachable", "icmp6-policy-fail", "icmp6-reject-route"] {
             let l = format!("--reject-with {name}");
             assert_eq!(c(&l).unwrap(), format!(" {l}"));
         }
-        assert_eq!(
-            check(Family::V6, TCP, "--reject-with tcp-reset").unwrap(),
-            " --reject-with tcp-reset"
-        );
+        assert_eq!(check(Family::V6, TCP, "--reject-with tcp-reset").unwrap(), " --reject-with tcp-reset");
         assert!(c("--reject-with tcp-reset").is_err());
     }
 
@@ -325,14 +245,8 @@ mod tests {
         assert!(v6("icmp-port-unreachable").is_err());
 
         let c = |p, l| check(Family::V4, p, l);
-        assert_eq!(
-            c(TCP, "--reject-with tcp-rst").unwrap(),
-            " --reject-with tcp-reset"
-        );
-        assert_eq!(
-            c(None, "--reject-w host-prohib").unwrap(),
-            " --reject-with icmp-host-prohibited"
-        );
+        assert_eq!(c(TCP, "--reject-with tcp-rst").unwrap(), " --reject-with tcp-reset");
+        assert_eq!(c(None, "--reject-w host-prohib").unwrap(), " --reject-with icmp-host-prohibited");
         assert!(c(None, "--reject-with tcp-reset").is_err());
         let not_tcp = Some(Neg::new(Proto::TCP, true));
         assert!(c(not_tcp, "--reject-with tcp-reset").is_err());

@@ -72,14 +72,9 @@ pub struct Set {
 /// Reads `NAME FLAGS` after `--{opt}`, as `parse_target` and `parse_dirs` do.
 fn parse_set_ref(opt: &str, args: &mut Args<'_, '_>) -> Result<SetRef, String> {
     let name = args.value()?;
-    let flags = args
-        .optional()
-        .ok_or_else(|| format!("`--{opt}` requires two arguments: a set name and src/dst flags"))?;
+    let flags = args.optional().ok_or_else(|| format!("`--{opt}` requires two arguments: a set name and src/dst flags"))?;
     if name.len() > SET_NAME_MAX {
-        return Err(format!(
-            "set name `{name}` is too long ({} bytes, at most {SET_NAME_MAX})",
-            name.len()
-        ));
+        return Err(format!("set name `{name}` is too long ({} bytes, at most {SET_NAME_MAX})", name.len()));
     }
     let mut dirs = Vec::new();
     for flag in flags.split(',') {
@@ -91,15 +86,10 @@ fn parse_set_ref(opt: &str, args: &mut Args<'_, '_>) -> Result<SetRef, String> {
         } else if flag.starts_with("dst") {
             SetDir::Dst
         } else {
-            return Err(format!(
-                "bad set flag `{flag}` (expected a comma-separated list of `src` and `dst`)"
-            ));
+            return Err(format!("bad set flag `{flag}` (expected a comma-separated list of `src` and `dst`)"));
         });
     }
-    Ok(SetRef {
-        name: name.into(),
-        dirs,
-    })
+    Ok(SetRef { name: name.into(), dirs })
 }
 
 fn save_set_ref(out: &mut String, opt: &str, set: &Option<SetRef>) {
@@ -119,16 +109,7 @@ fn save_set_ref(out: &mut String, opt: &str, set: &Option<SetRef>) {
 }
 
 impl Extension for Set {
-    const OPTIONS: &'static [&'static str] = &[
-        "add-set",
-        "del-set",
-        "exist",
-        "timeout",
-        "map-set",
-        "map-mark",
-        "map-prio",
-        "map-queue",
-    ];
+    const OPTIONS: &'static [&'static str] = &["add-set", "del-set", "exist", "timeout", "map-set", "map-mark", "map-prio", "map-queue"];
 
     fn new(_ctx: &Ctx) -> Self {
         Set::default()
@@ -196,11 +177,7 @@ impl Extension for Set {
         }
         save_set_ref(out, "del-set", &self.del_set);
         save_set_ref(out, "map-set", &self.map_set);
-        for (on, flag) in [
-            (self.map_mark, " --map-mark"),
-            (self.map_prio, " --map-prio"),
-            (self.map_queue, " --map-queue"),
-        ] {
+        for (on, flag) in [(self.map_mark, " --map-mark"), (self.map_prio, " --map-prio"), (self.map_queue, " --map-queue")] {
             if on {
                 out.push_str(flag);
             }
@@ -215,11 +192,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         check_alone::<Set>(ctx, line)
     }
 
@@ -244,26 +217,11 @@ mod tests {
         for (input, saved) in [
             ("--add-set foo srcx", " --add-set foo src"),
             ("! --add-set foo src", " --add-set foo src"),
-            (
-                "--add-set foo src --exist --exist",
-                " --add-set foo src --exist",
-            ),
-            (
-                "--add-set foo src --timeout 10 --timeout 20",
-                " --add-set foo src --timeout 20",
-            ),
-            (
-                "--add-set foo src --timeout 0x10",
-                " --add-set foo src --timeout 16",
-            ),
-            (
-                "--timeout 10 --exist --add-set foo src",
-                " --add-set foo src --exist --timeout 10",
-            ),
-            (
-                "--del-set foo src --add-set bar dst,src",
-                " --add-set bar dst,src --del-set foo src",
-            ),
+            ("--add-set foo src --exist --exist", " --add-set foo src --exist"),
+            ("--add-set foo src --timeout 10 --timeout 20", " --add-set foo src --timeout 20"),
+            ("--add-set foo src --timeout 0x10", " --add-set foo src --timeout 16"),
+            ("--timeout 10 --exist --add-set foo src", " --add-set foo src --exist --timeout 10"),
+            ("--del-set foo src --add-set bar dst,src", " --add-set bar dst,src --del-set foo src"),
             (
                 "--map-set m src --map-mark --add-set foo src --del-set foo dst --exist --timeout 3",
                 " --add-set foo src --exist --timeout 3 --del-set foo dst --map-set m src --map-mark",

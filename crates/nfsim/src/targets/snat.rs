@@ -74,39 +74,19 @@ mod tests {
     use crate::ruleset::{Family, Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Proto>, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Nat,
-            proto: proto.map(|p| Neg::new(p, false)),
-        };
+        let ctx = Ctx { family, table: TableName::Nat, proto: proto.map(|p| Neg::new(p, false)) };
         check_alone::<Snat>(ctx, line)
     }
 
     /// Every line of libipt_SNAT.t and libip6t_SNAT.t.
     #[test]
     fn upstream_specs() {
-        for (family, a, b, c) in [
-            (Family::V4, "1.1.1.1", "1.1.1.1-1.1.1.10", "2.2.2.2"),
-            (
-                Family::V6,
-                "dead::beef",
-                "dead::beef-dead::fee7",
-                "dead::fee7",
-            ),
-        ] {
+        for (family, a, b, c) in [(Family::V4, "1.1.1.1", "1.1.1.1-1.1.1.10", "2.2.2.2"), (Family::V6, "dead::beef", "dead::beef-dead::fee7", "dead::fee7")] {
             let br = |s: &str| {
-                if family == Family::V6 {
-                    format!("[{s}]")
-                } else {
-                    s.to_string()
-                }
+                if family == Family::V6 { format!("[{s}]") } else { s.to_string() }
             };
             let same = |proto, l: String| {
-                assert_eq!(
-                    check(family, proto, &l).as_deref(),
-                    Ok(&*format!(" {l}")),
-                    "{l}"
-                );
+                assert_eq!(check(family, proto, &l).as_deref(), Ok(&*format!(" {l}")), "{l}");
             };
             let fail = |proto, l: String| assert!(check(family, proto, &l).is_err(), "{l}");
             let tcp = Some(Proto::TCP);
@@ -114,27 +94,15 @@ mod tests {
             same(None, format!("--to-source {b}"));
             fail(None, format!("--to-source {}:1025-65535", br(a)));
             fail(None, format!("--to-source {} --to-source {}", br(a), br(c)));
-            for flags in [
-                "--random",
-                "--random-fully",
-                "--persistent",
-                "--random --persistent",
-                "--random --random-fully",
-                "--random --random-fully --persistent",
-            ] {
+            for flags in
+                ["--random", "--random-fully", "--persistent", "--random --persistent", "--random --random-fully", "--random --random-fully --persistent"]
+            {
                 same(None, format!("--to-source {a} {flags}"));
             }
             same(tcp, format!("--to-source {}:1025-65535", br(a)));
             same(tcp, format!("--to-source {}:1025-65535", br(b)));
             fail(tcp, format!("--to-source {}:1025-65536", br(b)));
-            fail(
-                tcp,
-                format!(
-                    "--to-source {}:1025-65535 --to-source {}:1025-65535",
-                    br(b),
-                    br(c)
-                ),
-            );
+            fail(tcp, format!("--to-source {}:1025-65535 --to-source {}:1025-65535", br(b), br(c)));
             fail(None, String::new());
         }
     }
@@ -144,26 +112,12 @@ mod tests {
     fn observed_forms() {
         let tcp = Some(Proto::TCP);
         assert_eq!(
-            check(
-                Family::V4,
-                None,
-                "--persistent --random-fully --random --to-source 1.1.1.1"
-            )
-            .unwrap(),
+            check(Family::V4, None, "--persistent --random-fully --random --to-source 1.1.1.1").unwrap(),
             " --to-source 1.1.1.1 --random --random-fully --persistent"
         );
-        assert_eq!(
-            check(Family::V4, tcp, "--to-source 1.1.1.1:1000-2000/30").unwrap(),
-            " --to-source 1.1.1.1:1000-2000/0"
-        );
-        assert_eq!(
-            check(Family::V6, tcp, "--to-source [dead::beef]:1000-2000/30").unwrap(),
-            " --to-source [dead::beef]:1000-2000/0"
-        );
-        assert_eq!(
-            check(Family::V4, tcp, "--to-source :1000").unwrap(),
-            " --to-source :1000"
-        );
+        assert_eq!(check(Family::V4, tcp, "--to-source 1.1.1.1:1000-2000/30").unwrap(), " --to-source 1.1.1.1:1000-2000/0");
+        assert_eq!(check(Family::V6, tcp, "--to-source [dead::beef]:1000-2000/30").unwrap(), " --to-source [dead::beef]:1000-2000/0");
+        assert_eq!(check(Family::V4, tcp, "--to-source :1000").unwrap(), " --to-source :1000");
         assert!(check(Family::V4, None, "--to-source 1.1.1.1 ! --random").is_err());
     }
 

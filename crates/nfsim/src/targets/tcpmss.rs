@@ -59,9 +59,7 @@ impl Extension for Tcpmss {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         if self.action.is_none() {
-            return Err(
-                "the TCPMSS target requires `--set-mss VALUE` or `--clamp-mss-to-pmtu`".into(),
-            );
+            return Err("the TCPMSS target requires `--set-mss VALUE` or `--clamp-mss-to-pmtu`".into());
         }
         Ok(())
     }
@@ -82,11 +80,7 @@ mod tests {
     use crate::ruleset::{Neg, Proto, TableName};
 
     fn check(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Mangle,
-            proto: Some(Neg::new(Proto::TCP, false)),
-        };
+        let ctx = Ctx { family, table: TableName::Mangle, proto: Some(Neg::new(Proto::TCP, false)) };
         check_alone::<Tcpmss>(ctx, line)
     }
 
@@ -97,19 +91,10 @@ mod tests {
         assert_eq!(v4("--set-mss 42").unwrap(), " --set-mss 42");
         assert_eq!(v4("--set-mss 0").unwrap(), " --set-mss 0");
         assert_eq!(v4("--clamp-mss-to-pmtu").unwrap(), " --clamp-mss-to-pmtu");
-        assert_eq!(
-            v4("--clamp-mss-to-pmtu --set-mss 42").unwrap(),
-            " --set-mss 42"
-        );
-        assert_eq!(
-            v4("--set-mss 42 --clamp-mss-to-pmtu").unwrap(),
-            " --clamp-mss-to-pmtu"
-        );
+        assert_eq!(v4("--clamp-mss-to-pmtu --set-mss 42").unwrap(), " --set-mss 42");
+        assert_eq!(v4("--set-mss 42 --clamp-mss-to-pmtu").unwrap(), " --clamp-mss-to-pmtu");
         assert_eq!(v4("--set-mss 65515").unwrap(), " --set-mss 65515");
-        assert_eq!(
-            check(Family::V6, "--set-mss 65495").unwrap(),
-            " --set-mss 65495"
-        );
+        assert_eq!(check(Family::V6, "--set-mss 65495").unwrap(), " --set-mss 65495");
     }
 
     #[test]

@@ -18,13 +18,8 @@ use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
 use crate::ruleset::value::parse_uint;
 
 /// The TOS names `--set-tos` accepts, with their value (`tos_values.c`).
-pub const TOS_NAMES: [(&str, u8); 5] = [
-    ("Minimize-Delay", 0x10),
-    ("Maximize-Throughput", 0x08),
-    ("Maximize-Reliability", 0x04),
-    ("Minimize-Cost", 0x02),
-    ("Normal-Service", 0x00),
-];
+pub const TOS_NAMES: [(&str, u8); 5] =
+    [("Minimize-Delay", 0x10), ("Maximize-Throughput", 0x08), ("Maximize-Reliability", 0x04), ("Minimize-Cost", 0x02), ("Normal-Service", 0x00)];
 
 /// The TOS target (`struct xt_tos_target_info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -55,9 +50,7 @@ pub(crate) fn strtoul_prefix(s: &str, max: u64) -> Option<(u64, &str)> {
         [b'0', ..] => (8, t),
         _ => (10, t),
     };
-    let len = digits
-        .find(|c: char| !c.is_digit(radix))
-        .unwrap_or(digits.len());
+    let len = digits.find(|c: char| !c.is_digit(radix)).unwrap_or(digits.len());
     if len == 0 {
         return None;
     }
@@ -73,9 +66,7 @@ fn parse_tosmask(s: &str) -> Result<(u8, u8), String> {
             None => (0xff, rest),
         };
         if !rest.is_empty() {
-            return Err(format!(
-                "bad TOS value `{s}` (expected VALUE[/MASK], each 0..=0xff)"
-            ));
+            return Err(format!("bad TOS value `{s}` (expected VALUE[/MASK], each 0..=0xff)"));
         }
         return Ok((value as u8, mask as u8));
     }
@@ -83,12 +74,7 @@ fn parse_tosmask(s: &str) -> Result<(u8, u8), String> {
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(s))
         .map(|&(_, v)| (v, 0x3f))
-        .ok_or_else(|| {
-            format!(
-                "unknown TOS name `{s}` (expected a number 0..=0xff or one of {})",
-                TOS_NAMES.map(|(n, _)| n).join(", ")
-            )
-        })
+        .ok_or_else(|| format!("unknown TOS name `{s}` (expected a number 0..=0xff or one of {})", TOS_NAMES.map(|(n, _)| n).join(", ")))
 }
 
 impl Extension for Tos {
@@ -99,8 +85,7 @@ impl Extension for Tos {
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
-        self.given
-            .record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
+        self.given.record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
         let arg = args.value()?;
         (self.value, self.mask) = match opt {
             "set-tos" => parse_tosmask(arg)?,
@@ -118,19 +103,13 @@ impl Extension for Tos {
 
     fn finish(&mut self, _ctx: &Ctx) -> OptResult {
         if !self.given.any() {
-            return Err(
-                "the TOS target requires `--set-tos`, `--and-tos`, `--or-tos` or `--xor-tos`"
-                    .into(),
-            );
+            return Err("the TOS target requires `--set-tos`, `--and-tos`, `--or-tos` or `--xor-tos`".into());
         }
         Ok(())
     }
 
     fn save(&self, _ctx: &Ctx, out: &mut String) {
-        out.push_str(&format!(
-            " --set-tos 0x{:02x}/0x{:02x}",
-            self.value, self.mask
-        ));
+        out.push_str(&format!(" --set-tos 0x{:02x}/0x{:02x}", self.value, self.mask));
     }
 }
 
@@ -141,11 +120,7 @@ mod tests {
     use crate::ruleset::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         check_alone::<Tos>(ctx, line)
     }
 
@@ -169,11 +144,7 @@ mod tests {
             ("--or-tos 0x12", "0x12/0x12"),
             ("--xor-tos 0x12", "0x12/0x00"),
         ] {
-            assert_eq!(
-                check(input).unwrap(),
-                format!(" --set-tos {saved}"),
-                "{input}"
-            );
+            assert_eq!(check(input).unwrap(), format!(" --set-tos {saved}"), "{input}");
         }
     }
 

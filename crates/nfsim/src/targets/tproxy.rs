@@ -42,9 +42,7 @@ impl Extension for Tproxy {
                 once(&self.port, opt)?;
                 no_invert(invert, opt)?;
                 let s = args.value()?;
-                let port = parse_service(s).ok_or_else(|| {
-                    format!("invalid port `{s}` (expected a number or a service name)")
-                })?;
+                let port = parse_service(s).ok_or_else(|| format!("invalid port `{s}` (expected a number or a service name)"))?;
                 self.port = Some(port);
             }
             "on-ip" => {
@@ -67,9 +65,7 @@ impl Extension for Tproxy {
             return Err("the TPROXY target requires `--on-port`".into());
         }
         if !matches!(ctx.proto(), Some(6 | 17)) {
-            return Err(
-                "TPROXY needs `-p tcp` or `-p udp` (the kernel refuses it otherwise)".into(),
-            );
+            return Err("TPROXY needs `-p tcp` or `-p udp` (the kernel refuses it otherwise)".into());
         }
         if self.addr.is_some_and(|a| a.is_unspecified()) {
             self.addr = None;
@@ -107,11 +103,7 @@ fn parse_service(s: &str) -> Option<u16> {
     };
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         let v = t.parse::<u64>().unwrap_or(u64::MAX);
-        let v = if negative && v != u64::MAX {
-            v.wrapping_neg()
-        } else {
-            v
-        };
+        let v = if negative && v != u64::MAX { v.wrapping_neg() } else { v };
         let n = v as u32 as i32;
         if n >= 0 {
             return Some(n as u16);
@@ -122,8 +114,7 @@ fn parse_service(s: &str) -> Option<u16> {
 
 /// `VALUE[/MASK]`, both 32-bit `strtoul` numbers; the mask defaults to all ones.
 fn parse_mark_mask(s: &str) -> Result<(u32, u32), String> {
-    let bad =
-        || format!("invalid `--tproxy-mark` value `{s}` (expected VALUE[/MASK], 32-bit numbers)");
+    let bad = || format!("invalid `--tproxy-mark` value `{s}` (expected VALUE[/MASK], 32-bit numbers)");
     let max = u32::MAX.into();
     let (value, rest) = xt_strtoul_end(s, 0, max).ok_or_else(bad)?;
     if rest.is_empty() {
@@ -143,22 +134,12 @@ mod tests {
     use crate::ruleset::{Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Neg<Proto>>, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Mangle,
-            proto,
-        };
+        let ctx = Ctx { family, table: TableName::Mangle, proto };
         check_alone::<Tproxy>(ctx, line)
     }
 
-    const TCP: Option<Neg<Proto>> = Some(Neg {
-        value: Proto::TCP,
-        negated: false,
-    });
-    const UDP: Option<Neg<Proto>> = Some(Neg {
-        value: Proto::UDP,
-        negated: false,
-    });
+    const TCP: Option<Neg<Proto>> = Some(Neg { value: Proto::TCP, negated: false });
+    const UDP: Option<Neg<Proto>> = Some(Neg { value: Proto::UDP, negated: false });
 
     /// Every line of libipt_TPROXY.t and libip6t_TPROXY.t.
     #[test]
@@ -175,65 +156,22 @@ mod tests {
     #[test]
     fn observed_forms() {
         let v4 = |l: &str| check(Family::V4, TCP, l);
-        let full =
-            |p: &str, ip: &str, m: &str| format!(" --on-port {p} --on-ip {ip} --tproxy-mark {m}");
-        assert_eq!(
-            v4("--on-port 12345").unwrap(),
-            full("12345", "0.0.0.0", "0x0/0x0")
-        );
+        let full = |p: &str, ip: &str, m: &str| format!(" --on-port {p} --on-ip {ip} --tproxy-mark {m}");
+        assert_eq!(v4("--on-port 12345").unwrap(), full("12345", "0.0.0.0", "0x0/0x0"));
         assert_eq!(v4("--on-port 0").unwrap(), full("0", "0.0.0.0", "0x0/0x0"));
-        assert_eq!(
-            v4("--on-port ssh --tproxy-mark 5").unwrap(),
-            full("22", "0.0.0.0", "0x5/0xffffffff")
-        );
-        assert_eq!(
-            v4("--on-port bootpc").unwrap(),
-            full("68", "0.0.0.0", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 65536").unwrap(),
-            full("0", "0.0.0.0", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 70000").unwrap(),
-            full("4464", "0.0.0.0", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port \" 80\"").unwrap(),
-            full("80", "0.0.0.0", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port +80").unwrap(),
-            full("80", "0.0.0.0", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 0080").unwrap(),
-            full("80", "0.0.0.0", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 1 --on-ip 0x7f.1").unwrap(),
-            full("1", "127.0.0.1", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 1 --on-ip 017.1.2.3").unwrap(),
-            full("1", "15.1.2.3", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 1 --on-ip 4294967295").unwrap(),
-            full("1", "255.255.255.255", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 1 --on-ip 10.1").unwrap(),
-            full("1", "10.0.0.1", "0x0/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 1 --tproxy-mark 0x1/0").unwrap(),
-            full("1", "0.0.0.0", "0x1/0x0")
-        );
-        assert_eq!(
-            v4("--on-port 1 --tproxy-mark 010").unwrap(),
-            full("1", "0.0.0.0", "0x8/0xffffffff")
-        );
+        assert_eq!(v4("--on-port ssh --tproxy-mark 5").unwrap(), full("22", "0.0.0.0", "0x5/0xffffffff"));
+        assert_eq!(v4("--on-port bootpc").unwrap(), full("68", "0.0.0.0", "0x0/0x0"));
+        assert_eq!(v4("--on-port 65536").unwrap(), full("0", "0.0.0.0", "0x0/0x0"));
+        assert_eq!(v4("--on-port 70000").unwrap(), full("4464", "0.0.0.0", "0x0/0x0"));
+        assert_eq!(v4("--on-port \" 80\"").unwrap(), full("80", "0.0.0.0", "0x0/0x0"));
+        assert_eq!(v4("--on-port +80").unwrap(), full("80", "0.0.0.0", "0x0/0x0"));
+        assert_eq!(v4("--on-port 0080").unwrap(), full("80", "0.0.0.0", "0x0/0x0"));
+        assert_eq!(v4("--on-port 1 --on-ip 0x7f.1").unwrap(), full("1", "127.0.0.1", "0x0/0x0"));
+        assert_eq!(v4("--on-port 1 --on-ip 017.1.2.3").unwrap(), full("1", "15.1.2.3", "0x0/0x0"));
+        assert_eq!(v4("--on-port 1 --on-ip 4294967295").unwrap(), full("1", "255.255.255.255", "0x0/0x0"));
+        assert_eq!(v4("--on-port 1 --on-ip 10.1").unwrap(), full("1", "10.0.0.1", "0x0/0x0"));
+        assert_eq!(v4("--on-port 1 --tproxy-mark 0x1/0").unwrap(), full("1", "0.0.0.0", "0x1/0x0"));
+        assert_eq!(v4("--on-port 1 --tproxy-mark 010").unwrap(), full("1", "0.0.0.0", "0x8/0xffffffff"));
         assert_eq!(parse_service(""), Some(0));
         for bad in [
             "--on-ip 1.2.3.4",
@@ -253,23 +191,10 @@ mod tests {
         }
         let not_tcp = Some(Neg::new(Proto::TCP, true));
         assert!(check(Family::V4, not_tcp, "--on-port 1").is_err());
-        assert!(
-            check(
-                Family::V4,
-                Some(Neg::new(Proto::SCTP, false)),
-                "--on-port 1"
-            )
-            .is_err()
-        );
+        assert!(check(Family::V4, Some(Neg::new(Proto::SCTP, false)), "--on-port 1").is_err());
         let v6 = |l: &str| check(Family::V6, TCP, l);
-        assert_eq!(
-            v6("--on-port 15006 --tproxy-mark 0x539/0xffffffff").unwrap(),
-            full("15006", "::", "0x539/0xffffffff")
-        );
-        assert_eq!(
-            v6("--on-port 1 --on-ip ::1.2.3.4").unwrap(),
-            full("1", "::1.2.3.4", "0x0/0x0")
-        );
+        assert_eq!(v6("--on-port 15006 --tproxy-mark 0x539/0xffffffff").unwrap(), full("15006", "::", "0x539/0xffffffff"));
+        assert_eq!(v6("--on-port 1 --on-ip ::1.2.3.4").unwrap(), full("1", "::1.2.3.4", "0x0/0x0"));
     }
 
     #[test]

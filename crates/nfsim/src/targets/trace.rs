@@ -34,11 +34,7 @@ mod tests {
 
     #[test]
     fn takes_no_option() {
-        let ctx = Ctx {
-            family: Family::V4,
-            table: TableName::Raw,
-            proto: None,
-        };
+        let ctx = Ctx { family: Family::V4, table: TableName::Raw, proto: None };
         assert_eq!(check_alone::<Trace>(ctx, "").unwrap(), "");
         assert!(check_alone::<Trace>(ctx, "--foo").is_err());
     }

@@ -73,8 +73,7 @@ impl Extension for Ttl {
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
-        self.given
-            .record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
+        self.given.record(Self::OPTIONS, opt, invert, Self::OPTIONS)?;
         self.action = Some(TtlAction::parse(opt, args.value()?)?);
         Ok(())
     }
@@ -103,11 +102,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Mangle,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Mangle, proto: None };
         check_alone::<Ttl>(ctx, line)
     }
 
@@ -115,13 +110,7 @@ mod tests {
     #[test]
     fn save_forms() {
         let v4 = |l| check(Family::V4, l);
-        for same in [
-            " --ttl-set 42",
-            " --ttl-inc 1",
-            " --ttl-dec 1",
-            " --ttl-set 0",
-            " --ttl-inc 255",
-        ] {
+        for same in [" --ttl-set 42", " --ttl-inc 1", " --ttl-dec 1", " --ttl-set 0", " --ttl-inc 255"] {
             assert_eq!(v4(same).unwrap(), same);
         }
         assert_eq!(v4("--ttl-set 0x10").unwrap(), " --ttl-set 16");
@@ -129,16 +118,9 @@ mod tests {
 
     #[test]
     fn refuses_what_iptables_refuses() {
-        for bad in [
-            "",
-            "--ttl-set 256",
-            "--ttl-inc 0",
-            "--ttl-dec 0",
-            "--ttl-dec 1 --ttl-inc 1",
-            "--ttl-set 1 --ttl-set 2",
-            "--ttl-set --ttl-inc 1",
-            "! --ttl-set 1",
-        ] {
+        for bad in
+            ["", "--ttl-set 256", "--ttl-inc 0", "--ttl-dec 0", "--ttl-dec 1 --ttl-inc 1", "--ttl-set 1 --ttl-set 2", "--ttl-set --ttl-inc 1", "! --ttl-set 1"]
+        {
             assert!(check(Family::V4, bad).is_err(), "{bad:?} should be refused");
         }
         assert!(check(Family::V6, "--ttl-set 4").is_err());

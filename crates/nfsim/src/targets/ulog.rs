@@ -31,22 +31,14 @@ pub struct Ulog {
 }
 
 impl Extension for Ulog {
-    const OPTIONS: &'static [&'static str] = &[
-        "ulog-nlgroup",
-        "ulog-prefix",
-        "ulog-cprange",
-        "ulog-qthreshold",
-    ];
+    const OPTIONS: &'static [&'static str] = &["ulog-nlgroup", "ulog-prefix", "ulog-cprange", "ulog-qthreshold"];
 
     fn new(_ctx: &Ctx) -> Self {
         Ulog::default()
     }
 
     fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
-        let number = |s: &str, min: u64, max: u64| {
-            xt_strtoul(s, min, max)
-                .ok_or_else(|| format!("invalid `--{opt}` value `{s}` (expected {min}-{max})"))
-        };
+        let number = |s: &str, min: u64, max: u64| xt_strtoul(s, min, max).ok_or_else(|| format!("invalid `--{opt}` value `{s}` (expected {min}-{max})"));
         match opt {
             "ulog-nlgroup" => {
                 once(&self.nlgroup, opt)?;
@@ -113,11 +105,7 @@ mod tests {
     use crate::ruleset::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
-        let ctx = Ctx {
-            family,
-            table: TableName::Filter,
-            proto: None,
-        };
+        let ctx = Ctx { family, table: TableName::Filter, proto: None };
         check_alone::<Ulog>(ctx, line)
     }
 
@@ -127,19 +115,12 @@ mod tests {
     fn options() {
         let c = |l: &str| check(Family::V4, l);
         assert_eq!(c("").unwrap(), "");
+        assert_eq!(c("--ulog-nlgroup 1 --ulog-qthreshold 1 --ulog-cprange 0").unwrap(), "");
         assert_eq!(
-            c("--ulog-nlgroup 1 --ulog-qthreshold 1 --ulog-cprange 0").unwrap(),
-            ""
-        );
-        assert_eq!(
-            c("--ulog-qthreshold 50 --ulog-cprange 100 --ulog-prefix \"a b\" --ulog-nlgroup 32")
-                .unwrap(),
+            c("--ulog-qthreshold 50 --ulog-cprange 100 --ulog-prefix \"a b\" --ulog-nlgroup 32").unwrap(),
             " --ulog-prefix \"a b\" --ulog-nlgroup 32 --ulog-cprange 100 --ulog-qthreshold 50"
         );
-        assert_eq!(
-            c(&format!("--ulog-prefix {}", "y".repeat(40))).unwrap(),
-            format!(" --ulog-prefix {}", "y".repeat(31))
-        );
+        assert_eq!(c(&format!("--ulog-prefix {}", "y".repeat(40))).unwrap(), format!(" --ulog-prefix {}", "y".repeat(31)));
         assert_eq!(c("--ulog-cprange 4294967297").unwrap(), " --ulog-cprange 1");
         for bad in [
             "--ulog-nlgroup 33",

@@ -17,32 +17,13 @@ use std::process::Command;
 /// Whether the kernel tests can run here: root, `ip` and `iptables-restore` present. When they
 /// cannot, a test prints a loud skip message, or fails when `NFSIM_REQUIRE_KERNEL=1` (CI).
 pub(crate) fn kernel_available(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    let have = |bin: &str, flag: &str| {
-        Command::new(bin)
-            .arg(flag)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    let have = |bin: &str, flag: &str| Command::new(bin).arg(flag).output().is_ok_and(|o| o.status.success());
     let ok = root
         && have("ip", "-V")
-        && [
-            "iptables-nft-restore",
-            "iptables-legacy-restore",
-            "ip6tables-nft-restore",
-            "ip6tables-legacy-restore",
-        ]
-        .iter()
-        .all(|b| have(b, "--version"));
+        && ["iptables-nft-restore", "iptables-legacy-restore", "ip6tables-nft-restore", "ip6tables-legacy-restore"].iter().all(|b| have(b, "--version"));
     if !ok {
-        let why = if root {
-            "`ip` or `iptables-restore` is missing"
-        } else {
-            "not running as root"
-        };
+        let why = if root { "`ip` or `iptables-restore` is missing" } else { "not running as root" };
         if std::env::var("NFSIM_REQUIRE_KERNEL").is_ok_and(|v| v == "1") {
             panic!("{test}: the kernel test must run here (NFSIM_REQUIRE_KERNEL=1) but {why}");
         }
@@ -61,15 +42,8 @@ impl Netns {
     pub(crate) fn new(tag: &str) -> Netns {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "nfsim-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip netns add");
+        let name = format!("nfsim-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
         assert!(st.success(), "ip netns add {name} failed");
         Netns { name }
     }
@@ -92,26 +66,17 @@ impl Netns {
         });
         let out = child.wait_with_output().expect("wait");
         let _ = writer.join();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
 /// `iptables-save` output without its `#` lines.
 pub(crate) fn strip_comments(s: &str) -> String {
-    s.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    s.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect()
 }
