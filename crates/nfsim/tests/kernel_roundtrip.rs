@@ -222,7 +222,7 @@ fn command_lists_fail_where_iptables_fails() {
             .ruleset
             .tables
             .iter()
-            .flat_map(|t| &t.chains)
+            .flat_map(|t| t.chains())
             .flat_map(|c| &c.rules)
             .filter(|r| r.matches.iter().any(|m| m.is_opaque()) || matches!(&r.target, nfsim::ruleset::Target::Ext(t) if t.is_opaque()))
             .map(|r| line_of(&text, r.span.start))

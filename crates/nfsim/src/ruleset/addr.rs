@@ -9,8 +9,9 @@ use serde::{Serialize, Serializer};
 
 use super::Family;
 
-/// An address and a (possibly non-contiguous) mask, the address already masked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An address and a (possibly non-contiguous) mask, the address already masked. IPv6 is boxed
+/// to keep rules small.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum AddrMask {
     /// IPv4 address and mask.
     V4 {
@@ -20,27 +21,31 @@ pub enum AddrMask {
         mask: Ipv4Addr,
     },
     /// IPv6 address and mask.
-    V6 {
-        /// Network address (already masked).
-        addr: Ipv6Addr,
-        /// Mask.
-        mask: Ipv6Addr,
-    },
+    V6(Box<V6Mask>),
+}
+
+/// An IPv6 address and mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct V6Mask {
+    /// Network address (already masked).
+    pub addr: Ipv6Addr,
+    /// Mask.
+    pub mask: Ipv6Addr,
 }
 
 impl AddrMask {
     /// The prefix this address stands for, when the mask is contiguous.
-    pub fn to_net(self) -> Option<IpNet> {
+    pub fn to_net(&self) -> Option<IpNet> {
         match self {
             AddrMask::V4 { addr, mask } => {
-                let m = u32::from(mask);
+                let m = u32::from(*mask);
                 let len = m.leading_ones();
-                (m.checked_shl(len).unwrap_or(0) == 0).then(|| IpNet::new(IpAddr::V4(addr), len as u8).ok()).flatten()
+                (m.checked_shl(len).unwrap_or(0) == 0).then(|| IpNet::new(IpAddr::V4(*addr), len as u8).ok()).flatten()
             }
-            AddrMask::V6 { addr, mask } => {
-                let m = u128::from(mask);
+            AddrMask::V6(v) => {
+                let m = u128::from(v.mask);
                 let len = m.leading_ones();
-                (m.checked_shl(len).unwrap_or(0) == 0).then(|| IpNet::new(IpAddr::V6(addr), len as u8).ok()).flatten()
+                (m.checked_shl(len).unwrap_or(0) == 0).then(|| IpNet::new(IpAddr::V6(v.addr), len as u8).ok()).flatten()
             }
         }
     }
@@ -49,24 +54,24 @@ impl AddrMask {
     pub fn from_net(net: IpNet) -> AddrMask {
         match net.trunc() {
             IpNet::V4(n) => AddrMask::V4 { addr: n.network(), mask: n.netmask() },
-            IpNet::V6(n) => AddrMask::V6 { addr: n.network(), mask: n.netmask() },
+            IpNet::V6(n) => AddrMask::V6(Box::new(V6Mask { addr: n.network(), mask: n.netmask() })),
         }
     }
 
     /// True if `ip` falls inside (`(ip & mask) == addr`).
-    pub fn contains(self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         match (self, ip) {
-            (AddrMask::V4 { addr, mask }, IpAddr::V4(ip)) => u32::from(ip) & u32::from(mask) == u32::from(addr),
-            (AddrMask::V6 { addr, mask }, IpAddr::V6(ip)) => u128::from(ip) & u128::from(mask) == u128::from(addr),
+            (AddrMask::V4 { addr, mask }, IpAddr::V4(ip)) => u32::from(ip) & u32::from(*mask) == u32::from(*addr),
+            (AddrMask::V6(v), IpAddr::V6(ip)) => u128::from(ip) & u128::from(v.mask) == u128::from(v.addr),
             _ => false,
         }
     }
 
     /// True for `0.0.0.0/0` or `::/0`, which iptables drops from the rule.
-    pub fn is_any(self) -> bool {
+    pub fn is_any(&self) -> bool {
         match self {
             AddrMask::V4 { mask, .. } => mask.is_unspecified(),
-            AddrMask::V6 { mask, .. } => mask.is_unspecified(),
+            AddrMask::V6(v) => v.mask.is_unspecified(),
         }
     }
 
@@ -94,7 +99,7 @@ impl AddrMask {
                     None => u128::MAX,
                     Some(m) => parse_v6_mask(m).ok_or_else(|| format!("invalid mask `{m}` specified"))?,
                 };
-                Ok(AddrMask::V6 { addr: Ipv6Addr::from(u128::from(addr) & mask), mask: Ipv6Addr::from(mask) })
+                Ok(AddrMask::V6(Box::new(V6Mask { addr: Ipv6Addr::from(u128::from(addr) & mask), mask: Ipv6Addr::from(mask) })))
             }
         }
     }
@@ -151,10 +156,10 @@ impl fmt::Display for AddrMask {
                 s.push_str(&format!("/{}", net.prefix_len()));
             }
             (None, AddrMask::V4 { addr, mask }) => s.push_str(&format!("{addr}/{mask}")),
-            (None, AddrMask::V6 { addr, mask }) => {
-                fmt_ipv6(&mut s, *addr);
+            (None, AddrMask::V6(v)) => {
+                fmt_ipv6(&mut s, v.addr);
                 s.push('/');
-                fmt_ipv6(&mut s, *mask);
+                fmt_ipv6(&mut s, v.mask);
             }
         }
         f.write_str(&s)

@@ -96,6 +96,28 @@ pub trait Extension: Sized {
     fn save(&self, ctx: &Ctx, out: &mut String);
 }
 
+/// A boxed extension (large ones are boxed to keep [`Rule`](super::Rule) small) behaves as the
+/// extension itself.
+impl<T: Extension> Extension for Box<T> {
+    const OPTIONS: &'static [&'static str] = T::OPTIONS;
+
+    fn new(ctx: &Ctx) -> Self {
+        Box::new(T::new(ctx))
+    }
+
+    fn parse(&mut self, opt: &str, invert: bool, args: &mut Args<'_, '_>) -> OptResult {
+        (**self).parse(opt, invert, args)
+    }
+
+    fn finish(&mut self, ctx: &Ctx) -> OptResult {
+        (**self).finish(ctx)
+    }
+
+    fn save(&self, ctx: &Ctx, out: &mut String) {
+        (**self).save(ctx, out)
+    }
+}
+
 /// Rejects `!` on an option that cannot be inverted.
 pub fn no_invert(invert: bool, opt: &str) -> OptResult {
     if invert { Err(format!("unexpected `!` before `--{opt}` (it cannot be inverted)")) } else { Ok(()) }
@@ -158,7 +180,7 @@ macro_rules! extension_enum {
             pub fn load(name: &str, ctx: &$crate::ruleset::ext::Ctx) -> Option<$name> {
                 use $crate::ruleset::ext::Extension as _;
                 match name {
-                    $($save $(| $alias)* => Some($name::$variant(<$ty>::new(ctx))),)*
+                    $($save $(| $alias)* => Some($name::$variant(<$ty as $crate::ruleset::ext::Extension>::new(ctx))),)*
                     _ => None,
                 }
             }
@@ -175,7 +197,7 @@ macro_rules! extension_enum {
             pub fn options(&self) -> &'static [&'static str] {
                 use $crate::ruleset::ext::Extension as _;
                 match self {
-                    $($name::$variant(_) => <$ty>::OPTIONS,)*
+                    $($name::$variant(_) => <$ty as $crate::ruleset::ext::Extension>::OPTIONS,)*
                     $name::Opaque(_) => &[],
                 }
             }

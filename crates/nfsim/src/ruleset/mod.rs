@@ -15,6 +15,8 @@ pub mod services;
 pub mod token;
 pub mod value;
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::fmt;
 
 use serde::Serialize;
@@ -251,7 +253,8 @@ impl std::ops::IndexMut<TableId> for Ruleset {
 }
 
 /// One table of one family: its built-in chains first (in hook order), then user chains in
-/// the order they were created.
+/// the order they were created. Chains are found by name through an index, so add, remove and
+/// rename them with the methods here.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Table {
     /// IPv4 or IPv6.
@@ -259,19 +262,54 @@ pub struct Table {
     /// Which table.
     pub name: TableName,
     /// Built-in chains first, then user chains.
-    pub chains: Vec<Chain>,
+    chains: Vec<Chain>,
+    #[serde(skip)]
+    index: HashMap<Box<str>, ChainId, BuildHasherDefault<NameHasher>>,
+}
+
+/// A fast non-cryptographic hasher for chain names (the FxHash scheme): 8 bytes at a time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Table {
     /// An empty table with its built-in chains, policy ACCEPT.
     pub fn new(family: Family, name: TableName) -> Table {
-        let chains = name.hooks().iter().map(|&h| Chain::builtin(h)).collect();
-        Table { family, name, chains }
+        let chains: Vec<Chain> = name.hooks().iter().map(|&h| Chain::builtin(h)).collect();
+        let index = chains.iter().enumerate().map(|(i, c)| (c.name.clone(), ChainId(i as u32))).collect();
+        Table { family, name, chains, index }
+    }
+
+    /// The chains, built-in first; a chain's position is its [`ChainId`].
+    pub fn chains(&self) -> &[Chain] {
+        &self.chains
+    }
+
+    /// Mutable access to the chains' rules, policies and counters (not their names).
+    pub fn chains_mut(&mut self) -> impl Iterator<Item = &mut Chain> {
+        self.chains.iter_mut()
     }
 
     /// The chain called `name`.
     pub fn chain_id(&self, name: &str) -> Option<ChainId> {
-        self.chains.iter().position(|c| &*c.name == name).map(|i| ChainId(i as u32))
+        self.index.get(name).copied()
     }
 
     /// The built-in chain of `hook`, if this table has one.
@@ -282,6 +320,39 @@ impl Table {
     /// User chains' ids, in creation order.
     pub fn user_chains(&self) -> impl Iterator<Item = ChainId> + '_ {
         self.chains.iter().enumerate().filter(|(_, c)| c.hook.is_none()).map(|(i, _)| ChainId(i as u32))
+    }
+
+    /// Adds an empty user chain (the caller checks that the name is free).
+    pub fn add_user_chain(&mut self, name: &str, decl: Option<Span>) -> ChainId {
+        let id = ChainId(self.chains.len() as u32);
+        self.chains.push(Chain::user(name, decl));
+        self.index.insert(name.into(), id);
+        id
+    }
+
+    /// Renames a user chain (the caller checks that the new name is free).
+    pub fn rename_chain(&mut self, id: ChainId, new: &str) {
+        let old = std::mem::replace(&mut self.chains[id.0 as usize].name, new.into());
+        self.index.remove(&old);
+        self.index.insert(new.into(), id);
+    }
+
+    /// Removes a chain nothing jumps to; later chains' ids (and jumps to them) shift down by one.
+    pub fn remove_chain(&mut self, id: ChainId) {
+        let removed = self.chains.remove(id.0 as usize);
+        self.index.remove(&removed.name);
+        for (i, c) in self.chains.iter_mut().enumerate() {
+            if i >= id.0 as usize {
+                self.index.insert(c.name.clone(), ChainId(i as u32));
+            }
+            for r in &mut c.rules {
+                if let Target::Jump(t) | Target::Goto(t) = &mut r.target {
+                    if t.0 > id.0 {
+                        t.0 -= 1;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -375,14 +446,12 @@ pub struct Rule {
     pub src: Option<Neg<AddrMask>>,
     /// `-d`.
     pub dst: Option<Neg<AddrMask>>,
-    /// `-i`.
-    pub in_iface: Option<Neg<Iface>>,
-    /// `-o`.
-    pub out_iface: Option<Neg<Iface>>,
+    /// `-i` and `-o`, boxed because most rules have neither.
+    pub ifaces: Option<Box<Ifaces>>,
     /// `-f` (`Some(false)`) or `! -f` (`Some(true)`); IPv4 only.
     pub fragment: Option<bool>,
     /// `-m` matches, in order (implicit protocol matches included where iptables loads them).
-    pub matches: Vec<Match>,
+    pub matches: Box<[Match]>,
     /// `-j` / `-g`.
     pub target: Target,
 }
@@ -390,19 +459,27 @@ pub struct Rule {
 impl Rule {
     /// A rule that matches everything and has no target.
     pub fn new(span: Span) -> Rule {
-        Rule {
-            span,
-            counters: None,
-            proto: None,
-            src: None,
-            dst: None,
-            in_iface: None,
-            out_iface: None,
-            fragment: None,
-            matches: Vec::new(),
-            target: Target::None,
-        }
+        Rule { span, counters: None, proto: None, src: None, dst: None, ifaces: None, fragment: None, matches: Box::default(), target: Target::None }
     }
+
+    /// `-i`, if given.
+    pub fn in_iface(&self) -> Option<&Neg<Iface>> {
+        self.ifaces.as_ref().and_then(|i| i.input.as_ref())
+    }
+
+    /// `-o`, if given.
+    pub fn out_iface(&self) -> Option<&Neg<Iface>> {
+        self.ifaces.as_ref().and_then(|i| i.output.as_ref())
+    }
+}
+
+/// A rule's interface matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ifaces {
+    /// `-i`.
+    pub input: Option<Neg<Iface>>,
+    /// `-o`.
+    pub output: Option<Neg<Iface>>,
 }
 
 /// What a rule does when it matches.
@@ -435,4 +512,72 @@ pub struct Unreadable {
     pub text: Box<str>,
     /// The first problem found.
     pub reason: Box<str>,
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        eprintln!("Audit {}", std::mem::size_of::<crate::targets::audit::Audit>());
+        eprintln!("Checksum {}", std::mem::size_of::<crate::targets::checksum::Checksum>());
+        eprintln!("Connmark {}", std::mem::size_of::<crate::targets::connmark::Connmark>());
+        eprintln!("Ct {}", std::mem::size_of::<crate::targets::ct::Ct>());
+        eprintln!("Dnat {}", std::mem::size_of::<crate::targets::dnat::Dnat>());
+        eprintln!("Dscp {}", std::mem::size_of::<crate::targets::dscp::Dscp>());
+        eprintln!("Hl {}", std::mem::size_of::<crate::targets::hl::Hl>());
+        eprintln!("Log {}", std::mem::size_of::<crate::targets::log::Log>());
+        eprintln!("Mark {}", std::mem::size_of::<crate::targets::mark::Mark>());
+        eprintln!("Masquerade {}", std::mem::size_of::<crate::targets::masquerade::Masquerade>());
+        eprintln!("Netmap {}", std::mem::size_of::<crate::targets::netmap::Netmap>());
+        eprintln!("Nflog {}", std::mem::size_of::<crate::targets::nflog::Nflog>());
+        eprintln!("Notrack {}", std::mem::size_of::<crate::targets::notrack::Notrack>());
+        eprintln!("Redirect {}", std::mem::size_of::<crate::targets::redirect::Redirect>());
+        eprintln!("Reject {}", std::mem::size_of::<crate::targets::reject::Reject>());
+        eprintln!("Set {}", std::mem::size_of::<crate::targets::set::Set>());
+        eprintln!("Snat {}", std::mem::size_of::<crate::targets::snat::Snat>());
+        eprintln!("Tcpmss {}", std::mem::size_of::<crate::targets::tcpmss::Tcpmss>());
+        eprintln!("Tos {}", std::mem::size_of::<crate::targets::tos::Tos>());
+        eprintln!("Tproxy {}", std::mem::size_of::<crate::targets::tproxy::Tproxy>());
+        eprintln!("Trace {}", std::mem::size_of::<crate::targets::trace::Trace>());
+        eprintln!("Ttl {}", std::mem::size_of::<crate::targets::ttl::Ttl>());
+        eprintln!("Ulog {}", std::mem::size_of::<crate::targets::ulog::Ulog>());
+        eprintln!("m Addrtype {}", std::mem::size_of::<crate::matches::addrtype::Addrtype>());
+        eprintln!("m Comment {}", std::mem::size_of::<crate::matches::comment::Comment>());
+        eprintln!("m Connmark {}", std::mem::size_of::<crate::matches::connmark::Connmark>());
+        eprintln!("m Conntrack {}", std::mem::size_of::<crate::matches::conntrack::Conntrack>());
+        eprintln!("m Dscp {}", std::mem::size_of::<crate::matches::dscp::Dscp>());
+        eprintln!("m Hl {}", std::mem::size_of::<crate::matches::hl::Hl>());
+        eprintln!("m Icmp {}", std::mem::size_of::<crate::matches::icmp::Icmp>());
+        eprintln!("m Icmp6 {}", std::mem::size_of::<crate::matches::icmp6::Icmp6>());
+        eprintln!("m Iprange {}", std::mem::size_of::<crate::matches::iprange::Iprange>());
+        eprintln!("m Length {}", std::mem::size_of::<crate::matches::length::Length>());
+        eprintln!("m Limit {}", std::mem::size_of::<crate::matches::limit::Limit>());
+        eprintln!("m Mac {}", std::mem::size_of::<crate::matches::mac::Mac>());
+        eprintln!("m Mark {}", std::mem::size_of::<crate::matches::mark::Mark>());
+        eprintln!("m Multiport {}", std::mem::size_of::<crate::matches::multiport::Multiport>());
+        eprintln!("m Owner {}", std::mem::size_of::<crate::matches::owner::Owner>());
+        eprintln!("m Physdev {}", std::mem::size_of::<crate::matches::physdev::Physdev>());
+        eprintln!("m Pkttype {}", std::mem::size_of::<crate::matches::pkttype::Pkttype>());
+        eprintln!("m Recent {}", std::mem::size_of::<crate::matches::recent::Recent>());
+        eprintln!("m Sctp {}", std::mem::size_of::<crate::matches::sctp::Sctp>());
+        eprintln!("m Set {}", std::mem::size_of::<crate::matches::set::Set>());
+        eprintln!("m State {}", std::mem::size_of::<crate::matches::state::State>());
+        eprintln!("m Statistic {}", std::mem::size_of::<crate::matches::statistic::Statistic>());
+        eprintln!("m String {}", std::mem::size_of::<crate::matches::string::StringMatch>());
+        eprintln!("m Tcp {}", std::mem::size_of::<crate::matches::tcp::Tcp>());
+        eprintln!("m Time {}", std::mem::size_of::<crate::matches::time::Time>());
+        eprintln!("m Tos {}", std::mem::size_of::<crate::matches::tos::Tos>());
+        eprintln!("m Ttl {}", std::mem::size_of::<crate::matches::ttl::Ttl>());
+        eprintln!("m Udp {}", std::mem::size_of::<crate::matches::udp::Udp>());
+        eprintln!(
+            "Rule {} Match {} TargetExt {} Target {} AddrMask {} Iface {} Chain {}",
+            std::mem::size_of::<super::Rule>(),
+            std::mem::size_of::<crate::matches::Match>(),
+            std::mem::size_of::<crate::targets::TargetExt>(),
+            std::mem::size_of::<super::Target>(),
+            std::mem::size_of::<super::AddrMask>(),
+            std::mem::size_of::<super::Iface>(),
+            std::mem::size_of::<super::Chain>()
+        );
+    }
 }

@@ -7,7 +7,7 @@
 
 use super::rule::{parse_spec, suggest};
 use super::token::{Token, tokenize, tokenize_shell};
-use super::{Chain, ChainId, Counters, Family, Policy, Rule, Ruleset, TableId, TableName, Target, Unreadable};
+use super::{ChainId, Counters, Family, Policy, Rule, Ruleset, TableId, TableName, Target, Unreadable};
 use crate::diag::{Diagnostic, LineIndex, Span};
 use crate::targets;
 
@@ -77,9 +77,11 @@ pub fn parse_with(text: &str, opts: &ParseOptions) -> Parsed {
     }
     let mut diags = p.diags;
     diags.extend(super::check::check(&p.ruleset));
-    let index = LineIndex::new(text);
-    for d in &mut diags {
-        d.line = index.line(d.span.start);
+    if !diags.is_empty() {
+        let index = LineIndex::new(text);
+        for d in &mut diags {
+            d.line = index.line(d.span.start);
+        }
     }
     diags.sort_by_key(|d| (d.span.start, d.severity));
     Parsed { ruleset: p.ruleset, diagnostics: diags }
@@ -237,6 +239,7 @@ impl Parser<'_, '_> {
         let text = self.text;
         let mut table: Option<(TableId, Span)> = None;
         let mut last_line_end = 0;
+        let mut toks: Vec<Token<'_>> = Vec::new();
         for line in lines(text) {
             last_line_end = line.start + line.text.len();
             let lt = line.text;
@@ -323,7 +326,7 @@ impl Parser<'_, '_> {
                     }
                 }
             }
-            let mut toks = Vec::new();
+            toks.clear();
             if let Some(q) = tokenize(&lt[body_off..], line.start + body_off, &mut toks) {
                 self.diags.push(Diagnostic::warning(q, "quote is not closed; iptables-restore reads it to the end of the line"));
             }
@@ -493,7 +496,9 @@ impl Parser<'_, '_> {
                 Some(_) => {
                     self.diags.push(Diagnostic::warning(name_tok.span, format!("chain `{name}` is declared again; iptables-restore keeps the first one")))
                 }
-                None => table.chains.push(Chain::user(name, Some(name_tok.span))),
+                None => {
+                    table.add_user_chain(name, Some(name_tok.span));
+                }
             }
         }
         if let Some(extra) = toks.get(used) {
@@ -730,8 +735,8 @@ impl Parser<'_, '_> {
                 // where none has an input interface (for the built-in chains only).
                 if let Some(r) = spec.rules.first() {
                     let bad = match chain_name {
-                        "PREROUTING" | "INPUT" if r.out_iface.is_some() => Some('o'),
-                        "POSTROUTING" | "OUTPUT" if r.in_iface.is_some() => Some('i'),
+                        "PREROUTING" | "INPUT" if r.out_iface().is_some() => Some('o'),
+                        "POSTROUTING" | "OUTPUT" if r.in_iface().is_some() => Some('i'),
                         _ => None,
                     };
                     if let Some(c) = bad {
@@ -803,7 +808,7 @@ impl Parser<'_, '_> {
                     }
                     return;
                 }
-                self.ruleset[tid].chains.push(Chain::user(name, Some(chain_span)));
+                self.ruleset[tid].add_user_chain(name, Some(chain_span));
                 self.extra_args(toks, i);
             }
             'X' => {
@@ -832,7 +837,7 @@ impl Parser<'_, '_> {
                         self.diags.push(Diagnostic::error(chain_span, format!("chain `{name}` is still used by a rule in chain `{by}`")));
                         continue;
                     }
-                    remove_chain(&mut self.ruleset[tid], id);
+                    self.ruleset[tid].remove_chain(id);
                 }
             }
             'F' => {
@@ -841,7 +846,7 @@ impl Parser<'_, '_> {
                         Ok(id) => self.ruleset[tid][id].rules.clear(),
                         Err(d) => self.diags.push(d),
                     },
-                    None => self.ruleset[tid].chains.iter_mut().for_each(|c| c.rules.clear()),
+                    None => self.ruleset[tid].chains_mut().for_each(|c| c.rules.clear()),
                 }
                 self.extra_args(toks, i);
             }
@@ -871,7 +876,7 @@ impl Parser<'_, '_> {
                         } else if self.ruleset[tid].chain_id(new).is_some() {
                             self.diags.push(Diagnostic::error(new_tok.span, format!("chain `{new}` already exists")));
                         } else {
-                            self.ruleset[tid][id].name = new.into();
+                            self.ruleset[tid].rename_chain(id, new);
                         }
                     }
                     Err(d) => self.diags.push(d),
@@ -955,7 +960,7 @@ fn valid_chain_name(name: &str) -> Result<(), String> {
     if name.starts_with('-') || name.starts_with('!') {
         return Err(format!("chain name `{name}` may not start with `-` or `!`"));
     }
-    if ["ACCEPT", "DROP", "QUEUE", "RETURN"].contains(&name) || targets::KNOWN.contains(&name) {
+    if ["ACCEPT", "DROP", "QUEUE", "RETURN"].contains(&name) || targets::KNOWN.binary_search(&name).is_ok() {
         return Err(format!("chain name `{name}` is the name of a target"));
     }
     Ok(())
@@ -966,8 +971,7 @@ fn same_spec(a: &Rule, b: &Rule) -> bool {
     a.proto == b.proto
         && a.src == b.src
         && a.dst == b.dst
-        && a.in_iface == b.in_iface
-        && a.out_iface == b.out_iface
+        && a.ifaces == b.ifaces
         && a.fragment == b.fragment
         && a.matches == b.matches
         && a.target == b.target
@@ -977,15 +981,3 @@ fn referenced_by(table: &super::Table, id: ChainId) -> Option<String> {
     table.chains.iter().find(|c| c.rules.iter().any(|r| matches!(r.target, Target::Jump(t) | Target::Goto(t) if t == id))).map(|c| c.name.to_string())
 }
 
-fn remove_chain(table: &mut super::Table, id: ChainId) {
-    table.chains.remove(id.0 as usize);
-    for c in &mut table.chains {
-        for r in &mut c.rules {
-            if let Target::Jump(t) | Target::Goto(t) = &mut r.target {
-                if t.0 > id.0 {
-                    t.0 -= 1;
-                }
-            }
-        }
-    }
-}

@@ -114,11 +114,11 @@ pub fn render_rule(out: &mut String, table: &Table, r: &Rule) {
         neg(out, d);
         let _ = write!(out, " -d {}", d.value);
     }
-    if let Some(i) = &r.in_iface {
+    if let Some(i) = r.in_iface() {
         neg(out, i);
         let _ = write!(out, " -i {}", i.value);
     }
-    if let Some(o) = &r.out_iface {
+    if let Some(o) = r.out_iface() {
         neg(out, o);
         let _ = write!(out, " -o {}", o.value);
     }

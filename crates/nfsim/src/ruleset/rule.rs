@@ -119,20 +119,27 @@ pub(crate) fn parse_spec(
     let mut base = Rule::new(span);
     base.counters = p.counters.map(Box::new);
     base.proto = p.proto.filter(|pr| pr.value.0 != 0 || pr.negated);
-    base.in_iface = p.in_iface;
-    base.out_iface = p.out_iface;
+    if p.in_iface.is_some() || p.out_iface.is_some() {
+        base.ifaces = Some(Box::new(super::Ifaces { input: p.in_iface, output: p.out_iface }));
+    }
     base.fragment = p.fragment;
     base.matches = p.matches.into_iter().map(|(m, _)| m).collect();
     base.target = target;
     let srcs: Vec<Option<Neg<AddrMask>>> = addr_options(&p.srcs, p.src_neg);
     let dsts: Vec<Option<Neg<AddrMask>>> = addr_options(&p.dsts, p.dst_neg);
     let mut rules = Vec::with_capacity(srcs.len() * dsts.len());
-    for s in &srcs {
-        for d in &dsts {
-            let mut r = base.clone();
-            r.src = *s;
-            r.dst = *d;
-            rules.push(r);
+    if let ([s], [d]) = (&srcs[..], &dsts[..]) {
+        base.src = s.clone();
+        base.dst = d.clone();
+        rules.push(base);
+    } else {
+        for s in &srcs {
+            for d in &dsts {
+                let mut r = base.clone();
+                r.src = s.clone();
+                r.dst = d.clone();
+                rules.push(r);
+            }
         }
     }
     Ok(Spec { rules, family_matches: p.family_matches, warnings: p.warnings })
@@ -142,7 +149,7 @@ fn addr_options(list: &[AddrMask], neg: bool) -> Vec<Option<Neg<AddrMask>>> {
     if list.is_empty() {
         return vec![None];
     }
-    list.iter().map(|a| if a.is_any() && !neg { None } else { Some(Neg::new(*a, neg)) }).collect()
+    list.iter().map(|a| if a.is_any() && !neg { None } else { Some(Neg::new(a.clone(), neg)) }).collect()
 }
 
 struct SpecParser<'s, 'a> {
@@ -175,7 +182,8 @@ impl SpecParser<'_, '_> {
         let toks = self.toks;
         let mut i = 0;
         let mut invert: Option<Span> = None;
-        let mut seen_base: Vec<char> = Vec::new();
+        // Base options given so far, one bit per option letter.
+        let mut seen_base: u32 = 0;
         while i < toks.len() {
             let tok = &toks[i];
             let t = tok.as_str();
@@ -209,10 +217,11 @@ impl SpecParser<'_, '_> {
                 let inv = invert.take().is_some();
                 let opt_span = value_tok.as_ref().map_or(tok.span, |(_, s)| tok.span.to(*s));
                 if matches!(letter, 'p' | 's' | 'd' | 'i' | 'o' | 'f' | 'j' | 'g') {
-                    if seen_base.contains(&letter) {
+                    let bit = 1u32 << (letter as u32 - 'a' as u32);
+                    if seen_base & bit != 0 {
                         return Err(Diagnostic::error(opt_span, format!("multiple -{letter} flags not allowed")));
                     }
-                    seen_base.push(letter);
+                    seen_base |= bit;
                 }
                 let (value, vspan) = value_tok.unwrap_or_default();
                 match letter {
