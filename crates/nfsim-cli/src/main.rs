@@ -92,7 +92,8 @@ fn read_input(path: &PathBuf) -> anyhow::Result<(String, String)> {
         return Ok(("<stdin>".to_string(), String::from_utf8_lossy(&s).into_owned()));
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()))
+    let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Ok((path.display().to_string(), text))
 }
 
 fn parse_options(read: &ReadArgs) -> ParseOptions {
@@ -132,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for path in &files {
                 let (name, text) = read_input(path)?;
                 let parsed: Parsed = parse_with(&text, &opts);
-                let index = nfsim::diag::LineIndex::new(&text);
+                let index = if json && !parsed.diagnostics.is_empty() { Some(nfsim::diag::LineIndex::new(&text)) } else { None };
                 for d in &parsed.diagnostics {
                     match d.severity {
                         Severity::Error => errors += 1,
@@ -143,8 +144,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         if let Some(h) = &d.help {
                             message.push_str(&format!(" (help: {h})"));
                         }
-                        let j =
-                            JsonDiag { file: &name, line: d.line, column: index.column(&text, d.span.start), severity: d.severity, stage: d.stage, message };
+                        let j = JsonDiag {
+                            file: &name,
+                            line: d.line,
+                            column: index.as_ref().map_or(1, |i| i.column(&text, d.span.start)),
+                            severity: d.severity,
+                            stage: d.stage,
+                            message,
+                        };
                         writeln!(out, "{}", serde_json::to_string(&j)?)?;
                     } else {
                         writeln!(out, "{}", d.render(&name, &text))?;

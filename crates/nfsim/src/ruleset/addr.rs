@@ -113,13 +113,11 @@ fn host_error(a: &str) -> String {
 /// 0..=255 (decimal, `0x` hex or `0` octal), missing trailing parts are zero (`10.1` is `10.1.0.0`).
 pub fn parse_v4_numeric(s: &str) -> Option<Ipv4Addr> {
     let mut out = [0u8; 4];
-    let mut n = 0;
-    for part in s.split('.') {
+    for (n, part) in s.split('.').enumerate() {
         if n == 4 || part.is_empty() {
             return None;
         }
         out[n] = super::value::parse_c_number(part).filter(|&v| v <= 255)? as u8;
-        n += 1;
     }
     Some(Ipv4Addr::from(out))
 }

@@ -16,7 +16,7 @@ pub fn check(ruleset: &Ruleset) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for table in &ruleset.tables {
         let reach = reachability(table);
-        jump_loops(table, &reach, &mut out);
+        jump_loops(table, &mut out);
         for (ci, chain) in table.chains.iter().enumerate() {
             let hooks = reach.hooks[ci];
             for rule in &chain.rules {
@@ -79,7 +79,7 @@ fn path_to(table: &Table, reach: &Reach, id: ChainId) -> String {
 }
 
 /// The kernel refuses a table in which a chain reachable from a hook can reach itself.
-fn jump_loops(table: &Table, reach: &Reach, out: &mut Vec<Diagnostic>) {
+fn jump_loops(table: &Table, out: &mut Vec<Diagnostic>) {
     let n = table.chains.len();
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut color = vec![0u8; n];
@@ -111,7 +111,6 @@ fn jump_loops(table: &Table, reach: &Reach, out: &mut Vec<Diagnostic>) {
             dfs(table, i, &mut color, &mut stack_path, out);
         }
     }
-    let _ = reach;
 }
 
 /// Where an extension may be used: its table (if restricted) and hooks.
@@ -184,11 +183,11 @@ fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &
         out.push(Diagnostic::warning(rule.span, w).at_load());
     }
     let mut check = |what: String, allowed: Allowed| {
-        if let Some(t) = allowed.table {
-            if t != table.name {
-                out.push(Diagnostic::error(rule.span, format!("{what} is only valid in the `{t}` table, not in `{}`", table.name)).at_load());
-                return;
-            }
+        if let Some(t) = allowed.table
+            && t != table.name
+        {
+            out.push(Diagnostic::error(rule.span, format!("{what} is only valid in the `{t}` table, not in `{}`", table.name)).at_load());
+            return;
         }
         let bad: Vec<Hook> = hooks.iter().filter(|h| !allowed.hooks.contains(h)).collect();
         if !bad.is_empty() {
@@ -223,10 +222,11 @@ fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &
         if matches!(t, TargetExt::Tcpmss(_)) && ctx.proto() != Some(6) {
             out.push(Diagnostic::error(rule.span, "target `TCPMSS` needs `-p tcp`").at_load());
         }
-        if let TargetExt::Set(s) = t {
-            if (s.map_prio || s.map_queue) && hooks.iter().any(|h| !matches!(h, Hook::Forward | Hook::Output | Hook::Postrouting)) {
-                out.push(Diagnostic::error(rule.span, "`SET --map-prio`/`--map-queue` is only valid in FORWARD, OUTPUT, POSTROUTING").at_load());
-            }
+        if let TargetExt::Set(s) = t
+            && (s.map_prio || s.map_queue)
+            && hooks.iter().any(|h| !matches!(h, Hook::Forward | Hook::Output | Hook::Postrouting))
+        {
+            out.push(Diagnostic::error(rule.span, "`SET --map-prio`/`--map-queue` is only valid in FORWARD, OUTPUT, POSTROUTING").at_load());
         }
     }
 }
@@ -247,10 +247,10 @@ pub fn ipset_names(rule: &Rule) -> Vec<String> {
             _ => {}
         }
     }
-    if let Target::Ext(t) = &rule.target {
-        if matches!(t, TargetExt::Set(_)) || (t.is_opaque() && t.name() == "SET") {
-            t.save(&ctx, &mut saved);
-        }
+    if let Target::Ext(t) = &rule.target
+        && (matches!(t, TargetExt::Set(_)) || (t.is_opaque() && t.name() == "SET"))
+    {
+        t.save(&ctx, &mut saved);
     }
     let words: Vec<&str> = saved.split_whitespace().collect();
     for w in words.windows(2) {

@@ -178,7 +178,6 @@ macro_rules! extension_enum {
         impl $name {
             /// Loads the extension called `name`, if the model types it.
             pub fn load(name: &str, ctx: &$crate::ruleset::ext::Ctx) -> Option<$name> {
-                use $crate::ruleset::ext::Extension as _;
                 match name {
                     $($save $(| $alias)* => Some($name::$variant(<$ty as $crate::ruleset::ext::Extension>::new(ctx))),)*
                     _ => None,
@@ -195,7 +194,6 @@ macro_rules! extension_enum {
 
             /// The long options this extension takes (none for an opaque one).
             pub fn options(&self) -> &'static [&'static str] {
-                use $crate::ruleset::ext::Extension as _;
                 match self {
                     $($name::$variant(_) => <$ty as $crate::ruleset::ext::Extension>::OPTIONS,)*
                     $name::Opaque(_) => &[],

@@ -66,7 +66,16 @@ pub fn parse(text: &str) -> Parsed {
 
 /// Parses `text`, then runs the kernel's load-time checks ([`super::check`]).
 pub fn parse_with(text: &str, opts: &ParseOptions) -> Parsed {
-    let mut p = Parser { text, opts, ruleset: Ruleset::default(), diags: Vec::new(), cr_reported: false, file_family: None, scratch: Vec::new() };
+    let mut p = Parser {
+        text,
+        opts,
+        ruleset: Ruleset::default(),
+        diags: Vec::new(),
+        cr_reported: false,
+        file_family: None,
+        scratch: Vec::new(),
+        last_chain: std::cell::Cell::new(None),
+    };
     p.file_family = opts.family.or_else(|| family_from_header(text));
     match opts.format.unwrap_or_else(|| detect_format(text)) {
         Format::Restore => p.restore(),
@@ -163,10 +172,8 @@ fn block_looks_v6(block: &str) -> bool {
         let mut words = line.split_whitespace();
         while let Some(w) = words.next() {
             match w {
-                "-s" | "-d" | "--source" | "--destination" | "--src" | "--dst" => {
-                    if words.next().is_some_and(|v| v.contains(':')) {
-                        return true;
-                    }
+                "-s" | "-d" | "--source" | "--destination" | "--src" | "--dst" if words.next().is_some_and(|v| v.contains(':')) => {
+                    return true;
                 }
                 "icmp6" | "icmpv6" | "ipv6-icmp" | "--icmpv6-type" => return true,
                 _ if w.starts_with("icmp6-") => return true,
@@ -186,6 +193,8 @@ struct Parser<'a, 'o> {
     file_family: Option<Family>,
     /// Tables of unknown names, read only to find their problems; dropped at the end.
     scratch: Vec<TableId>,
+    /// The chain the previous rule went to (a cache in front of the name index).
+    last_chain: std::cell::Cell<Option<(TableId, ChainId)>>,
 }
 
 /// One line of the input: its text without the line ending, and where it starts.
@@ -238,10 +247,8 @@ impl Parser<'_, '_> {
     fn restore(&mut self) {
         let text = self.text;
         let mut table: Option<(TableId, Span)> = None;
-        let mut last_line_end = 0;
         let mut toks: Vec<Token<'_>> = Vec::new();
         for line in lines(text) {
-            last_line_end = line.start + line.text.len();
             let lt = line.text;
             if lt.is_empty() && !line.cr {
                 continue;
@@ -260,9 +267,8 @@ impl Parser<'_, '_> {
                 let name_end = lt[name_start..].find([' ', '\t']).map_or(lt.len(), |i| name_start + i);
                 let name = &lt[name_start..name_end];
                 let nspan = Span::new(line.start + name_start, line.start + name_end);
-                if let Some(rest) = lt[name_end..].split_whitespace().next() {
-                    let _ = rest;
-                    let off = name_end + lt[name_end..].find(|c: char| !c.is_whitespace()).unwrap_or(0);
+                if let Some(rest_at) = lt[name_end..].find(|c: char| !c.is_whitespace()) {
+                    let off = name_end + rest_at;
                     self.diags.push(Diagnostic::warning(
                         Span::new(line.start + off, line.start + lt.len()),
                         "text after the table name is ignored by iptables-restore",
@@ -346,7 +352,6 @@ impl Parser<'_, '_> {
         if let Some((tid, _)) = table {
             let at = self.text.len();
             let name = self.ruleset[tid].name;
-            let _ = last_line_end;
             self.diags.push(Diagnostic::error(Span::new(at, at), format!("table `{name}` is not committed: `COMMIT` expected at the end of the input")));
         }
     }
@@ -483,12 +488,12 @@ impl Parser<'_, '_> {
                 }
                 self.diags.push(d);
             }
-            if let Some(c) = toks.get(2) {
-                if scan_counters(c.as_str()).is_some() {
-                    used = 3;
-                    if !c.as_str().ends_with(']') {
-                        self.diags.push(Diagnostic::warning(c.span, format!("counters `{}` are not closed with `]`", c.as_str())));
-                    }
+            if let Some(c) = toks.get(2)
+                && scan_counters(c.as_str()).is_some()
+            {
+                used = 3;
+                if !c.as_str().ends_with(']') {
+                    self.diags.push(Diagnostic::warning(c.span, format!("counters `{}` are not closed with `]`", c.as_str())));
                 }
             }
             let table = &mut self.ruleset[tid];
@@ -664,7 +669,18 @@ impl Parser<'_, '_> {
         let tname = self.ruleset[tid].name;
         let lookup = |this: &Self, name: &str| -> Result<ChainId, Diagnostic> {
             let table = &this.ruleset[tid];
-            table.chain_id(name).ok_or_else(|| {
+            // Dumps list a chain's rules together: try the chain of the previous rule first.
+            if let Some((t, id)) = this.last_chain.get()
+                && t == tid
+                && table.chains.get(id.0 as usize).is_some_and(|c| &*c.name == name)
+            {
+                return Ok(id);
+            }
+            let found = table.chain_id(name);
+            if let Some(id) = found {
+                this.last_chain.set(Some((tid, id)));
+            }
+            found.ok_or_else(|| {
                 let mut d = Diagnostic::error(chain_span, format!("chain `{name}` does not exist in table `{tname}`"));
                 let names: Vec<&str> = table.chains.iter().map(|c| &*c.name).collect();
                 if let Some(s) = suggest(name, names.iter().copied()) {
@@ -928,7 +944,7 @@ impl Parser<'_, '_> {
     fn check_ipsets(&mut self, rules: &[Rule]) {
         let Some(r) = rules.first() else { return };
         for name in super::check::ipset_names(r) {
-            if !self.opts.ipsets.iter().any(|s| *s == name) {
+            if !self.opts.ipsets.contains(&name) {
                 self.diags.push(
                     Diagnostic::error(r.span, format!("ipset `{name}` does not exist (iptables: Set {name} doesn't exist)"))
                         .with_help("declare the sets the host has (`--ipset NAME`); the simulator treats an unknown set as undecidable"),
@@ -968,16 +984,9 @@ fn valid_chain_name(name: &str) -> Result<(), String> {
 
 /// Two rules with the same specification (what `-D CHAIN RULE-SPEC` compares).
 fn same_spec(a: &Rule, b: &Rule) -> bool {
-    a.proto == b.proto
-        && a.src == b.src
-        && a.dst == b.dst
-        && a.ifaces == b.ifaces
-        && a.fragment == b.fragment
-        && a.matches == b.matches
-        && a.target == b.target
+    a.proto == b.proto && a.src == b.src && a.dst == b.dst && a.ifaces == b.ifaces && a.fragment == b.fragment && a.matches == b.matches && a.target == b.target
 }
 
 fn referenced_by(table: &super::Table, id: ChainId) -> Option<String> {
     table.chains.iter().find(|c| c.rules.iter().any(|r| matches!(r.target, Target::Jump(t) | Target::Goto(t) if t == id))).map(|c| c.name.to_string())
 }
-

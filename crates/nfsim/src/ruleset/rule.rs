@@ -289,12 +289,11 @@ impl SpecParser<'_, '_> {
                     }
                     '4' => self.family_matches &= self.family == Family::V4,
                     '6' => self.family_matches &= self.family == Family::V6,
-                    'w' => {
+                    'w'
                         // `--wait [SECONDS]`: the lock wait of the iptables command; no effect on the rule.
-                        if toks.get(i).is_some_and(|n| n.as_str().bytes().all(|b| b.is_ascii_digit())) {
+                        if toks.get(i).is_some_and(|n| n.as_str().bytes().all(|b| b.is_ascii_digit())) => {
                             i += 1;
                         }
-                    }
                     _ => {}
                 }
                 continue;
@@ -630,8 +629,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
