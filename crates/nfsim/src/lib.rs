@@ -40,6 +40,11 @@ pub fn fuzz_roundtrip(data: &[u8]) {
     if first.diagnostics.iter().any(|d| d.is_error()) {
         return;
     }
+    if has_lossy_nat_base(&first.ruleset) {
+        // iptables saves SNAT/MASQUERADE `/BASE` as `/0`, which it then refuses to read back;
+        // nfsim prints what iptables-save prints, so these cannot round-trip.
+        return;
+    }
     let opts = ruleset::render::RenderOptions::default();
     let printed = ruleset::render::render(&first.ruleset, &opts);
     let second = ruleset::parse(&printed);
@@ -47,4 +52,14 @@ pub fn fuzz_roundtrip(data: &[u8]) {
     assert!(errors.is_empty(), "printed form does not parse:\n{printed}\n{}", errors.join("\n"));
     let reprinted = ruleset::render::render(&second.ruleset, &opts);
     assert_eq!(printed, reprinted, "printing is not a fixed point");
+}
+
+/// True when a rule has an SNAT or MASQUERADE port range with a `/BASE` (see `fuzz_roundtrip`).
+fn has_lossy_nat_base(ruleset: &ruleset::Ruleset) -> bool {
+    use targets::TargetExt;
+    ruleset.tables.iter().flat_map(|t| t.chains()).flat_map(|c| &c.rules).any(|r| match &r.target {
+        ruleset::Target::Ext(TargetExt::Snat(s)) => s.to.as_ref().and_then(|t| t.ports.as_ref()).is_some_and(|p| p.base.is_some()),
+        ruleset::Target::Ext(TargetExt::Masquerade(m)) => m.ports.as_ref().is_some_and(|p| p.base.is_some()),
+        _ => false,
+    })
 }
