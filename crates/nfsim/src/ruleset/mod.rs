@@ -263,8 +263,39 @@ pub struct Table {
     pub name: TableName,
     /// Built-in chains first, then user chains.
     chains: Vec<Chain>,
+    /// Chain name hash to chain; names whose hash is taken go to `collisions`.
     #[serde(skip)]
-    index: HashMap<Box<str>, ChainId, BuildHasherDefault<NameHasher>>,
+    index: HashMap<u64, ChainId, BuildHasherDefault<IdHasher>>,
+    #[serde(skip)]
+    collisions: Vec<ChainId>,
+}
+
+/// Passes a precomputed `u64` hash through unchanged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+fn name_hash(name: &str) -> u64 {
+    let mut h = NameHasher::default();
+    h.write(name.as_bytes());
+    // Mix the high bits down: the table indexes by the low ones.
+    let x = h.finish();
+    x ^ (x >> 29) ^ (x >> 47)
 }
 
 /// A fast non-cryptographic hasher for chain names (the FxHash scheme): 8 bytes at a time.
@@ -292,9 +323,11 @@ impl Hasher for NameHasher {
 impl Table {
     /// An empty table with its built-in chains, policy ACCEPT.
     pub fn new(family: Family, name: TableName) -> Table {
-        let chains: Vec<Chain> = name.hooks().iter().map(|&h| Chain::builtin(h)).collect();
-        let index = chains.iter().enumerate().map(|(i, c)| (c.name.clone(), ChainId(i as u32))).collect();
-        Table { family, name, chains, index }
+        let mut table = Table { family, name, chains: Vec::new(), index: HashMap::default(), collisions: Vec::new() };
+        for &h in name.hooks() {
+            table.push_chain(Chain::builtin(h));
+        }
+        table
     }
 
     /// The chains, built-in first; a chain's position is its [`ChainId`].
@@ -309,7 +342,36 @@ impl Table {
 
     /// The chain called `name`.
     pub fn chain_id(&self, name: &str) -> Option<ChainId> {
-        self.index.get(name).copied()
+        let named = |id: &ChainId| &*self.chains[id.0 as usize].name == name;
+        match self.index.get(&name_hash(name)) {
+            Some(id) if named(id) => Some(*id),
+            _ => self.collisions.iter().copied().find(named),
+        }
+    }
+
+    fn push_chain(&mut self, chain: Chain) -> ChainId {
+        let id = ChainId(self.chains.len() as u32);
+        self.insert_index(&chain.name, id);
+        self.chains.push(chain);
+        id
+    }
+
+    fn insert_index(&mut self, name: &str, id: ChainId) {
+        match self.index.entry(name_hash(name)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.collisions.push(id),
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index.clear();
+        self.collisions.clear();
+        for i in 0..self.chains.len() {
+            let name = self.chains[i].name.clone();
+            self.insert_index(&name, ChainId(i as u32));
+        }
     }
 
     /// The built-in chain of `hook`, if this table has one.
@@ -324,27 +386,19 @@ impl Table {
 
     /// Adds an empty user chain (the caller checks that the name is free).
     pub fn add_user_chain(&mut self, name: &str, decl: Option<Span>) -> ChainId {
-        let id = ChainId(self.chains.len() as u32);
-        self.chains.push(Chain::user(name, decl));
-        self.index.insert(name.into(), id);
-        id
+        self.push_chain(Chain::user(name, decl))
     }
 
     /// Renames a user chain (the caller checks that the new name is free).
     pub fn rename_chain(&mut self, id: ChainId, new: &str) {
-        let old = std::mem::replace(&mut self.chains[id.0 as usize].name, new.into());
-        self.index.remove(&old);
-        self.index.insert(new.into(), id);
+        self.chains[id.0 as usize].name = new.into();
+        self.rebuild_index();
     }
 
     /// Removes a chain nothing jumps to; later chains' ids (and jumps to them) shift down by one.
     pub fn remove_chain(&mut self, id: ChainId) {
-        let removed = self.chains.remove(id.0 as usize);
-        self.index.remove(&removed.name);
-        for (i, c) in self.chains.iter_mut().enumerate() {
-            if i >= id.0 as usize {
-                self.index.insert(c.name.clone(), ChainId(i as u32));
-            }
+        self.chains.remove(id.0 as usize);
+        for c in &mut self.chains {
             for r in &mut c.rules {
                 if let Target::Jump(t) | Target::Goto(t) = &mut r.target
                     && t.0 > id.0
@@ -353,6 +407,7 @@ impl Table {
                 }
             }
         }
+        self.rebuild_index();
     }
 }
 
@@ -515,7 +570,7 @@ pub struct Unreadable {
 }
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
     use std::mem::size_of;
 
     /// Rules are the bulk of a large dump's memory (320,000 of them at kube-proxy scale): rare
@@ -525,6 +580,26 @@ mod size_tests {
         assert!(size_of::<super::Rule>() <= 136, "Rule is {} bytes", size_of::<super::Rule>());
         assert!(size_of::<crate::matches::Match>() <= 40, "Match is {} bytes", size_of::<crate::matches::Match>());
         assert!(size_of::<super::Target>() <= 40, "Target is {} bytes", size_of::<super::Target>());
+    }
+
+    #[test]
+    fn chain_index_follows_adds_renames_and_removals() {
+        use super::{ChainId, Family, Rule, Table, TableName, Target};
+        let mut t = Table::new(Family::V4, TableName::Filter);
+        assert_eq!(t.chain_id("FORWARD"), Some(ChainId(1)));
+        let a = t.add_user_chain("A", None);
+        let b = t.add_user_chain("B", None);
+        let c = t.add_user_chain("C", None);
+        let mut r = Rule::new(crate::diag::Span::default());
+        r.target = Target::Jump(c);
+        t[a].rules.push(r);
+        t.remove_chain(b);
+        assert_eq!(t.chain_id("B"), None);
+        assert_eq!(t.chain_id("C"), Some(ChainId(4)));
+        assert_eq!(t[a].rules[0].target, Target::Jump(ChainId(4)));
+        t.rename_chain(ChainId(4), "D");
+        assert_eq!((t.chain_id("C"), t.chain_id("D")), (None, Some(ChainId(4))));
+        assert_eq!(t.chain_id("INPUT"), Some(ChainId(0)));
     }
 
     #[test]

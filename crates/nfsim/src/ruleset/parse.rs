@@ -84,6 +84,10 @@ pub fn parse_with(text: &str, opts: &ParseOptions) -> Parsed {
     for tid in p.scratch.iter().rev() {
         p.ruleset.tables.remove(tid.0 as usize);
     }
+    // Most chains of a large dump hold a couple of rules: give back the vectors' spare room.
+    for t in &mut p.ruleset.tables {
+        t.chains_mut().for_each(|c| c.rules.shrink_to_fit());
+    }
     let mut diags = p.diags;
     diags.extend(super::check::check(&p.ruleset));
     if !diags.is_empty() {
