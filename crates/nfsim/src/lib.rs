@@ -17,7 +17,9 @@
 //! ```
 
 pub mod diag;
+pub mod host;
 pub mod matches;
+pub mod packet;
 pub mod ruleset;
 pub mod targets;
 

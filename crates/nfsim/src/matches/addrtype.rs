@@ -148,6 +148,12 @@ impl Extension for Addrtype {
     }
 }
 
+impl crate::matches::Evaluate for Addrtype {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m addrtype` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,12 @@ impl Extension for Comment {
     }
 }
 
+impl crate::matches::Evaluate for Comment {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m comment` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

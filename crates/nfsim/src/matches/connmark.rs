@@ -49,6 +49,12 @@ impl Extension for Connmark {
     }
 }
 
+impl crate::matches::Evaluate for Connmark {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m connmark` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

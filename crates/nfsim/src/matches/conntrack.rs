@@ -525,6 +525,12 @@ impl Extension for Conntrack {
     }
 }
 
+impl crate::matches::Evaluate for Conntrack {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m conntrack` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,12 @@ impl Extension for Dscp {
     }
 }
 
+impl crate::matches::Evaluate for Dscp {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m dscp` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -233,6 +233,12 @@ impl Extension for Icmp {
     }
 }
 
+impl crate::matches::Evaluate for Icmp {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m icmp` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

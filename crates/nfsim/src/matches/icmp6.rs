@@ -57,6 +57,12 @@ impl Extension for Icmp6 {
     }
 }
 
+impl crate::matches::Evaluate for Icmp6 {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m icmp6` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,12 @@ impl Extension for Iprange {
     }
 }
 
+impl crate::matches::Evaluate for Iprange {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m iprange` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

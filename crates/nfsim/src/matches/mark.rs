@@ -58,6 +58,12 @@ impl Extension for Mark {
     }
 }
 
+impl crate::matches::Evaluate for Mark {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m mark` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ pub mod comment;
 pub mod connmark;
 pub mod conntrack;
 pub mod dscp;
+pub mod eval;
 pub mod hl;
 pub mod icmp;
 pub mod icmp6;
@@ -132,3 +133,42 @@ pub const KNOWN: &[&str] = &[
     "udp",
     "udplite",
 ];
+
+pub use eval::{Eval, EvalCtx, Evaluate};
+
+impl Match {
+    /// Decides whether `pkt` matches (an opaque extension is always [`Eval::Unknown`]).
+    pub fn eval(&self, pkt: &crate::packet::Packet, cx: &EvalCtx<'_>) -> Eval {
+        match self {
+            Match::Addrtype(m) => m.eval(pkt, cx),
+            Match::Comment(m) => m.eval(pkt, cx),
+            Match::Connmark(m) => m.eval(pkt, cx),
+            Match::Conntrack(m) => m.eval(pkt, cx),
+            Match::Dscp(m) => m.eval(pkt, cx),
+            Match::Hl(m) => m.eval(pkt, cx),
+            Match::Icmp(m) => m.eval(pkt, cx),
+            Match::Icmp6(m) => m.eval(pkt, cx),
+            Match::Iprange(m) => m.eval(pkt, cx),
+            Match::Length(m) => m.eval(pkt, cx),
+            Match::Limit(m) => m.eval(pkt, cx),
+            Match::Mac(m) => m.eval(pkt, cx),
+            Match::Mark(m) => m.eval(pkt, cx),
+            Match::Multiport(m) => m.eval(pkt, cx),
+            Match::Owner(m) => m.eval(pkt, cx),
+            Match::Physdev(m) => m.eval(pkt, cx),
+            Match::Pkttype(m) => m.eval(pkt, cx),
+            Match::Recent(m) => m.eval(pkt, cx),
+            Match::Sctp(m) => m.eval(pkt, cx),
+            Match::Set(m) => m.eval(pkt, cx),
+            Match::State(m) => m.eval(pkt, cx),
+            Match::Statistic(m) => m.eval(pkt, cx),
+            Match::String(m) => m.eval(pkt, cx),
+            Match::Tcp(m) => m.eval(pkt, cx),
+            Match::Time(m) => m.eval(pkt, cx),
+            Match::Tos(m) => m.eval(pkt, cx),
+            Match::Ttl(m) => m.eval(pkt, cx),
+            Match::Udp(m) => m.eval(pkt, cx),
+            Match::Opaque(o) => Eval::Unknown(format!("`-m {}` is not modelled", o.name)),
+        }
+    }
+}

@@ -153,6 +153,12 @@ impl Extension for Multiport {
     }
 }
 
+impl crate::matches::Evaluate for Multiport {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m multiport` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,6 +145,12 @@ impl Extension for Physdev {
     }
 }
 
+impl crate::matches::Evaluate for Physdev {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m physdev` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,6 +85,12 @@ impl Extension for Pkttype {
     }
 }
 
+impl crate::matches::Evaluate for Pkttype {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m pkttype` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,6 +262,12 @@ impl Extension for Sctp {
     }
 }
 
+impl crate::matches::Evaluate for Sctp {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m sctp` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,6 +172,12 @@ impl Extension for Statistic {
     }
 }
 
+impl crate::matches::Evaluate for Statistic {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m statistic` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

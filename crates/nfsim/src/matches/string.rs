@@ -240,6 +240,12 @@ impl Extension for StringMatch {
     }
 }
 
+impl crate::matches::Evaluate for StringMatch {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m string` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

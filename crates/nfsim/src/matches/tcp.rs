@@ -152,6 +152,12 @@ impl Extension for Tcp {
     }
 }
 
+impl crate::matches::Evaluate for Tcp {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m tcp` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

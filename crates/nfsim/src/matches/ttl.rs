@@ -106,6 +106,12 @@ impl Extension for Ttl {
     }
 }
 
+impl crate::matches::Evaluate for Ttl {
+    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::Unknown("`-m ttl` is not evaluated yet".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

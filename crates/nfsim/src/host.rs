@@ -1,0 +1,316 @@
+//! A host as netfilter's surroundings see it: interfaces and addresses, routing tables and
+//! policy-routing rules (`fib_lookup`), listening sockets with their owners, the sysctls that
+//! change the packet path, and the ipsets rules may name.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::packet::Owner;
+
+/// A network interface with its addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    /// Name (`eth0`, `lo`).
+    pub name: String,
+    /// Addresses with their prefix lengths, the first being the primary one.
+    #[serde(default)]
+    pub addrs: Vec<IpNet>,
+}
+
+/// A route in a routing table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination prefix (`0.0.0.0/0` for a default route).
+    pub dst: IpNet,
+    /// Gateway, if not directly connected.
+    #[serde(default)]
+    pub via: Option<IpAddr>,
+    /// Output device.
+    pub dev: String,
+    /// `local` routes deliver to this host (as TPROXY setups use: `local 0.0.0.0/0 dev lo table 100`).
+    #[serde(default)]
+    pub local: bool,
+}
+
+/// A policy-routing rule: packets whose mark matches use `table` (`ip rule add fwmark M/MASK lookup T`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// Mark value.
+    pub fwmark: u32,
+    /// Mask applied to the packet's mark before comparing.
+    #[serde(default = "all_ones")]
+    pub mask: u32,
+    /// Routing table number.
+    pub table: u32,
+}
+
+fn all_ones() -> u32 {
+    u32::MAX
+}
+
+/// A listening socket and the process behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Socket {
+    /// Protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// Bound address (`0.0.0.0` / `::` for any).
+    pub addr: IpAddr,
+    /// Bound port.
+    pub port: u16,
+    /// The owning process's name.
+    #[serde(default)]
+    pub process: String,
+    /// The process's uid and gid.
+    #[serde(default)]
+    pub owner: Owner,
+    /// `IP_TRANSPARENT`: accepts connections to non-local addresses (TPROXY).
+    #[serde(default)]
+    pub transparent: bool,
+}
+
+/// The sysctls that change the path, with a fresh network namespace's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sysctls {
+    /// `net.ipv4.ip_forward` (and IPv6 forwarding).
+    #[serde(default)]
+    pub ip_forward: bool,
+    /// `net.ipv4.conf.all.route_localnet`.
+    #[serde(default)]
+    pub route_localnet: bool,
+    /// `net.ipv4.conf.all.rp_filter` (0 off, 1 strict, 2 loose).
+    #[serde(default)]
+    pub rp_filter: u8,
+    /// `net.ipv4.ip_nonlocal_bind`.
+    #[serde(default)]
+    pub ip_nonlocal_bind: bool,
+}
+
+impl Default for Sysctls {
+    fn default() -> Sysctls {
+        Sysctls { ip_forward: false, route_localnet: false, rp_filter: 0, ip_nonlocal_bind: false }
+    }
+}
+
+/// A host. `lo` with 127.0.0.1/8 and ::1/128 is always present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// Name used in traces.
+    #[serde(default)]
+    pub name: String,
+    /// Interfaces other than `lo` (which is added automatically).
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+    /// Default gateway of the main table.
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// Routes of the main table besides the connected ones and the default route.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Further routing tables by number.
+    #[serde(default)]
+    pub tables: BTreeMap<u32, Vec<Route>>,
+    /// Policy-routing rules, in priority order, consulted before the main table.
+    #[serde(default)]
+    pub policy: Vec<PolicyRule>,
+    /// Listening sockets.
+    #[serde(default)]
+    pub sockets: Vec<Socket>,
+    /// Path-changing sysctls.
+    #[serde(default)]
+    pub sysctls: Sysctls,
+    /// ipsets by name, with their members.
+    #[serde(default)]
+    pub ipsets: BTreeMap<String, Vec<IpNet>>,
+}
+
+/// Where the routing decision sends a packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteResult {
+    /// Delivered to this host.
+    pub local: bool,
+    /// Output device (`lo` for local delivery of locally generated packets).
+    pub dev: String,
+    /// Next hop (the gateway, or the destination itself when directly connected).
+    pub next_hop: IpAddr,
+    /// The preferred source address for this route.
+    pub src: Option<IpAddr>,
+}
+
+/// Address types as the addrtype match sees them (`RTN_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum AddrType {
+    /// `RTN_UNSPEC`: the unspecified address.
+    Unspec,
+    /// `RTN_UNICAST`.
+    Unicast,
+    /// `RTN_LOCAL`: an address of this host.
+    Local,
+    /// `RTN_BROADCAST`.
+    Broadcast,
+    /// `RTN_MULTICAST`.
+    Multicast,
+}
+
+impl Host {
+    /// A host called `name` with no interface but `lo`.
+    pub fn new(name: &str) -> Host {
+        Host { name: name.to_string(), ..Host::default() }
+    }
+
+    /// Adds interface `name` with `addrs` (builder style).
+    pub fn iface(mut self, name: &str, addrs: &[&str]) -> Host {
+        let addrs = addrs.iter().map(|a| a.parse().unwrap_or_else(|_| panic!("bad address {a}"))).collect();
+        self.interfaces.push(Interface { name: name.to_string(), addrs });
+        self
+    }
+
+    /// Sets the default gateway (builder style).
+    pub fn gateway(mut self, gw: &str) -> Host {
+        self.gateway = Some(gw.parse().unwrap_or_else(|_| panic!("bad gateway {gw}")));
+        self
+    }
+
+    /// Adds a listening socket (builder style).
+    pub fn listen(mut self, proto: u8, addr: &str, port: u16, process: &str, uid: u32, gid: u32) -> Host {
+        let addr = addr.parse().unwrap_or_else(|_| panic!("bad address {addr}"));
+        self.sockets.push(Socket { proto, addr, port, process: process.to_string(), owner: Owner { uid, gid, groups: Vec::new() }, transparent: false });
+        self
+    }
+
+    /// All interfaces, `lo` first.
+    pub fn all_interfaces(&self) -> Vec<Interface> {
+        let mut v = vec![Interface { name: "lo".into(), addrs: vec!["127.0.0.1/8".parse().expect("lo v4"), "::1/128".parse().expect("lo v6")] }];
+        v.extend(self.interfaces.iter().filter(|i| i.name != "lo").cloned());
+        v
+    }
+
+    /// The interface called `name`.
+    pub fn interface(&self, name: &str) -> Option<Interface> {
+        self.all_interfaces().into_iter().find(|i| i.name == name)
+    }
+
+    /// True if `ip` is one of this host's addresses (or in 127.0.0.0/8).
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) if v4.is_loopback() => true,
+            _ => self.all_interfaces().iter().any(|i| i.addrs.iter().any(|a| a.addr() == ip)),
+        }
+    }
+
+    /// The address type of `ip` on this host.
+    pub fn addr_type(&self, ip: IpAddr) -> AddrType {
+        if ip.is_unspecified() {
+            return AddrType::Unspec;
+        }
+        if self.is_local(ip) {
+            return AddrType::Local;
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                if v4.is_multicast() {
+                    AddrType::Multicast
+                } else if v4 == Ipv4Addr::BROADCAST || self.all_interfaces().iter().flat_map(|i| i.addrs.clone()).any(|n| matches!(n, IpNet::V4(n) if n.prefix_len() < 31 && n.broadcast() == v4)) {
+                    AddrType::Broadcast
+                } else {
+                    AddrType::Unicast
+                }
+            }
+            IpAddr::V6(v6) => {
+                if v6.is_multicast() {
+                    AddrType::Multicast
+                } else {
+                    AddrType::Unicast
+                }
+            }
+        }
+    }
+
+    /// The routing decision for a packet to `dst` with mark `mark` (`fib_lookup`): policy rules,
+    /// then the local table, then the main table (connected routes, explicit routes, default).
+    pub fn route(&self, dst: IpAddr, mark: u32) -> Option<RouteResult> {
+        for rule in &self.policy {
+            if mark & rule.mask == rule.fwmark {
+                if let Some(r) = self.tables.get(&rule.table).and_then(|t| self.lookup(t, dst)) {
+                    return Some(r);
+                }
+            }
+        }
+        if self.is_local(dst) {
+            return Some(RouteResult { local: true, dev: "lo".into(), next_hop: dst, src: Some(dst) });
+        }
+        let mut main: Vec<Route> = Vec::new();
+        for i in self.all_interfaces() {
+            for a in &i.addrs {
+                main.push(Route { dst: a.trunc(), via: None, dev: i.name.clone(), local: false });
+            }
+        }
+        main.extend(self.routes.iter().cloned());
+        if let Some(gw) = self.gateway {
+            let dev = self.all_interfaces().into_iter().find(|i| i.addrs.iter().any(|a| a.contains(&gw))).map(|i| i.name);
+            if let Some(dev) = dev {
+                let any: IpNet = if gw.is_ipv4() { IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) } else { IpNet::from(IpAddr::V6(Ipv6Addr::UNSPECIFIED)) };
+                let any = IpNet::new(any.addr(), 0).unwrap_or(any);
+                main.push(Route { dst: any, via: Some(gw), dev, local: false });
+            }
+        }
+        self.lookup(&main, dst)
+    }
+
+    /// Longest-prefix match in one table.
+    fn lookup(&self, table: &[Route], dst: IpAddr) -> Option<RouteResult> {
+        let best = table.iter().filter(|r| r.dst.contains(&dst)).max_by_key(|r| r.dst.prefix_len())?;
+        let src = self.interface(&best.dev).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == dst.is_ipv4()).map(|a| a.addr()));
+        Some(RouteResult { local: best.local, dev: best.dev.clone(), next_hop: best.via.unwrap_or(dst), src })
+    }
+
+    /// The socket that accepts a packet of `proto` to `addr:port`: an exact bind first, then a
+    /// wildcard bind.
+    pub fn socket_for(&self, proto: u8, addr: IpAddr, port: u16) -> Option<&Socket> {
+        let same_family = |s: &&Socket| s.addr.is_ipv4() == addr.is_ipv4() || (s.addr.is_unspecified() && s.addr.is_ipv6());
+        self.sockets.iter().filter(|s| s.proto == proto && s.port == port).filter(same_family).find(|s| s.addr == addr).or_else(|| self.sockets.iter().filter(|s| s.proto == proto && s.port == port && s.addr.is_unspecified()).find(same_family))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Host {
+        Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1")
+    }
+
+    #[test]
+    fn routes_local_connected_and_default() {
+        let h = pod();
+        let r = h.route("10.0.0.5".parse().unwrap(), 0).unwrap();
+        assert!(r.local && r.dev == "lo");
+        let r = h.route("10.0.0.9".parse().unwrap(), 0).unwrap();
+        assert!(!r.local && r.dev == "eth0" && r.next_hop == "10.0.0.9".parse::<IpAddr>().unwrap());
+        let r = h.route("8.8.8.8".parse().unwrap(), 0).unwrap();
+        assert_eq!((r.dev.as_str(), r.next_hop), ("eth0", "10.0.0.1".parse().unwrap()));
+        assert_eq!(r.src, Some("10.0.0.5".parse().unwrap()));
+        assert!(Host::new("bare").route("8.8.8.8".parse().unwrap(), 0).is_none());
+    }
+
+    #[test]
+    fn policy_routing_by_mark() {
+        let mut h = pod();
+        h.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+        h.policy.push(PolicyRule { fwmark: 1, mask: 1, table: 100 });
+        assert!(h.route("1.2.3.4".parse().unwrap(), 1).unwrap().local);
+        assert!(!h.route("1.2.3.4".parse().unwrap(), 0).unwrap().local);
+    }
+
+    #[test]
+    fn address_types() {
+        let h = pod();
+        assert_eq!(h.addr_type("10.0.0.5".parse().unwrap()), AddrType::Local);
+        assert_eq!(h.addr_type("127.0.0.6".parse().unwrap()), AddrType::Local);
+        assert_eq!(h.addr_type("10.0.0.255".parse().unwrap()), AddrType::Broadcast);
+        assert_eq!(h.addr_type("224.0.0.1".parse().unwrap()), AddrType::Multicast);
+        assert_eq!(h.addr_type("10.0.0.7".parse().unwrap()), AddrType::Unicast);
+    }
+}
