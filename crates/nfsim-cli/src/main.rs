@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod trace;
 use nfsim::diag::Severity;
 use nfsim::ruleset::render::{RenderOptions, render};
 use nfsim::ruleset::{Family, Format, ParseOptions, Parsed, parse_with};
@@ -62,6 +64,8 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Simulate one packet through a host's netfilter and print every step, as the kernel's TRACE would.
+    Trace(Box<TraceArgs>),
     /// Print a rule file in canonical iptables-save form.
     Fmt {
         /// The file (`-` for standard input).
@@ -72,6 +76,61 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct TraceArgs {
+    /// The rule set (iptables-save output or another supported format).
+    #[arg(long)]
+    rules: PathBuf,
+    /// A full host description (JSON): interfaces, routes, policy rules, sockets, sysctls, ipsets.
+    #[arg(long)]
+    host: Option<PathBuf>,
+    /// An interface and its addresses: `eth0=10.0.0.5/24[,ADDR/PLEN...]` (repeatable).
+    #[arg(long = "iface", value_name = "NAME=ADDR/PLEN,...")]
+    ifaces: Vec<String>,
+    /// The default gateway.
+    #[arg(long)]
+    gateway: Option<std::net::IpAddr>,
+    /// A sysctl: `net.ipv4.ip_forward=1`, `net.ipv4.conf.all.route_localnet=1`, ... (repeatable).
+    #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+    sysctls: Vec<String>,
+    /// A listening socket: `tcp:15001`, `udp:10.0.0.5:53`, optionally `/PROCESS` and `@UID` (repeatable).
+    #[arg(long = "listen", value_name = "PROTO:[ADDR:]PORT[/PROCESS][@UID]")]
+    listens: Vec<String>,
+    /// Where the packet comes from: `local` (a process on the host) or the name of the input interface.
+    #[arg(long)]
+    from: String,
+    /// The sending process's uid (with `--from local`).
+    #[arg(long)]
+    uid: Option<u32>,
+    /// The sending process's gid (with `--from local`; defaults to the uid).
+    #[arg(long)]
+    gid: Option<u32>,
+    /// tcp, udp, icmp (or a protocol number).
+    #[arg(long)]
+    proto: String,
+    /// Source `ADDR[:PORT]` (`[ADDR]:PORT` for IPv6); a local packet may leave the address to routing with `0.0.0.0`.
+    #[arg(long)]
+    src: Option<String>,
+    /// Destination `ADDR[:PORT]`.
+    #[arg(long)]
+    dst: String,
+    /// The packet mark.
+    #[arg(long, default_value_t = 0)]
+    mark: u32,
+    /// Conntrack state of the packet: NEW (default), ESTABLISHED, RELATED, INVALID, UNTRACKED.
+    #[arg(long, default_value = "NEW")]
+    state: String,
+    /// iptables backend (orders security and nat INPUT): nft (default) or legacy.
+    #[arg(long, default_value = "nft")]
+    backend: String,
+    /// For rules whose outcome cannot be known: assume they `match` or `nomatch` (default: show both).
+    #[arg(long)]
+    assume: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -164,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
+        Command::Trace(args) => trace::run(&args, &mut out),
         Command::Fmt { file, counters, read } => {
             let opts = parse_options(&read);
             let (name, text) = read_input(&file)?;

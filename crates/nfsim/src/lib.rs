@@ -16,12 +16,17 @@
 //! assert_eq!(parsed.ruleset.rule_count(), 1);
 //! ```
 
+pub mod conntrack;
 pub mod diag;
+pub mod hook;
 pub mod host;
 pub mod matches;
 pub mod packet;
 pub mod ruleset;
+pub mod simulate;
 pub mod targets;
+pub mod trace;
+pub mod traverse;
 
 /// Parses arbitrary bytes as a rule file and prints what was read, panicking on any internal
 /// inconsistency; the shared body of the `parse` fuzz target and of the seed replay test.
