@@ -54,6 +54,8 @@ pub struct Branch {
 pub struct Simulation {
     /// All branches, in a deterministic order.
     pub branches: Vec<Branch>,
+    /// True when more branches existed than `Options::max_branches` allows; the rest were cut.
+    pub truncated: bool,
 }
 
 impl Simulation {
@@ -73,12 +75,13 @@ struct Sim<'a> {
     family: Family,
     conntrack: bool,
     out: Vec<Branch>,
+    truncated: bool,
 }
 
 /// Simulates `pkt` from `origin` on `host` with `ruleset`.
 pub fn simulate(ruleset: &Ruleset, host: &Host, mut pkt: Packet, origin: &Origin, opts: &Options) -> Simulation {
     let family = pkt.family();
-    let mut sim = Sim { ruleset, host, opts, family, conntrack: conntrack_on(ruleset), out: Vec::new() };
+    let mut sim = Sim { ruleset, host, opts, family, conntrack: conntrack_on(ruleset), out: Vec::new(), truncated: false };
     match origin {
         Origin::Local(owner) => {
             pkt.owner = owner.clone();
@@ -92,7 +95,7 @@ pub fn simulate(ruleset: &Ruleset, host: &Host, mut pkt: Packet, origin: &Origin
             sim.arrive(State::new(pkt), false);
         }
     }
-    Simulation { branches: sim.out }
+    Simulation { branches: sim.out, truncated: sim.truncated }
 }
 
 fn loopback(family: Family) -> IpAddr {
@@ -131,6 +134,10 @@ impl Sim<'_> {
                         }
                     }
                 }
+            }
+            if next.len() > self.opts.max_branches {
+                next.truncate(self.opts.max_branches);
+                self.truncated = true;
             }
             alive = next;
         }

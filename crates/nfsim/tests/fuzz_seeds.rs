@@ -27,3 +27,9 @@ fn roundtrip_seeds_read_back() {
     let n = replay("roundtrip", nfsim::fuzz_roundtrip);
     assert!(n >= 10, "expected the committed roundtrip seeds, found {n}");
 }
+
+#[test]
+fn simulate_seeds_end() {
+    let n = replay("simulate", nfsim::fuzz_simulate);
+    assert!(n >= 10, "expected the committed simulate seeds, found {n}");
+}

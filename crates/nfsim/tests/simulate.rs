@@ -1,0 +1,169 @@
+//! The single-host engine against what `../shared/reference/netfilter-facts.md` records the real
+//! kernel doing: table order per hook, loopback skipping nat on the way in, REDIRECT addresses,
+//! nat only with conntrack and only for new connections, chain return and goto semantics.
+
+use std::net::IpAddr;
+
+use nfsim::hook::Backend;
+use nfsim::host::Host;
+use nfsim::packet::{CtState, Owner, Packet};
+use nfsim::ruleset::parse;
+use nfsim::simulate::{Branch, Origin, simulate};
+use nfsim::trace::{Delivered, Verdict};
+use nfsim::traverse::Options;
+
+fn pod() -> Host {
+    Host::new("pod").iface("eth0", &["10.0.0.5/24", "10.0.0.6/24"]).iface("eth1", &["10.1.0.5/24"]).gateway("10.0.0.1").listen(6, "0.0.0.0", 8080, "app", 1000, 1000).listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337).listen(6, "0.0.0.0", 15006, "envoy", 1337, 1337)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Simulates one TCP SYN and returns its only branch.
+fn run(rules: &str, origin: Origin, src: &str, dst: &str, dport: u16, backend: Backend) -> Branch {
+    let parsed = parse(rules);
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let pkt = Packet::new(6, ip(src), 40000, ip(dst), dport);
+    let opts = Options { backend, ..Options::default() };
+    let sim = simulate(&parsed.ruleset, &pod(), pkt, &origin, &opts);
+    assert_eq!(sim.branches.len(), 1, "{sim:#?}");
+    sim.branches.into_iter().next().unwrap()
+}
+
+fn local(uid: u32) -> Origin {
+    Origin::Local(Some(Owner { uid, gid: uid, groups: Vec::new() }))
+}
+
+/// A counting rule in every built-in chain of every table, plus one line that switches conntrack on.
+fn counters() -> String {
+    let mut s = String::new();
+    for (t, chains) in [("raw", &["PREROUTING", "OUTPUT"][..]), ("mangle", &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]), ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]), ("filter", &["INPUT", "FORWARD", "OUTPUT"]), ("security", &["INPUT", "FORWARD", "OUTPUT"])] {
+        s.push_str(&format!("*{t}\n"));
+        for c in chains {
+            s.push_str(&format!(":{c} ACCEPT [0:0]\n"));
+        }
+        for c in chains {
+            s.push_str(&format!("-A {c} -p tcp\n"));
+        }
+        if t == "filter" {
+            s.push_str("-A FORWARD -m conntrack --ctstate INVALID\n");
+        }
+        s.push_str("COMMIT\n");
+    }
+    s
+}
+
+fn chains(b: &Branch) -> Vec<String> {
+    b.trace.iter().filter(|s| s.kind == nfsim::trace::StepKind::Rule).map(|s| format!("{}/{}", s.table, s.chain)).collect()
+}
+
+#[test]
+fn table_order_for_local_out_loopback_and_inbound() {
+    let rules = counters();
+    let b = run(&rules, local(1000), "0.0.0.0", "10.0.0.9", 8080, Backend::Nft);
+    assert_eq!(chains(&b), ["raw/OUTPUT", "mangle/OUTPUT", "nat/OUTPUT", "filter/OUTPUT", "security/OUTPUT", "mangle/POSTROUTING", "nat/POSTROUTING"]);
+    assert_eq!(b.delivered, Some(Delivered::Egress { iface: "eth0".into(), next_hop: ip("10.0.0.9") }));
+    assert_eq!(b.packet.src, ip("10.0.0.5"), "source chosen by the route");
+
+    // To the pod's own address: out on lo and back in, nat PREROUTING and INPUT skipped.
+    let b = run(&rules, local(1000), "0.0.0.0", "10.0.0.5", 8080, Backend::Nft);
+    assert_eq!(chains(&b)[7..], ["raw/PREROUTING", "mangle/PREROUTING", "mangle/INPUT", "filter/INPUT", "security/INPUT"]);
+    assert!(matches!(b.delivered, Some(Delivered::Local { port: 8080, .. })));
+
+    // Inbound: nat INPUT before security INPUT with nft, after it with legacy.
+    let b = run(&rules, Origin::Iface("eth0".into()), "10.0.0.1", "10.0.0.5", 8080, Backend::Nft);
+    assert_eq!(chains(&b), ["raw/PREROUTING", "mangle/PREROUTING", "nat/PREROUTING", "mangle/INPUT", "filter/INPUT", "nat/INPUT", "security/INPUT"]);
+    let b = run(&rules, Origin::Iface("eth0".into()), "10.0.0.1", "10.0.0.5", 8080, Backend::Legacy);
+    assert_eq!(chains(&b)[4..], ["filter/INPUT", "security/INPUT", "nat/INPUT"]);
+}
+
+#[test]
+fn nat_runs_only_with_conntrack_and_for_new_connections() {
+    let rules = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp\nCOMMIT\n*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp\nCOMMIT\n";
+    let b = run(rules, local(1000), "0.0.0.0", "10.0.0.9", 8080, Backend::Nft);
+    assert_eq!(chains(&b), ["filter/OUTPUT"], "no rule needs conntrack: nat is never traversed");
+
+    let rules = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp --dport 8080 -j REDIRECT --to-ports 15001\nCOMMIT\n";
+    let parsed = parse(rules);
+    let mut pkt = Packet::new(6, ip("10.0.0.5"), 40000, ip("10.0.0.9"), 8080);
+    pkt.ct_state = CtState::Established;
+    let sim = simulate(&parsed.ruleset, &pod(), pkt, &local(1000), &Options::default());
+    assert!(sim.branches[0].trace.is_empty(), "later packets reuse the binding without nat rules");
+}
+
+#[test]
+fn redirect_goes_to_loopback_when_local_and_to_the_input_address_when_arriving() {
+    let rules = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 8080 -j REDIRECT --to-ports 15006\n-A OUTPUT -p tcp --dport 8080 -j REDIRECT --to-ports 15001\n-A OUTPUT -p tcp --dport 9090 -j REDIRECT\nCOMMIT\n";
+    let b = run(rules, local(1000), "0.0.0.0", "10.0.0.9", 8080, Backend::Nft);
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("127.0.0.1"), port: 15001, process: Some("envoy".into()) }));
+    assert_eq!(b.packet.src, ip("10.0.0.5"), "the source stays what the original route chose");
+    assert_eq!(b.original_dst, Some((ip("10.0.0.9"), 8080)));
+
+    let b = run(rules, Origin::Iface("eth0".into()), "10.0.0.1", "10.0.0.6", 8080, Backend::Nft);
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("10.0.0.5"), port: 15006, process: Some("envoy".into()) }), "primary address of eth0");
+    let b = run(rules, Origin::Iface("eth1".into()), "10.1.0.1", "10.1.0.5", 8080, Backend::Nft);
+    assert!(matches!(b.delivered, Some(Delivered::Local { addr, port: 15006, .. }) if addr == ip("10.1.0.5")));
+
+    // Without --to-ports the port is kept.
+    let parsed = parse(rules);
+    let mut host = pod();
+    host = host.listen(6, "0.0.0.0", 9090, "metrics", 0, 0);
+    let sim = simulate(&parsed.ruleset, &host, Packet::new(6, ip("0.0.0.0"), 40000, ip("10.0.0.9"), 9090), &local(1000), &Options::default());
+    assert!(matches!(sim.branches[0].delivered, Some(Delivered::Local { port: 9090, .. })));
+}
+
+#[test]
+fn chains_return_and_goto_like_ipt_do_table() {
+    // netfilter-facts §6: filter OUTPUT policy DROP; each probe port exercises one construct.
+    let rules = "*filter
+:OUTPUT DROP [0:0]
+:USER - [0:0]
+:VIA_J - [0:0]
+:GOTO_T - [0:0]
+:RET - [0:0]
+-A OUTPUT -p tcp --dport 1001 -j USER
+-A OUTPUT -p tcp --dport 1001 -j ACCEPT
+-A OUTPUT -p tcp --dport 1002 -j RETURN
+-A OUTPUT -p tcp --dport 1002 -j ACCEPT
+-A OUTPUT -p tcp --dport 1003 -g USER
+-A OUTPUT -p tcp --dport 1003 -j ACCEPT
+-A OUTPUT -p tcp --dport 1004 -j VIA_J
+-A OUTPUT -p tcp --dport 1004 -j ACCEPT
+-A OUTPUT -p tcp --dport 1005 -j RET
+-A OUTPUT -p tcp --dport 1005 -j ACCEPT
+-A VIA_J -g GOTO_T
+-A VIA_J -j DROP
+-A RET -j RETURN
+-A RET -j DROP
+COMMIT
+";
+    let verdict = |port| run(rules, local(1000), "0.0.0.0", "10.0.0.9", port, Backend::Nft);
+    let b = verdict(1001);
+    assert_eq!(b.verdict, Verdict::Accept, "falling off a user chain returns to the rule after the jump");
+    assert_eq!(b.trace.iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["TRACE: filter:OUTPUT:rule:1", "TRACE: filter:USER:return:1", "TRACE: filter:OUTPUT:rule:2"]);
+    let b = verdict(1002);
+    assert_eq!((b.verdict, b.trace.last().unwrap().to_string()), (Verdict::Drop, "TRACE: filter:OUTPUT:policy:11".to_string()), "RETURN in a built-in chain applies its policy");
+    assert_eq!(verdict(1003).verdict, Verdict::Drop, "goto from a built-in chain, then the end: policy");
+    let b = verdict(1004);
+    assert_eq!(b.verdict, Verdict::Accept, "goto does not push: back to OUTPUT after the -j VIA_J");
+    assert!(!b.trace.iter().any(|s| s.chain == "VIA_J" && s.rule == 2));
+    assert_eq!(verdict(1005).verdict, Verdict::Accept, "RETURN in a user chain goes back to the caller");
+}
+
+#[test]
+fn filter_output_sees_the_original_out_interface_after_a_redirect() {
+    // netfilter-facts §9.7: after nat OUTPUT REDIRECT, filter OUTPUT sees -d 127.0.0.1 but still -o eth0.
+    let rules = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 127.0.0.1/32 -o eth0\n-A OUTPUT -o lo\nCOMMIT\n";
+    let b = run(rules, local(1000), "0.0.0.0", "10.0.0.9", 8080, Backend::Nft);
+    let filter: Vec<u32> = b.trace.iter().filter(|s| s.chain == "OUTPUT" && s.table.as_str() == "filter" && s.kind == nfsim::trace::StepKind::Rule).map(|s| s.rule).collect();
+    assert_eq!(filter, [1]);
+}
+
+#[test]
+fn forwarding_is_off_by_default() {
+    let rules = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp\nCOMMIT\n";
+    let b = run(rules, Origin::Iface("eth0".into()), "10.0.0.1", "10.1.0.9", 8080, Backend::Nft);
+    assert_eq!(b.verdict, Verdict::Drop);
+    assert!(b.trace.is_empty());
+}
