@@ -38,7 +38,8 @@ fn fmt_addr_port(a: IpAddr, p: u16) -> String {
 
 fn build_host(args: &TraceArgs) -> anyhow::Result<Host> {
     let mut host = match &args.host {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("host description {}", p.display()))?,
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("host description {}", p.display()))?,
         None => Host::new("host"),
     };
     for spec in &args.ifaces {
@@ -57,7 +58,9 @@ fn build_host(args: &TraceArgs) -> anyhow::Result<Host> {
             "net.ipv4.conf.all.route_localnet" | "route_localnet" => host.sysctls.route_localnet = on,
             "net.ipv4.conf.all.rp_filter" | "rp_filter" => host.sysctls.rp_filter = v.trim().parse().context("rp_filter is 0, 1 or 2")?,
             "net.ipv4.ip_nonlocal_bind" | "ip_nonlocal_bind" => host.sysctls.ip_nonlocal_bind = on,
-            _ => bail!("unknown sysctl `{k}` (expected net.ipv4.ip_forward, net.ipv4.conf.all.route_localnet, net.ipv4.conf.all.rp_filter or net.ipv4.ip_nonlocal_bind)"),
+            _ => bail!(
+                "unknown sysctl `{k}` (expected net.ipv4.ip_forward, net.ipv4.conf.all.route_localnet, net.ipv4.conf.all.rp_filter or net.ipv4.ip_nonlocal_bind)"
+            ),
         }
     }
     for l in &args.listens {
@@ -77,7 +80,14 @@ fn build_host(args: &TraceArgs) -> anyhow::Result<Host> {
         };
         host.sockets.push(Socket { proto, addr, port, process, owner: Owner { uid, gid: uid, groups: Vec::new() }, transparent: false });
         if addr.is_unspecified() && addr.is_ipv4() {
-            host.sockets.push(Socket { proto, addr: IpAddr::from([0u16; 8]), port, process: host.sockets.last().map(|s| s.process.clone()).unwrap_or_default(), owner: Owner { uid, gid: uid, groups: Vec::new() }, transparent: false });
+            host.sockets.push(Socket {
+                proto,
+                addr: IpAddr::from([0u16; 8]),
+                port,
+                process: host.sockets.last().map(|s| s.process.clone()).unwrap_or_default(),
+                owner: Owner { uid, gid: uid, groups: Vec::new() },
+                transparent: false,
+            });
         }
     }
     Ok(host)
@@ -178,7 +188,9 @@ pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<Exit
             let verdict = serde_json::to_value(b.verdict)?;
             let mut line = format!("verdict: {}", verdict.as_str().unwrap_or("?"));
             match &b.delivered {
-                Some(Delivered::Local { addr, port, process }) => line.push_str(&format!(", delivered to {}{}", fmt_addr_port(*addr, *port), process.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())),
+                Some(Delivered::Local { addr, port, process }) => {
+                    line.push_str(&format!(", delivered to {}{}", fmt_addr_port(*addr, *port), process.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()))
+                }
                 Some(Delivered::Egress { iface, next_hop }) => line.push_str(&format!(", out {iface} to {next_hop}")),
                 None => {}
             }

@@ -17,11 +17,22 @@ use crate::targets::TargetExt;
 /// nat hooks only with conntrack).
 pub fn conntrack_on(ruleset: &Ruleset) -> bool {
     ruleset.tables.iter().flat_map(|t| t.chains()).flat_map(|c| &c.rules).any(|r| {
-        r.matches.iter().any(|m| matches!(m, Match::Conntrack(_) | Match::State(_) | Match::Connmark(_)) || (m.is_opaque() && matches!(m.name(), "helper" | "connbytes" | "connlabel" | "connlimit" | "cluster")))
-            || matches!(
-                &r.target,
-                Target::Ext(TargetExt::Dnat(_) | TargetExt::Snat(_) | TargetExt::Masquerade(_) | TargetExt::Redirect(_) | TargetExt::Netmap(_) | TargetExt::Connmark(_) | TargetExt::Ct(_) | TargetExt::Notrack(_))
+        r.matches.iter().any(|m| {
+            matches!(m, Match::Conntrack(_) | Match::State(_) | Match::Connmark(_))
+                || (m.is_opaque() && matches!(m.name(), "helper" | "connbytes" | "connlabel" | "connlimit" | "cluster"))
+        }) || matches!(
+            &r.target,
+            Target::Ext(
+                TargetExt::Dnat(_)
+                    | TargetExt::Snat(_)
+                    | TargetExt::Masquerade(_)
+                    | TargetExt::Redirect(_)
+                    | TargetExt::Netmap(_)
+                    | TargetExt::Connmark(_)
+                    | TargetExt::Ct(_)
+                    | TargetExt::Notrack(_)
             )
+        )
     })
 }
 
@@ -65,8 +76,10 @@ pub fn conn_of(orig: &Original, pkt: &Packet, nat: &NatBinding) -> Conn {
     if nat.snat.is_some() {
         status |= ct_status::SRC_NAT;
     }
-    if pkt.ct_state != crate::packet::CtState::New {
-        status |= ct_status::CONFIRMED | ct_status::SEEN_REPLY;
+    match pkt.ct_state {
+        crate::packet::CtState::Established => status |= ct_status::CONFIRMED | ct_status::SEEN_REPLY | ct_status::ASSURED,
+        crate::packet::CtState::Related => status |= ct_status::CONFIRMED | ct_status::EXPECTED,
+        _ => {}
     }
     let (rdst, rdport) = nat.snat.unwrap_or((orig.src, orig.sport));
     let (rsrc, rsport) = nat.dnat.unwrap_or((orig.dst, orig.dport));

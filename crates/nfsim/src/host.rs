@@ -212,7 +212,13 @@ impl Host {
             IpAddr::V4(v4) => {
                 if v4.is_multicast() {
                     AddrType::Multicast
-                } else if v4 == Ipv4Addr::BROADCAST || self.all_interfaces().iter().flat_map(|i| i.addrs.clone()).any(|n| matches!(n, IpNet::V4(n) if n.prefix_len() < 31 && n.broadcast() == v4)) {
+                } else if v4 == Ipv4Addr::BROADCAST
+                    || self
+                        .all_interfaces()
+                        .iter()
+                        .flat_map(|i| i.addrs.clone())
+                        .any(|n| matches!(n, IpNet::V4(n) if n.prefix_len() < 31 && n.broadcast() == v4))
+                {
                     AddrType::Broadcast
                 } else {
                     AddrType::Unicast
@@ -270,7 +276,12 @@ impl Host {
     /// wildcard bind.
     pub fn socket_for(&self, proto: u8, addr: IpAddr, port: u16) -> Option<&Socket> {
         let same_family = |s: &&Socket| s.addr.is_ipv4() == addr.is_ipv4() || (s.addr.is_unspecified() && s.addr.is_ipv6());
-        self.sockets.iter().filter(|s| s.proto == proto && s.port == port).filter(same_family).find(|s| s.addr == addr).or_else(|| self.sockets.iter().filter(|s| s.proto == proto && s.port == port && s.addr.is_unspecified()).find(same_family))
+        self.sockets
+            .iter()
+            .filter(|s| s.proto == proto && s.port == port)
+            .filter(same_family)
+            .find(|s| s.addr == addr)
+            .or_else(|| self.sockets.iter().filter(|s| s.proto == proto && s.port == port && s.addr.is_unspecified()).find(same_family))
     }
 }
 

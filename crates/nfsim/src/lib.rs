@@ -79,7 +79,11 @@ pub fn fuzz_simulate(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let parsed = ruleset::parse(&text);
     let b = |i: usize| data.get(i).copied().unwrap_or(0);
-    let host = host::Host::new("fuzz").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1").listen(6, "0.0.0.0", 8080, "app", 1000, 1000).listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    let host = host::Host::new("fuzz")
+        .iface("eth0", &["10.0.0.5/24"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 8080, "app", 1000, 1000)
+        .listen(17, "0.0.0.0", 53, "dns", 0, 0);
     let dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, [5, 9, 1, 127][usize::from(b(0) % 4)]));
     let proto = [6, 17, 1, 132][usize::from(b(1) % 4)];
     let mut pkt = packet::Packet::new(proto, IpAddr::V4(Ipv4Addr::new(10, 0, 0, b(2))), 40000, dst, u16::from_be_bytes([b(3), b(4)]));

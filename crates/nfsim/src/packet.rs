@@ -130,7 +130,13 @@ impl Packet {
             sport,
             dport,
             tcp_flags: default_flags(),
-            icmp_type: if proto == 1 { 8 } else if proto == 58 { 128 } else { 0 },
+            icmp_type: if proto == 1 {
+                8
+            } else if proto == 58 {
+                128
+            } else {
+                0
+            },
             icmp_code: 0,
             len: default_len(),
             tos: 0,

@@ -124,7 +124,13 @@ impl Sim<'_> {
                 for (st, end) in walk(table, &env, st) {
                     match end {
                         TableEnd::Accept => next.push(st),
-                        TableEnd::Drop(by) => self.finish(st, Verdict::Drop, None, by.clone(), Some(by.map_or_else(|| format!("{tname} {} policy DROP", hook.chain_name()), |r| format!("dropped by {r}")))),
+                        TableEnd::Drop(by) => self.finish(
+                            st,
+                            Verdict::Drop,
+                            None,
+                            by.clone(),
+                            Some(by.map_or_else(|| format!("{tname} {} policy DROP", hook.chain_name()), |r| format!("dropped by {r}"))),
+                        ),
                         TableEnd::Reject(by) => self.finish(st, Verdict::Reject, None, Some(by.clone()), Some(format!("rejected by {by}"))),
                         TableEnd::Queue(by) => self.finish(st, Verdict::Queue, None, Some(by.clone()), Some(format!("queued by {by}"))),
                         TableEnd::Undecidable(by, why) => {
@@ -146,8 +152,30 @@ impl Sim<'_> {
 
     fn finish(&mut self, st: State, verdict: Verdict, delivered: Option<Delivered>, by: Option<RuleRef>, reason: Option<String>) {
         let original_dst = st.nat.dnat.map(|_| (st.orig.dst, st.orig.dport));
-        let undecidable = st.assumptions.iter().any(|a| !a.reason.starts_with("matches with probability")) || reason.as_deref().is_some_and(|r| r.starts_with("undecidable"));
-        self.out.push(Branch { verdict, trace: st.steps, packet: st.pkt, delivered, by, reason, original_dst, probability: st.probability, assumptions: st.assumptions, undecidable });
+        let undecidable =
+            st.assumptions.iter().any(|a| !a.reason.starts_with("matches with probability")) || reason.as_deref().is_some_and(|r| r.starts_with("undecidable"));
+        self.out.push(Branch {
+            verdict,
+            trace: st.steps,
+            packet: st.pkt,
+            delivered,
+            by,
+            reason,
+            original_dst,
+            probability: st.probability,
+            assumptions: st.assumptions,
+            undecidable,
+        });
+    }
+
+    /// The source MASQUERADE picks (`inet_select_addr` with universe scope): the route's source,
+    /// or for `lo`, whose addresses are host-scoped, the first address of another interface.
+    fn masquerade_src(&self, route: &crate::host::RouteResult) -> Option<IpAddr> {
+        if route.dev != "lo" {
+            return route.src;
+        }
+        let v4 = self.family == Family::V4;
+        self.host.interfaces.iter().filter(|i| i.name != "lo").flat_map(|i| &i.addrs).map(|a| a.addr()).find(|a| a.is_ipv4() == v4)
     }
 
     /// A locally generated packet: route, OUTPUT, re-route, POSTROUTING, then out or back in on `lo`.
@@ -168,7 +196,7 @@ impl Sim<'_> {
                 continue;
             };
             st.pkt.out_iface = Some(route.dev.clone());
-            let nat = NatCtx { redirect_to: None, masquerade_src: route.src };
+            let nat = NatCtx { redirect_to: None, masquerade_src: self.masquerade_src(&route) };
             for mut st in self.run_hook(st, Hook::Postrouting, nat, false) {
                 if route.local {
                     // Out on lo and back in: the receive side skips nat (the binding exists).
@@ -234,7 +262,11 @@ impl Sim<'_> {
                     self.finish(st, Verdict::Accept, Some(at), None, None);
                 }
                 None => {
-                    let why = if st.pkt.proto == 6 { "no socket listens there: the kernel answers with a TCP reset" } else { "no socket listens there: the kernel answers with ICMP port unreachable" };
+                    let why = if st.pkt.proto == 6 {
+                        "no socket listens there: the kernel answers with a TCP reset"
+                    } else {
+                        "no socket listens there: the kernel answers with ICMP port unreachable"
+                    };
                     self.finish(st, Verdict::Accept, None, None, Some(why.into()));
                 }
             }

@@ -154,7 +154,7 @@ pub fn walk(table: &Table, env: &Env<'_>, state: State) -> Vec<(State, TableEnd)
                 }
             };
             let here = rule_ref(table, cur.chain, cur.rule);
-            let conn = (env.conntrack && st.pkt.ct_state != CtState::Untracked).then(|| conn_of(&st.orig, &st.pkt, &st.nat));
+            let conn = (env.conntrack && !matches!(st.pkt.ct_state, CtState::Untracked | CtState::Invalid)).then(|| conn_of(&st.orig, &st.pkt, &st.nat));
             let cx = EvalCtx { host: env.host, hook: env.hook, table: table.name, family: table.family, conn: conn.as_ref() };
             let matched = match rule_eval(rule, &st.pkt, &cx) {
                 Eval::Match => true,
@@ -326,7 +326,14 @@ fn apply_target(t: &TargetExt, st: &mut State, env: &Env<'_>, table: &Table) -> 
             pkt.ct_state = CtState::Untracked;
             Effect::Continue
         }
-        TargetExt::Log(_) | TargetExt::Nflog(_) | TargetExt::Ulog(_) | TargetExt::Trace(_) | TargetExt::Audit(_) | TargetExt::Checksum(_) | TargetExt::Tcpmss(_) | TargetExt::Set(_) => Effect::Continue,
+        TargetExt::Log(_)
+        | TargetExt::Nflog(_)
+        | TargetExt::Ulog(_)
+        | TargetExt::Trace(_)
+        | TargetExt::Audit(_)
+        | TargetExt::Checksum(_)
+        | TargetExt::Tcpmss(_)
+        | TargetExt::Set(_) => Effect::Continue,
         TargetExt::Reject(_) => Effect::End(Some(TableEnd::Reject(placeholder()))),
         TargetExt::Dnat(d) => {
             let Some(to) = d.to.as_deref() else { return Effect::Continue };

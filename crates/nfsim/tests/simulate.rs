@@ -13,7 +13,13 @@ use nfsim::trace::{Delivered, Verdict};
 use nfsim::traverse::Options;
 
 fn pod() -> Host {
-    Host::new("pod").iface("eth0", &["10.0.0.5/24", "10.0.0.6/24"]).iface("eth1", &["10.1.0.5/24"]).gateway("10.0.0.1").listen(6, "0.0.0.0", 8080, "app", 1000, 1000).listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337).listen(6, "0.0.0.0", 15006, "envoy", 1337, 1337)
+    Host::new("pod")
+        .iface("eth0", &["10.0.0.5/24", "10.0.0.6/24"])
+        .iface("eth1", &["10.1.0.5/24"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 8080, "app", 1000, 1000)
+        .listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337)
+        .listen(6, "0.0.0.0", 15006, "envoy", 1337, 1337)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -38,7 +44,13 @@ fn local(uid: u32) -> Origin {
 /// A counting rule in every built-in chain of every table, plus one line that switches conntrack on.
 fn counters() -> String {
     let mut s = String::new();
-    for (t, chains) in [("raw", &["PREROUTING", "OUTPUT"][..]), ("mangle", &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]), ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]), ("filter", &["INPUT", "FORWARD", "OUTPUT"]), ("security", &["INPUT", "FORWARD", "OUTPUT"])] {
+    for (t, chains) in [
+        ("raw", &["PREROUTING", "OUTPUT"][..]),
+        ("mangle", &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
+        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
+        ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
+        ("security", &["INPUT", "FORWARD", "OUTPUT"]),
+    ] {
         s.push_str(&format!("*{t}\n"));
         for c in chains {
             s.push_str(&format!(":{c} ACCEPT [0:0]\n"));
@@ -141,9 +153,16 @@ COMMIT
     let verdict = |port| run(rules, local(1000), "0.0.0.0", "10.0.0.9", port, Backend::Nft);
     let b = verdict(1001);
     assert_eq!(b.verdict, Verdict::Accept, "falling off a user chain returns to the rule after the jump");
-    assert_eq!(b.trace.iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["TRACE: filter:OUTPUT:rule:1", "TRACE: filter:USER:return:1", "TRACE: filter:OUTPUT:rule:2"]);
+    assert_eq!(
+        b.trace.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ["TRACE: filter:OUTPUT:rule:1", "TRACE: filter:USER:return:1", "TRACE: filter:OUTPUT:rule:2"]
+    );
     let b = verdict(1002);
-    assert_eq!((b.verdict, b.trace.last().unwrap().to_string()), (Verdict::Drop, "TRACE: filter:OUTPUT:policy:11".to_string()), "RETURN in a built-in chain applies its policy");
+    assert_eq!(
+        (b.verdict, b.trace.last().unwrap().to_string()),
+        (Verdict::Drop, "TRACE: filter:OUTPUT:policy:11".to_string()),
+        "RETURN in a built-in chain applies its policy"
+    );
     assert_eq!(verdict(1003).verdict, Verdict::Drop, "goto from a built-in chain, then the end: policy");
     let b = verdict(1004);
     assert_eq!(b.verdict, Verdict::Accept, "goto does not push: back to OUTPUT after the -j VIA_J");
@@ -156,7 +175,8 @@ fn filter_output_sees_the_original_out_interface_after_a_redirect() {
     // netfilter-facts §9.7: after nat OUTPUT REDIRECT, filter OUTPUT sees -d 127.0.0.1 but still -o eth0.
     let rules = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 127.0.0.1/32 -o eth0\n-A OUTPUT -o lo\nCOMMIT\n";
     let b = run(rules, local(1000), "0.0.0.0", "10.0.0.9", 8080, Backend::Nft);
-    let filter: Vec<u32> = b.trace.iter().filter(|s| s.chain == "OUTPUT" && s.table.as_str() == "filter" && s.kind == nfsim::trace::StepKind::Rule).map(|s| s.rule).collect();
+    let filter: Vec<u32> =
+        b.trace.iter().filter(|s| s.chain == "OUTPUT" && s.table.as_str() == "filter" && s.kind == nfsim::trace::StepKind::Rule).map(|s| s.rule).collect();
     assert_eq!(filter, [1]);
 }
 

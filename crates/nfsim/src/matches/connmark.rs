@@ -50,8 +50,17 @@ impl Extension for Connmark {
 }
 
 impl crate::matches::Evaluate for Connmark {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m connmark` is not evaluated yet".to_string())
+    /// `connmark_mt`: without a conntrack entry (INVALID and UNTRACKED packets) the match fails,
+    /// `!` or not; otherwise `(ctmark & mask) == value`, `!` negating. The value is not masked:
+    /// `--mark 0x3/0x1` never matches.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(m) = self.mark else { return Eval::Match };
+        let (_, has_ct) = super::conntrack::state_bit(pkt.ct_state);
+        if !has_ct {
+            return Eval::NoMatch;
+        }
+        Eval::from_bool(pkt.ct_mark & m.mask == m.value).invert(m.invert)
     }
 }
 
@@ -83,5 +92,48 @@ mod tests {
         assert_eq!(check("! --mark 0/0xffffffff").unwrap(), " ! --mark 0x0");
         assert_eq!(check("--mark 0xff/0xf").unwrap(), " --mark 0xff/0xf");
         assert!(check("--mark 1 --mark 2").is_err());
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::{CtState, Packet};
+    use crate::ruleset::{Family, Hook, TableName};
+
+    fn eval(line: &str, state: CtState, ct_mark: u32) -> Eval {
+        let m: Connmark = parse_alone(Ctx { family: Family::V4, table: TableName::Mangle, proto: None }, line);
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Prerouting, table: TableName::Mangle, family: Family::V4, conn: None };
+        let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 80);
+        pkt.ct_state = state;
+        pkt.ct_mark = ct_mark;
+        m.eval(&pkt, &cx)
+    }
+
+    #[test]
+    fn masked_comparison_of_the_connection_mark() {
+        for (line, ct_mark, expected) in [
+            ("--mark 1", 1, Eval::Match),
+            ("--mark 1", 0, Eval::NoMatch),
+            ("! --mark 1", 0, Eval::Match),
+            ("--mark 0x10/0xf0", 0x1f, Eval::Match),
+            ("--mark 0xff/0xf", 0xff, Eval::NoMatch),
+            ("! --mark 0xff/0xf", 0xff, Eval::Match),
+        ] {
+            assert_eq!(eval(line, CtState::Established, ct_mark), expected, "{line} ctmark {ct_mark:#x}");
+            assert_eq!(eval(line, CtState::New, ct_mark), expected, "{line} ctmark {ct_mark:#x}");
+        }
+    }
+
+    #[test]
+    fn no_conntrack_entry_never_matches() {
+        for state in [CtState::Invalid, CtState::Untracked] {
+            assert_eq!(eval("--mark 0", state, 0), Eval::NoMatch);
+            assert_eq!(eval("! --mark 1", state, 0), Eval::NoMatch);
+        }
     }
 }

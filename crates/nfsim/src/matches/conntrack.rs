@@ -525,10 +525,155 @@ impl Extension for Conntrack {
     }
 }
 
-impl crate::matches::Evaluate for Conntrack {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m conntrack` is not evaluated yet".to_string())
+/// The state bit `conntrack_mt` / `state_mt` give a packet (`XT_CONNTRACK_STATE_BIT(ctinfo)`, or
+/// `INVALID` / `UNTRACKED` when the packet has no conntrack entry), and whether it has an entry
+/// (`nf_ct_get` returning non-NULL: only NEW, ESTABLISHED and RELATED packets do; an INVALID
+/// packet has none, an UNTRACKED one carries only `IP_CT_UNTRACKED`).
+pub(crate) fn state_bit(s: crate::packet::CtState) -> (u16, bool) {
+    use crate::packet::CtState;
+    match s {
+        CtState::New => (state_bits::NEW, true),
+        CtState::Established => (state_bits::ESTABLISHED, true),
+        CtState::Related => (state_bits::RELATED, true),
+        CtState::Invalid => (state_bits::INVALID, false),
+        CtState::Untracked => (state_bits::UNTRACKED, false),
     }
+}
+
+/// True for an ICMP / ICMPv6 error (`icmp_is_err`, ICMPv6 types below 128): conntrack attaches
+/// such a packet, as RELATED, to the connection of the packet it quotes.
+fn is_icmp_error(pkt: &crate::packet::Packet) -> bool {
+    match pkt.proto {
+        1 => matches!(pkt.icmp_type, 3 | 4 | 5 | 11 | 12),
+        58 => pkt.icmp_type < 128,
+        _ => false,
+    }
+}
+
+fn no_entry() -> crate::matches::Eval {
+    crate::matches::Eval::Unknown("the packet's conntrack entry (tuples, status, direction) is not known".to_string())
+}
+
+impl crate::matches::Evaluate for Conntrack {
+    /// `conntrack_mt` (revision 3) of current kernels: the state is tested first (SNAT/DNAT from
+    /// the entry's `IPS_SRC_NAT` / `IPS_DST_NAT`); a packet without an entry (INVALID,
+    /// UNTRACKED) then matches only if `--ctstate` was given (and passed), whatever the other
+    /// options say. With an entry every option given must hold: direction, tuple addresses
+    /// under their masks, protocol, port ranges (`lo..=hi`, empty when `lo > hi`), status bits
+    /// (any of the listed bits; `NONE` never), and `--ctexpire`, which depends on time.
+    fn eval(&self, pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        use crate::matches::eval::{Conn, CtTuple, ct_status};
+        use crate::packet::CtState;
+
+        let i = &*self.info;
+        let (bit, has_ct) = state_bit(pkt.ct_state);
+        let conn = if has_ct { cx.conn } else { None };
+        let mut r = Eval::Match;
+        if let Some((mask, inv)) = i.state {
+            let nat_bits = mask & (state_bits::SNAT | state_bits::DNAT);
+            let s = if mask & bit != 0 {
+                Eval::Match
+            } else if has_ct && nat_bits != 0 {
+                match conn {
+                    Some(c) => Eval::from_bool(
+                        (mask & state_bits::SNAT != 0 && c.status & ct_status::SRC_NAT != 0)
+                            || (mask & state_bits::DNAT != 0 && c.status & ct_status::DST_NAT != 0),
+                    ),
+                    None => no_entry(),
+                }
+            } else {
+                Eval::NoMatch
+            };
+            r = s.invert(inv);
+        }
+        if !has_ct {
+            // `return info->match_flags & XT_CONNTRACK_STATE;`
+            return r.and(Eval::from_bool(i.state.is_some()));
+        }
+        let with_conn = |f: &dyn Fn(&Conn) -> Eval| conn.map_or_else(no_entry, f);
+
+        if let Some(d) = i.dir {
+            let original = match conn {
+                Some(c) => Some(c.original_dir),
+                // The first packet of a connection travels in the original direction.
+                None if pkt.ct_state == CtState::New => Some(true),
+                None => None,
+            };
+            r = r.and(original.map_or_else(no_entry, |o| Eval::from_bool(o == (d == CtDir::Original))));
+        }
+
+        type Pick = fn(&Conn) -> &CtTuple;
+        let orig: Pick = |c| &c.orig;
+        let reply: Pick = |c| &c.reply;
+        for (slot, tuple, src) in [(&i.orig_src, orig, true), (&i.orig_dst, orig, false), (&i.repl_src, reply, true), (&i.repl_dst, reply, false)] {
+            if let Some((a, inv)) = slot {
+                r = r.and(with_conn(&|c| {
+                    let t = tuple(c);
+                    Eval::from_bool(a.contains(if src { t.src } else { t.dst })).invert(*inv)
+                }));
+            }
+        }
+
+        // `nf_ct_protonum(ct)`: the packet's own protocol, except for an ICMP error, whose
+        // entry is that of the connection it quotes.
+        let ct_proto = if pkt.ct_state == CtState::Related && is_icmp_error(pkt) { None } else { Some(pkt.proto) };
+        let unknown_proto = || Eval::Unknown("the protocol of the connection an ICMP error relates to is not known".to_string());
+        if let Some((p, inv)) = i.proto {
+            r = r.and(ct_proto.map_or_else(unknown_proto, |x| Eval::from_bool(x == p).invert(inv)));
+        }
+        for (slot, tuple, src) in
+            [(&i.orig_src_port, orig, true), (&i.orig_dst_port, orig, false), (&i.repl_src_port, reply, true), (&i.repl_dst_port, reply, false)]
+        {
+            let Some(p) = slot else { continue };
+            let e = match ct_proto {
+                None => unknown_proto(),
+                // The tuple's "ports" of ICMP are the echo id and type/code, of GRE the keys.
+                Some(1 | 58 | 47) => Eval::Unknown("the conntrack tuple of ICMP / GRE holds ids and keys instead of ports, which are not modelled".to_string()),
+                Some(6 | 17 | 132 | 33 | 136) => with_conn(&|c| {
+                    let t = tuple(c);
+                    let port = if src { t.sport } else { t.dport };
+                    Eval::from_bool(p.lo <= port && port <= p.hi).invert(p.invert)
+                }),
+                // The generic tracker's tuple has no ports: they read as 0.
+                Some(_) => Eval::from_bool(p.lo == 0).invert(p.invert),
+            };
+            r = r.and(e);
+        }
+        if let Some((mask, inv)) = i.status {
+            r = r.and(with_conn(&|c| Eval::from_bool(u32::from(mask) & c.status != 0).invert(inv)));
+        }
+        if i.expire.is_some() {
+            r = r.and(Eval::Unknown("`--ctexpire` depends on the time left before the conntrack entry expires".to_string()));
+        }
+        r
+    }
+}
+
+/// Parses `line` with extension `E` alone and returns it (for the evaluation tests).
+#[cfg(test)]
+pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
+    let mut toks = Vec::new();
+    crate::ruleset::token::tokenize(line, 0, &mut toks);
+    let mut ext = E::new(&ctx);
+    let mut pos = 0;
+    let mut invert = false;
+    while pos < toks.len() {
+        let t = toks[pos].as_str();
+        pos += 1;
+        if t == "!" {
+            invert = true;
+            continue;
+        }
+        let opt = t.strip_prefix("--").unwrap_or_else(|| panic!("bad argument `{t}` in `{line}`"));
+        let name = crate::ruleset::ext::resolve_option(E::OPTIONS, opt).unwrap_or_else(|| panic!("unknown option `{t}`"));
+        let mut args = Args::new(&toks, pos, ctx);
+        ext.parse(name, invert, &mut args).unwrap_or_else(|e| panic!("`{line}`: {e}"));
+        pos = args.pos();
+        invert = false;
+    }
+    ext.finish(&ctx).unwrap_or_else(|e| panic!("`{line}`: {e}"));
+    ext
 }
 
 #[cfg(test)]
@@ -740,5 +885,197 @@ mod tests {
         let a = CtAddr::parse("10.0.0.1/8", Family::V4, "ctorigsrc").unwrap();
         assert!(a.contains("10.200.0.9".parse().unwrap()));
         assert!(!a.contains("11.0.0.1".parse().unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::eval::{Conn, CtTuple, ct_status};
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::{CtState, Packet};
+    use crate::ruleset::{Hook, TableName};
+
+    fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> CtTuple {
+        CtTuple { src: src.parse().unwrap(), dst: dst.parse().unwrap(), sport, dport }
+    }
+
+    /// 10.0.0.1:40000 -> 1.2.3.4:80, DNATed to 192.168.1.10:8080 and SNATed to 10.9.9.9:50000.
+    fn natted(status: u32, original_dir: bool) -> Conn {
+        Conn { orig: tuple("10.0.0.1", 40000, "1.2.3.4", 80), reply: tuple("192.168.1.10", 8080, "10.9.9.9", 50000), status, original_dir }
+    }
+
+    fn pkt(proto: u8, state: CtState) -> Packet {
+        let mut p = Packet::new(proto, "10.0.0.1".parse().unwrap(), 40000, "1.2.3.4".parse().unwrap(), 80);
+        p.ct_state = state;
+        p
+    }
+
+    fn eval_with(family: Family, line: &str, p: &Packet, conn: Option<&Conn>) -> Eval {
+        let m: Conntrack = parse_alone(Ctx { family, table: TableName::Filter, proto: None }, line);
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Forward, table: TableName::Filter, family, conn };
+        m.eval(p, &cx)
+    }
+
+    fn eval(line: &str, p: &Packet, conn: Option<&Conn>) -> Eval {
+        eval_with(Family::V4, line, p, conn)
+    }
+
+    fn unknown(e: &Eval) -> bool {
+        matches!(e, Eval::Unknown(_))
+    }
+
+    #[test]
+    fn states() {
+        let c = natted(0, true);
+        let est = natted(ct_status::CONFIRMED | ct_status::SEEN_REPLY, true);
+        assert_eq!(eval("--ctstate NEW", &pkt(6, CtState::New), Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctstate NEW", &pkt(6, CtState::Established), Some(&est)), Eval::NoMatch);
+        assert_eq!(eval("--ctstate RELATED,ESTABLISHED", &pkt(6, CtState::Related), Some(&c)), Eval::Match);
+        assert_eq!(eval("! --ctstate RELATED,ESTABLISHED", &pkt(6, CtState::Established), Some(&est)), Eval::NoMatch);
+        assert_eq!(eval("! --ctstate INVALID", &pkt(6, CtState::New), Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctstate INVALID", &pkt(6, CtState::Invalid), None), Eval::Match);
+        assert_eq!(eval("! --ctstate INVALID", &pkt(6, CtState::Invalid), None), Eval::NoMatch);
+        assert_eq!(eval("--ctstate UNTRACKED", &pkt(6, CtState::Untracked), None), Eval::Match);
+        assert_eq!(eval("--ctstate NEW,ESTABLISHED", &pkt(6, CtState::Untracked), None), Eval::NoMatch);
+    }
+
+    #[test]
+    fn nat_states_come_from_the_entry_status() {
+        let p = pkt(6, CtState::New);
+        let dnat = natted(ct_status::DST_NAT, true);
+        let snat = natted(ct_status::SRC_NAT, true);
+        let plain = natted(0, true);
+        assert_eq!(eval("--ctstate DNAT", &p, Some(&dnat)), Eval::Match);
+        assert_eq!(eval("--ctstate DNAT", &p, Some(&snat)), Eval::NoMatch);
+        assert_eq!(eval("--ctstate SNAT", &p, Some(&snat)), Eval::Match);
+        assert_eq!(eval("--ctstate SNAT,DNAT", &p, Some(&plain)), Eval::NoMatch);
+        assert_eq!(eval("! --ctstate SNAT,DNAT", &p, Some(&plain)), Eval::Match);
+        assert_eq!(eval("! --ctstate DNAT", &p, Some(&dnat)), Eval::NoMatch);
+        // The state bit alone decides when it is listed.
+        assert_eq!(eval("--ctstate NEW,DNAT", &p, None), Eval::Match);
+        assert!(unknown(&eval("--ctstate DNAT", &p, None)));
+        // No entry: no SNAT/DNAT bits.
+        assert_eq!(eval("--ctstate SNAT,DNAT", &pkt(6, CtState::Untracked), None), Eval::NoMatch);
+        assert_eq!(eval("! --ctstate SNAT", &pkt(6, CtState::Untracked), None), Eval::Match);
+    }
+
+    #[test]
+    fn without_an_entry_only_the_state_counts() {
+        let untracked = pkt(6, CtState::Untracked);
+        // No --ctstate: fails whatever the other options (even negated) say.
+        assert_eq!(eval("! --ctstatus ASSURED", &untracked, None), Eval::NoMatch);
+        assert_eq!(eval("--ctdir ORIGINAL", &untracked, None), Eval::NoMatch);
+        assert_eq!(eval("! --ctproto udp", &untracked, None), Eval::NoMatch);
+        // A passing --ctstate makes the match succeed before the other options are read.
+        assert_eq!(eval("! --ctstate NEW --ctdir REPLY --ctproto udp", &untracked, None), Eval::Match);
+        assert_eq!(eval("--ctstate UNTRACKED --ctexpire 5", &untracked, None), Eval::Match);
+        // An INVALID packet has no entry even if one is passed in.
+        let c = natted(0, true);
+        assert_eq!(eval("--ctorigsrc 10.0.0.0/8", &pkt(6, CtState::Invalid), Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("--ctstate INVALID --ctorigsrc 11.0.0.0/8", &pkt(6, CtState::Invalid), Some(&c)), Eval::Match);
+    }
+
+    #[test]
+    fn direction() {
+        let p = pkt(6, CtState::Established);
+        let orig = natted(ct_status::SEEN_REPLY, true);
+        let reply = natted(ct_status::SEEN_REPLY, false);
+        assert_eq!(eval("--ctdir ORIGINAL", &p, Some(&orig)), Eval::Match);
+        assert_eq!(eval("--ctdir ORIGINAL", &p, Some(&reply)), Eval::NoMatch);
+        assert_eq!(eval("--ctdir REPLY", &p, Some(&reply)), Eval::Match);
+        assert_eq!(eval("--ctdir REPLY", &p, Some(&orig)), Eval::NoMatch);
+        // A NEW packet is in the original direction even without the entry's details.
+        assert_eq!(eval("--ctdir REPLY", &pkt(6, CtState::New), None), Eval::NoMatch);
+        assert!(unknown(&eval("--ctdir REPLY", &p, None)));
+    }
+
+    #[test]
+    fn tuple_addresses() {
+        let p = pkt(6, CtState::Established);
+        let c = natted(ct_status::SEEN_REPLY | ct_status::DST_NAT | ct_status::SRC_NAT, true);
+        assert_eq!(eval("--ctorigsrc 10.0.0.1", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctorigdst 1.2.3.0/24", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("! --ctorigdst 1.2.3.0/24", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("--ctreplsrc 192.168.1.10", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctreplsrc 1.2.3.4", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("--ctrepldst 10.9.9.9", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("! --ctrepldst 10.0.0.1", &p, Some(&c)), Eval::Match);
+        // The address is compared under the mask, unmasked as written.
+        assert_eq!(eval("--ctorigsrc 10.255.255.255/8", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctorigsrc 0.0.0.0/0", &p, Some(&c)), Eval::Match);
+        assert!(unknown(&eval("--ctorigsrc 10.0.0.1", &p, None)));
+        // A definite failure wins over an unknown part.
+        assert_eq!(eval("--ctorigsrc 10.0.0.1 --ctstate NEW", &p, None), Eval::NoMatch);
+
+        let mut p6 = Packet::new(6, "2001:db8::1".parse().unwrap(), 40000, "2001:db8:1::5".parse().unwrap(), 443);
+        p6.ct_state = CtState::New;
+        let c6 = Conn {
+            orig: tuple("2001:db8::1", 40000, "2001:db8:1::5", 443),
+            reply: tuple("2001:db8:1::5", 443, "2001:db8::1", 40000),
+            status: 0,
+            original_dir: true,
+        };
+        assert_eq!(eval_with(Family::V6, "--ctorigdst 2001:db8:1::/48", &p6, Some(&c6)), Eval::Match);
+        assert_eq!(eval_with(Family::V6, "--ctorigsrc 2001:db8:1::/48", &p6, Some(&c6)), Eval::NoMatch);
+    }
+
+    #[test]
+    fn protocol_and_ports() {
+        let p = pkt(6, CtState::Established);
+        let c = natted(ct_status::SEEN_REPLY, true);
+        assert_eq!(eval("--ctproto tcp", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctproto udp", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("! --ctproto udp", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctproto 0", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("! --ctproto 0", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctorigdstport 80", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctorigdstport 79:81", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctorigdstport 81:", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("! --ctorigdstport 80:90", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("--ctorigsrcport 40000", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctreplsrcport 8080", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctrepldstport 50000", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctrepldstport 40000", &p, Some(&c)), Eval::NoMatch);
+        // A reversed range is empty.
+        assert_eq!(eval("--ctorigdstport 90:80", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("! --ctorigdstport 90:80", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctorigdstport 80:0", &p, Some(&c)), Eval::NoMatch);
+        // The generic tracker's tuple has port 0 (ESP).
+        let esp = pkt(50, CtState::New);
+        assert_eq!(eval("--ctorigsrcport 0", &esp, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctorigsrcport 1:10", &esp, Some(&c)), Eval::NoMatch);
+        // ICMP ids and GRE keys are not modelled.
+        assert!(unknown(&eval("--ctorigsrcport 0", &pkt(1, CtState::New), Some(&c))));
+        assert!(unknown(&eval("--ctorigsrcport 0", &pkt(47, CtState::New), Some(&c))));
+        // An ICMP error belongs to the connection it quotes, of unknown protocol.
+        let mut err = pkt(1, CtState::Related);
+        err.icmp_type = 3;
+        assert!(unknown(&eval("--ctproto icmp", &err, Some(&c))));
+        assert!(unknown(&eval("--ctorigdstport 80", &err, Some(&c))));
+        assert_eq!(eval("--ctproto icmp --ctstate NEW", &err, Some(&c)), Eval::NoMatch);
+        // Related TCP (FTP data) is its own connection.
+        assert_eq!(eval("--ctproto tcp", &pkt(6, CtState::Related), Some(&c)), Eval::Match);
+    }
+
+    #[test]
+    fn status_and_expire() {
+        let p = pkt(6, CtState::Established);
+        let c = natted(ct_status::SEEN_REPLY | ct_status::CONFIRMED, true);
+        assert_eq!(eval("--ctstatus SEEN_REPLY", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("--ctstatus ASSURED", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("--ctstatus ASSURED,CONFIRMED", &p, Some(&c)), Eval::Match);
+        assert_eq!(eval("! --ctstatus CONFIRMED", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("! --ctstatus EXPECTED", &p, Some(&c)), Eval::Match);
+        // NONE is the empty mask: no bit is ever found.
+        assert_eq!(eval("--ctstatus NONE", &p, Some(&natted(0, true))), Eval::NoMatch);
+        assert_eq!(eval("! --ctstatus NONE", &p, Some(&c)), Eval::Match);
+        assert!(unknown(&eval("--ctstatus SEEN_REPLY", &p, None)));
+        assert!(unknown(&eval("--ctexpire 10:100", &p, Some(&c))));
+        assert!(unknown(&eval("! --ctexpire 10", &p, Some(&c))));
+        assert_eq!(eval("--ctexpire 10:100 --ctstatus ASSURED", &p, Some(&c)), Eval::NoMatch);
+        assert_eq!(eval("--ctexpire 10:100 --ctstate INVALID", &p, Some(&c)), Eval::NoMatch);
     }
 }

@@ -92,8 +92,12 @@ impl Extension for Dscp {
 }
 
 impl crate::matches::Evaluate for Dscp {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m dscp` is not evaluated yet".to_string())
+    /// `dscp_mt` / `dscp_mt6`: the top six bits of the IPv4 TOS byte or the IPv6 traffic class
+    /// (`pkt.tos >> 2`; the ECN bits are ignored) equal the value, then `!`.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        // `--dscp` is required; a zeroed `xt_dscp_info` compares with DSCP 0.
+        let want = self.dscp.unwrap_or(0);
+        crate::matches::Eval::from_bool(pkt.tos >> 2 == want).invert(self.invert)
     }
 }
 
@@ -152,5 +156,55 @@ mod tests {
         assert!(check("--dscp-class EF --dscp-class AF11").is_err());
         assert_eq!(check("--dscp-c EF").unwrap(), " --dscp 0x2e");
         assert_eq!(check_in(Family::V6, "! --dscp 3").unwrap(), " ! --dscp 0x03");
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::{Eval, EvalCtx, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook, TableName};
+
+        fn run(dscp: u8, invert: bool, tos: u8, family: Family) -> Eval {
+            let host = Host::new("h");
+            let (src, dst) = match family {
+                Family::V4 => ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()),
+                Family::V6 => ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap()),
+            };
+            let mut pkt = Packet::new(17, src, 5000, dst, 53);
+            pkt.tos = tos;
+            let cx = EvalCtx { host: &host, hook: Hook::Forward, table: TableName::Filter, family, conn: None };
+            Dscp { dscp: Some(dscp), invert }.eval(&pkt, &cx)
+        }
+
+        #[test]
+        fn dscp_is_the_top_six_bits() {
+            // EF = 0x2e, i.e. TOS byte 0xb8.
+            assert_eq!(run(0x2e, false, 0xb8, Family::V4), Eval::Match);
+            // The ECN bits do not count.
+            assert_eq!(run(0x2e, false, 0xb9, Family::V4), Eval::Match);
+            assert_eq!(run(0x2e, false, 0xbb, Family::V4), Eval::Match);
+            // A TOS byte equal to the DSCP value is not the DSCP.
+            assert_eq!(run(0x2e, false, 0x2e, Family::V4), Eval::NoMatch);
+            assert_eq!(run(0x2e, false, 0xbc, Family::V4), Eval::NoMatch);
+            // CS0 / BE: DSCP 0, whatever the ECN bits.
+            assert_eq!(run(0, false, 0x03, Family::V4), Eval::Match);
+            assert_eq!(run(0, false, 0x04, Family::V4), Eval::NoMatch);
+            assert_eq!(run(0x3f, false, 0xff, Family::V4), Eval::Match);
+        }
+
+        #[test]
+        fn inversion() {
+            assert_eq!(run(0x2e, true, 0xb8, Family::V4), Eval::NoMatch);
+            assert_eq!(run(0x2e, true, 0x00, Family::V4), Eval::Match);
+        }
+
+        #[test]
+        fn ipv6_traffic_class() {
+            assert_eq!(run(0x0a, false, 0x28, Family::V6), Eval::Match);
+            assert_eq!(run(0x0a, false, 0x29, Family::V6), Eval::Match);
+            assert_eq!(run(0x0a, false, 0x30, Family::V6), Eval::NoMatch);
+            assert_eq!(run(0x0a, true, 0x30, Family::V6), Eval::Match);
+        }
     }
 }

@@ -30,7 +30,19 @@ impl Eval {
         if cond { Eval::Match } else { Eval::NoMatch }
     }
 
-    /// Applies a `!`: swaps match and no-match (a chance `p` becomes `1 - p`).
+    /// A match with probability `p`; certain when `p` is 0 or 1 (`--probability 1` always matches).
+    pub fn chance(p: f64) -> Eval {
+        if p <= 0.0 {
+            Eval::NoMatch
+        } else if p >= 1.0 {
+            Eval::Match
+        } else {
+            Eval::Chance(p)
+        }
+    }
+
+    /// Applies a `!`: swaps match and no-match (a chance `p` becomes `1 - p`). Each option's `!`
+    /// is applied before options are combined with [`Eval::and`].
     pub fn invert(self, invert: bool) -> Eval {
         if !invert {
             return self;
@@ -38,17 +50,20 @@ impl Eval {
         match self {
             Eval::Match => Eval::NoMatch,
             Eval::NoMatch => Eval::Match,
-            Eval::Chance(p) => Eval::Chance(1.0 - p),
+            Eval::Chance(p) => Eval::chance(1.0 - p),
             u @ Eval::Unknown(_) => u,
         }
     }
 
-    /// Combines two conditions that must both hold (the options of one match).
+    /// Combines two conditions that must both hold (the options of one match, or the matches of
+    /// one rule). A certain no-match wins over anything unknown; independent chances multiply
+    /// (each `statistic` match draws its own number); unknown reasons are kept together.
     pub fn and(self, other: Eval) -> Eval {
         match (self, other) {
             (Eval::NoMatch, _) | (_, Eval::NoMatch) => Eval::NoMatch,
             (Eval::Match, o) | (o, Eval::Match) => o,
-            (Eval::Chance(a), Eval::Chance(b)) => Eval::Chance(a * b),
+            (Eval::Chance(a), Eval::Chance(b)) => Eval::chance(a * b),
+            (Eval::Unknown(a), Eval::Unknown(b)) if a != b => Eval::Unknown(format!("{a}; {b}")),
             (u @ Eval::Unknown(_), _) | (_, u @ Eval::Unknown(_)) => u,
         }
     }

@@ -43,8 +43,12 @@ impl Extension for Hl {
 }
 
 impl crate::matches::Evaluate for Hl {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m hl` is not evaluated yet".to_string())
+    /// `hl_mt6` (`ip6t_hl.c`): the packet's hop limit (`pkt.ttl`) compared with the value: equal, not
+    /// equal (`! --hl-eq`), strictly less or strictly greater.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        // A comparison is required; a zeroed match info is mode EQ with value 0.
+        let (cmp, value) = self.hl.unwrap_or((Cmp::Eq, 0));
+        crate::matches::Eval::from_bool(cmp.test(pkt.ttl, value))
     }
 }
 
@@ -88,5 +92,68 @@ mod tests {
         assert!(check("--hl-eq 4 --hl-eq 5").is_err());
         assert!(check("--hl 5 --hl-eq 6").is_err());
         assert!(check_in(Family::V4, "--hl-eq 3").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::{Eval, EvalCtx, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Hook, TableName};
+
+        fn run(cmp: Cmp, value: u8, field: u8) -> Eval {
+            let host = Host::new("h");
+            let mut pkt = Packet::new(6, "2001:db8::1".parse().unwrap(), 1234, "2001:db8::2".parse().unwrap(), 22);
+            pkt.ttl = field;
+            let cx = EvalCtx { host: &host, hook: Hook::Prerouting, table: TableName::Mangle, family: Family::V6, conn: None };
+            Hl { hl: Some((cmp, value)) }.eval(&pkt, &cx)
+        }
+
+        #[test]
+        fn comparisons() {
+            assert_eq!(run(Cmp::Eq, 64, 64), Eval::Match);
+            assert_eq!(run(Cmp::Eq, 64, 63), Eval::NoMatch);
+            assert_eq!(run(Cmp::Ne, 64, 64), Eval::NoMatch);
+            assert_eq!(run(Cmp::Ne, 64, 65), Eval::Match);
+            // Strict comparisons.
+            assert_eq!(run(Cmp::Lt, 64, 63), Eval::Match);
+            assert_eq!(run(Cmp::Lt, 64, 64), Eval::NoMatch);
+            assert_eq!(run(Cmp::Gt, 64, 65), Eval::Match);
+            assert_eq!(run(Cmp::Gt, 64, 64), Eval::NoMatch);
+        }
+
+        #[test]
+        fn bounds() {
+            // `-lt 0` and `-gt 255` can never match; `-eq 0` matches a zero field.
+            for f in [0, 1, 128, 255] {
+                assert_eq!(run(Cmp::Lt, 0, f), Eval::NoMatch, "{f}");
+                assert_eq!(run(Cmp::Gt, 255, f), Eval::NoMatch, "{f}");
+            }
+            assert_eq!(run(Cmp::Eq, 0, 0), Eval::Match);
+            assert_eq!(run(Cmp::Gt, 0, 1), Eval::Match);
+            assert_eq!(run(Cmp::Lt, 255, 254), Eval::Match);
+            assert_eq!(run(Cmp::Eq, 255, 255), Eval::Match);
+        }
+
+        #[test]
+        fn parsed_inversion() {
+            // `! --hl-eq 5` is parsed as the not-equal mode.
+            let mut m = Hl::default();
+            let ctx = Ctx { family: Family::V6, table: TableName::Filter, proto: None };
+            let toks = {
+                let mut t = Vec::new();
+                crate::ruleset::token::tokenize("5", 0, &mut t);
+                t
+            };
+            let mut args = Args::new(&toks, 0, ctx);
+            m.parse("hl-eq", true, &mut args).unwrap();
+            let host = Host::new("h");
+            let mut pkt = Packet::new(6, "2001:db8::1".parse().unwrap(), 1234, "2001:db8::2".parse().unwrap(), 22);
+            let cx = EvalCtx { host: &host, hook: Hook::Input, table: TableName::Filter, family: Family::V6, conn: None };
+            pkt.ttl = 5;
+            assert_eq!(m.eval(&pkt, &cx), Eval::NoMatch);
+            pkt.ttl = 6;
+            assert_eq!(m.eval(&pkt, &cx), Eval::Match);
+        }
     }
 }

@@ -150,8 +150,15 @@ impl Extension for Limit {
 }
 
 impl crate::matches::Evaluate for Limit {
+    /// `limit_mt` is a token bucket refilled with time: the answer depends on the rate and timing
+    /// of earlier packets, which the simulator does not know.
     fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m limit` is not evaluated yet".to_string())
+        let mut rate = String::new();
+        fmt_rate(&mut rate, self.avg);
+        crate::matches::Eval::Unknown(format!(
+            "`-m limit --limit {rate} --limit-burst {}` depends on the packet rate (matches while the rate stays under the limit)",
+            self.burst
+        ))
     }
 }
 
@@ -236,5 +243,27 @@ mod tests {
         ] {
             assert!(check(i).is_err(), "{i}");
         }
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::Packet;
+    use crate::ruleset::{Family, Hook, TableName};
+
+    #[test]
+    fn depends_on_the_rate() {
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Input, table: TableName::Filter, family: Family::V4, conn: None };
+        for line in ["", "--limit 5/min --limit-burst 10", "--limit 10000/sec"] {
+            let m: Limit = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);
+            assert!(matches!(m.eval(&Packet::default(), &cx), Eval::Unknown(r) if r.contains("rate")), "{line}");
+        }
+        let m: Limit = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, "--limit 5/min --limit-burst 10");
+        assert!(matches!(m.eval(&Packet::default(), &cx), Eval::Unknown(r) if r.contains("5/min") && r.contains("10")));
     }
 }

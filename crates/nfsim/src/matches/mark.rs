@@ -59,8 +59,12 @@ impl Extension for Mark {
 }
 
 impl crate::matches::Evaluate for Mark {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m mark` is not evaluated yet".to_string())
+    /// `mark_mt`: `(skb->mark & mask) == value`, `!` negating. The value is not masked:
+    /// `--mark 0x3/0x1` never matches.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(m) = self.mark else { return Eval::Match };
+        Eval::from_bool(pkt.mark & m.mask == m.value).invert(m.invert)
     }
 }
 
@@ -96,5 +100,43 @@ mod tests {
         assert!(check("--mark 5/").is_err());
         assert!(check("--mark /5").is_err());
         assert!(check("--mark 1 --mark 2").is_err());
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::Packet;
+    use crate::ruleset::{Family, Hook, TableName};
+
+    fn eval(line: &str, mark: u32) -> Eval {
+        let m: Mark = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Input, table: TableName::Filter, family: Family::V4, conn: None };
+        let mut pkt = Packet::new(17, "10.0.0.1".parse().unwrap(), 5000, "10.0.0.2".parse().unwrap(), 53);
+        pkt.mark = mark;
+        m.eval(&pkt, &cx)
+    }
+
+    #[test]
+    fn masked_comparison() {
+        for (line, mark, expected) in [
+            ("--mark 5", 5, Eval::Match),
+            ("--mark 5", 0x105, Eval::NoMatch),
+            ("! --mark 5", 5, Eval::NoMatch),
+            ("! --mark 5", 6, Eval::Match),
+            ("--mark 0x1/0x1", 3, Eval::Match),
+            ("--mark 0x100/0xff00", 0x1ff, Eval::Match),
+            // The value is not masked: bits outside the mask never compare equal.
+            ("--mark 0x3/0x1", 3, Eval::NoMatch),
+            ("! --mark 0x3/0x1", 3, Eval::Match),
+            ("--mark 0/0", 0xdead, Eval::Match),
+            ("--mark 0", 0, Eval::Match),
+        ] {
+            assert_eq!(eval(line, mark), expected, "{line} mark {mark:#x}");
+        }
     }
 }

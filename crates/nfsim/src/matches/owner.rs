@@ -159,9 +159,41 @@ impl Extension for Owner {
     }
 }
 
+impl IdRange {
+    fn contains(&self, id: u32) -> bool {
+        self.min <= id && id <= self.max
+    }
+}
+
 impl crate::matches::Evaluate for Owner {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m owner` is not evaluated yet".to_string())
+    /// `owner_mt` (revision 1). Without a socket (`pkt.owner` is `None`: forwarded packets,
+    /// packets the kernel sends itself) the match holds exactly when every option given is
+    /// negated; `--suppl-groups` cannot be negated, so with it a socket-less packet never
+    /// matches. With a socket, `! --socket-exists` fails, then the uid and gid ranges are
+    /// tested (inclusive), the gid also against the supplementary groups with `--suppl-groups`.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(owner) = &pkt.owner else {
+            // `(info->match ^ info->invert) == 0`: each flag given must be inverted.
+            let all_inverted =
+                self.uid.is_none_or(|r| r.invert) && self.gid.is_none_or(|r| r.invert) && self.socket_exists.is_none_or(|inv| inv) && !self.suppl_groups;
+            return Eval::from_bool(all_inverted);
+        };
+        if self.socket_exists == Some(true) {
+            return Eval::NoMatch;
+        }
+        if let Some(r) = self.uid
+            && r.contains(owner.uid) == r.invert
+        {
+            return Eval::NoMatch;
+        }
+        if let Some(r) = self.gid {
+            let found = r.contains(owner.gid) || (self.suppl_groups && owner.groups.iter().any(|&g| r.contains(g)));
+            if found == r.invert {
+                return Eval::NoMatch;
+            }
+        }
+        Eval::Match
     }
 }
 
@@ -238,5 +270,67 @@ mod tests {
         // The real tool resolved `staff` through this machine's /etc/group (gid 50); the
         // simulator knows only `root`, so the name is refused rather than guessed.
         assert!(check("--gid-owner staff").unwrap_err().contains("unknown group"));
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::{Owner as SockOwner, Packet};
+    use crate::ruleset::{Family, Hook, TableName};
+
+    fn eval(line: &str, owner: Option<SockOwner>) -> Eval {
+        let m: Owner = parse_alone(Ctx { family: Family::V4, table: TableName::Mangle, proto: None }, line);
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Output, table: TableName::Mangle, family: Family::V4, conn: None };
+        let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 80);
+        pkt.owner = owner;
+        m.eval(&pkt, &cx)
+    }
+
+    #[test]
+    fn without_socket_only_fully_negated_matches() {
+        for (line, expected) in [
+            ("--uid-owner 0", Eval::NoMatch),
+            ("! --uid-owner 0", Eval::Match),
+            ("--socket-exists", Eval::NoMatch),
+            ("! --socket-exists", Eval::Match),
+            ("! --uid-owner 0 --gid-owner 5", Eval::NoMatch),
+            ("! --uid-owner 0 ! --gid-owner 5", Eval::Match),
+            ("! --uid-owner 0 ! --gid-owner 5 ! --socket-exists", Eval::Match),
+            // `--suppl-groups` is a match flag that cannot be inverted.
+            ("! --gid-owner 5 --suppl-groups", Eval::NoMatch),
+        ] {
+            assert_eq!(eval(line, None), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn with_socket() {
+        let o = || Some(SockOwner { uid: 1000, gid: 1000, groups: vec![27, 100] });
+        for (line, expected) in [
+            ("--uid-owner 1000", Eval::Match),
+            ("--uid-owner 1000-2000", Eval::Match),
+            ("--uid-owner 0-999", Eval::NoMatch),
+            ("! --uid-owner 0-999", Eval::Match),
+            ("! --uid-owner 1000", Eval::NoMatch),
+            ("--socket-exists", Eval::Match),
+            ("! --socket-exists", Eval::NoMatch),
+            ("! --socket-exists ! --uid-owner 0", Eval::NoMatch),
+            ("--gid-owner 1000", Eval::Match),
+            ("--gid-owner 27", Eval::NoMatch),
+            ("! --gid-owner 27", Eval::Match),
+            ("--gid-owner 27 --suppl-groups", Eval::Match),
+            ("--gid-owner 20-30 --suppl-groups", Eval::Match),
+            ("--gid-owner 28-99 --suppl-groups", Eval::NoMatch),
+            ("! --gid-owner 27 --suppl-groups", Eval::NoMatch),
+            ("--uid-owner 1000 --gid-owner 5", Eval::NoMatch),
+            ("--uid-owner 1000 --gid-owner 1000 --socket-exists", Eval::Match),
+        ] {
+            assert_eq!(eval(line, o()), expected, "{line}");
+        }
     }
 }

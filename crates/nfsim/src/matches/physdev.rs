@@ -146,8 +146,16 @@ impl Extension for Physdev {
 }
 
 impl crate::matches::Evaluate for Physdev {
+    /// `physdev_mt`. The simulated host has no bridges, so no packet carries bridge information
+    /// (`nf_bridge_info_exists` is false): the match then holds exactly when every option given
+    /// is negated (`! --physdev-is-bridged`, `! --physdev-in eth0`, ...).
     fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m physdev` is not evaluated yet".to_string())
+        let all_inverted = self.is_bridged.is_none_or(|inv| inv)
+            && self.is_in.is_none_or(|inv| inv)
+            && self.is_out.is_none_or(|inv| inv)
+            && self.physdev_in.is_none_or(|(_, inv)| inv)
+            && self.physdev_out.is_none_or(|(_, inv)| inv);
+        crate::matches::Eval::from_bool(all_inverted)
     }
 }
 
@@ -222,5 +230,40 @@ mod tests {
         assert!(PortName::parse("").unwrap().matches("eth0"));
         assert!(PortName::parse("eth+").unwrap().matches("eth0"));
         assert!(!PortName::parse("eth").unwrap().matches("eth0"));
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::Packet;
+    use crate::ruleset::{Family, Hook, TableName};
+
+    #[test]
+    fn unbridged_packets_match_only_fully_negated_options() {
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Forward, table: TableName::Filter, family: Family::V4, conn: None };
+        let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 80);
+        pkt.in_iface = Some("br0".into());
+        pkt.out_iface = Some("br0".into());
+        for (line, expected) in [
+            ("--physdev-is-bridged", Eval::NoMatch),
+            ("! --physdev-is-bridged", Eval::Match),
+            ("--physdev-in eth0", Eval::NoMatch),
+            ("! --physdev-in eth0", Eval::Match),
+            ("--physdev-in +", Eval::NoMatch),
+            ("--physdev-is-in", Eval::NoMatch),
+            ("! --physdev-is-in ! --physdev-is-out", Eval::Match),
+            ("! --physdev-out eth1 --physdev-is-bridged", Eval::NoMatch),
+            ("! --physdev-out eth1 ! --physdev-is-bridged", Eval::Match),
+            ("! --physdev-in eth+ ! --physdev-out br0 ! --physdev-is-in ! --physdev-is-out ! --physdev-is-bridged", Eval::Match),
+            ("! --physdev-in eth+ ! --physdev-out br0 ! --physdev-is-in --physdev-is-out ! --physdev-is-bridged", Eval::NoMatch),
+        ] {
+            let m: Physdev = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);
+            assert_eq!(m.eval(&pkt, &cx), expected, "{line}");
+        }
     }
 }

@@ -260,8 +260,23 @@ impl Extension for Recent {
 }
 
 impl crate::matches::Evaluate for Recent {
+    /// `recent_mt`. `--set` records the address and always matches (`! --set` never does).
+    /// `--rcheck`, `--update` and `--remove` depend on the list's contents, built by earlier
+    /// packets (and on their times for `--seconds` / `--hitcount`): unknown.
     fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m recent` is not evaluated yet".to_string())
+        use crate::matches::Eval;
+        let i = &*self.info;
+        match i.command {
+            Some(RecentCommand::Set) => Eval::Match.invert(i.invert),
+            Some(c) => {
+                let side = match i.side {
+                    RecentSide::Source => "source",
+                    RecentSide::Dest => "destination",
+                };
+                Eval::Unknown(format!("`-m recent --{} --name {}` depends on whether earlier packets put this {side} address on the list", c.option(), i.name))
+            }
+            None => Eval::Unknown("`-m recent` without a command".to_string()),
+        }
     }
 }
 
@@ -385,5 +400,37 @@ mod tests {
         assert_eq!(c6("--set --mask ::ffff:1.2.3.4").unwrap(), " --set --name DEFAULT --mask ::ffff:1.2.3.4 --rsource");
         assert_eq!(c6("--set --mask ::1.2.3.4").unwrap(), " --set --name DEFAULT --mask ::1.2.3.4 --rsource");
         assert!(c6("--set --mask 64").is_err());
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::Packet;
+    use crate::ruleset::{Hook, TableName};
+
+    fn eval(line: &str) -> Eval {
+        let m: Recent = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Input, table: TableName::Filter, family: Family::V4, conn: None };
+        m.eval(&Packet::new(6, "10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 22), &cx)
+    }
+
+    #[test]
+    fn set_always_matches() {
+        assert_eq!(eval("--set"), Eval::Match);
+        assert_eq!(eval("--set --name ssh --rdest"), Eval::Match);
+        assert_eq!(eval("! --set"), Eval::NoMatch);
+    }
+
+    #[test]
+    fn checks_depend_on_the_list() {
+        for line in ["--rcheck", "! --rcheck --name ssh", "--update --seconds 60 --hitcount 4 --name ssh", "--remove --rdest", "--rcheck --rttl"] {
+            assert!(matches!(eval(line), Eval::Unknown(_)), "{line}");
+        }
+        assert!(matches!(eval("--update --seconds 60 --name ssh"), Eval::Unknown(r) if r.contains("--update") && r.contains("ssh") && r.contains("source")));
     }
 }

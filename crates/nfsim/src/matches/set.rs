@@ -213,8 +213,29 @@ impl Extension for Set {
 }
 
 impl crate::matches::Evaluate for Set {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m set` is not evaluated yet".to_string())
+    /// `set_match_v4` / `match_set`: the host's sets are one-dimensional (`hash:ip` /
+    /// `hash:net`), so the first `src`/`dst` flag picks the address tested (further flags are
+    /// ignored); the element is a member when one of the set's prefixes contains it (a set of
+    /// the other family contains nothing). `!` negates. A set the host does not define is
+    /// unknown. With counter tests (`--packets-eq` ...) a member matches only if its counters
+    /// pass, which the simulator does not know; a non-member gives a certain answer.
+    fn eval(&self, pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let name = self.set_name();
+        let Some(members) = cx.host.ipsets.get(name) else {
+            return Eval::Unknown(format!("ipset `{name}` is not defined on the host"));
+        };
+        if self.dim == 0 {
+            return Eval::NoMatch.invert(self.invert);
+        }
+        let addr = if self.src_bits & (1 << 1) != 0 { pkt.src } else { pkt.dst };
+        if !members.iter().any(|n| n.contains(&addr)) {
+            return Eval::NoMatch.invert(self.invert);
+        }
+        if self.counters.as_ref().is_some_and(|c| c.packets.is_some() || c.bytes.is_some()) {
+            return Eval::Unknown(format!("`--match-set {name}` counter tests depend on the traffic the set element has already counted"));
+        }
+        Eval::Match.invert(self.invert)
     }
 }
 
@@ -303,5 +324,69 @@ mod tests {
         }
         let s = Set::new(&Ctx { family: Family::V4, table: TableName::Filter, proto: None });
         assert_eq!(s.set_name(), "");
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::Packet;
+    use crate::ruleset::{Family, Hook, TableName};
+
+    fn host() -> Host {
+        let mut h = Host::new("h");
+        h.ipsets.insert("allow".into(), vec!["10.0.0.0/8".parse().unwrap(), "192.168.1.5/32".parse().unwrap()]);
+        h.ipsets.insert("empty".into(), vec![]);
+        h.ipsets.insert("six".into(), vec!["2001:db8::/32".parse().unwrap()]);
+        h
+    }
+
+    fn eval(line: &str, src: &str, dst: &str) -> Eval {
+        let family = if dst.contains(':') { Family::V6 } else { Family::V4 };
+        let m: Set = parse_alone(Ctx { family, table: TableName::Filter, proto: None }, line);
+        let h = host();
+        let cx = EvalCtx { host: &h, hook: Hook::Input, table: TableName::Filter, family, conn: None };
+        m.eval(&Packet::new(6, src.parse().unwrap(), 40000, dst.parse().unwrap(), 22), &cx)
+    }
+
+    #[test]
+    fn membership_of_the_chosen_address() {
+        for (line, src, dst, expected) in [
+            ("--match-set allow src", "10.1.2.3", "8.8.8.8", Eval::Match),
+            ("--match-set allow src", "8.8.8.8", "10.1.2.3", Eval::NoMatch),
+            ("--match-set allow dst", "8.8.8.8", "10.1.2.3", Eval::Match),
+            ("--match-set allow dst", "8.8.8.8", "192.168.1.6", Eval::NoMatch),
+            ("--match-set allow dst", "8.8.8.8", "192.168.1.5", Eval::Match),
+            ("! --match-set allow src", "10.1.2.3", "8.8.8.8", Eval::NoMatch),
+            ("! --match-set allow src", "8.8.8.8", "10.1.2.3", Eval::Match),
+            // A one-dimensional set uses the first flag only.
+            ("--match-set allow dst,src", "10.1.2.3", "8.8.8.8", Eval::NoMatch),
+            ("--match-set allow src,dst", "10.1.2.3", "8.8.8.8", Eval::Match),
+            ("--match-set empty src", "10.1.2.3", "8.8.8.8", Eval::NoMatch),
+            ("! --match-set empty src", "10.1.2.3", "8.8.8.8", Eval::Match),
+            ("--return-nomatch --match-set allow src", "10.1.2.3", "8.8.8.8", Eval::Match),
+            // Sets of the other family contain nothing.
+            ("--match-set allow src", "2001:db8::1", "2001:db8::2", Eval::NoMatch),
+            ("--match-set six src", "2001:db8::1", "2001:db8::2", Eval::Match),
+            ("--match-set six src", "10.1.2.3", "8.8.8.8", Eval::NoMatch),
+        ] {
+            assert_eq!(eval(line, src, dst), expected, "{line} {src} -> {dst}");
+        }
+    }
+
+    #[test]
+    fn unknown_sets_and_counters() {
+        assert!(matches!(eval("--match-set nope src", "10.1.2.3", "8.8.8.8"), Eval::Unknown(r) if r.contains("nope")));
+        assert!(matches!(eval("! --match-set nope src", "10.1.2.3", "8.8.8.8"), Eval::Unknown(_)));
+        assert!(matches!(eval("--match-set allow src --packets-gt 5", "10.1.2.3", "8.8.8.8"), Eval::Unknown(_)));
+        assert!(matches!(eval("! --match-set allow src --bytes-lt 5", "10.1.2.3", "8.8.8.8"), Eval::Unknown(_)));
+        // Not a member: the counters are never looked at.
+        assert_eq!(eval("--match-set allow src --packets-gt 5", "8.8.8.8", "10.1.2.3"), Eval::NoMatch);
+        assert_eq!(eval("! --match-set allow src ! --packets-eq 5", "8.8.8.8", "10.1.2.3"), Eval::Match);
+        // `! --update-counters` changes nothing for the answer.
+        assert_eq!(eval("--match-set allow src ! --update-counters", "10.1.2.3", "8.8.8.8"), Eval::Match);
     }
 }

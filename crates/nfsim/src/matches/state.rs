@@ -48,8 +48,14 @@ impl Extension for State {
 }
 
 impl crate::matches::Evaluate for State {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m state` is not evaluated yet".to_string())
+    /// `-m state` is loaded as the conntrack match with only `--ctstate` (and `state_mt` of
+    /// revision 0 computes the same): the packet's state bit (INVALID without a conntrack entry,
+    /// UNTRACKED for `-j NOTRACK` / `-j CT --notrack`) must be in the list, `!` negating.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some((mask, inv)) = self.states else { return Eval::Match };
+        let (bit, _) = super::conntrack::state_bit(pkt.ct_state);
+        Eval::from_bool(mask & bit != 0).invert(inv)
     }
 }
 
@@ -89,5 +95,47 @@ mod tests {
         assert!(check("--state NEWX").is_err());
         assert!(check("--state NEW --state ESTABLISHED").is_err());
         assert_eq!(check("! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED").unwrap(), " ! --state INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED");
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::{CtState, Packet};
+    use crate::ruleset::{Family, Hook, TableName};
+
+    fn eval(line: &str, state: CtState) -> Eval {
+        let m: State = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Input, table: TableName::Filter, family: Family::V4, conn: None };
+        let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 80);
+        pkt.ct_state = state;
+        m.eval(&pkt, &cx)
+    }
+
+    #[test]
+    fn state_bits() {
+        use CtState::*;
+        for (line, state, expected) in [
+            ("--state NEW", New, Eval::Match),
+            ("--state NEW", Established, Eval::NoMatch),
+            ("--state ESTABLISHED,RELATED", Related, Eval::Match),
+            ("--state ESTABLISHED,RELATED", Established, Eval::Match),
+            ("--state ESTABLISHED,RELATED", New, Eval::NoMatch),
+            ("--state ESTABLISHED,RELATED", Invalid, Eval::NoMatch),
+            ("--state INVALID", Invalid, Eval::Match),
+            ("--state INVALID", Untracked, Eval::NoMatch),
+            ("--state UNTRACKED", Untracked, Eval::Match),
+            ("--state NEW", Untracked, Eval::NoMatch),
+            ("! --state NEW", Untracked, Eval::Match),
+            ("! --state INVALID", Invalid, Eval::NoMatch),
+            ("! --state INVALID", New, Eval::Match),
+            ("! --state NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED", Established, Eval::NoMatch),
+        ] {
+            assert_eq!(eval(line, state), expected, "{line} on {state:?}");
+        }
     }
 }

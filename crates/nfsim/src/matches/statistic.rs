@@ -173,8 +173,24 @@ impl Extension for Statistic {
 }
 
 impl crate::matches::Evaluate for Statistic {
+    /// `statistic_mt`. Random mode matches when a random 31-bit number is below the stored
+    /// probability (`lround(p * 2^31)`), so with chance `probability / 2^31`, `!` taking the
+    /// complement; a chance of 0 or 1 is a certain answer. Nth mode counts packets across all
+    /// packets that reach the rule: unknown.
     fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m statistic` is not evaluated yet".to_string())
+        use crate::matches::Eval;
+        match self.mode {
+            Some(StatisticMode::Random) => {
+                let hit = f64::from(self.probability.unwrap_or(0)) / 2147483648.0;
+                Eval::chance(hit).invert(self.invert)
+            }
+            Some(StatisticMode::Nth) => Eval::Unknown(format!(
+                "`-m statistic --mode nth --every {} --packet {}` depends on how many packets reached the rule before",
+                self.every.unwrap_or(1),
+                self.packet.unwrap_or(0)
+            )),
+            None => Eval::Unknown("`-m statistic` without a mode".to_string()),
+        }
     }
 }
 
@@ -274,5 +290,44 @@ mod tests {
             ("--mode nth --every 0x10 --packet 010", Some(" --mode nth --every 16 --packet 8")),
             ("--mode random ! --every 3 --packet 1", None),
         ]);
+    }
+}
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::host::Host;
+    use crate::matches::conntrack::parse_alone;
+    use crate::matches::{Eval, EvalCtx, Evaluate};
+    use crate::packet::Packet;
+    use crate::ruleset::{Family, Hook, TableName};
+
+    fn eval(line: &str) -> Eval {
+        let m: Statistic = parse_alone(Ctx { family: Family::V4, table: TableName::Nat, proto: None }, line);
+        let host = Host::new("h");
+        let cx = EvalCtx { host: &host, hook: Hook::Prerouting, table: TableName::Nat, family: Family::V4, conn: None };
+        m.eval(&Packet::default(), &cx)
+    }
+
+    #[test]
+    fn random_is_a_chance() {
+        assert_eq!(eval("--mode random --probability 0.5"), Eval::Chance(0.5));
+        assert_eq!(eval("--mode random ! --probability 0.25"), Eval::Chance(0.75));
+        // The probability is kept in 31 bits: 0.1 becomes lround(0.1 * 2^31) / 2^31.
+        assert_eq!(eval("--mode random --probability 0.1"), Eval::Chance(214748365.0 / 2147483648.0));
+        assert_eq!(eval("--mode random --probability 0.33333"), Eval::Chance(715820724.0 / 2147483648.0));
+        // Certain answers at the ends: no 31-bit number is below 0, all are below 2^31.
+        assert_eq!(eval("--mode random --probability 0"), Eval::NoMatch);
+        assert_eq!(eval("--mode random ! --probability 0"), Eval::Match);
+        assert_eq!(eval("--mode random --probability 1"), Eval::Match);
+        assert_eq!(eval("--mode random ! --probability 1"), Eval::NoMatch);
+        // Rounds to 0.
+        assert_eq!(eval("--mode random --probability 0.0000000001"), Eval::NoMatch);
+    }
+
+    #[test]
+    fn nth_is_unknown() {
+        assert!(matches!(eval("--mode nth --every 3 --packet 0"), Eval::Unknown(r) if r.contains("--every 3")));
+        assert!(matches!(eval("--mode nth ! --every 2 --packet 1"), Eval::Unknown(_)));
     }
 }

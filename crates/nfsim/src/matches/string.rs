@@ -241,8 +241,25 @@ impl Extension for StringMatch {
 }
 
 impl crate::matches::Evaluate for StringMatch {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m string` is not evaluated yet".to_string())
+    /// `string_mt` searches the packet from the network header on (`skb_find_text` from
+    /// `--from`, limited to `--to` and to the packet's length) and accepts an occurrence only
+    /// when all of it lies before `--to`. The simulator has no payload, so the answer is
+    /// Unknown, except when the pattern cannot fit: longer than `--to` minus `--from`, or
+    /// running past the end of the packet (`pkt.len`) from `--from`. Then it never matches
+    /// (`!` turns that into a match).
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(pattern) = self.pattern.as_deref() else {
+            return Eval::Unknown("`-m string` has no pattern".to_string());
+        };
+        let patlen = pattern.len() as u32;
+        let (from, to) = (u32::from(self.from), u32::from(self.to));
+        let fits_window = from <= to && patlen <= to - from;
+        let fits_packet = from + patlen <= u32::from(pkt.len);
+        if !fits_window || !fits_packet {
+            return Eval::NoMatch.invert(self.invert);
+        }
+        Eval::Unknown("`-m string` depends on the packet's contents, which the simulator does not model".to_string())
     }
 }
 
@@ -351,5 +368,78 @@ mod tests {
         let hex127 = format!("|{}|A", "41".repeat(127));
         assert_eq!(parse_hex_string(&hex127).unwrap().len(), 128);
         assert!(std::mem::size_of::<StringMatch>() <= 40);
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::{Eval, EvalCtx, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook, TableName};
+
+        /// Parses `line` as the rule parser would and evaluates the match on a packet of `len`
+        /// bytes.
+        fn run(line: &str, len: u16) -> Eval {
+            let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
+            let mut toks = Vec::new();
+            crate::ruleset::token::tokenize(line, 0, &mut toks);
+            let mut m = StringMatch::new(&ctx);
+            let (mut pos, mut invert) = (0, false);
+            while pos < toks.len() {
+                let t = toks[pos].as_str();
+                pos += 1;
+                if t == "!" {
+                    invert = true;
+                    continue;
+                }
+                let opt = crate::ruleset::ext::resolve_option(StringMatch::OPTIONS, t.strip_prefix("--").unwrap()).unwrap();
+                let mut args = Args::new(&toks, pos, ctx);
+                m.parse(opt, invert, &mut args).unwrap();
+                pos = args.pos();
+                invert = false;
+            }
+            m.finish(&ctx).unwrap();
+            let host = Host::new("h");
+            let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 80);
+            pkt.len = len;
+            let cx = EvalCtx { host: &host, hook: Hook::Forward, table: TableName::Filter, family: Family::V4, conn: None };
+            m.eval(&pkt, &cx)
+        }
+
+        fn is_unknown(e: &Eval) -> bool {
+            matches!(e, Eval::Unknown(why) if why.contains("contents"))
+        }
+
+        #[test]
+        fn payload_is_unknown() {
+            assert!(is_unknown(&run("--string GET --algo bm", 60)));
+            assert!(is_unknown(&run("! --string GET --algo kmp --icase", 1500)));
+            assert!(is_unknown(&run(r#"--hex-string "|0a0b|" --algo bm --from 40 --to 100"#, 60)));
+        }
+
+        #[test]
+        fn window_too_small() {
+            // The whole occurrence must lie before `--to`: 4 bytes need to - from >= 4.
+            assert_eq!(run("--string test --algo bm --to 0", 1500), Eval::NoMatch);
+            assert_eq!(run("! --string test --algo bm --to 0", 1500), Eval::Match);
+            assert_eq!(run("--string test --algo kmp --from 20 --to 20", 1500), Eval::NoMatch);
+            assert_eq!(run("--string test --algo kmp --from 10 --to 13", 1500), Eval::NoMatch);
+            assert!(is_unknown(&run("--string test --algo kmp --from 10 --to 14", 1500)));
+            assert!(is_unknown(&run("--string test --algo bm --to 4", 1500)));
+            assert_eq!(run("--string test --algo bm --to 3", 1500), Eval::NoMatch);
+        }
+
+        #[test]
+        fn past_the_end_of_the_packet() {
+            // 60-byte packet: a 4-byte pattern can start at offset 56 at the latest.
+            assert!(is_unknown(&run("--string test --algo bm --from 56", 60)));
+            assert_eq!(run("--string test --algo bm --from 57", 60), Eval::NoMatch);
+            assert_eq!(run("! --string test --algo bm --from 57", 60), Eval::Match);
+            assert_eq!(run("--string test --algo bm --from 1000", 60), Eval::NoMatch);
+            // A pattern longer than the whole packet.
+            let long = "x".repeat(100);
+            assert_eq!(run(&format!("--string {long} --algo bm"), 60), Eval::NoMatch);
+            assert!(is_unknown(&run(&format!("--string {long} --algo bm"), 100)));
+        }
     }
 }

@@ -342,9 +342,53 @@ impl Extension for Time {
     }
 }
 
+impl Time {
+    /// True when the daily window `daytime_start..=daytime_stop` lets every second of the day
+    /// through (`time_mt`: a window with start below stop rejects the seconds outside it; any
+    /// other window rejects only the seconds strictly between stop and start).
+    fn whole_day(&self) -> bool {
+        if self.daytime_start < self.daytime_stop {
+            self.daytime_start == 0 && self.daytime_stop >= MAX_DAYTIME
+        } else {
+            self.daytime_start - self.daytime_stop <= 1
+        }
+    }
+}
+
 impl crate::matches::Evaluate for Time {
+    /// `time_mt` tests the current wall-clock time (not the packet), and the core has no clock.
+    /// Decided without one: a date range that ends before it starts, an empty weekday set or an
+    /// empty day-of-month set never match; a match that restricts nothing (the defaults, with a
+    /// date range from 0 to at least `INT_MAX`, i.e. a present before 2038-01-19) always
+    /// matches. Anything else depends on the clock.
     fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m time` is not evaluated yet".to_string())
+        use crate::matches::Eval;
+        // Conditions that fail at any time (`--contiguous` only moves the day the weekday and
+        // month-day tests look at, so it cannot rescue an empty set).
+        if self.date_start > self.date_stop {
+            return Eval::NoMatch;
+        }
+        if self.weekdays & ALL_WEEKDAYS == 0 || self.monthdays & ALL_MONTHDAYS == 0 {
+            return Eval::NoMatch;
+        }
+        let mut depends = Vec::new();
+        if self.date_start != 0 || self.date_stop < DEFAULT_DATE_STOP {
+            depends.push("the date");
+        }
+        if !self.whole_day() {
+            depends.push("the time of day");
+        }
+        if self.weekdays & ALL_WEEKDAYS != ALL_WEEKDAYS {
+            depends.push("the day of the week");
+        }
+        if self.monthdays & ALL_MONTHDAYS != ALL_MONTHDAYS {
+            depends.push("the day of the month");
+        }
+        let Some((last, rest)) = depends.split_last() else {
+            return Eval::Match;
+        };
+        let what = if rest.is_empty() { last.to_string() } else { format!("{} and {last}", rest.join(", ")) };
+        Eval::Unknown(format!("`-m time` depends on {what} when the packet passes, and the simulator has no clock"))
     }
 }
 
@@ -501,6 +545,113 @@ mod tests {
             let mut s = String::new();
             fmt_date(&mut s, t);
             assert_eq!(parse_date(&s), Ok(t), "{s}");
+        }
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::{Eval, EvalCtx, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook, TableName};
+
+        /// Parses `line` as the rule parser would and evaluates the match on a TCP packet.
+        fn run(line: &str) -> Eval {
+            let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
+            let mut toks = Vec::new();
+            crate::ruleset::token::tokenize(line, 0, &mut toks);
+            let mut m = Time::new(&ctx);
+            let (mut pos, mut invert) = (0, false);
+            while pos < toks.len() {
+                let t = toks[pos].as_str();
+                pos += 1;
+                if t == "!" {
+                    invert = true;
+                    continue;
+                }
+                let opt = crate::ruleset::ext::resolve_option(Time::OPTIONS, t.strip_prefix("--").unwrap()).unwrap();
+                let mut args = Args::new(&toks, pos, ctx);
+                m.parse(opt, invert, &mut args).unwrap();
+                pos = args.pos();
+                invert = false;
+            }
+            m.finish(&ctx).unwrap();
+            let host = Host::new("h");
+            let pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 1234, "10.0.0.2".parse().unwrap(), 443);
+            let cx = EvalCtx { host: &host, hook: Hook::Forward, table: TableName::Filter, family: Family::V4, conn: None };
+            m.eval(&pkt, &cx)
+        }
+
+        fn unknown(line: &str) -> String {
+            match run(line) {
+                Eval::Unknown(why) => why,
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+
+        #[test]
+        fn no_restriction_matches() {
+            for line in [
+                "",
+                "--utc",
+                "--kerneltz",
+                "--timestart 00:00 --timestop 23:59:59",
+                "--weekdays Mon,Tue,Wed,Thu,Fri,Sat,Sun",
+                "--monthdays 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+                // Bit 0 set as well: the kernel looks the day up, but every day is in the set.
+                "! --monthdays 0",
+                "--datestart 1970 --datestop 2038-01-19T03:14:07",
+                "--datestop 2038-12-31",
+                // A window from 11:00 to 11:00 (start not below stop) rejects the seconds
+                // strictly between stop and start: none.
+                "--timestart 11:00 --timestop 11:00",
+                "--timestart 11:00 --timestop 11:00 --contiguous",
+                "--timestart 11:00:01 --timestop 11:00:00",
+            ] {
+                assert_eq!(run(line), Eval::Match, "{line}");
+            }
+        }
+
+        #[test]
+        fn impossible_conditions_never_match() {
+            for line in [
+                "! --weekdays Mon,Tue,Wed,Thu,Fri,Sat,Sun",
+                // 1 << 8 does not fit the 8-bit weekday mask.
+                "--weekdays 8",
+                "--monthdays 0",
+                "! --monthdays 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+                "--datestart 2030 --datestop 2020",
+                // Certain even next to conditions that depend on the clock.
+                "--timestart 08:00 --timestop 17:00 --weekdays 8",
+                "--weekdays Mon --monthdays 0",
+                "--datestart 2030 --datestop 2020 --weekdays Sat,Sun",
+            ] {
+                assert_eq!(run(line), Eval::NoMatch, "{line}");
+            }
+        }
+
+        #[test]
+        fn restrictions_depend_on_the_clock() {
+            assert_eq!(
+                unknown("--timestart 08:00 --timestop 17:00"),
+                "`-m time` depends on the time of day when the packet passes, and the simulator has no clock"
+            );
+            assert!(unknown("--timestart 23:00 --timestop 01:00").contains("the time of day"));
+            assert!(unknown("--timestart 11:00:02 --timestop 11:00:00").contains("the time of day"));
+            assert!(unknown("--timestart 00:00:01").contains("the time of day"));
+            assert!(unknown("--timestop 23:59:58").contains("the time of day"));
+            assert!(unknown("--weekdays Sat,Sun").contains("the day of the week"));
+            assert!(unknown("! --weekdays Mon").contains("the day of the week"));
+            assert!(unknown("--monthdays 1,15").contains("the day of the month"));
+            assert!(unknown("--datestart 2020").contains("the date"));
+            assert!(unknown("--datestop 2030").contains("the date"));
+            // A single second in 1970 is still a date range.
+            assert!(unknown("--datestop 1970").contains("the date"));
+            assert_eq!(
+                unknown("--kerneltz --contiguous --timestart 23:00 --timestop 01:00 --weekdays Sun,Mon --monthdays 31,1 --datestart 2020"),
+                "`-m time` depends on the date, the time of day, the day of the week and the day of the month when the packet passes, \
+                 and the simulator has no clock"
+            );
         }
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The symbolic `--tos` names (matched case-insensitively) and their values; they imply the
-/// mask 0x3f (the ECN bits are not compared).
+/// mask 0x3f (the two top precedence bits are not compared; the ECN bits are).
 pub const TOS_NAMES: [(&str, u8); 5] =
     [("Minimize-Delay", 0x10), ("Maximize-Throughput", 0x08), ("Maximize-Reliability", 0x04), ("Minimize-Cost", 0x02), ("Normal-Service", 0x00)];
 
@@ -157,8 +157,13 @@ impl Extension for Tos {
 }
 
 impl crate::matches::Evaluate for Tos {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m tos` is not evaluated yet".to_string())
+    /// `tos_mt`: the IPv4 TOS byte or the IPv6 traffic class (both are `pkt.tos`) under the
+    /// mask, compared with the unmasked value, then `!`. A value with bits outside the mask never
+    /// matches, as in the kernel.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        // `--tos` is required; a zeroed `xt_tos_match_info` (value 0, mask 0) matches everything.
+        let t = self.tos.unwrap_or(TosSpec { value: 0, mask: 0, invert: false });
+        crate::matches::Eval::from_bool(pkt.tos & t.mask == t.value).invert(t.invert)
     }
 }
 
@@ -223,5 +228,63 @@ mod tests {
         assert_eq!(xt_uint(" 5", "x", 63), Ok(5));
         assert!(xt_uint("-0", "x", 63).is_err());
         assert!(xt_uint("", "x", 63).is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::{Eval, EvalCtx, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook, TableName};
+
+        fn run(value: u8, mask: u8, invert: bool, tos: u8, family: Family) -> Eval {
+            let host = Host::new("h");
+            let (src, dst) = match family {
+                Family::V4 => ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()),
+                Family::V6 => ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap()),
+            };
+            let mut pkt = Packet::new(6, src, 1234, dst, 80);
+            pkt.tos = tos;
+            let cx = EvalCtx { host: &host, hook: Hook::Input, table: TableName::Mangle, family, conn: None };
+            Tos { tos: Some(TosSpec { value, mask, invert }) }.eval(&pkt, &cx)
+        }
+
+        #[test]
+        fn masked_compare() {
+            // --tos Minimize-Delay = 0x10/0x3f: the precedence bits 0xc0 are ignored.
+            assert_eq!(run(0x10, 0x3f, false, 0x10, Family::V4), Eval::Match);
+            assert_eq!(run(0x10, 0x3f, false, 0xd0, Family::V4), Eval::Match);
+            // ... but the ECN bits are inside the mask.
+            assert_eq!(run(0x10, 0x3f, false, 0x12, Family::V4), Eval::NoMatch);
+            assert_eq!(run(0x10, 0x3f, false, 0x08, Family::V4), Eval::NoMatch);
+            // Plain number: mask 0xff, exact byte.
+            assert_eq!(run(0x10, 0xff, false, 0x10, Family::V4), Eval::Match);
+            assert_eq!(run(0x10, 0xff, false, 0x90, Family::V4), Eval::NoMatch);
+        }
+
+        #[test]
+        fn inversion() {
+            assert_eq!(run(0x10, 0x3f, true, 0x10, Family::V4), Eval::NoMatch);
+            assert_eq!(run(0x10, 0x3f, true, 0x08, Family::V4), Eval::Match);
+        }
+
+        #[test]
+        fn value_outside_mask_and_empty_mask() {
+            // The kernel does not mask the value: 0x10/0x0f can never match.
+            for tos in [0x00, 0x10, 0x1f, 0xff] {
+                assert_eq!(run(0x10, 0x0f, false, tos, Family::V4), Eval::NoMatch, "{tos:#x}");
+                assert_eq!(run(0x10, 0x0f, true, tos, Family::V4), Eval::Match, "{tos:#x}");
+            }
+            // Mask 0 with value 0 matches every packet.
+            assert_eq!(run(0x00, 0x00, false, 0xff, Family::V4), Eval::Match);
+            assert_eq!(run(0x08, 0x00, false, 0x08, Family::V4), Eval::NoMatch);
+        }
+
+        #[test]
+        fn ipv6_traffic_class() {
+            assert_eq!(run(0xb8, 0xfc, false, 0xb9, Family::V6), Eval::Match);
+            assert_eq!(run(0xb8, 0xff, false, 0xb9, Family::V6), Eval::NoMatch);
+            assert_eq!(run(0xb8, 0xff, true, 0xb9, Family::V6), Eval::Match);
+        }
     }
 }

@@ -107,8 +107,12 @@ impl Extension for Ttl {
 }
 
 impl crate::matches::Evaluate for Ttl {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m ttl` is not evaluated yet".to_string())
+    /// `ttl_mt` (`ipt_ttl.c`): the packet's TTL (`pkt.ttl`) compared with the value: equal, not
+    /// equal (`! --ttl-eq`), strictly less or strictly greater.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        // A comparison is required; a zeroed match info is mode EQ with value 0.
+        let (cmp, value) = self.ttl.unwrap_or((Cmp::Eq, 0));
+        crate::matches::Eval::from_bool(cmp.test(pkt.ttl, value))
     }
 }
 
@@ -161,5 +165,68 @@ mod tests {
         assert_eq!(check("--ttl-l 5").unwrap(), " --ttl-lt 5");
         assert!(check("--ttl- 5").is_err());
         assert!(check_in(Family::V6, "--ttl-eq 3").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::{Eval, EvalCtx, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Hook, TableName};
+
+        fn run(cmp: Cmp, value: u8, field: u8) -> Eval {
+            let host = Host::new("h");
+            let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 1234, "10.0.0.2".parse().unwrap(), 22);
+            pkt.ttl = field;
+            let cx = EvalCtx { host: &host, hook: Hook::Prerouting, table: TableName::Mangle, family: Family::V4, conn: None };
+            Ttl { ttl: Some((cmp, value)) }.eval(&pkt, &cx)
+        }
+
+        #[test]
+        fn comparisons() {
+            assert_eq!(run(Cmp::Eq, 64, 64), Eval::Match);
+            assert_eq!(run(Cmp::Eq, 64, 63), Eval::NoMatch);
+            assert_eq!(run(Cmp::Ne, 64, 64), Eval::NoMatch);
+            assert_eq!(run(Cmp::Ne, 64, 65), Eval::Match);
+            // Strict comparisons.
+            assert_eq!(run(Cmp::Lt, 64, 63), Eval::Match);
+            assert_eq!(run(Cmp::Lt, 64, 64), Eval::NoMatch);
+            assert_eq!(run(Cmp::Gt, 64, 65), Eval::Match);
+            assert_eq!(run(Cmp::Gt, 64, 64), Eval::NoMatch);
+        }
+
+        #[test]
+        fn bounds() {
+            // `-lt 0` and `-gt 255` can never match; `-eq 0` matches a zero field.
+            for f in [0, 1, 128, 255] {
+                assert_eq!(run(Cmp::Lt, 0, f), Eval::NoMatch, "{f}");
+                assert_eq!(run(Cmp::Gt, 255, f), Eval::NoMatch, "{f}");
+            }
+            assert_eq!(run(Cmp::Eq, 0, 0), Eval::Match);
+            assert_eq!(run(Cmp::Gt, 0, 1), Eval::Match);
+            assert_eq!(run(Cmp::Lt, 255, 254), Eval::Match);
+            assert_eq!(run(Cmp::Eq, 255, 255), Eval::Match);
+        }
+
+        #[test]
+        fn parsed_inversion() {
+            // `! --ttl-eq 5` is parsed as the not-equal mode.
+            let mut m = Ttl::default();
+            let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
+            let toks = {
+                let mut t = Vec::new();
+                crate::ruleset::token::tokenize("5", 0, &mut t);
+                t
+            };
+            let mut args = Args::new(&toks, 0, ctx);
+            m.parse("ttl-eq", true, &mut args).unwrap();
+            let host = Host::new("h");
+            let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 1234, "10.0.0.2".parse().unwrap(), 22);
+            let cx = EvalCtx { host: &host, hook: Hook::Input, table: TableName::Filter, family: Family::V4, conn: None };
+            pkt.ttl = 5;
+            assert_eq!(m.eval(&pkt, &cx), Eval::NoMatch);
+            pkt.ttl = 6;
+            assert_eq!(m.eval(&pkt, &cx), Eval::Match);
+        }
     }
 }

@@ -1,0 +1,272 @@
+//! The kernel conformance suite: the same rules and probes on the real kernel (in network
+//! namespaces, through `tests/oracle`) and in the simulator; the rules whose counters moved and
+//! where the packet arrived must agree. Fixed Istio cases plus a seeded random generator of rule
+//! sets and UDP probes, on iptables-nft and iptables-legacy.
+//!
+//! Needs root, `ip`, `iptables` and python3; skipped loudly elsewhere, and failing under
+//! `NFSIM_REQUIRE_KERNEL=1`. `NFSIM_CONFORMANCE_CASES` sets the number of random rule sets.
+
+mod common;
+mod oracle;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use nfsim::hook::Backend as SimBackend;
+use nfsim::host::Host;
+use nfsim::packet::{Owner, Packet};
+use nfsim::simulate::{Origin, simulate};
+use nfsim::trace::{Delivered, StepKind};
+use nfsim::traverse::Options;
+use oracle::{Backend, From as Src, Lab, Observed, Probe, Proto, Side};
+
+const POD_PORTS: [u16; 4] = [8080, 9000, 15001, 15006];
+const PEER_PORTS: [u16; 3] = [8080, 9000, 15001];
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The simulator's view of the oracle's pod namespace.
+fn pod_host(proto: u8, uid_of_port: impl Fn(u16) -> u32) -> Host {
+    let mut h = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1");
+    for p in POD_PORTS {
+        h = h.listen(proto, "0.0.0.0", p, "listener", uid_of_port(p), uid_of_port(p));
+    }
+    h
+}
+
+/// What the simulator predicts for `probe`: matched rules, and where it arrives (side, address, port).
+fn predict(rules: &str, probe: &Probe, sport: u16, backend: SimBackend) -> Result<(BTreeSet<(String, String, u32)>, Option<(Side, IpAddr, u16)>), String> {
+    let parsed = nfsim::ruleset::parse(rules);
+    if parsed.has_errors() {
+        return Err(format!("nfsim refuses the rules: {:?}", parsed.errors().map(|d| d.to_string()).collect::<Vec<_>>()));
+    }
+    let proto = match probe.proto {
+        Proto::Udp => 17,
+        Proto::Tcp => 6,
+    };
+    let host = pod_host(proto, |p| if p >= 15000 { 1337 } else { 1000 });
+    let (src, origin) = match &probe.from {
+        Src::Local { uid, gid } => (probe.src.unwrap_or(ip("0.0.0.0")), Origin::Local(Some(Owner { uid: *uid, gid: *gid, groups: Vec::new() }))),
+        Src::Peer => (ip("10.0.0.1"), Origin::Iface("eth0".into())),
+    };
+    let pkt = Packet::new(proto, src, sport, probe.dst.ip(), probe.dst.port());
+    let sim = simulate(&parsed.ruleset, &host, pkt, &origin, &Options { backend, ..Options::default() });
+    let [b] = sim.branches.as_slice() else {
+        return Err(format!("the simulator gives {} branches: {:?}", sim.branches.len(), sim.branches.iter().map(|b| &b.assumptions).collect::<Vec<_>>()));
+    };
+    let moved = b.trace.iter().filter(|s| s.kind == StepKind::Rule).map(|s| (s.table.to_string(), s.chain.clone(), s.rule)).collect();
+    let arrived = match &b.delivered {
+        Some(Delivered::Local { addr, port, .. }) => Some((Side::Pod, *addr, *port)),
+        Some(Delivered::Egress { .. }) if b.packet.dst == ip("10.0.0.9") || b.packet.dst == ip("10.0.0.1") => Some((Side::Peer, b.packet.dst, b.packet.dport)),
+        _ => None,
+    };
+    Ok((moved, arrived))
+}
+
+fn observed_arrival(o: &Observed) -> Option<(Side, IpAddr, u16)> {
+    o.received.first().map(|r| (r.side, r.local_addr, r.local_port))
+}
+
+/// Runs `probes` against `rules` on both; returns the divergences.
+fn compare(backend: Backend, rules: &str, probes: &[Probe], proto: Proto) -> Vec<String> {
+    let mut lab = match Lab::new(backend, rules) {
+        Ok(l) => l,
+        Err(e) => return vec![format!("the kernel refuses the rules ({e}):\n{rules}")],
+    };
+    for p in POD_PORTS {
+        lab.listen(Side::Pod, proto, ip("0.0.0.0"), p, if p >= 15000 { 1337 } else { 1000 }).expect("pod listener");
+    }
+    for p in PEER_PORTS {
+        lab.listen(Side::Peer, proto, ip("0.0.0.0"), p, 0).expect("peer listener");
+    }
+    let sim_backend = match backend {
+        Backend::Nft => SimBackend::Nft,
+        Backend::Legacy => SimBackend::Legacy,
+    };
+    let mut out = Vec::new();
+    for probe in probes {
+        let seen = match lab.probe(probe) {
+            Ok(o) => o,
+            Err(e) => {
+                out.push(format!("probe {probe:?} failed to run: {e}"));
+                continue;
+            }
+        };
+        let predicted = predict(rules, probe, seen.sport, sim_backend);
+        let (moved, arrived) = match predicted {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(format!("{backend:?} {probe:?}: {e}\n{rules}"));
+                continue;
+            }
+        };
+        let kernel_moved: BTreeSet<(String, String, u32)> = match proto {
+            Proto::Udp => seen.moved.clone(),
+            // TCP: the handshake's later packets also count; compare the nat table (first packet only).
+            Proto::Tcp => seen.moved.iter().filter(|r| r.0 == "nat").cloned().collect(),
+        };
+        let sim_moved: BTreeSet<(String, String, u32)> = match proto {
+            Proto::Udp => moved,
+            Proto::Tcp => moved.into_iter().filter(|r| r.0 == "nat").collect(),
+        };
+        let kernel_arrived = observed_arrival(&seen);
+        if kernel_moved != sim_moved || kernel_arrived != arrived {
+            out.push(format!(
+                "{backend:?} {probe:?}\n  kernel: moved {kernel_moved:?}, arrived {kernel_arrived:?}, error {:?}\n  nfsim:  moved {sim_moved:?}, arrived {arrived:?}\n{rules}",
+                seen.error
+            ));
+        }
+    }
+    out
+}
+
+fn istio_probes() -> Vec<Probe> {
+    let d = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    vec![
+        Probe::local(1000, 1000, Proto::Tcp, d("10.0.0.9:8080")),
+        Probe::local(1337, 1337, Proto::Tcp, d("10.0.0.9:8080")),
+        Probe::local(1337, 1337, Proto::Tcp, d("10.0.0.5:8080")),
+        Probe::local(1000, 1000, Proto::Tcp, d("10.0.0.5:8080")),
+        Probe::peer(Proto::Tcp, d("10.0.0.5:8080")),
+        Probe::peer(Proto::Tcp, d("10.0.0.5:9000")),
+        Probe::local(1000, 1000, Proto::Tcp, d("127.0.0.1:9000")),
+    ]
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+/// A random rule set over raw, mangle, nat and filter: UDP-only rules (so that ICMP errors never
+/// count), marks, owner matches where the kernel allows them, jumps, gotos, RETURN, REDIRECT and DNAT.
+fn random_rules(rng: &mut Rng) -> String {
+    let mut s = String::new();
+    let tables: [(&str, &[&str]); 4] = [
+        ("raw", &["PREROUTING", "OUTPUT"]),
+        ("mangle", &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
+        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
+        ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
+    ];
+    for (t, builtins) in tables {
+        if rng.below(4) == 0 {
+            continue;
+        }
+        s.push_str(&format!("*{t}\n"));
+        for c in builtins {
+            let policy = if t == "filter" && rng.below(6) == 0 { "DROP" } else { "ACCEPT" };
+            s.push_str(&format!(":{c} {policy} [0:0]\n"));
+        }
+        let user = ["U1", "U2"];
+        for u in user {
+            s.push_str(&format!(":{u} - [0:0]\n"));
+        }
+        let mut chains: Vec<&str> = builtins.to_vec();
+        chains.extend(user);
+        for c in chains {
+            let builtin = !c.starts_with('U');
+            for _ in 0..rng.below(4) {
+                let mut r = format!("-A {c} -p udp");
+                if rng.below(3) == 0 {
+                    r.push_str(&format!(" -d {}", rng.pick(&["10.0.0.9", "10.0.0.5", "127.0.0.1"])));
+                }
+                if rng.below(2) == 0 {
+                    r.push_str(&format!(" --dport {}", rng.pick(&["8080", "9000"])));
+                }
+                if rng.below(4) == 0 {
+                    r.push_str(&format!(" -m mark {}--mark {}", rng.pick(&["", "! "]), rng.pick(&["0x1", "0x2"])));
+                }
+                if builtin && matches!(c, "OUTPUT" | "POSTROUTING") && rng.below(3) == 0 {
+                    r.push_str(&format!(" -m owner {}--uid-owner 1337", rng.pick(&["", "! "])));
+                }
+                let mut targets = vec!["", "-j ACCEPT", "-j RETURN", "-j MARK --set-mark 0x1", "-j MARK --set-mark 0x2"];
+                if builtin {
+                    targets.extend(["-j U1", "-j U2", "-g U1"]);
+                }
+                if t == "filter" {
+                    targets.push("-j DROP");
+                }
+                if t == "nat" && matches!(c, "OUTPUT") {
+                    targets.extend(["-j REDIRECT --to-ports 15001", "-j REDIRECT"]);
+                }
+                if t == "nat" && matches!(c, "PREROUTING") {
+                    targets.extend(["-j REDIRECT --to-ports 15006", "-j DNAT --to-destination 10.0.0.9:9000"]);
+                }
+                if t == "nat" && matches!(c, "POSTROUTING") {
+                    targets.push("-j MASQUERADE");
+                }
+                let tgt = rng.pick(&targets);
+                if !tgt.is_empty() {
+                    r.push(' ');
+                    r.push_str(tgt);
+                }
+                s.push_str(&r);
+                s.push('\n');
+            }
+        }
+        s.push_str("COMMIT\n");
+    }
+    s
+}
+
+fn random_probes(rng: &mut Rng) -> Vec<Probe> {
+    let d = |s: String| -> SocketAddr { s.parse().unwrap() };
+    (0..4)
+        .map(|_| {
+            let port = rng.pick(&["8080", "9000"]);
+            if rng.below(3) == 0 {
+                Probe::peer(Proto::Udp, d(format!("10.0.0.5:{port}")))
+            } else {
+                let uid = [1000, 1337][rng.below(2)];
+                Probe::local(uid, uid, Proto::Udp, d(format!("{}:{port}", rng.pick(&["10.0.0.9", "10.0.0.5", "127.0.0.1"]))))
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn istio_sidecar_agrees_with_the_kernel() {
+    if !common::kernel_available("conformance (Istio)") {
+        return;
+    }
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/istio-sidecar.rules")).unwrap();
+    let mut failures = Vec::new();
+    for backend in [Backend::Nft, Backend::Legacy] {
+        failures.extend(compare(backend, &rules, &istio_probes(), Proto::Tcp));
+    }
+    assert!(failures.is_empty(), "{} divergences:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn random_rule_sets_agree_with_the_kernel() {
+    if !common::kernel_available("conformance (random)") {
+        return;
+    }
+    let cases: usize = std::env::var("NFSIM_CONFORMANCE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let mut rng = Rng(0x5eed_0f_cafe);
+    let mut failures = Vec::new();
+    let mut probes_run = 0;
+    for _ in 0..cases {
+        let rules = random_rules(&mut rng);
+        let probes = random_probes(&mut rng);
+        for backend in [Backend::Nft, Backend::Legacy] {
+            probes_run += probes.len();
+            failures.extend(compare(backend, &rules, &probes, Proto::Udp));
+        }
+    }
+    eprintln!("conformance: {cases} random rule sets, {probes_run} probes on both backends, {} divergences", failures.len());
+    assert!(failures.is_empty(), "{} divergences:\n{}", failures.len(), failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+}

@@ -1,0 +1,650 @@
+//! Kernel oracle for conformance tests: loads an iptables rule set into real network namespaces,
+//! sends one real probe packet (UDP datagram or TCP connection) and reports what the kernel did.
+//!
+//! Topology of a [`Lab`] (two fresh namespaces joined by a veth pair, nothing else):
+//!
+//! ```text
+//!   pod  (rules loaded here)                     peer (no rules)
+//!   lo 127.0.0.1/8 up                            lo up
+//!   eth0 10.0.0.5/24  <------ veth ------>       eth0 10.0.0.1/24 + 10.0.0.9/24
+//!   default via 10.0.0.1                         default via 10.0.0.5
+//! ```
+//!
+//! Both namespaces get `ip_unprivileged_port_start=0` (so listeners of any uid can take port 22),
+//! `icmp_ratelimit=0` (every ICMP error is sent, so counters do not depend on timing) and
+//! `tcp_synack_retries=0` (a SYN-ACK whose answer was dropped is never retransmitted into a later
+//! probe). Forwarding stays off. Because the peer's default route points at the pod, a peer probe to
+//! an address outside 10.0.0.0/24 arrives on the pod's eth0 (and, with forwarding off, is dropped there).
+//! No address outside these namespaces is configured or used; bind addresses are checked by the kernel.
+//!
+//! What one probe is on the wire:
+//! - UDP: one datagram from a connected socket. The sender then waits up to [`Lab::udp_wait`] for an
+//!   ICMP error (reported as `ECONNREFUSED`), but the probe ends as soon as a listener recorded the
+//!   datagram. A listener never answers, so a delivered datagram moves each counter on its path by
+//!   exactly one packet.
+//! - TCP: connect with timeout [`Lab::tcp_timeout`]. Our listener accepts, records, and closes with
+//!   `SO_LINGER {1, 0}`, so the exchange is exactly SYN → SYN-ACK → ACK → RST (from the listener), with
+//!   no FIN and no TIME_WAIT that could leak into a later probe. A SYN dropped on the way gives
+//!   `"timeout"` (TCP ignores the local EPERM), a kernel RST gives `"ECONNREFUSED"`.
+//! - Each probe binds an explicit source port (rolling through 40000..50000 unless [`Probe::sport`] is
+//!   set), so a UDP probe never hits the conntrack entry of an earlier one (UDP entries live 30 s).
+//!
+//! Counters: before the probe every table that exists in the pod is zeroed (`iptables -Z -t T`, only
+//! for tables that exist: with the legacy backend `-Z -t nat` would *create* the nat table and switch
+//! conntrack on), afterwards `iptables-save -c` is parsed.
+//!
+//! Processes: listeners are `ip netns exec NS setpriv --reuid U --regid U --clear-groups python3 ...`
+//! (`ip netns exec` and `setpriv` exec, so the child's PID is python's PID). They report on their
+//! stdout (one JSON line per datagram/connection, read by a thread) instead of a file, so no file
+//! permissions matter; they exit when their stdin reaches EOF, i.e. also when the test process dies
+//! without running destructors. [`Lab`]'s `Drop` kills each one by PID, waits for it, then deletes both
+//! namespaces; this also happens on panic. [`Lab::new`] first deletes namespaces named
+//! `nfsim-oracle-<pid>-...` whose `<pid>` no longer runs (left by a killed run of this oracle).
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Which iptables user space loads and reads the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Nft,
+    Legacy,
+}
+
+impl Backend {
+    fn tool(self, what: &str) -> String {
+        match self {
+            Backend::Nft => format!("iptables-nft{what}"),
+            Backend::Legacy => format!("iptables-legacy{what}"),
+        }
+    }
+}
+
+/// One of the two namespaces of a [`Lab`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Side {
+    /// The namespace holding the rules: eth0 10.0.0.5/24.
+    Pod,
+    /// The other end of the veth: 10.0.0.1/24 and 10.0.0.9/24, no rules.
+    Peer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+}
+
+/// Where a probe starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum From {
+    /// A socket created in the pod by a process with this uid and gid (no supplementary groups).
+    Local { uid: u32, gid: u32 },
+    /// A socket in the peer namespace (as root), so the packet arrives on the pod's eth0.
+    Peer,
+}
+
+/// One probe: a single UDP datagram or a single TCP connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub(crate) from: From,
+    pub(crate) proto: Proto,
+    /// Address to bind the sending socket to (e.g. 127.0.0.6); `None`: chosen by the route.
+    pub(crate) src: Option<IpAddr>,
+    /// Source port; `None`: the lab's next port from 40000..50000.
+    pub(crate) sport: Option<u16>,
+    pub(crate) dst: SocketAddr,
+}
+
+impl Probe {
+    pub(crate) fn local(uid: u32, gid: u32, proto: Proto, dst: SocketAddr) -> Probe {
+        Probe { from: From::Local { uid, gid }, proto, src: None, sport: None, dst }
+    }
+    pub(crate) fn peer(proto: Proto, dst: SocketAddr) -> Probe {
+        Probe { from: From::Peer, proto, src: None, sport: None, dst }
+    }
+    pub(crate) fn with_src(mut self, src: IpAddr) -> Probe {
+        self.src = Some(src);
+        self
+    }
+}
+
+/// `(table, chain, rule number)`; the number is 1-based within the chain, in iptables-save order.
+pub(crate) type RuleId = (String, String, u32);
+
+/// A datagram or connection one of our listeners got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Received {
+    pub(crate) side: Side,
+    /// The port the listener was started on.
+    pub(crate) port_listened: u16,
+    /// Destination address and port of the packet as it arrived (after any NAT). For TCP this is
+    /// the accepted socket's own address.
+    pub(crate) local_addr: IpAddr,
+    pub(crate) local_port: u16,
+    /// The sender's address and port as the listener saw it (after any SNAT).
+    pub(crate) peer: SocketAddr,
+    /// TCP only: `SO_ORIGINAL_DST`, the destination before NAT; `None` when the connection has no
+    /// conntrack entry (no rule switched conntrack on, or the peer namespace) and always for UDP.
+    pub(crate) orig_dst: Option<SocketAddr>,
+}
+
+/// What the kernel did with one probe.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// Rules whose packet counter is non-zero after the probe.
+    pub(crate) moved: BTreeSet<RuleId>,
+    /// Built-in chains whose policy counter is non-zero after the probe.
+    pub(crate) policy: BTreeSet<(String, String)>,
+    /// Packet counts of the rules in `moved`.
+    pub(crate) packets: BTreeMap<RuleId, u64>,
+    /// Packet counts of the chains in `policy`.
+    pub(crate) policy_packets: BTreeMap<(String, String), u64>,
+    /// What our listeners got during the probe.
+    pub(crate) received: Vec<Received>,
+    /// Error seen by the sender: an errno name (`EPERM`, `EINVAL`, `ECONNREFUSED`, ...),
+    /// `"timeout"` (TCP connect timed out) or `"timeout after connect"` (connected, but the
+    /// listener's RST never came back).
+    pub(crate) error: Option<String>,
+    /// Source port the probe was sent from.
+    pub(crate) sport: u16,
+    /// Wall time of the whole probe (zeroing, sending, reading counters).
+    pub(crate) elapsed: Duration,
+}
+
+const POD_ADDR: &str = "10.0.0.5/24";
+const PEER_ADDRS: [&str; 2] = ["10.0.0.1/24", "10.0.0.9/24"];
+const SPORT_FIRST: u16 = 40000;
+const SPORT_END: u16 = 50000;
+
+fn python() -> &'static str {
+    // /usr/bin/python3 is readable by every uid; a python under /root (pyenv) is not.
+    if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
+}
+
+/// Runs `cmd` with `input` on stdin; Ok(stdout) on success, Err(command and stderr) otherwise.
+fn run(cmd: &[&str], input: &str) -> Result<String, String> {
+    let mut child = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", cmd.join(" ")))?;
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().map_err(|e| format!("{}: {e}", cmd.join(" ")))?;
+    let _ = writer.join();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("`{}` failed ({}): {}", cmd.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// A namespace deleted on drop.
+struct NsGuard(String);
+
+impl NsGuard {
+    fn new(name: String) -> Result<NsGuard, String> {
+        run(&["ip", "netns", "add", &name], "")?;
+        Ok(NsGuard(name))
+    }
+    fn ip(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = vec!["ip", "-n", &self.0];
+        cmd.extend_from_slice(args);
+        run(&cmd, "")
+    }
+    fn exec(&self, args: &[&str], input: &str) -> Result<String, String> {
+        let mut cmd = vec!["ip", "netns", "exec", &self.0];
+        cmd.extend_from_slice(args);
+        run(&cmd, input)
+    }
+}
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+/// Deletes `nfsim-oracle-<pid>-*` namespaces whose creating process no longer exists.
+fn delete_stale_namespaces() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("nfsim-oracle-") else { continue };
+        let mut parts = rest.split('-');
+        let (Some(pid), Some(n), Some(side), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !numeric(pid) || !numeric(n) || !(side == "pod" || side == "peer") {
+            continue;
+        }
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+const LISTENER_PY: &str = r#"
+import os, sys, socket, struct, json, threading
+def watch():
+    try:
+        sys.stdin.buffer.read()
+    finally:
+        os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+proto, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def out(d):
+    sys.stdout.write(json.dumps(d) + "\n")
+    sys.stdout.flush()
+def sa(a, p):
+    return "%s:%d" % (a, p)
+if proto == "tcp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(64)
+    out("READY")
+    while True:
+        c, peer = s.accept()
+        la = c.getsockname()
+        try:
+            od = c.getsockopt(socket.SOL_IP, 80, 16)  # SO_ORIGINAL_DST
+            orig = sa(socket.inet_ntoa(od[4:8]), struct.unpack("!H", od[2:4])[0])
+        except OSError:
+            orig = None
+        out({"local": sa(*la), "peer": sa(*peer), "orig": orig})
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_IP, 20, 1)  # IP_RECVORIGDSTADDR
+    s.bind((addr, port))
+    out("READY")
+    while True:
+        data, anc, flags, peer = s.recvmsg(65535, 256)
+        local = sa(*s.getsockname())
+        for lvl, typ, d in anc:
+            if lvl == socket.SOL_IP and typ == 20:
+                local = sa(socket.inet_ntoa(d[4:8]), struct.unpack("!H", d[2:4])[0])
+        out({"local": local, "peer": sa(*peer), "orig": None})
+"#;
+
+const SENDER_PY: &str = r#"
+import sys, socket, struct, json, errno
+proto, src, sport, dst, dport, tmo = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+res = {"connected": False, "error": None}
+tcp = proto == "tcp"
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+try:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, sport))
+    s.settimeout(tmo)
+    if tcp:
+        try:
+            s.connect((dst, dport))
+        except TimeoutError:
+            res["error"] = "timeout"
+        except ConnectionResetError:
+            # Established, then our listener's RST came before connect() returned.
+            res["connected"] = True
+        else:
+            res["connected"] = True
+            try:
+                s.recv(1)
+            except TimeoutError:
+                res["error"] = "timeout after connect"
+            except ConnectionResetError:
+                pass
+    else:
+        s.connect((dst, dport))
+        s.send(b"nfsim-probe")
+        try:
+            s.recv(64)
+        except TimeoutError:
+            pass
+except OSError as e:
+    res["error"] = errno.errorcode.get(e.errno, str(e)) if e.errno else str(e)
+finally:
+    if tcp:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+print(json.dumps(res), flush=True)
+"#;
+
+struct Listener {
+    side: Side,
+    port: u16,
+    child: Child,
+    records: Arc<Mutex<Vec<Received>>>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Two namespaces with a rule set loaded into the pod; see the module docs.
+pub(crate) struct Lab {
+    backend: Backend,
+    listeners: Vec<Listener>,
+    tables: Vec<String>,
+    next_sport: u16,
+    /// How long a UDP sender waits for an ICMP error when no listener records the datagram.
+    pub(crate) udp_wait: Duration,
+    /// TCP connect timeout (and the wait for the listener's RST after connecting).
+    pub(crate) tcp_timeout: Duration,
+    // Dropped after `Drop::drop` killed the listeners.
+    pod: NsGuard,
+    peer: NsGuard,
+}
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    /// Creates the namespaces and loads `rules_v4` (iptables-save format) into the pod.
+    pub(crate) fn new(backend: Backend, rules_v4: &str) -> Result<Lab, String> {
+        static STALE: std::sync::Once = std::sync::Once::new();
+        STALE.call_once(delete_stale_namespaces);
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("nfsim-oracle-{}-{n}", std::process::id());
+        let pod = NsGuard::new(format!("{base}-pod"))?;
+        let peer = NsGuard::new(format!("{base}-peer"))?;
+        pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &peer.0])?;
+        let sysctls = ["net.ipv4.ip_unprivileged_port_start=0", "net.ipv4.icmp_ratelimit=0", "net.ipv4.tcp_synack_retries=0"];
+        for ns in [&pod, &peer] {
+            let mut cmd = vec!["sysctl", "-q", "-w"];
+            cmd.extend_from_slice(&sysctls);
+            ns.exec(&cmd, "")?;
+            ns.ip(&["link", "set", "lo", "up"])?;
+        }
+        pod.ip(&["addr", "add", POD_ADDR, "dev", "eth0"])?;
+        for a in PEER_ADDRS {
+            peer.ip(&["addr", "add", a, "dev", "eth0"])?;
+        }
+        for ns in [&pod, &peer] {
+            ns.ip(&["link", "set", "eth0", "up"])?;
+        }
+        pod.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "eth0"])?;
+        peer.ip(&["route", "add", "default", "via", "10.0.0.5", "dev", "eth0"])?;
+        pod.exec(&[&backend.tool("-restore"), "--wait=10"], rules_v4)?;
+        let saved = pod.exec(&[&backend.tool("-save")], "")?;
+        let tables = saved.lines().filter_map(|l| l.strip_prefix('*')).map(|t| t.trim().to_string()).collect();
+        Ok(Lab {
+            backend,
+            listeners: Vec::new(),
+            tables,
+            next_sport: SPORT_FIRST,
+            udp_wait: Duration::from_millis(100),
+            tcp_timeout: Duration::from_millis(250),
+            pod,
+            peer,
+        })
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Name of the namespace of `side`.
+    pub(crate) fn ns_name(&self, side: Side) -> &str {
+        match side {
+            Side::Pod => &self.pod.0,
+            Side::Peer => &self.peer.0,
+        }
+    }
+
+    /// PIDs of the listener processes (for checking cleanup).
+    pub(crate) fn listener_pids(&self) -> Vec<u32> {
+        self.listeners.iter().map(|l| l.child.id()).collect()
+    }
+
+    /// Tables present in the pod after loading (these are zeroed before each probe).
+    pub(crate) fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
+    /// `iptables-save -c` of the pod.
+    pub(crate) fn save(&self) -> Result<String, String> {
+        self.pod.exec(&[&self.backend.tool("-save"), "-c"], "")
+    }
+
+    /// Starts a listener on `addr:port` in `side`, running as `uid`/gid `uid`. Returns when it is bound.
+    pub(crate) fn listen(&mut self, side: Side, proto: Proto, addr: IpAddr, port: u16, uid: u32) -> Result<(), String> {
+        let ns = self.ns_name(side).to_string();
+        let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={uid}"));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns, "setpriv", &reuid, &regid, "--clear-groups", python(), "-I", "-S", "-c", LISTENER_PY])
+            .args([proto.name(), &addr.to_string(), &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawning listener: {e}"))?;
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let recs = Arc::clone(&records);
+        let out_thread = std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line == "\"READY\"" {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                match parse_record(&line, side, port) {
+                    Ok(r) => recs.lock().unwrap().push(r),
+                    Err(e) => eprintln!("oracle listener: {e}"),
+                }
+            }
+        });
+        let err = Arc::clone(&stderr);
+        let err_thread = std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut e = err.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        let mut l = Listener { side, port, child, records, stderr, threads: vec![out_thread, err_thread] };
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(()) => {
+                self.listeners.push(l);
+                Ok(())
+            }
+            Err(_) => {
+                l.stop();
+                let e = l.stderr.lock().unwrap().clone();
+                Err(format!("listener {side:?} {} {addr}:{port} uid {uid} did not start: {}", proto.name(), e.trim()))
+            }
+        }
+    }
+
+    fn zero_counters(&self) -> Result<(), String> {
+        if self.tables.is_empty() {
+            return Ok(());
+        }
+        let tool = self.backend.tool("");
+        let script: Vec<String> = self.tables.iter().map(|t| format!("{tool} -w 10 -t {t} -Z")).collect();
+        self.pod.exec(&["sh", "-ec", &script.join("\n")], "").map(|_| ())
+    }
+
+    /// Zeroes the counters, sends the probe, and reports counters and what the listeners got.
+    pub(crate) fn probe(&mut self, p: &Probe) -> Result<Observed, String> {
+        let start = Instant::now();
+        let SocketAddr::V4(dst) = p.dst else { return Err("only IPv4 probes are supported".into()) };
+        let src = match p.src {
+            None => "0.0.0.0".to_string(),
+            Some(IpAddr::V4(a)) => a.to_string(),
+            Some(IpAddr::V6(_)) => return Err("only IPv4 probes are supported".into()),
+        };
+        let sport = p.sport.unwrap_or_else(|| {
+            let s = self.next_sport;
+            self.next_sport = if s + 1 >= SPORT_END { SPORT_FIRST } else { s + 1 };
+            s
+        });
+        let (ns, uid, gid) = match p.from {
+            From::Local { uid, gid } => (self.pod.0.clone(), uid, gid),
+            From::Peer => (self.peer.0.clone(), 0, 0),
+        };
+        self.zero_counters()?;
+        let before: Vec<usize> = self.listeners.iter().map(|l| l.records.lock().unwrap().len()).collect();
+        let new_records = |ls: &[Listener]| ls.iter().zip(&before).map(|(l, &b)| l.records.lock().unwrap().len() - b).sum::<usize>();
+
+        let wait = match p.proto {
+            Proto::Udp => self.udp_wait,
+            Proto::Tcp => self.tcp_timeout,
+        };
+        let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={gid}"));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns, "setpriv", &reuid, &regid, "--clear-groups", python(), "-I", "-S", "-c", SENDER_PY])
+            .args([p.proto.name(), &src, &sport.to_string(), &dst.ip().to_string(), &dst.port().to_string(), &format!("{:.3}", wait.as_secs_f64())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawning sender: {e}"))?;
+        // A UDP datagram that reached a listener is done; don't wait for an ICMP error that can't come.
+        let hard_deadline = Instant::now() + 2 * wait + Duration::from_secs(2);
+        let mut killed_early = false;
+        loop {
+            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                break;
+            }
+            if p.proto == Proto::Udp && new_records(&self.listeners) > 0 {
+                let _ = child.kill();
+                killed_early = true;
+                break;
+            }
+            if Instant::now() > hard_deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("oracle sender did not finish".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let (connected, error) = if killed_early {
+            (false, None)
+        } else {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v: serde_json::Value =
+                serde_json::from_str(text.trim()).map_err(|e| format!("sender output {text:?} ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)))?;
+            (v["connected"].as_bool().unwrap_or(false), v["error"].as_str().map(str::to_string))
+        };
+        // A connected TCP probe was accepted by a listener before its RST came back; give the reader
+        // thread a moment to pass the record on.
+        if connected {
+            let until = Instant::now() + Duration::from_millis(200);
+            while new_records(&self.listeners) == 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let saved = self.save()?;
+        let mut obs = parse_counters(&saved)?;
+        for (l, &b) in self.listeners.iter().zip(&before) {
+            obs.received.extend(l.records.lock().unwrap()[b..].iter().cloned());
+        }
+        obs.error = error;
+        obs.sport = sport;
+        obs.elapsed = start.elapsed();
+        Ok(obs)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for l in &mut self.listeners {
+            l.stop();
+        }
+        // The namespaces are deleted when `pod` and `peer` drop, right after this.
+    }
+}
+
+fn parse_sockaddr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|e| format!("bad socket address {s:?}: {e}"))
+}
+
+fn parse_record(line: &str, side: Side, port: u16) -> Result<Received, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("bad record {line:?}: {e}"))?;
+    let local = parse_sockaddr(v["local"].as_str().ok_or("record without local")?)?;
+    let peer = parse_sockaddr(v["peer"].as_str().ok_or("record without peer")?)?;
+    let orig_dst = v["orig"].as_str().map(parse_sockaddr).transpose()?;
+    Ok(Received { side, port_listened: port, local_addr: local.ip(), local_port: local.port(), peer, orig_dst })
+}
+
+/// Reads rule and policy counters from `iptables-save -c` output; only non-zero ones are kept.
+pub(crate) fn parse_counters(saved: &str) -> Result<Observed, String> {
+    let mut obs = Observed::default();
+    let mut table = String::new();
+    let mut index: BTreeMap<String, u32> = BTreeMap::new();
+    let counter = |s: &str| -> Result<u64, String> {
+        let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
+        let (p, _) = inner.split_once(':').ok_or_else(|| format!("bad counter {s:?}"))?;
+        p.parse().map_err(|e| format!("bad counter {s:?}: {e}"))
+    };
+    for line in saved.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim().to_string();
+            index.clear();
+        } else if let Some(rest) = line.strip_prefix(':') {
+            // :CHAIN POLICY [p:b]
+            let mut f = rest.split_whitespace();
+            let (Some(chain), Some(policy), Some(c)) = (f.next(), f.next(), f.next()) else { continue };
+            if policy != "-" {
+                let n = counter(c)?;
+                if n > 0 {
+                    obs.policy.insert((table.clone(), chain.to_string()));
+                    obs.policy_packets.insert((table.clone(), chain.to_string()), n);
+                }
+            }
+        } else if line.starts_with('[') {
+            // [p:b] -A CHAIN ...
+            let (c, rule) = line.split_once(' ').ok_or_else(|| format!("bad rule line {line:?}"))?;
+            let chain = rule.strip_prefix("-A ").and_then(|r| r.split_whitespace().next()).ok_or_else(|| format!("bad rule line {line:?}"))?;
+            let i = index.entry(chain.to_string()).or_insert(0);
+            *i += 1;
+            let n = counter(c)?;
+            if n > 0 {
+                let id = (table.clone(), chain.to_string(), *i);
+                obs.moved.insert(id.clone());
+                obs.packets.insert(id, n);
+            }
+        }
+    }
+    Ok(obs)
+}
