@@ -69,6 +69,17 @@ fn observed_arrival(o: &Observed) -> Option<(Side, IpAddr, u16)> {
     o.received.first().map(|r| (r.side, r.local_addr, r.local_port))
 }
 
+/// How much the probes exercised: probes run, with rules matched, delivered, redirected.
+#[derive(Default, Debug)]
+struct Stats {
+    probes: usize,
+    matched_rules: usize,
+    delivered: usize,
+    nat: usize,
+}
+
+static STATS: std::sync::Mutex<Stats> = std::sync::Mutex::new(Stats { probes: 0, matched_rules: 0, delivered: 0, nat: 0 });
+
 /// Runs `probes` against `rules` on both; returns the divergences.
 fn compare(backend: Backend, rules: &str, probes: &[Probe], proto: Proto) -> Vec<String> {
     let mut lab = match Lab::new(backend, rules) {
@@ -112,6 +123,12 @@ fn compare(backend: Backend, rules: &str, probes: &[Probe], proto: Proto) -> Vec
             Proto::Tcp => moved.into_iter().filter(|r| r.0 == "nat").collect(),
         };
         let kernel_arrived = observed_arrival(&seen);
+        if let Ok(mut st) = STATS.lock() {
+            st.probes += 1;
+            st.matched_rules += usize::from(!kernel_moved.is_empty());
+            st.delivered += usize::from(kernel_arrived.is_some());
+            st.nat += usize::from(kernel_arrived.is_some_and(|(_, a, p)| a != probe.dst.ip() || p != probe.dst.port()));
+        }
         if kernel_moved != sim_moved || kernel_arrived != arrived {
             out.push(format!(
                 "{backend:?} {probe:?}\n  kernel: moved {kernel_moved:?}, arrived {kernel_arrived:?}, error {:?}\n  nfsim:  moved {sim_moved:?}, arrived {arrived:?}\n{rules}",
@@ -267,6 +284,51 @@ fn random_rule_sets_agree_with_the_kernel() {
             failures.extend(compare(backend, &rules, &probes, Proto::Udp));
         }
     }
-    eprintln!("conformance: {cases} random rule sets, {probes_run} probes on both backends, {} divergences", failures.len());
+    let stats = STATS.lock().map(|s| format!("{s:?}")).unwrap_or_default();
+    eprintln!("conformance: {cases} random rule sets, {probes_run} probes on both backends, {} divergences ({stats})", failures.len());
     assert!(failures.is_empty(), "{} divergences:\n{}", failures.len(), failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+}
+
+/// Hand-written cases for the path rules: chain semantics, REDIRECT and DNAT on the way in,
+/// loopback skipping nat, marks across tables, MASQUERADE on lo, the raw table's notrack.
+fn handwritten() -> Vec<(&'static str, Vec<Probe>)> {
+    let d = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let local = |dst: &str| Probe::local(1000, 1000, Proto::Udp, d(dst));
+    let peer = |dst: &str| Probe::peer(Proto::Udp, d(dst));
+    vec![
+        (
+            // netfilter-facts §6: jumps, RETURN, goto and policies.
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n:USER - [0:0]\n:VIA_J - [0:0]\n:GOTO_T - [0:0]\n-A OUTPUT -p udp --dport 8080 -j USER\n-A OUTPUT -p udp --dport 8080 -j ACCEPT\n-A OUTPUT -p udp --dport 9000 -j VIA_J\n-A OUTPUT -p udp --dport 9000 -j ACCEPT\n-A OUTPUT -p udp -d 127.0.0.1 -j RETURN\n-A VIA_J -p udp -g GOTO_T\n-A VIA_J -p udp -j DROP\n-A GOTO_T -p udp\nCOMMIT\n",
+            vec![local("10.0.0.9:8080"), local("10.0.0.9:9000"), local("127.0.0.1:8080"), local("127.0.0.1:9000"), peer("10.0.0.5:8080")],
+        ),
+        (
+            // REDIRECT and DNAT in PREROUTING; REDIRECT in OUTPUT; loopback skips nat on the way in.
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A PREROUTING -p udp --dport 8080 -j REDIRECT --to-ports 15006\n-A PREROUTING -p udp --dport 9000 -j DNAT --to-destination 10.0.0.9:8080\n-A INPUT -p udp\n-A OUTPUT -p udp -d 10.0.0.9 --dport 8080 -j REDIRECT --to-ports 15001\n-A OUTPUT -p udp\n-A POSTROUTING -p udp\nCOMMIT\n",
+            vec![peer("10.0.0.5:8080"), peer("10.0.0.5:9000"), local("10.0.0.9:8080"), local("10.0.0.5:8080"), local("127.0.0.1:9000")],
+        ),
+        (
+            // Marks set in one table are seen by the next; MASQUERADE of lo traffic.
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp --dport 8080 -j MARK --set-mark 0x7\n-A PREROUTING -p udp -m mark --mark 0x7\n-A INPUT -p udp -s 10.0.0.5\n-A INPUT -p udp -s 127.0.0.1\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -p udp -o lo -m mark --mark 0x7 -j MASQUERADE\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -m mark --mark 0x7 -o lo\n-A OUTPUT -p udp -m mark --mark 0x7 -o eth0\nCOMMIT\n",
+            vec![local("127.0.0.1:8080"), local("10.0.0.9:8080"), local("10.0.0.5:9000")],
+        ),
+        (
+            // raw: untracked packets skip nat; conntrack matches see the state.
+            "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp --dport 9000 -j CT --notrack\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp -j REDIRECT --to-ports 15001\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -m conntrack --ctstate UNTRACKED\n-A OUTPUT -p udp -m state --state NEW\n-A OUTPUT -p udp -m conntrack --ctstate DNAT\nCOMMIT\n",
+            vec![local("10.0.0.9:9000"), local("10.0.0.9:8080")],
+        ),
+    ]
+}
+
+#[test]
+fn handwritten_cases_agree_with_the_kernel() {
+    if !common::kernel_available("conformance (hand-written)") {
+        return;
+    }
+    let mut failures = Vec::new();
+    for (rules, probes) in handwritten() {
+        for backend in [Backend::Nft, Backend::Legacy] {
+            failures.extend(compare(backend, rules, &probes, Proto::Udp));
+        }
+    }
+    assert!(failures.is_empty(), "{} divergences:\n{}", failures.len(), failures.join("\n"));
 }

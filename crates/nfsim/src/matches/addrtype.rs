@@ -1,7 +1,12 @@
 //! `-m addrtype`: the routing type of the source or destination address, as the FIB sees it
 //! (`xt_addrtype.c` revision 1, `libxt_addrtype.c`).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
 use serde::Serialize;
+
+use crate::host::Host;
 
 use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
 use crate::ruleset::{Family, Hook, HookMask};
@@ -148,9 +153,137 @@ impl Extension for Addrtype {
     }
 }
 
+/// Bit of [`ADDR_TYPES`] for each `RTN_*` the model produces.
+const UNSPEC: u16 = 1 << 0;
+const UNICAST: u16 = 1 << 1;
+const LOCAL: u16 = 1 << 2;
+const BROADCAST: u16 = 1 << 3;
+const ANYCAST: u16 = 1 << 4;
+const MULTICAST: u16 = 1 << 5;
+const UNREACHABLE: u16 = 1 << 7;
+
+/// The interface whose subnet broadcast address `ip` is (`broadcast` routes of the local
+/// table: one per primary address with a prefix shorter than 31, `lo`'s 127.255.255.255
+/// included), the first in interface order.
+fn broadcast_dev(host: &Host, ip: Ipv4Addr) -> Option<String> {
+    host.all_interfaces().into_iter().find(|i| i.addrs.iter().any(|n| matches!(n, IpNet::V4(n) if n.prefix_len() < 31 && n.broadcast() == ip))).map(|i| i.name)
+}
+
+/// The interface of the `local` route for `ip`: the one holding the address, or `lo` for the
+/// rest of 127.0.0.0/8.
+fn local_dev(host: &Host, ip: IpAddr) -> Option<String> {
+    match host.all_interfaces().into_iter().find(|i| i.addrs.iter().any(|n| n.addr() == ip)) {
+        Some(i) => Some(i.name),
+        None if host.is_local(ip) => Some("lo".to_string()),
+        None => None,
+    }
+}
+
+/// `inet_dev_addr_type`: the route type (as an [`ADDR_TYPES`] bit) of `ip` in the local table,
+/// the zero network and the limited broadcast address being `BROADCAST` and multicast
+/// addresses `MULTICAST` before any lookup (so IPv4 never yields `UNSPEC`). With `dev`, a
+/// local-table route through another interface counts as `UNICAST`, like no route.
+fn type4(host: &Host, ip: Ipv4Addr, dev: Option<&str>) -> u16 {
+    if ip.octets()[0] == 0 || ip == Ipv4Addr::BROADCAST {
+        return BROADCAST;
+    }
+    if ip.is_multicast() {
+        return MULTICAST;
+    }
+    // Longest prefix first: a broadcast /32 beats `local 127.0.0.0/8`.
+    let (bit, route_dev) = if let Some(d) = broadcast_dev(host, ip) {
+        (BROADCAST, d)
+    } else if let Some(d) = local_dev(host, IpAddr::V4(ip)) {
+        (LOCAL, d)
+    } else {
+        return UNICAST;
+    };
+    if dev.is_none_or(|d| d == route_dev) { bit } else { UNICAST }
+}
+
+/// True when `ip` has a route on `host` (the IPv6 part of `nf_ip6_route`): a local address, a
+/// connected or explicit route, or, on a host with an interface besides `lo`, the multicast
+/// (`ff00::/8`) and link-local (`fe80::/64`) routes the kernel gives every IPv6 interface.
+fn routable6(host: &Host, ip: Ipv6Addr) -> bool {
+    let auto = ip.is_multicast() || ip.segments()[..4] == [0xfe80, 0, 0, 0];
+    host.is_local(IpAddr::V6(ip)) || host.route(IpAddr::V6(ip), 0).is_some() || (auto && host.all_interfaces().iter().any(|i| i.name != "lo"))
+}
+
+/// `ipv6_anycast_destination` for `ip`: it is the subnet-router anycast address (the prefix
+/// itself) of a connected prefix shorter than /127.
+fn anycast6(host: &Host, ip: Ipv6Addr) -> bool {
+    host.all_interfaces().iter().flat_map(|i| i.addrs.iter()).any(|n| matches!(n, IpNet::V6(n) if n.prefix_len() < 127 && n.network() == ip))
+}
+
+/// `match_type6`: for IPv6 the listed types are all required. `MULTICAST`, `UNICAST` and
+/// `UNSPEC` test the address's class (`ipv6_addr_type`); `LOCAL`, `ANYCAST` and
+/// `UNREACHABLE` are then looked up in the routes, and at least one of those listed must hold.
+fn match6(host: &Host, ip: Ipv6Addr, dev: Option<&str>, mask: u16) -> Result<bool, String> {
+    let multicast = ip.is_multicast();
+    let mapped = ip.segments()[..6] == [0, 0, 0, 0, 0, 0xffff];
+    let unicast = !multicast && !ip.is_unspecified() && !mapped;
+    if (mask & MULTICAST != 0 && !multicast) || (mask & UNICAST != 0 && !unicast) || (mask & UNSPEC != 0 && !ip.is_unspecified()) {
+        return Ok(false);
+    }
+    if mask & (LOCAL | ANYCAST | UNREACHABLE) == 0 {
+        return Ok(true);
+    }
+    let found = match dev {
+        // With an interface, LOCAL means the address is configured on it
+        // (`ipv6_chk_addr(.., dev, strict)`), whose local route the lookup then finds.
+        Some(d) if mask & (ANYCAST | UNREACHABLE) == 0 => {
+            if host.interface(d).is_some_and(|i| i.addrs.iter().any(|n| n.addr() == IpAddr::V6(ip))) {
+                LOCAL
+            } else {
+                0
+            }
+        }
+        Some(d) => {
+            return Err(format!(
+                "`-m addrtype` with ANYCAST or UNREACHABLE and an interface limit depends on an IPv6 route lookup restricted to `{d}`, which is not modelled"
+            ));
+        }
+        None if !routable6(host, ip) => UNREACHABLE,
+        None => {
+            let local = if host.is_local(IpAddr::V6(ip)) { LOCAL } else { 0 };
+            let anycast = if anycast6(host, ip) { ANYCAST } else { 0 };
+            local | anycast
+        }
+    };
+    Ok(mask & found != 0)
+}
+
 impl crate::matches::Evaluate for Addrtype {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m addrtype` is not evaluated yet".to_string())
+    /// `addrtype_mt_v1` (`xt_addrtype.c`): the source type test, then the destination one,
+    /// each flipped by its own `!`. IPv4 asks the local routing table for the address's type,
+    /// which must be one of those listed ([`type4`]); IPv6 requires every listed class
+    /// ([`match6`]). `--limit-iface-in` / `--limit-iface-out` restrict the lookup to the
+    /// packet's input / output interface.
+    fn eval(&self, pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let dev = match self.limit_iface {
+            None => None,
+            Some(LimitIface::In) => match &pkt.in_iface {
+                Some(i) => Some(i.as_str()),
+                None => return Eval::Unknown("`-m addrtype --limit-iface-in` needs the packet's input interface, which is not known".into()),
+            },
+            Some(LimitIface::Out) => match &pkt.out_iface {
+                Some(i) => Some(i.as_str()),
+                None => return Eval::Unknown("`-m addrtype --limit-iface-out` needs the packet's output interface, which is not known".into()),
+            },
+        };
+        let test = |types: Option<AddrTypes>, ip: IpAddr| -> Eval {
+            let Some(t) = types else { return Eval::Match };
+            let hit = match ip {
+                IpAddr::V4(v4) => Ok(t.mask & type4(cx.host, v4, dev) != 0),
+                IpAddr::V6(v6) => match6(cx.host, v6, dev, t.mask),
+            };
+            match hit {
+                Ok(b) => Eval::from_bool(b != t.invert),
+                Err(why) => Eval::Unknown(why),
+            }
+        };
+        test(self.src, pkt.src).and(test(self.dst, pkt.dst))
     }
 }
 
@@ -238,6 +371,137 @@ mod tests {
         assert!(v6("--src-type UNREACHABLE,MULTICAST,ANYCAST,UNICAST,UNSPEC").is_ok());
         for line in ["--src-type BROADCAST", "--src-type BLACKHOLE", "--src-type PROHIBIT", "--dst-type XRESOLVE"] {
             assert!(v6(line).is_err(), "{line}");
+        }
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+
+        fn host() -> Host {
+            Host::new("h").iface("eth0", &["10.0.0.5/24", "2001:db8::5/64"]).iface("eth1", &["192.168.1.1/24"]).gateway("10.0.0.1")
+        }
+
+        fn run_on(host: &Host, family: Family, line: &str, src: &str, dst: &str, iin: Option<&str>, iout: Option<&str>) -> Eval {
+            let mut pkt = Packet::new(6, src.parse().unwrap(), 1, dst.parse().unwrap(), 2);
+            pkt.in_iface = iin.map(str::to_string);
+            pkt.out_iface = iout.map(str::to_string);
+            parse::<Addrtype>(family, 0, line).eval(&pkt, &cx(host, Hook::Prerouting, family == Family::V6))
+        }
+
+        fn v4(line: &str, src: &str, dst: &str) -> Eval {
+            run_on(&host(), Family::V4, line, src, dst, Some("eth0"), None)
+        }
+
+        fn v6(line: &str, src: &str, dst: &str) -> Eval {
+            run_on(&host(), Family::V6, line, src, dst, Some("eth0"), None)
+        }
+
+        #[test]
+        fn ipv4_types() {
+            assert_eq!(v4("--dst-type LOCAL", "8.8.8.8", "10.0.0.5"), Eval::Match);
+            assert_eq!(v4("--dst-type LOCAL", "8.8.8.8", "192.168.1.1"), Eval::Match);
+            assert_eq!(v4("--dst-type LOCAL", "8.8.8.8", "127.0.0.53"), Eval::Match);
+            assert_eq!(v4("--dst-type LOCAL", "8.8.8.8", "10.0.0.6"), Eval::NoMatch);
+            assert_eq!(v4("--dst-type UNICAST", "8.8.8.8", "10.0.0.6"), Eval::Match);
+            assert_eq!(v4("--dst-type UNICAST", "8.8.8.8", "10.0.0.5"), Eval::NoMatch);
+            assert_eq!(v4("--dst-type BROADCAST", "8.8.8.8", "10.0.0.255"), Eval::Match);
+            assert_eq!(v4("--dst-type BROADCAST", "8.8.8.8", "255.255.255.255"), Eval::Match);
+            assert_eq!(v4("--dst-type BROADCAST", "8.8.8.8", "127.255.255.255"), Eval::Match);
+            assert_eq!(v4("--dst-type MULTICAST", "8.8.8.8", "239.1.2.3"), Eval::Match);
+            assert_eq!(v4("--dst-type BROADCAST,MULTICAST", "8.8.8.8", "239.1.2.3"), Eval::Match);
+            // The zero network is BROADCAST to inet_addr_type, never UNSPEC.
+            assert_eq!(v4("--src-type UNSPEC", "0.0.0.0", "10.0.0.5"), Eval::NoMatch);
+            assert_eq!(v4("--src-type BROADCAST", "0.0.0.0", "10.0.0.5"), Eval::Match);
+            assert_eq!(v4("--src-type BROADCAST", "0.1.2.3", "10.0.0.5"), Eval::Match);
+            // Types found only in other tables are never produced by the local table.
+            assert_eq!(v4("--dst-type BLACKHOLE,UNREACHABLE,PROHIBIT", "8.8.8.8", "1.1.1.1"), Eval::NoMatch);
+        }
+
+        #[test]
+        fn ipv4_inversion_and_both_sides() {
+            assert_eq!(v4("! --dst-type LOCAL", "8.8.8.8", "10.0.0.5"), Eval::NoMatch);
+            assert_eq!(v4("! --dst-type LOCAL", "8.8.8.8", "1.1.1.1"), Eval::Match);
+            assert_eq!(v4("--src-type LOCAL --dst-type UNICAST", "10.0.0.5", "1.1.1.1"), Eval::Match);
+            assert_eq!(v4("--src-type LOCAL --dst-type UNICAST", "10.0.0.6", "1.1.1.1"), Eval::NoMatch);
+            assert_eq!(v4("! --src-type LOCAL ! --dst-type LOCAL", "10.0.0.6", "1.1.1.1"), Eval::Match);
+            assert_eq!(v4("! --src-type LOCAL ! --dst-type LOCAL", "10.0.0.6", "10.0.0.5"), Eval::NoMatch);
+        }
+
+        #[test]
+        fn ipv4_interface_limit() {
+            let h = host();
+            let run = |line, dst, iin, iout| run_on(&h, Family::V4, line, "8.8.8.8", dst, iin, iout);
+            // The address of eth1 is local to the host, but not to eth0.
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "10.0.0.5", Some("eth0"), None), Eval::Match);
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "192.168.1.1", Some("eth0"), None), Eval::NoMatch);
+            assert_eq!(run("--dst-type UNICAST --limit-iface-in", "192.168.1.1", Some("eth0"), None), Eval::Match);
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "192.168.1.1", Some("eth1"), None), Eval::Match);
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "127.0.0.1", Some("eth0"), None), Eval::NoMatch);
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "127.0.0.1", Some("lo"), None), Eval::Match);
+            assert_eq!(run("--dst-type BROADCAST --limit-iface-out", "192.168.1.255", None, Some("eth1")), Eval::Match);
+            assert_eq!(run("--dst-type BROADCAST --limit-iface-out", "192.168.1.255", None, Some("eth0")), Eval::NoMatch);
+            // The limited broadcast and multicast are decided before the lookup.
+            assert_eq!(run("--dst-type BROADCAST --limit-iface-in", "255.255.255.255", Some("eth1"), None), Eval::Match);
+            assert_eq!(run("--dst-type MULTICAST --limit-iface-in", "224.0.0.1", Some("eth1"), None), Eval::Match);
+            assert!(matches!(run("--dst-type LOCAL --limit-iface-in", "10.0.0.5", None, None), Eval::Unknown(_)));
+            assert!(matches!(run("--dst-type LOCAL --limit-iface-out", "10.0.0.5", Some("eth0"), None), Eval::Unknown(_)));
+        }
+
+        #[test]
+        fn ipv6_classes_are_all_required() {
+            assert_eq!(v6("--dst-type MULTICAST", "2001:db8::9", "ff02::1"), Eval::Match);
+            assert_eq!(v6("--dst-type MULTICAST", "2001:db8::9", "2001:db8::5"), Eval::NoMatch);
+            assert_eq!(v6("--dst-type UNICAST", "2001:db8::9", "2001:db8::5"), Eval::Match);
+            assert_eq!(v6("--dst-type UNICAST", "2001:db8::9", "fe80::1"), Eval::Match);
+            assert_eq!(v6("--dst-type UNICAST", "2001:db8::9", "::1"), Eval::Match);
+            assert_eq!(v6("--dst-type UNICAST", "2001:db8::9", "::ffff:10.0.0.1"), Eval::NoMatch);
+            assert_eq!(v6("--dst-type UNICAST", "2001:db8::9", "::"), Eval::NoMatch);
+            assert_eq!(v6("--src-type UNSPEC", "::", "2001:db8::5"), Eval::Match);
+            assert_eq!(v6("--src-type UNSPEC", "::1", "2001:db8::5"), Eval::NoMatch);
+            // Several classes: all must hold, unlike IPv4.
+            assert_eq!(v6("--dst-type UNICAST,MULTICAST", "2001:db8::9", "ff02::1"), Eval::NoMatch);
+            assert_eq!(v6("--dst-type UNICAST,MULTICAST", "2001:db8::9", "2001:db8::5"), Eval::NoMatch);
+            assert_eq!(v6("! --dst-type UNICAST,MULTICAST", "2001:db8::9", "2001:db8::5"), Eval::Match);
+        }
+
+        #[test]
+        fn ipv6_route_types() {
+            assert_eq!(v6("--dst-type LOCAL", "2001:db8::9", "2001:db8::5"), Eval::Match);
+            assert_eq!(v6("--dst-type LOCAL", "2001:db8::9", "::1"), Eval::Match);
+            assert_eq!(v6("--dst-type LOCAL", "2001:db8::9", "2001:db8::6"), Eval::NoMatch);
+            assert_eq!(v6("--dst-type UNICAST,LOCAL", "2001:db8::9", "2001:db8::5"), Eval::Match);
+            assert_eq!(v6("--dst-type MULTICAST,LOCAL", "2001:db8::9", "ff02::1"), Eval::NoMatch);
+            // The subnet-router anycast address of a connected prefix.
+            assert_eq!(v6("--dst-type ANYCAST", "2001:db8::9", "2001:db8::"), Eval::Match);
+            assert_eq!(v6("--dst-type ANYCAST", "2001:db8::9", "2001:db8::6"), Eval::NoMatch);
+            // No IPv6 default route: other global addresses are unreachable.
+            assert_eq!(v6("--dst-type UNREACHABLE", "2001:db8::9", "2001:db9::1"), Eval::Match);
+            assert_eq!(v6("--dst-type UNREACHABLE", "2001:db8::9", "2001:db8::6"), Eval::NoMatch);
+            assert_eq!(v6("--dst-type UNREACHABLE", "2001:db8::9", "ff02::1"), Eval::NoMatch);
+            assert_eq!(v6("--dst-type UNREACHABLE", "2001:db8::9", "fe80::1"), Eval::NoMatch);
+            assert_eq!(v6("--dst-type LOCAL,UNREACHABLE", "2001:db8::9", "2001:db9::1"), Eval::Match);
+            assert_eq!(v6("! --dst-type LOCAL", "2001:db8::9", "2001:db9::1"), Eval::Match);
+        }
+
+        #[test]
+        fn ipv6_interface_limit() {
+            let h = host();
+            let run = |line, dst, iin| run_on(&h, Family::V6, line, "2001:db8::9", dst, iin, None);
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "2001:db8::5", Some("eth0")), Eval::Match);
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "2001:db8::5", Some("eth1")), Eval::NoMatch);
+            assert_eq!(run("--dst-type LOCAL --limit-iface-in", "::1", Some("eth0")), Eval::NoMatch);
+            assert_eq!(run("! --dst-type LOCAL --limit-iface-in", "::1", Some("lo")), Eval::NoMatch);
+            assert!(matches!(run("--dst-type ANYCAST --limit-iface-in", "2001:db8::", Some("eth0")), Eval::Unknown(_)));
+            // A class test that fails decides without the lookup.
+            assert_eq!(run("--dst-type MULTICAST,UNREACHABLE --limit-iface-in", "2001:db8::5", Some("eth0")), Eval::NoMatch);
+            // The source test failing decides before an unknown destination test.
+            assert_eq!(
+                run_on(&h, Family::V6, "--src-type MULTICAST --dst-type ANYCAST --limit-iface-in", "2001:db8::9", "2001:db8::", Some("eth0"), None),
+                Eval::NoMatch
+            );
         }
     }
 }

@@ -55,8 +55,9 @@ impl Extension for Comment {
 }
 
 impl crate::matches::Evaluate for Comment {
+    /// `comment_mt` (`xt_comment.c`): always matches.
     fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m comment` is not evaluated yet".to_string())
+        crate::matches::Eval::Match
     }
 }
 
@@ -108,5 +109,20 @@ mod tests {
         // 128 two-byte characters: iptables cuts the last one in half; the model drops it.
         let e128 = "é".repeat(128);
         assert_eq!(check(&format!("--comment \"{e128}\"")).unwrap(), format!(" --comment \"{}\"", "é".repeat(127)));
+    }
+
+    #[test]
+    fn always_matches() {
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::Hook;
+        let host = Host::new("h");
+        let m = parse::<Comment>(Family::V4, 0, "--comment \"allow ssh\"");
+        for proto in [1, 6, 17, 47] {
+            let pkt = Packet::new(proto, "10.0.0.1".parse().unwrap(), 1, "8.8.8.8".parse().unwrap(), 2);
+            assert_eq!(m.eval(&pkt, &cx(&host, Hook::Forward, false)), Eval::Match);
+        }
     }
 }

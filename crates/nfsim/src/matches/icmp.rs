@@ -234,8 +234,18 @@ impl Extension for Icmp {
 }
 
 impl crate::matches::Evaluate for Icmp {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m icmp` is not evaluated yet".to_string())
+    /// `icmp_match` (`ip_tables.c`): type 255 (`any`) matches every ICMP message whatever the
+    /// codes; otherwise the type must be equal and the code within `code_min..=code_max`; `!`
+    /// flips the answer. A packet of another protocol does not match (the kernel only runs the
+    /// match after `-p icmp`); the packet model has no non-first fragments.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(s) = self.spec else { return Eval::Unknown("`-m icmp` without `--icmp-type`".into()) };
+        if pkt.proto != 1 {
+            return Eval::NoMatch;
+        }
+        let hit = s.icmp_type == 0xff || (pkt.icmp_type == s.icmp_type && s.code_min <= pkt.icmp_code && pkt.icmp_code <= s.code_max);
+        Eval::from_bool(hit != s.invert)
     }
 }
 
@@ -306,5 +316,50 @@ mod tests {
         }
         assert!(check_alone::<Icmp>(ctx(Family::V6, Some(Neg::new(Proto::ICMP, false))), "--icmp-type 8").is_err());
         assert!(check_alone::<Icmp>(ctx(Family::V4, Some(Neg::new(Proto::ICMP, true))), "--icmp-type 8").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::Hook;
+
+        fn run(line: &str, proto: u8, ty: u8, code: u8) -> Eval {
+            let host = Host::new("h");
+            let mut pkt = Packet::new(proto, "10.0.0.1".parse().unwrap(), 0, "10.0.0.2".parse().unwrap(), 0);
+            pkt.icmp_type = ty;
+            pkt.icmp_code = code;
+            parse::<Icmp>(Family::V4, 1, line).eval(&pkt, &cx(&host, Hook::Input, false))
+        }
+
+        #[test]
+        fn types_codes_and_inversion() {
+            assert_eq!(run("--icmp-type echo-request", 1, 8, 0), Eval::Match);
+            assert_eq!(run("--icmp-type echo-request", 1, 8, 200), Eval::Match);
+            assert_eq!(run("--icmp-type echo-request", 1, 0, 0), Eval::NoMatch);
+            assert_eq!(run("! --icmp-type echo-request", 1, 0, 0), Eval::Match);
+            assert_eq!(run("! --icmp-type echo-request", 1, 8, 0), Eval::NoMatch);
+            assert_eq!(run("--icmp-type port-unreachable", 1, 3, 3), Eval::Match);
+            assert_eq!(run("--icmp-type port-unreachable", 1, 3, 1), Eval::NoMatch);
+            assert_eq!(run("--icmp-type 3/1:4", 1, 3, 4), Eval::Match);
+            assert_eq!(run("--icmp-type 3/1:4", 1, 3, 5), Eval::NoMatch);
+            // A reversed code range matches no code.
+            assert_eq!(run("--icmp-type 3/4:1", 1, 3, 2), Eval::NoMatch);
+        }
+
+        #[test]
+        fn any_ignores_type_and_codes() {
+            assert_eq!(run("--icmp-type any", 1, 13, 9), Eval::Match);
+            assert_eq!(run("--icmp-type 255/3", 1, 0, 0), Eval::Match);
+            assert_eq!(run("! --icmp-type any", 1, 8, 0), Eval::NoMatch);
+        }
+
+        #[test]
+        fn other_protocols_do_not_match() {
+            assert_eq!(run("! --icmp-type 8", 6, 0, 0), Eval::NoMatch);
+            assert_eq!(run("--icmp-type any", 58, 128, 0), Eval::NoMatch);
+        }
     }
 }

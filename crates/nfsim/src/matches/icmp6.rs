@@ -58,8 +58,18 @@ impl Extension for Icmp6 {
 }
 
 impl crate::matches::Evaluate for Icmp6 {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m icmp6` is not evaluated yet".to_string())
+    /// `icmp6_match` (`ip6_tables.c`): the type must be equal and the code within
+    /// `code_min..=code_max` (type 255 is an ordinary type here); `!` flips the answer. A
+    /// packet of another protocol does not match (the kernel only runs the match after
+    /// `-p ipv6-icmp`); the packet model has no non-first fragments.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(s) = self.spec else { return Eval::Unknown("`-m icmp6` without `--icmpv6-type`".into()) };
+        if pkt.proto != 58 {
+            return Eval::NoMatch;
+        }
+        let hit = pkt.icmp_type == s.icmp_type && s.code_min <= pkt.icmp_code && pkt.icmp_code <= s.code_max;
+        Eval::from_bool(hit != s.invert)
     }
 }
 
@@ -123,5 +133,45 @@ mod tests {
         assert!(check_alone::<Icmp6>(ctx(Family::V6, None), "--icmpv6-type 1").is_err());
         let v4 = ctx(Family::V4, Some(Neg::new(Proto::ICMPV6, false)));
         assert!(check_alone::<Icmp6>(v4, "--icmpv6-type 1").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::Hook;
+
+        fn run(line: &str, proto: u8, ty: u8, code: u8) -> Eval {
+            let host = Host::new("h");
+            let mut pkt = Packet::new(proto, "fe80::1".parse().unwrap(), 0, "ff02::1".parse().unwrap(), 0);
+            pkt.icmp_type = ty;
+            pkt.icmp_code = code;
+            parse::<Icmp6>(Family::V6, 58, line).eval(&pkt, &cx(&host, Hook::Input, true))
+        }
+
+        #[test]
+        fn types_codes_and_inversion() {
+            assert_eq!(run("--icmpv6-type echo-request", 58, 128, 0), Eval::Match);
+            assert_eq!(run("--icmpv6-type echo-request", 58, 129, 0), Eval::NoMatch);
+            assert_eq!(run("! --icmpv6-type neighbour-solicitation", 58, 135, 0), Eval::NoMatch);
+            assert_eq!(run("! --icmpv6-type neighbour-solicitation", 58, 136, 0), Eval::Match);
+            assert_eq!(run("--icmpv6-type port-unreachable", 58, 1, 4), Eval::Match);
+            assert_eq!(run("--icmpv6-type port-unreachable", 58, 1, 3), Eval::NoMatch);
+            assert_eq!(run("--icmpv6-type 1/2:4", 58, 1, 2), Eval::Match);
+            assert_eq!(run("--icmpv6-type 1/2:4", 58, 1, 5), Eval::NoMatch);
+        }
+
+        #[test]
+        fn type_255_is_not_any() {
+            assert_eq!(run("--icmpv6-type 255", 58, 128, 0), Eval::NoMatch);
+            assert_eq!(run("--icmpv6-type 255", 58, 255, 7), Eval::Match);
+        }
+
+        #[test]
+        fn other_protocols_do_not_match() {
+            assert_eq!(run("! --icmpv6-type 128", 1, 8, 0), Eval::NoMatch);
+        }
     }
 }

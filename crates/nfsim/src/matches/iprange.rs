@@ -111,9 +111,33 @@ impl Extension for Iprange {
     }
 }
 
+/// An address as the kernel compares them (host byte order), with its family.
+fn ordinal(a: IpAddr) -> (bool, u128) {
+    match a {
+        IpAddr::V4(v4) => (false, u32::from(v4).into()),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    }
+}
+
+impl AddrRange {
+    /// The address lies in `lo..=hi` (numerically), flipped by `!`. An address of the other
+    /// family is never inside (the kernel never compares across families).
+    fn matches(&self, addr: IpAddr) -> bool {
+        let (fam, a) = ordinal(addr);
+        let ((flo, lo), (fhi, hi)) = (ordinal(self.lo), ordinal(self.hi));
+        let inside = fam == flo && fam == fhi && lo <= a && a <= hi;
+        inside != self.invert
+    }
+}
+
 impl crate::matches::Evaluate for Iprange {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m iprange` is not evaluated yet".to_string())
+    /// `iprange_mt4` / `iprange_mt6` (`xt_iprange.c` revision 1): the source address within
+    /// `--src-range`, then the destination address within `--dst-range`, each flipped by its
+    /// own `!`. A reversed range contains no address.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        let src = self.src.as_ref().is_none_or(|r| r.matches(pkt.src));
+        let dst = self.dst.as_ref().is_none_or(|r| r.matches(pkt.dst));
+        crate::matches::Eval::from_bool(src && dst)
     }
 }
 
@@ -193,6 +217,52 @@ mod tests {
         }
         for line in ["--src-range 1.1.1.1-1.1.1.2", "--src-range 2001:db8::1-2001:db8::10/64"] {
             assert!(check6(line).is_err(), "{line}");
+        }
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::Hook;
+
+        fn run(family: Family, line: &str, src: &str, dst: &str) -> Eval {
+            let host = Host::new("h");
+            let pkt = Packet::new(6, src.parse().unwrap(), 1, dst.parse().unwrap(), 22);
+            parse::<Iprange>(family, 0, line).eval(&pkt, &cx(&host, Hook::Forward, family == Family::V6))
+        }
+
+        #[test]
+        fn ipv4_ranges_and_inversion() {
+            let v4 = |line, s, d| run(Family::V4, line, s, d);
+            assert_eq!(v4("--src-range 1.1.1.1-1.1.1.10", "1.1.1.1", "9.9.9.9"), Eval::Match);
+            assert_eq!(v4("--src-range 1.1.1.1-1.1.1.10", "1.1.1.10", "9.9.9.9"), Eval::Match);
+            assert_eq!(v4("--src-range 1.1.1.1-1.1.1.10", "1.1.1.11", "9.9.9.9"), Eval::NoMatch);
+            assert_eq!(v4("--src-range 1.1.1.1-1.1.1.10", "1.1.1.0", "9.9.9.9"), Eval::NoMatch);
+            assert_eq!(v4("! --src-range 1.1.1.1-1.1.1.10", "1.1.1.0", "9.9.9.9"), Eval::Match);
+            assert_eq!(v4("! --src-range 1.1.1.1-1.1.1.10", "1.1.1.5", "9.9.9.9"), Eval::NoMatch);
+            // Ranges cross octet boundaries numerically.
+            assert_eq!(v4("--dst-range 10.0.0.200-10.0.1.20", "1.1.1.1", "10.0.0.255"), Eval::Match);
+            assert_eq!(v4("--dst-range 10.0.0.200-10.0.1.20", "1.1.1.1", "10.0.1.21"), Eval::NoMatch);
+            // Both given: both must hold.
+            assert_eq!(v4("--src-range 1.1.1.1-1.1.1.2 --dst-range 2.2.2.2-2.2.2.3", "1.1.1.2", "2.2.2.3"), Eval::Match);
+            assert_eq!(v4("--src-range 1.1.1.1-1.1.1.2 --dst-range 2.2.2.2-2.2.2.3", "1.1.1.2", "2.2.2.4"), Eval::NoMatch);
+            assert_eq!(v4("--src-range 1.1.1.1-1.1.1.2 ! --dst-range 2.2.2.2-2.2.2.3", "1.1.1.2", "2.2.2.4"), Eval::Match);
+            // A reversed range contains nothing.
+            assert_eq!(v4("--src-range 1.1.1.10-1.1.1.1", "1.1.1.5", "9.9.9.9"), Eval::NoMatch);
+            assert_eq!(v4("! --src-range 1.1.1.10-1.1.1.1", "1.1.1.5", "9.9.9.9"), Eval::Match);
+        }
+
+        #[test]
+        fn ipv6_ranges() {
+            let v6 = |line, s, d| run(Family::V6, line, s, d);
+            assert_eq!(v6("--src-range 2001:db8::1-2001:db8::10", "2001:db8::10", "::1"), Eval::Match);
+            assert_eq!(v6("--src-range 2001:db8::1-2001:db8::10", "2001:db8::11", "::1"), Eval::NoMatch);
+            assert_eq!(v6("--src-range 2001:db8::1-2001:db8::1:0:0:1", "2001:db8::ffff:ffff", "::1"), Eval::Match);
+            assert_eq!(v6("! --dst-range ::-::1", "2001:db8::1", "::2"), Eval::Match);
+            assert_eq!(v6("! --dst-range ::-::1", "2001:db8::1", "::"), Eval::NoMatch);
         }
     }
 }

@@ -87,8 +87,12 @@ impl Extension for Length {
 }
 
 impl crate::matches::Evaluate for Length {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m length` is not evaluated yet".to_string())
+    /// `length_mt` / `length_mt6` (`xt_length.c`): the IPv4 total length, or the IPv6 payload
+    /// length plus the 40-byte header (both are `pkt.len`, the length of the whole IP packet),
+    /// within `min..=max`, flipped by `!`.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        let Some(r) = self.range else { return crate::matches::Eval::Unknown("`-m length` without `--length`".into()) };
+        crate::matches::Eval::from_bool((r.min <= pkt.len && pkt.len <= r.max) != r.invert)
     }
 }
 
@@ -133,6 +137,37 @@ mod tests {
         assert_eq!(check("--length +5").as_deref(), Ok(" --length 5"));
         for line in ["--length 1:2:3", "--length 5x", "--length 1 --length 2"] {
             assert!(check(line).is_err(), "{line}");
+        }
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook};
+
+        fn run(line: &str, len: u16) -> Eval {
+            let host = Host::new("h");
+            let mut pkt = Packet::new(17, "10.0.0.1".parse().unwrap(), 1, "10.0.0.2".parse().unwrap(), 2);
+            pkt.len = len;
+            parse::<Length>(Family::V4, 0, line).eval(&pkt, &cx(&host, Hook::Input, false))
+        }
+
+        #[test]
+        fn ranges_and_inversion() {
+            assert_eq!(run("--length 60", 60), Eval::Match);
+            assert_eq!(run("--length 60", 61), Eval::NoMatch);
+            assert_eq!(run("--length 0:1000", 1000), Eval::Match);
+            assert_eq!(run("--length 0:1000", 1001), Eval::NoMatch);
+            assert_eq!(run("--length 1001:", 65535), Eval::Match);
+            assert_eq!(run("! --length 0:1000", 1001), Eval::Match);
+            assert_eq!(run("! --length 0:1000", 20), Eval::NoMatch);
+            // A reversed range never matches, inverted it always does.
+            assert_eq!(run("--length 4:3", 3), Eval::NoMatch);
+            assert_eq!(run("! --length 4:3", 4), Eval::Match);
+            assert_eq!(run("! --length :", 1500), Eval::NoMatch);
         }
     }
 }

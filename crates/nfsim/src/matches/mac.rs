@@ -93,8 +93,20 @@ impl Extension for Mac {
 }
 
 impl crate::matches::Evaluate for Mac {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m mac` is not evaluated yet".to_string())
+    /// `mac_mt` (`xt_mac.c`): the Ethernet source address equals the given one, flipped by
+    /// `!`. A packet received on a device that is not Ethernet (`lo`) has no Ethernet header and
+    /// never matches, whatever the `!`. An arriving packet whose source MAC the packet does not
+    /// give is unknown.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(want) = self.source else { return Eval::Unknown("`-m mac` without `--mac-source`".into()) };
+        if pkt.in_iface.as_deref() == Some("lo") {
+            return Eval::NoMatch;
+        }
+        match pkt.src_mac {
+            Some(mac) => Eval::from_bool((mac == want) != self.invert),
+            None => Eval::Unknown("`-m mac --mac-source` depends on the source MAC address of the arriving frame, which the packet does not give".into()),
+        }
     }
 }
 
@@ -143,5 +155,42 @@ mod tests {
         let mac = Mac::default();
         assert!(!mac.valid_hooks().contains(Hook::Output));
         assert!(mac.valid_hooks().contains(Hook::Forward));
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::Family;
+
+        fn run(line: &str, iface: &str, mac: Option<[u8; 6]>) -> Eval {
+            let host = Host::new("h").iface("eth0", &["10.0.0.2/24"]);
+            let mut pkt = Packet::new(6, "10.0.0.1".parse().unwrap(), 1, "10.0.0.2".parse().unwrap(), 22);
+            pkt.in_iface = Some(iface.to_string());
+            pkt.src_mac = mac;
+            parse::<Mac>(Family::V4, 0, line).eval(&pkt, &cx(&host, Hook::Input, false))
+        }
+
+        #[test]
+        fn source_address_and_inversion() {
+            let mac = Some([0x42, 1, 2, 3, 4, 5]);
+            assert_eq!(run("--mac-source 42:01:02:03:04:05", "eth0", mac), Eval::Match);
+            assert_eq!(run("--mac-source 42:01:02:03:04:06", "eth0", mac), Eval::NoMatch);
+            assert_eq!(run("! --mac-source 42:01:02:03:04:05", "eth0", mac), Eval::NoMatch);
+            assert_eq!(run("! --mac-source 42:01:02:03:04:06", "eth0", mac), Eval::Match);
+            // Case and short bytes do not matter once parsed.
+            assert_eq!(run("--mac-source 42:1:2:3:4:5", "eth0", mac), Eval::Match);
+        }
+
+        #[test]
+        fn missing_mac_and_loopback() {
+            assert!(matches!(run("--mac-source 42:01:02:03:04:05", "eth0", None), Eval::Unknown(_)));
+            assert!(matches!(run("! --mac-source 42:01:02:03:04:05", "eth0", None), Eval::Unknown(_)));
+            // `lo` is not Ethernet: no match even with `!`.
+            assert_eq!(run("--mac-source 00:00:00:00:00:00", "lo", None), Eval::NoMatch);
+            assert_eq!(run("! --mac-source 42:01:02:03:04:05", "lo", Some([0; 6])), Eval::NoMatch);
+        }
     }
 }

@@ -154,8 +154,23 @@ impl Extension for Multiport {
 }
 
 impl crate::matches::Evaluate for Multiport {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m multiport` is not evaluated yet".to_string())
+    /// `ports_match_v1` (`xt_multiport.c`): the first listed port or range that contains the
+    /// compared port (source, destination, or either) decides `true`, flipped by `!`; when none
+    /// does, the answer is `!`. A packet without ports does not match (the kernel only runs the
+    /// match after a `-p` with ports); the packet model has no non-first fragments.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        let Some(side) = self.side else { return Eval::Unknown("`-m multiport` without a port option".into()) };
+        if !pkt.has_ports() {
+            return Eval::NoMatch;
+        }
+        let inside = |p: u16| self.ports.iter().any(|&(lo, hi)| lo <= p && p <= hi);
+        let hit = match side {
+            PortSide::Source => inside(pkt.sport),
+            PortSide::Destination => inside(pkt.dport),
+            PortSide::Either => inside(pkt.sport) || inside(pkt.dport),
+        };
+        Eval::from_bool(hit != self.invert)
     }
 }
 
@@ -237,5 +252,45 @@ mod tests {
         assert!(with(1, "--dports 1").is_err());
         assert!(check_alone::<Multiport>(ctx(Some(Neg::new(Proto::TCP, true))), "--dports 1").is_err());
         assert!(check_alone::<Multiport>(ctx(None), "--dports 1").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook};
+
+        fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
+            let host = Host::new("h");
+            let pkt = Packet::new(proto, "10.0.0.1".parse().unwrap(), sport, "10.0.0.2".parse().unwrap(), dport);
+            let rule_proto = if pkt.has_ports() { proto } else { 6 };
+            parse::<Multiport>(Family::V4, rule_proto, line).eval(&pkt, &cx(&host, Hook::Forward, false))
+        }
+
+        #[test]
+        fn sides_ranges_and_inversion() {
+            assert_eq!(run("--dports 22,80,443", 6, 40000, 80), Eval::Match);
+            assert_eq!(run("--dports 22,80,443", 6, 80, 8080), Eval::NoMatch);
+            assert_eq!(run("--sports 22,80,443", 6, 80, 8080), Eval::Match);
+            assert_eq!(run("--dports 53,1024:65535", 17, 1, 1024), Eval::Match);
+            assert_eq!(run("--dports 53,1024:65535", 17, 1, 1023), Eval::NoMatch);
+            assert_eq!(run("--ports 53", 17, 53, 9), Eval::Match);
+            assert_eq!(run("--ports 53", 17, 9, 53), Eval::Match);
+            assert_eq!(run("--ports 53", 17, 9, 9), Eval::NoMatch);
+            assert_eq!(run("! --dports 22,80", 6, 1, 80), Eval::NoMatch);
+            assert_eq!(run("! --dports 22,80", 6, 1, 81), Eval::Match);
+            assert_eq!(run("! --ports 22", 6, 22, 1), Eval::NoMatch);
+            assert_eq!(run("! --ports 22", 6, 2, 1), Eval::Match);
+            assert_eq!(run("--dports 8000:8080", 132, 1, 8080), Eval::Match);
+            assert_eq!(run("--dports 8000:8080", 33, 1, 7999), Eval::NoMatch);
+        }
+
+        #[test]
+        fn packets_without_ports_do_not_match() {
+            assert_eq!(run("! --dports 22", 1, 0, 0), Eval::NoMatch);
+            assert_eq!(run("--dports 0", 47, 0, 0), Eval::NoMatch);
+        }
     }
 }

@@ -85,9 +85,43 @@ impl Extension for Pkttype {
     }
 }
 
+/// The class `pkttype_mt` (`xt_pkttype.c`) sees for `pkt` at `cx.hook`.
+///
+/// `skb->pkt_type` is set on reception, from the destination MAC address; the packet model has
+/// none, so an arriving packet's class is that of its destination address, as a sender on the
+/// link would address the frame: multicast for a multicast address, broadcast for an address
+/// this host knows as a broadcast one (limited broadcast, or the broadcast address of one of
+/// its subnets), otherwise to this host. `PACKET_OTHERHOST` frames are dropped by `ip_rcv` /
+/// `ipv6_rcv` before PREROUTING, so `otherhost` is never seen. The copy of a multicast or
+/// broadcast packet this host loops back to itself is `PACKET_LOOPBACK`, which the match turns
+/// into multicast (IPv4 multicast destination, or any IPv6) or broadcast: the same classes.
+///
+/// Locally generated packets keep the zeroed `pkt_type` of a fresh skb (`PACKET_HOST`) in
+/// OUTPUT and POSTROUTING (the loopback copy is marked only after POSTROUTING, in
+/// `dev_loopback_xmit`), and forwarded packets are `PACKET_HOST` by construction (`ip_forward`
+/// and `ip6_forward` drop the others): unicast at those hooks, whatever the destination.
+pub fn packet_class(pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> PktType {
+    use crate::ruleset::Hook;
+    match cx.hook {
+        Hook::Forward | Hook::Output | Hook::Postrouting => PktType::Unicast,
+        Hook::Prerouting | Hook::Input => {
+            if pkt.dst.is_multicast() {
+                PktType::Multicast
+            } else if pkt.dst.is_ipv4() && cx.host.addr_type(pkt.dst) == crate::host::AddrType::Broadcast {
+                PktType::Broadcast
+            } else {
+                PktType::Unicast
+            }
+        }
+    }
+}
+
 impl crate::matches::Evaluate for Pkttype {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m pkttype` is not evaluated yet".to_string())
+    /// `pkttype_mt` (`xt_pkttype.c`): the packet's link-layer class ([`packet_class`]) equals
+    /// the given one, flipped by `!`.
+    fn eval(&self, pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        let Some(want) = self.pkt_type else { return crate::matches::Eval::Unknown("`-m pkttype` without `--pkt-type`".into()) };
+        crate::matches::Eval::from_bool((packet_class(pkt, cx) == want) != self.invert)
     }
 }
 
@@ -127,5 +161,60 @@ mod tests {
         // Names are not abbreviated.
         assert!(check("--pkt-type uni").is_err());
         assert!(check("--pkt-type host --pkt-type host").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook};
+
+        fn run(line: &str, hook: Hook, dst: &str) -> Eval {
+            let host = Host::new("h").iface("eth0", &["10.0.0.5/24", "2001:db8::5/64"]);
+            let v6 = dst.contains(':');
+            let src = if v6 { "2001:db8::9" } else { "10.0.0.9" };
+            let pkt = Packet::new(17, src.parse().unwrap(), 1, dst.parse().unwrap(), 2);
+            let family = if v6 { Family::V6 } else { Family::V4 };
+            parse::<Pkttype>(family, 0, line).eval(&pkt, &cx(&host, hook, v6))
+        }
+
+        #[test]
+        fn arriving_packets_by_destination() {
+            for hook in [Hook::Prerouting, Hook::Input] {
+                assert_eq!(run("--pkt-type unicast", hook, "10.0.0.5"), Eval::Match);
+                assert_eq!(run("--pkt-type broadcast", hook, "10.0.0.255"), Eval::Match);
+                assert_eq!(run("--pkt-type broadcast", hook, "255.255.255.255"), Eval::Match);
+                assert_eq!(run("--pkt-type unicast", hook, "10.0.0.255"), Eval::NoMatch);
+                assert_eq!(run("--pkt-type multicast", hook, "224.0.0.251"), Eval::Match);
+                assert_eq!(run("--pkt-type multicast", hook, "ff02::1"), Eval::Match);
+                assert_eq!(run("--pkt-type unicast", hook, "2001:db8::5"), Eval::Match);
+                assert_eq!(run("! --pkt-type broadcast", hook, "10.0.0.5"), Eval::Match);
+                assert_eq!(run("! --pkt-type multicast", hook, "224.0.0.1"), Eval::NoMatch);
+            }
+            // A packet to be forwarded arrives in a frame to this host.
+            assert_eq!(run("--pkt-type unicast", Hook::Prerouting, "8.8.8.8"), Eval::Match);
+            // A directed broadcast of a foreign subnet is unicast on this link.
+            assert_eq!(run("--pkt-type broadcast", Hook::Prerouting, "192.168.1.255"), Eval::NoMatch);
+        }
+
+        #[test]
+        fn otherhost_is_never_seen() {
+            for dst in ["10.0.0.5", "8.8.8.8", "10.0.0.255", "ff02::1"] {
+                assert_eq!(run("--pkt-type otherhost", Hook::Prerouting, dst), Eval::NoMatch);
+                assert_eq!(run("! --pkt-type otherhost", Hook::Prerouting, dst), Eval::Match);
+            }
+        }
+
+        #[test]
+        fn sent_and_forwarded_packets_are_unicast() {
+            for hook in [Hook::Output, Hook::Postrouting, Hook::Forward] {
+                assert_eq!(run("--pkt-type unicast", hook, "10.0.0.255"), Eval::Match);
+                assert_eq!(run("--pkt-type broadcast", hook, "255.255.255.255"), Eval::NoMatch);
+                assert_eq!(run("--pkt-type multicast", hook, "224.0.0.251"), Eval::NoMatch);
+                assert_eq!(run("! --pkt-type multicast", hook, "ff02::fb"), Eval::Match);
+            }
+        }
     }
 }

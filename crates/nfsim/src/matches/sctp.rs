@@ -262,9 +262,41 @@ impl Extension for Sctp {
     }
 }
 
+impl Chunks {
+    /// `match_packet` (`xt_sctp.c`) where its answer does not depend on the chunks, given that
+    /// an SCTP packet carries at least one chunk (the kernel drops one without any): `None`
+    /// when the chunks decide.
+    fn without_chunks(&self) -> Option<bool> {
+        match (&self.types, self.match_type) {
+            // Every chunk is listed: `any` succeeds at the first, `only` never fails, unless a
+            // flag test applies to some chunk.
+            (ChunkSet::All, ChunkMatchType::Any | ChunkMatchType::Only) if self.flags.is_empty() => Some(true),
+            // Nothing is listed: no chunk is found (`any`), every chunk is foreign (`only`),
+            // and nothing remains to be seen (`all`).
+            (ChunkSet::List(t), ChunkMatchType::Any | ChunkMatchType::Only) if t.is_empty() => Some(false),
+            (ChunkSet::List(t), ChunkMatchType::All) if t.is_empty() => Some(true),
+            _ => None,
+        }
+    }
+}
+
 impl crate::matches::Evaluate for Sctp {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m sctp` is not evaluated yet".to_string())
+    /// `sctp_mt` (`xt_sctp.c`): the source port, the destination port, then the chunk test,
+    /// each given test with its own `!`, the first failing one deciding. A packet of another
+    /// protocol does not match (the kernel only runs the match after `-p sctp`). The chunk
+    /// test reads the packet's chunks, which the packet model lacks: it is unknown unless the
+    /// answer is the same for every chunk sequence (`any ALL`, `only ALL` without flag tests,
+    /// `any NONE`, `all NONE`, `only NONE`).
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        if pkt.proto != 132 || !crate::matches::tcp::ports_match(&self.sport, &self.dport, pkt) {
+            return Eval::NoMatch;
+        }
+        let Some(c) = &self.chunks else { return Eval::Match };
+        match c.without_chunks() {
+            Some(hit) => Eval::from_bool(hit != c.invert),
+            None => Eval::Unknown("`-m sctp --chunk-types` depends on the SCTP chunks the packet carries, which the packet does not describe".into()),
+        }
     }
 }
 
@@ -371,5 +403,61 @@ mod tests {
         assert_eq!(chunks.types, ChunkSet::List(vec![64]));
         assert_eq!(chunks.flags, [ChunkFlags { chunk_type: 15, flags: 0x04, mask: 0x04 }]);
         assert!(check_alone::<Sctp>(ctx(None), "--dport 5").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook};
+
+        fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
+            let host = Host::new("h");
+            let pkt = Packet::new(proto, "10.0.0.1".parse().unwrap(), sport, "10.0.0.2".parse().unwrap(), dport);
+            parse::<Sctp>(Family::V4, 132, line).eval(&pkt, &cx(&host, Hook::Input, false))
+        }
+
+        #[test]
+        fn ports_and_inversion() {
+            assert_eq!(run("", 132, 1, 2), Eval::Match);
+            assert_eq!(run("--dport 2905", 132, 1, 2905), Eval::Match);
+            assert_eq!(run("--dport 2905", 132, 1, 2906), Eval::NoMatch);
+            assert_eq!(run("! --dport 2905", 132, 1, 2906), Eval::Match);
+            assert_eq!(run("--sport 1000:2000 ! --dport 5", 132, 2000, 6), Eval::Match);
+            assert_eq!(run("--sport 1000:2000 ! --dport 5", 132, 2001, 6), Eval::NoMatch);
+            // Unlike tcp, `--sport :` is kept; it matches every port, and inverted none.
+            assert_eq!(run("--sport :", 132, 7, 6), Eval::Match);
+            assert_eq!(run("! --sport :", 132, 7, 6), Eval::NoMatch);
+            assert_eq!(run("! --dport 1", 6, 1, 2), Eval::NoMatch);
+        }
+
+        #[test]
+        fn chunks() {
+            for line in [
+                "--chunk-types any INIT",
+                "--chunk-types all INIT,DATA",
+                "--chunk-types only DATA",
+                "! --chunk-types any INIT",
+                "--chunk-types any DATA ! --dport 1",
+            ] {
+                assert!(matches!(run(line, 132, 1, 2), Eval::Unknown(_)), "{line}");
+            }
+            // Flag tests and `all ALL` depend on the chunks too.
+            assert!(matches!(run("--chunk-types any DATA:I", 132, 1, 2), Eval::Unknown(_)));
+            assert!(matches!(run("--chunk-types all ALL", 132, 1, 2), Eval::Unknown(_)));
+            // A port mismatch decides first.
+            assert_eq!(run("--dport 80 --chunk-types any INIT", 132, 1, 2), Eval::NoMatch);
+            // Answers the same for every packet with at least one chunk.
+            assert_eq!(run("--chunk-types any ALL", 132, 1, 2), Eval::Match);
+            assert_eq!(run("--chunk-types only ALL", 132, 1, 2), Eval::Match);
+            assert_eq!(run("! --chunk-types only ALL", 132, 1, 2), Eval::NoMatch);
+            assert_eq!(run("--chunk-types any NONE", 132, 1, 2), Eval::NoMatch);
+            assert_eq!(run("! --chunk-types any NONE", 132, 1, 2), Eval::Match);
+            assert_eq!(run("--chunk-types only NONE", 132, 1, 2), Eval::NoMatch);
+            assert_eq!(run("--chunk-types all NONE", 132, 1, 2), Eval::Match);
+            assert_eq!(run("! --chunk-types all NONE", 132, 1, 2), Eval::NoMatch);
+        }
     }
 }

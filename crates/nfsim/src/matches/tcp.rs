@@ -152,9 +152,84 @@ impl Extension for Tcp {
     }
 }
 
+impl PortRange {
+    /// `port_match` of `xt_tcpudp.c`: the port lies in `lo..=hi`, the answer flipped by `!` (a
+    /// reversed range never contains a port, so `! --sport 4:3` matches every port).
+    pub fn matches(&self, port: u16) -> bool {
+        (self.lo <= port && port <= self.hi) != self.invert
+    }
+}
+
+/// The port ranges of tcp, udp and sctp: each given range must accept its port.
+pub(crate) fn ports_match(sport: &Option<PortRange>, dport: &Option<PortRange>, pkt: &crate::packet::Packet) -> bool {
+    sport.is_none_or(|r| r.matches(pkt.sport)) && dport.is_none_or(|r| r.matches(pkt.dport))
+}
+
 impl crate::matches::Evaluate for Tcp {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m tcp` is not evaluated yet".to_string())
+    /// `tcp_mt` (`xt_tcpudp.c`): source port, destination port, then the flags byte masked
+    /// with `mask` must equal `comp` (each with its own `!`), then `--tcp-option`. A packet of
+    /// another protocol does not match (the kernel only runs the match after `-p tcp`). The
+    /// packet model has no fragments: every packet is a first fragment with a full header.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        use crate::matches::Eval;
+        if pkt.proto != 6 {
+            return Eval::NoMatch;
+        }
+        if !ports_match(&self.sport, &self.dport, pkt) {
+            return Eval::NoMatch;
+        }
+        if let Some(f) = self.flags
+            && (pkt.tcp_flags & f.mask == f.comp) == f.invert
+        {
+            return Eval::NoMatch;
+        }
+        match self.option {
+            None => Eval::Match,
+            Some((n, inv)) => Eval::Unknown(format!(
+                "`-m tcp {}--tcp-option {n}` depends on the TCP options the segment carries, which the packet does not describe",
+                if inv { "! " } else { "" }
+            )),
+        }
+    }
+}
+
+/// Test helpers shared by the eval tests of the matches of this module's group.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use crate::host::Host;
+    use crate::matches::EvalCtx;
+    use crate::ruleset::ext::{Args, Ctx, Extension, resolve_option};
+    use crate::ruleset::{Family, Hook, Neg, Proto, TableName};
+
+    /// Parses `line` as the options of extension `E` under `-p proto` (0: no `-p`), as
+    /// `check_alone` does, and returns the parsed match.
+    pub(crate) fn parse<E: Extension>(family: Family, proto: u8, line: &str) -> E {
+        let ctx = Ctx { family, table: TableName::Filter, proto: (proto != 0).then(|| Neg::new(Proto(proto), false)) };
+        let mut toks = Vec::new();
+        crate::ruleset::token::tokenize(line, 0, &mut toks);
+        let mut ext = E::new(&ctx);
+        let (mut pos, mut invert) = (0, false);
+        while pos < toks.len() {
+            let t = toks[pos].as_str();
+            pos += 1;
+            if t == "!" {
+                invert = true;
+                continue;
+            }
+            let opt = t.strip_prefix("--").unwrap_or_else(|| panic!("bad token {t}"));
+            let name = resolve_option(E::OPTIONS, opt).unwrap_or_else(|| panic!("unknown option {t}"));
+            let mut args = Args::new(&toks, pos, ctx);
+            ext.parse(name, invert, &mut args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            pos = args.pos();
+            invert = false;
+        }
+        ext.finish(&ctx).unwrap_or_else(|e| panic!("{line}: {e}"));
+        ext
+    }
+
+    /// An evaluation context on `host` at `hook` (filter table, family from `v6`).
+    pub(crate) fn cx(host: &Host, hook: Hook, v6: bool) -> EvalCtx<'_> {
+        EvalCtx { host, hook, table: TableName::Filter, family: if v6 { Family::V6 } else { Family::V4 }, conn: None }
     }
 }
 
@@ -181,5 +256,84 @@ mod tests {
         assert!(check("--sport 4:3").is_err());
         assert!(check("--sport -1").is_err());
         assert!(check("--dport 1 --dport 3").is_err());
+    }
+
+    mod eval {
+        use super::super::test_util::{cx, parse};
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::{Packet, tcp_flags};
+        use crate::ruleset::{Family, Hook};
+
+        fn run(line: &str, pkt: &Packet) -> Eval {
+            let host = Host::new("h");
+            parse::<Tcp>(Family::V4, 6, line).eval(pkt, &cx(&host, Hook::Input, false))
+        }
+
+        fn seg(sport: u16, dport: u16, flags: u8) -> Packet {
+            let mut p = Packet::new(6, "10.0.0.1".parse().unwrap(), sport, "10.0.0.2".parse().unwrap(), dport);
+            p.tcp_flags = flags;
+            p
+        }
+
+        #[test]
+        fn ports_and_inversion() {
+            let p = seg(40000, 22, tcp_flags::SYN);
+            assert_eq!(run("", &p), Eval::Match);
+            assert_eq!(run("--dport 22", &p), Eval::Match);
+            assert_eq!(run("--dport 23", &p), Eval::NoMatch);
+            assert_eq!(run("! --dport 22", &p), Eval::NoMatch);
+            assert_eq!(run("! --dport 23", &p), Eval::Match);
+            assert_eq!(run("--sport 1024:", &p), Eval::Match);
+            assert_eq!(run("--sport 1024: --dport 80", &p), Eval::NoMatch);
+            assert_eq!(run("! --sport 0:1023 --dport 20:22", &p), Eval::Match);
+            // Bounds are inclusive.
+            assert_eq!(run("--sport 40000:40000", &p), Eval::Match);
+            assert_eq!(run("--dport 23:65535", &p), Eval::NoMatch);
+            // `! --dport 0:65535` (kept by the parser) never matches.
+            assert_eq!(run("! --dport :", &p), Eval::NoMatch);
+        }
+
+        #[test]
+        fn flags() {
+            let syn = seg(1, 2, tcp_flags::SYN);
+            let synack = seg(1, 2, tcp_flags::SYN | tcp_flags::ACK);
+            let ack_psh = seg(1, 2, tcp_flags::ACK | tcp_flags::PSH);
+            assert_eq!(run("--syn", &syn), Eval::Match);
+            assert_eq!(run("--syn", &synack), Eval::NoMatch);
+            assert_eq!(run("! --syn", &synack), Eval::Match);
+            assert_eq!(run("! --syn", &syn), Eval::NoMatch);
+            // PSH is outside `--syn`'s mask FIN,SYN,RST,ACK.
+            let syn_psh = seg(1, 2, tcp_flags::SYN | tcp_flags::PSH);
+            assert_eq!(run("--syn", &syn_psh), Eval::Match);
+            assert_eq!(run("--tcp-flags ALL NONE", &seg(1, 2, 0)), Eval::Match);
+            assert_eq!(run("--tcp-flags ALL NONE", &syn), Eval::NoMatch);
+            assert_eq!(run("--tcp-flags SYN,ACK SYN,ACK", &synack), Eval::Match);
+            assert_eq!(run("--tcp-flags ACK,PSH PSH", &ack_psh), Eval::NoMatch);
+            // An empty mask compares nothing: `--tcp-flags NONE NONE` always matches.
+            assert_eq!(run("--tcp-flags NONE NONE", &ack_psh), Eval::Match);
+            // Flags in COMP outside MASK can never be equal.
+            assert_eq!(run("--tcp-flags SYN SYN,ACK", &synack), Eval::NoMatch);
+            // A port mismatch decides before the flags.
+            assert_eq!(run("--dport 3 ! --syn", &synack), Eval::NoMatch);
+        }
+
+        #[test]
+        fn options_are_unknown_unless_ports_or_flags_fail() {
+            let p = seg(1, 22, tcp_flags::SYN);
+            assert!(matches!(run("--tcp-option 2", &p), Eval::Unknown(_)));
+            assert!(matches!(run("! --tcp-option 2", &p), Eval::Unknown(_)));
+            assert_eq!(run("--dport 80 --tcp-option 2", &p), Eval::NoMatch);
+            assert_eq!(run("--tcp-flags SYN NONE --tcp-option 2", &p), Eval::NoMatch);
+        }
+
+        #[test]
+        fn other_protocols_do_not_match() {
+            let mut p = seg(1, 22, tcp_flags::SYN);
+            p.proto = 17;
+            assert_eq!(run("! --dport 80", &p), Eval::NoMatch);
+            assert_eq!(run("", &p), Eval::NoMatch);
+        }
     }
 }

@@ -124,8 +124,11 @@ impl Extension for Udp {
 }
 
 impl crate::matches::Evaluate for Udp {
-    fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
-        crate::matches::Eval::Unknown("`-m udp` is not evaluated yet".to_string())
+    /// `udp_mt` (`xt_tcpudp.c`): the source and destination ports within their ranges, each
+    /// with its own `!`. A packet of another protocol does not match (the kernel only runs the
+    /// match after `-p udp`); the packet model has no non-first fragments.
+    fn eval(&self, pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
+        crate::matches::Eval::from_bool(pkt.proto == 17 && crate::matches::tcp::ports_match(&self.sport, &self.dport, pkt))
     }
 }
 
@@ -216,5 +219,42 @@ mod tests {
             assert!(check(line).is_err(), "{line}");
         }
         assert!(check_alone::<Udp>(ctx(Some(Neg::new(Proto::UDP, true))), "--dport 1").is_err());
+    }
+
+    mod eval {
+        use super::super::*;
+        use crate::host::Host;
+        use crate::matches::tcp::test_util::{cx, parse};
+        use crate::matches::{Eval, Evaluate};
+        use crate::packet::Packet;
+        use crate::ruleset::{Family, Hook};
+
+        fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
+            let host = Host::new("h");
+            let pkt = Packet::new(proto, "2001:db8::1".parse().unwrap(), sport, "2001:db8::2".parse().unwrap(), dport);
+            parse::<Udp>(Family::V6, 17, line).eval(&pkt, &cx(&host, Hook::Output, true))
+        }
+
+        #[test]
+        fn ports_and_inversion() {
+            assert_eq!(run("", 17, 5353, 53), Eval::Match);
+            assert_eq!(run("--dport 53", 17, 5353, 53), Eval::Match);
+            assert_eq!(run("--dport domain --sport 1024:", 17, 5353, 53), Eval::Match);
+            assert_eq!(run("--dport domain --sport 1024:", 17, 1023, 53), Eval::NoMatch);
+            assert_eq!(run("! --dport 53", 17, 5353, 53), Eval::NoMatch);
+            assert_eq!(run("! --dport 53", 17, 5353, 54), Eval::Match);
+            assert_eq!(run("! --sport 1:1023 ! --dport 1:1023", 17, 0, 0), Eval::Match);
+            // A reversed range contains nothing; inverted it contains everything.
+            assert_eq!(run("--dport 4:3", 17, 1, 3), Eval::NoMatch);
+            assert_eq!(run("--dport 4:3", 17, 1, 4), Eval::NoMatch);
+            assert_eq!(run("! --dport 4:3", 17, 1, 4), Eval::Match);
+            assert_eq!(run("--sport 65535", 17, 65535, 1), Eval::Match);
+        }
+
+        #[test]
+        fn other_protocols_do_not_match() {
+            assert_eq!(run("", 6, 1, 53), Eval::NoMatch);
+            assert_eq!(run("! --dport 80", 136, 1, 53), Eval::NoMatch);
+        }
     }
 }
