@@ -83,7 +83,7 @@ struct TraceArgs {
     /// The rule set (iptables-save output or another supported format).
     #[arg(long)]
     rules: PathBuf,
-    /// A full host description (JSON): interfaces, routes, policy rules, sockets, sysctls, ipsets.
+    /// A full host description (YAML or JSON): interfaces, routes, policy rules, sockets, sysctls, ipsets.
     #[arg(long)]
     host: Option<PathBuf>,
     /// An interface and its addresses: `eth0=10.0.0.5/24[,ADDR/PLEN...]` (repeatable).

@@ -38,8 +38,8 @@ fn fmt_addr_port(a: IpAddr, p: u16) -> String {
 
 fn build_host(args: &TraceArgs) -> anyhow::Result<Host> {
     let mut host = match &args.host {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("host description {}", p.display()))?,
+        Some(p) => Host::from_text(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+            .map_err(|e| anyhow::anyhow!("host description {}: {e}", p.display()))?,
         None => Host::new("host"),
     };
     for spec in &args.ifaces {

@@ -68,14 +68,54 @@ fn fmt_prints_the_canonical_form() {
 #[test]
 fn trace_json_follows_the_contract() {
     let rules = example("istio-sidecar.rules");
-    let args = ["trace", "--rules", &rules, "--iface", "eth0=10.0.0.5/24", "--gateway", "10.0.0.1", "--listen", "tcp:15001/envoy@1337", "--listen", "tcp:15006/envoy@1337", "--listen", "tcp:8080/app@1000", "--from", "local", "--uid", "1000", "--proto", "tcp", "--dst", "10.0.0.9:8080", "--json"];
+    let args = [
+        "trace",
+        "--rules",
+        &rules,
+        "--iface",
+        "eth0=10.0.0.5/24",
+        "--gateway",
+        "10.0.0.1",
+        "--listen",
+        "tcp:15001/envoy@1337",
+        "--listen",
+        "tcp:15006/envoy@1337",
+        "--listen",
+        "tcp:8080/app@1000",
+        "--from",
+        "local",
+        "--uid",
+        "1000",
+        "--proto",
+        "tcp",
+        "--dst",
+        "10.0.0.9:8080",
+        "--json",
+    ];
     let (code, out, err) = nfsim(&args, "");
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["verdict"], "ACCEPT");
-    let steps: Vec<String> = v["trace"].as_array().expect("trace").iter().map(|s| format!("{}:{}:{}:{}:{}", s["hook"].as_str().unwrap(), s["table"].as_str().unwrap(), s["chain"].as_str().unwrap(), s["kind"].as_str().unwrap(), s["rule"])).collect();
+    let steps: Vec<String> = v["trace"]
+        .as_array()
+        .expect("trace")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}:{}:{}:{}",
+                s["hook"].as_str().unwrap(),
+                s["table"].as_str().unwrap(),
+                s["chain"].as_str().unwrap(),
+                s["kind"].as_str().unwrap(),
+                s["rule"]
+            )
+        })
+        .collect();
     // What the kernel's counters show for this probe (tests/oracle_selftest.rs, netfilter-facts §7).
-    assert_eq!(steps, ["OUTPUT:nat:OUTPUT:rule:1", "OUTPUT:nat:ISTIO_OUTPUT:rule:9", "OUTPUT:nat:ISTIO_REDIRECT:rule:1", "POSTROUTING:nat:POSTROUTING:policy:1"]);
+    assert_eq!(
+        steps,
+        ["OUTPUT:nat:OUTPUT:rule:1", "OUTPUT:nat:ISTIO_OUTPUT:rule:9", "OUTPUT:nat:ISTIO_REDIRECT:rule:1", "POSTROUTING:nat:POSTROUTING:policy:1"]
+    );
     assert_eq!(v["packet"]["dst"], "127.0.0.1:15001");
     assert_eq!(v["packet"]["src"], "10.0.0.5:40000");
     assert_eq!(v["delivered"]["local"]["addr"], "127.0.0.1");

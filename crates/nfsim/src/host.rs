@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::packet::Owner;
 
+/// The loopback interface every host has.
+static LO: std::sync::LazyLock<Interface> = std::sync::LazyLock::new(|| Interface {
+    name: "lo".into(),
+    addrs: vec![IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8).expect("lo v4"), IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).expect("lo v6")],
+});
+
 /// A network interface with its addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
@@ -71,8 +77,8 @@ pub struct Socket {
     pub transparent: bool,
 }
 
-/// The sysctls that change the path, with a fresh network namespace's defaults.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The sysctls that change the path, with a fresh network namespace's defaults (all off).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sysctls {
     /// `net.ipv4.ip_forward` (and IPv6 forwarding).
     #[serde(default)]
@@ -86,12 +92,6 @@ pub struct Sysctls {
     /// `net.ipv4.ip_nonlocal_bind`.
     #[serde(default)]
     pub ip_nonlocal_bind: bool,
-}
-
-impl Default for Sysctls {
-    fn default() -> Sysctls {
-        Sysctls { ip_forward: false, route_localnet: false, rp_filter: 0, ip_nonlocal_bind: false }
-    }
 }
 
 /// A host. `lo` with 127.0.0.1/8 and ::1/128 is always present.
@@ -155,6 +155,15 @@ pub enum AddrType {
 }
 
 impl Host {
+    /// Reads a host description from JSON or YAML text (YAML is a superset of JSON); the error
+    /// names the line and column.
+    pub fn from_text(text: &str) -> Result<Host, String> {
+        if text.trim_start().starts_with('{') {
+            return serde_json::from_str(text).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()));
+        }
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+
     /// A host called `name` with no interface but `lo`.
     pub fn new(name: &str) -> Host {
         Host { name: name.to_string(), ..Host::default() }
@@ -181,22 +190,25 @@ impl Host {
     }
 
     /// All interfaces, `lo` first.
+    pub fn ifaces(&self) -> impl Iterator<Item = &Interface> {
+        std::iter::once(&*LO).chain(self.interfaces.iter().filter(|i| i.name != "lo"))
+    }
+
+    /// All interfaces, `lo` first (owned copies).
     pub fn all_interfaces(&self) -> Vec<Interface> {
-        let mut v = vec![Interface { name: "lo".into(), addrs: vec!["127.0.0.1/8".parse().expect("lo v4"), "::1/128".parse().expect("lo v6")] }];
-        v.extend(self.interfaces.iter().filter(|i| i.name != "lo").cloned());
-        v
+        self.ifaces().cloned().collect()
     }
 
     /// The interface called `name`.
-    pub fn interface(&self, name: &str) -> Option<Interface> {
-        self.all_interfaces().into_iter().find(|i| i.name == name)
+    pub fn interface(&self, name: &str) -> Option<&Interface> {
+        self.ifaces().find(|i| i.name == name)
     }
 
     /// True if `ip` is one of this host's addresses (or in 127.0.0.0/8).
     pub fn is_local(&self, ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(v4) if v4.is_loopback() => true,
-            _ => self.all_interfaces().iter().any(|i| i.addrs.iter().any(|a| a.addr() == ip)),
+            _ => self.ifaces().any(|i| i.addrs.iter().any(|a| a.addr() == ip)),
         }
     }
 
@@ -238,38 +250,36 @@ impl Host {
     /// then the local table, then the main table (connected routes, explicit routes, default).
     pub fn route(&self, dst: IpAddr, mark: u32) -> Option<RouteResult> {
         for rule in &self.policy {
-            if mark & rule.mask == rule.fwmark {
-                if let Some(r) = self.tables.get(&rule.table).and_then(|t| self.lookup(t, dst)) {
-                    return Some(r);
-                }
+            if mark & rule.mask == rule.fwmark
+                && let Some(r) = self.tables.get(&rule.table).and_then(|t| self.lookup(t, dst))
+            {
+                return Some(r);
             }
         }
         if self.is_local(dst) {
             return Some(RouteResult { local: true, dev: "lo".into(), next_hop: dst, src: Some(dst) });
         }
-        let mut main: Vec<Route> = Vec::new();
-        for i in self.all_interfaces() {
-            for a in &i.addrs {
-                main.push(Route { dst: a.trunc(), via: None, dev: i.name.clone(), local: false });
-            }
-        }
-        main.extend(self.routes.iter().cloned());
-        if let Some(gw) = self.gateway {
-            let dev = self.all_interfaces().into_iter().find(|i| i.addrs.iter().any(|a| a.contains(&gw))).map(|i| i.name);
-            if let Some(dev) = dev {
-                let any: IpNet = if gw.is_ipv4() { IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) } else { IpNet::from(IpAddr::V6(Ipv6Addr::UNSPECIFIED)) };
-                let any = IpNet::new(any.addr(), 0).unwrap_or(any);
-                main.push(Route { dst: any, via: Some(gw), dev, local: false });
-            }
-        }
-        self.lookup(&main, dst)
+        // The main table: connected routes, explicit routes, the default route.
+        let connected = self.ifaces().flat_map(|i| i.addrs.iter().map(move |a| (a.trunc(), None, i.name.as_str(), false)));
+        let explicit = self.routes.iter().map(|r| (r.dst, r.via, r.dev.as_str(), r.local));
+        let default = self.gateway.and_then(|gw| {
+            let dev = self.ifaces().find(|i| i.addrs.iter().any(|a| a.contains(&gw)))?;
+            let any = if gw.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+            Some((IpNet::new(any, 0).ok()?, Some(gw), dev.name.as_str(), false))
+        });
+        let best = connected.chain(explicit).chain(default).filter(|r| r.0.contains(&dst)).max_by_key(|r| r.0.prefix_len())?;
+        Some(self.result(best.1, best.2, best.3, dst))
+    }
+
+    fn result(&self, via: Option<IpAddr>, dev: &str, local: bool, dst: IpAddr) -> RouteResult {
+        let src = self.interface(dev).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == dst.is_ipv4()).map(|a| a.addr()));
+        RouteResult { local, dev: dev.to_string(), next_hop: via.unwrap_or(dst), src }
     }
 
     /// Longest-prefix match in one table.
     fn lookup(&self, table: &[Route], dst: IpAddr) -> Option<RouteResult> {
         let best = table.iter().filter(|r| r.dst.contains(&dst)).max_by_key(|r| r.dst.prefix_len())?;
-        let src = self.interface(&best.dev).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == dst.is_ipv4()).map(|a| a.addr()));
-        Some(RouteResult { local: best.local, dev: best.dev.clone(), next_hop: best.via.unwrap_or(dst), src })
+        Some(self.result(best.via, &best.dev, best.local, dst))
     }
 
     /// The socket that accepts a packet of `proto` to `addr:port`: an exact bind first, then a
@@ -313,6 +323,19 @@ mod tests {
         h.policy.push(PolicyRule { fwmark: 1, mask: 1, table: 100 });
         assert!(h.route("1.2.3.4".parse().unwrap(), 1).unwrap().local);
         assert!(!h.route("1.2.3.4".parse().unwrap(), 0).unwrap().local);
+    }
+
+    #[test]
+    fn reads_yaml_and_json() {
+        let yaml = "name: pod\ninterfaces:\n  - name: eth0\n    addrs: [10.0.0.5/24]\ngateway: 10.0.0.1\nsockets:\n  - {proto: 6, addr: 0.0.0.0, port: 15001, process: envoy, owner: {uid: 1337, gid: 1337}}\nsysctls: {ip_forward: true}\n";
+        let h = Host::from_text(yaml).unwrap();
+        assert_eq!(h.interfaces[0].addrs[0], "10.0.0.5/24".parse::<IpNet>().unwrap());
+        assert!(h.sysctls.ip_forward);
+        assert_eq!(h.sockets[0].owner.uid, 1337);
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(Host::from_text(&json).unwrap(), h);
+        let err = Host::from_text("name: pod\ninterfaces: 7\n").unwrap_err();
+        assert!(err.contains('2'), "{err}");
     }
 
     #[test]

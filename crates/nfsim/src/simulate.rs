@@ -78,24 +78,46 @@ struct Sim<'a> {
     truncated: bool,
 }
 
-/// Simulates `pkt` from `origin` on `host` with `ruleset`.
-pub fn simulate(ruleset: &Ruleset, host: &Host, mut pkt: Packet, origin: &Origin, opts: &Options) -> Simulation {
-    let family = pkt.family();
-    let mut sim = Sim { ruleset, host, opts, family, conntrack: conntrack_on(ruleset), out: Vec::new(), truncated: false };
-    match origin {
-        Origin::Local(owner) => {
-            pkt.owner = owner.clone();
-            pkt.in_iface = None;
-            sim.local_out(State::new(pkt));
-        }
-        Origin::Iface(iface) => {
-            pkt.owner = None;
-            pkt.in_iface = Some(iface.clone());
-            pkt.out_iface = None;
-            sim.arrive(State::new(pkt), false);
-        }
+/// A rule set loaded on a host, ready to simulate packets (what is derived from the rules once,
+/// such as whether conntrack is on, is computed here and not per packet).
+#[derive(Debug)]
+pub struct Simulator<'a> {
+    ruleset: &'a Ruleset,
+    host: &'a Host,
+    opts: Options,
+    conntrack: bool,
+}
+
+impl<'a> Simulator<'a> {
+    /// Loads `ruleset` on `host`.
+    pub fn new(ruleset: &'a Ruleset, host: &'a Host, opts: Options) -> Simulator<'a> {
+        Simulator { ruleset, host, opts, conntrack: conntrack_on(ruleset) }
     }
-    Simulation { branches: sim.out, truncated: sim.truncated }
+
+    /// Simulates `pkt` coming from `origin`.
+    pub fn run(&self, mut pkt: Packet, origin: &Origin) -> Simulation {
+        let family = pkt.family();
+        let mut sim = Sim { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack, out: Vec::new(), truncated: false };
+        match origin {
+            Origin::Local(owner) => {
+                pkt.owner = owner.clone();
+                pkt.in_iface = None;
+                sim.local_out(State::new(pkt));
+            }
+            Origin::Iface(iface) => {
+                pkt.owner = None;
+                pkt.in_iface = Some(iface.clone());
+                pkt.out_iface = None;
+                sim.arrive(State::new(pkt), false);
+            }
+        }
+        Simulation { branches: sim.out, truncated: sim.truncated }
+    }
+}
+
+/// Simulates `pkt` from `origin` on `host` with `ruleset` (see [`Simulator`] for many packets).
+pub fn simulate(ruleset: &Ruleset, host: &Host, pkt: Packet, origin: &Origin, opts: &Options) -> Simulation {
+    Simulator::new(ruleset, host, opts.clone()).run(pkt, origin)
 }
 
 fn loopback(family: Family) -> IpAddr {
@@ -183,8 +205,21 @@ impl Sim<'_> {
         let Some(route) = self.host.route(st.pkt.dst, st.pkt.mark) else {
             return self.finish(st, Verdict::Drop, None, None, Some("no route to host (the send fails with ENETUNREACH)".into()));
         };
+        if !st.pkt.src.is_unspecified() && !self.host.is_local(st.pkt.src) && !self.host.sysctls.ip_nonlocal_bind {
+            return self.finish(
+                st,
+                Verdict::Drop,
+                None,
+                None,
+                Some("the source address is not local: bind() fails with EADDRNOTAVAIL (net.ipv4.ip_nonlocal_bind=0)".into()),
+            );
+        }
+        if st.pkt.src.is_loopback() && !route.local {
+            return self.finish(st, Verdict::Drop, None, None, Some("a loopback source cannot leave the host: the send fails with EINVAL".into()));
+        }
         if st.pkt.src.is_unspecified() {
-            st.pkt.src = if route.local { if st.pkt.dst.is_loopback() { st.pkt.dst } else { st.pkt.dst } } else { route.src.unwrap_or(st.pkt.src) };
+            // To a local address the source is that address; otherwise the route's preferred source.
+            st.pkt.src = if route.local { st.pkt.dst } else { route.src.unwrap_or(st.pkt.src) };
             st.orig.src = st.pkt.src;
         }
         st.pkt.out_iface = Some(route.dev.clone());
@@ -216,6 +251,20 @@ impl Sim<'_> {
         let in_iface = st.pkt.in_iface.clone().unwrap_or_default();
         if !looped && in_iface != "lo" && st.pkt.dst.is_loopback() && !self.host.sysctls.route_localnet {
             return self.finish(st, Verdict::Drop, None, None, Some("martian destination: loopback address arriving on a non-loopback interface".into()));
+        }
+        if !looped && self.host.sysctls.rp_filter != 0 {
+            // Reverse-path filter: the source must be reachable back through the input interface
+            // (strict, 1) or through any interface (loose, 2).
+            let back = self.host.route(st.pkt.src, st.pkt.mark);
+            let ok = match (self.host.sysctls.rp_filter, back) {
+                (1, Some(r)) => r.dev == in_iface,
+                (_, Some(_)) => true,
+                (_, None) => false,
+            };
+            if !ok {
+                let why = format!("reverse-path filter (rp_filter={}) drops a packet from {} arriving on {in_iface}", self.host.sysctls.rp_filter, st.pkt.src);
+                return self.finish(st, Verdict::Drop, None, None, Some(why));
+            }
         }
         let primary = self.host.interface(&in_iface).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == (self.family == Family::V4)).map(|a| a.addr()));
         let nat = NatCtx { redirect_to: primary, masquerade_src: None };
@@ -254,11 +303,9 @@ impl Sim<'_> {
             match self.host.socket_for(st.pkt.proto, addr, port) {
                 Some(sock) => {
                     let process = Some(sock.process.clone()).filter(|p| !p.is_empty());
+                    // The accepted socket's local address is the packet's destination, also when
+                    // TPROXY handed it to a socket bound elsewhere.
                     let at = Delivered::Local { addr: st.pkt.dst, port: st.pkt.dport, process };
-                    let at = match (at, st.tproxy) {
-                        (Delivered::Local { process, .. }, Some((a, p))) => Delivered::Local { addr: a, port: p, process },
-                        (at, _) => at,
-                    };
                     self.finish(st, Verdict::Accept, Some(at), None, None);
                 }
                 None => {

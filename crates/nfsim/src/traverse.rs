@@ -123,12 +123,19 @@ pub fn walk(table: &Table, env: &Env<'_>, state: State) -> Vec<(State, TableEnd)
     let mut done = Vec::new();
     let mut budget = 1_000_000usize;
     while let Some((mut st, mut cur)) = work.pop() {
+        // The conntrack entry the matches see; it changes only when a target rewrites the packet.
+        let mut conn = None;
+        let mut conn_stale = true;
         let end = loop {
             if budget == 0 {
                 break TableEnd::Undecidable(rule_ref(table, cur.chain, cur.rule), "step budget exhausted".into());
             }
             budget -= 1;
             let chain = &table[cur.chain];
+            // Fast path: skip the rules whose base match fails, the bulk of a long chain.
+            while chain.rules.get(cur.rule).is_some_and(|r| base_fails(r, &st.pkt)) {
+                cur.rule += 1;
+            }
             let Some(rule) = chain.rules.get(cur.rule) else {
                 // End of chain: return to the caller, or the built-in policy.
                 let n = chain.rules.len() as u32 + 1;
@@ -153,10 +160,18 @@ pub fn walk(table: &Table, env: &Env<'_>, state: State) -> Vec<(State, TableEnd)
                     }
                 }
             };
-            let here = rule_ref(table, cur.chain, cur.rule);
-            let conn = (env.conntrack && !matches!(st.pkt.ct_state, CtState::Untracked | CtState::Invalid)).then(|| conn_of(&st.orig, &st.pkt, &st.nat));
+            if conn_stale {
+                conn = (env.conntrack && !matches!(st.pkt.ct_state, CtState::Untracked | CtState::Invalid)).then(|| conn_of(&st.orig, &st.pkt, &st.nat));
+                conn_stale = false;
+            }
             let cx = EvalCtx { host: env.host, hook: env.hook, table: table.name, family: table.family, conn: conn.as_ref() };
-            let matched = match rule_eval(rule, &st.pkt, &cx) {
+            let verdict = rule_eval(rule, &st.pkt, &cx);
+            if verdict == Eval::NoMatch {
+                cur.rule += 1;
+                continue;
+            }
+            let here = rule_ref(table, cur.chain, cur.rule);
+            let matched = match verdict {
                 Eval::Match => true,
                 Eval::NoMatch => false,
                 Eval::Chance(p) => {
@@ -219,7 +234,10 @@ pub fn walk(table: &Table, env: &Env<'_>, state: State) -> Vec<(State, TableEnd)
                 }
                 Target::Unreadable(u) => break TableEnd::Undecidable(here, format!("unreadable rule: {}", u.reason)),
                 Target::Ext(t) => match apply_target(t, &mut st, env, table) {
-                    Effect::Continue => cur.rule += 1,
+                    Effect::Continue => {
+                        conn_stale = true;
+                        cur.rule += 1;
+                    }
                     Effect::End(e) => break e.unwrap_or_else(|| TableEnd::Undecidable(here.clone(), "target".into())).with_rule(here),
                 },
             }
@@ -250,24 +268,25 @@ fn rule_ref(table: &Table, chain: ChainId, rule: usize) -> RuleRef {
     RuleRef { table: table.name, chain: table[chain].name.to_string(), rule: rule.saturating_add(1) as u32 }
 }
 
+/// True when the rule's base match (`ip_packet_match`) fails; every test there is certain.
+#[inline]
+fn base_fails(rule: &Rule, pkt: &Packet) -> bool {
+    let fails = |cond: bool, negated: bool| cond == negated;
+    rule.dst.as_ref().is_some_and(|a| fails(a.value.contains(pkt.dst), a.negated))
+        || rule.src.as_ref().is_some_and(|a| fails(a.value.contains(pkt.src), a.negated))
+        || rule.proto.is_some_and(|p| fails(pkt.proto == p.value.0, p.negated))
+        || rule.in_iface().is_some_and(|i| fails(i.value.matches(pkt.in_iface.as_deref().unwrap_or("")), i.negated))
+        || rule.out_iface().is_some_and(|i| fails(i.value.matches(pkt.out_iface.as_deref().unwrap_or("")), i.negated))
+        // Simulated packets are never fragments.
+        || rule.fragment.is_some_and(|inv| fails(false, inv))
+}
+
 /// Evaluates a rule's base match and its matches, in order.
 pub fn rule_eval(rule: &Rule, pkt: &Packet, cx: &EvalCtx<'_>) -> Eval {
-    let mut acc = Eval::Match;
-    let base = [
-        rule.proto.map(|p| Eval::from_bool(pkt.proto == p.value.0).invert(p.negated)),
-        rule.src.as_ref().map(|a| Eval::from_bool(a.value.contains(pkt.src)).invert(a.negated)),
-        rule.dst.as_ref().map(|a| Eval::from_bool(a.value.contains(pkt.dst)).invert(a.negated)),
-        rule.in_iface().map(|i| Eval::from_bool(i.value.matches(pkt.in_iface.as_deref().unwrap_or(""))).invert(i.negated)),
-        rule.out_iface().map(|i| Eval::from_bool(i.value.matches(pkt.out_iface.as_deref().unwrap_or(""))).invert(i.negated)),
-        // Simulated packets are never fragments.
-        rule.fragment.map(|inv| Eval::from_bool(false).invert(inv)),
-    ];
-    for e in base.into_iter().flatten() {
-        acc = acc.and(e);
-        if acc == Eval::NoMatch {
-            return acc;
-        }
+    if base_fails(rule, pkt) {
+        return Eval::NoMatch;
     }
+    let mut acc = Eval::Match;
     for m in &rule.matches {
         acc = acc.and(m.eval(pkt, cx));
         if acc == Eval::NoMatch {

@@ -187,3 +187,64 @@ fn forwarding_is_off_by_default() {
     assert_eq!(b.verdict, Verdict::Drop);
     assert!(b.trace.is_empty());
 }
+
+#[test]
+fn sysctls_change_the_path() {
+    let rules = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp\nCOMMIT\n";
+    let parsed = parse(rules);
+    // netfilter-facts §8: bound to 127.0.0.6, a connection to a non-local address fails with EINVAL.
+    let sim = simulate(&parsed.ruleset, &pod(), Packet::new(6, ip("127.0.0.6"), 40000, ip("10.0.0.9"), 8080), &local(1000), &Options::default());
+    assert!(sim.branches[0].reason.as_deref().unwrap().contains("EINVAL"));
+    // Binding a non-local source needs ip_nonlocal_bind.
+    let sim = simulate(&parsed.ruleset, &pod(), Packet::new(6, ip("10.0.0.77"), 40000, ip("10.0.0.9"), 8080), &local(1000), &Options::default());
+    assert_eq!(sim.branches[0].verdict, Verdict::Drop);
+    let mut host = pod();
+    host.sysctls.ip_nonlocal_bind = true;
+    let sim = simulate(&parsed.ruleset, &host, Packet::new(6, ip("10.0.0.77"), 40000, ip("10.0.0.9"), 8080), &local(1000), &Options::default());
+    assert_eq!(sim.branches[0].verdict, Verdict::Accept);
+    // Strict reverse-path filtering drops a source routed back through another interface.
+    let mut host = pod();
+    host.sysctls.rp_filter = 1;
+    let from_eth0 = |src: &str| {
+        simulate(&parsed.ruleset, &host, Packet::new(6, ip(src), 40000, ip("10.0.0.5"), 8080), &Origin::Iface("eth0".into()), &Options::default())
+            .branches
+            .remove(0)
+    };
+    assert_eq!(from_eth0("10.1.0.9").verdict, Verdict::Drop, "10.1.0.0/24 is routed via eth1");
+    assert_eq!(from_eth0("10.0.0.1").verdict, Verdict::Accept);
+    assert_eq!(from_eth0("8.8.8.8").verdict, Verdict::Accept, "the default route points back through eth0");
+    host.sysctls.rp_filter = 2;
+    let b = simulate(&parsed.ruleset, &host, Packet::new(6, ip("10.1.0.9"), 40000, ip("10.0.0.5"), 8080), &Origin::Iface("eth0".into()), &Options::default())
+        .branches
+        .remove(0);
+    assert_eq!(b.verdict, Verdict::Accept, "loose mode: any route back will do");
+}
+
+#[test]
+fn tproxy_delivers_to_the_proxy_without_rewriting() {
+    // Istio's TPROXY mode: mangle PREROUTING marks and diverts; `ip rule fwmark 1 lookup 133`
+    // with `local 0.0.0.0/0 dev lo` in table 133 delivers locally.
+    let rules =
+        "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 8080 -j TPROXY --on-port 15006 --on-ip 0.0.0.0 --tproxy-mark 0x1/0x1\nCOMMIT\n";
+    let parsed = parse(rules);
+    let mut host = pod();
+    host.tables.insert(133, vec![nfsim::host::Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    host.policy.push(nfsim::host::PolicyRule { fwmark: 1, mask: 1, table: 133 });
+    let sim =
+        simulate(&parsed.ruleset, &host, Packet::new(6, ip("10.0.0.1"), 40000, ip("10.0.0.99"), 8080), &Origin::Iface("eth0".into()), &Options::default());
+    let b = &sim.branches[0];
+    // The proxy's socket on 15006 accepts a connection whose local address is the original one.
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("10.0.0.99"), port: 8080, process: Some("envoy".into()) }));
+    assert_eq!((b.packet.dst, b.packet.dport, b.packet.mark), (ip("10.0.0.99"), 8080, 1), "the packet itself is not rewritten");
+    assert_eq!(b.original_dst, None);
+    // Without a listener on the port, TPROXY drops.
+    let rules2 = rules.replace("15006", "15999");
+    let sim = simulate(
+        &parse(&rules2).ruleset,
+        &host,
+        Packet::new(6, ip("10.0.0.1"), 40000, ip("10.0.0.99"), 8080),
+        &Origin::Iface("eth0".into()),
+        &Options::default(),
+    );
+    assert_eq!(sim.branches[0].verdict, Verdict::Drop);
+}
