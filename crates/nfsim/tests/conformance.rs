@@ -91,6 +91,10 @@ fn compare(backend: Backend, rules: &str, probes: &[Probe], proto: Proto) -> Vec
         Ok(l) => l,
         Err(e) => return vec![format!("the kernel refuses the rules ({e}):\n{rules}")],
     };
+    // Generous waits: a delivered probe ends as soon as its listener reports it, so only dropped
+    // probes pay them, and a slow CI machine cannot turn a late report into a divergence.
+    lab.udp_wait = std::time::Duration::from_millis(400);
+    lab.tcp_timeout = std::time::Duration::from_millis(1000);
     for p in POD_PORTS {
         lab.listen(Side::Pod, proto, ip("0.0.0.0"), p, if p >= 15000 { 1337 } else { 1000 }).expect("pod listener");
     }
