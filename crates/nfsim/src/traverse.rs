@@ -119,8 +119,9 @@ struct Cursor {
 /// Walks `table`'s built-in chain of `env.hook` for `state`; returns each branch's state and end.
 pub fn walk(table: &Table, env: &Env<'_>, state: State) -> Vec<(State, TableEnd)> {
     let Some(start) = table.builtin(env.hook) else { return vec![(state, TableEnd::Accept)] };
-    let mut work = vec![(state, Cursor { chain: start, rule: 0, stack: Vec::new() })];
-    let mut done = Vec::new();
+    let mut work = Vec::with_capacity(4);
+    work.push((state, Cursor { chain: start, rule: 0, stack: Vec::new() }));
+    let mut done = Vec::with_capacity(4);
     let mut budget = 1_000_000usize;
     while let Some((mut st, mut cur)) = work.pop() {
         // The conntrack entry the matches see; it changes only when a target rewrites the packet.
