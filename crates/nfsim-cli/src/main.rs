@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod path;
 mod trace;
 use nfsim::diag::Severity;
 use nfsim::ruleset::render::{RenderOptions, render};
@@ -66,6 +67,26 @@ enum Command {
     },
     /// Simulate one packet through a host's netfilter and print every step, as the kernel's TRACE would.
     Trace(Box<TraceArgs>),
+    /// Follow a request hop by hop through every host and proxy of a scenario (the built-in
+    /// `istio-fortio` without arguments). Exit status: 0 delivered, 3 loop, 4 otherwise.
+    Path {
+        /// A scenario file (YAML or JSON).
+        scenario: Option<PathBuf>,
+        /// Use a built-in scenario (`nfsim example` lists them).
+        #[arg(long)]
+        example: Option<String>,
+        /// Only this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Print the paths as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the built-in scenarios, or print one for editing.
+    Example {
+        /// The scenario to print.
+        name: Option<String>,
+    },
     /// Print a rule file in canonical iptables-save form.
     Fmt {
         /// The file (`-` for standard input).
@@ -224,6 +245,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Trace(args) => trace::run(&args, &mut out),
+        Command::Path { scenario, example, flow, json } => path::run(scenario.as_deref(), example.as_deref(), flow.as_deref(), json, &mut out),
+        Command::Example { name } => path::example(name.as_deref(), &mut out),
         Command::Fmt { file, counters, read } => {
             let opts = parse_options(&read);
             let (name, text) = read_input(&file)?;

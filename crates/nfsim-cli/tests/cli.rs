@@ -137,3 +137,44 @@ fn trace_json_follows_the_contract() {
     assert_eq!(v["delivered"]["egress"]["iface"], "eth0");
     assert_eq!(v["delivered"]["egress"]["next_hop"], "10.0.0.9");
 }
+
+#[test]
+fn path_reports_delivery_loops_and_built_ins() {
+    let (code, out, err) = nfsim(&["path"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hop 6: fortio-server-l2/envoy 127.0.0.6:40000 -> 10.244.3.10:8080"), "{out}");
+    assert!(out.ends_with("outcome: delivered\n"), "{out}");
+    let (code, out, _) = nfsim(&["path", "--example", "istio-fortio-loop"], "");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("LOOP: hops 2, 3 repeat forever"), "{out}");
+    let (code, out, _) = nfsim(&["path", "--example", "istio-fortio-tproxy", "--json"], "");
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v[0]["outcome"]["kind"], "delivered");
+    assert_eq!(v[0]["hops"].as_array().unwrap().len(), 6);
+    let (code, out, _) = nfsim(&["example"], "");
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().map(|l| l.split('\t').next().unwrap()).collect::<Vec<_>>(), ["istio-fortio", "istio-fortio-loop", "istio-fortio-tproxy"]);
+    let (_, out, _) = nfsim(&["example", "istio-fortio"], "");
+    assert!(out.starts_with("# The seed document's call chain"), "{out}");
+    let (code, _, err) = nfsim(&["path", "--example", "nope"], "");
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn path_reads_a_scenario_file_with_rule_files() {
+    let dir = std::env::temp_dir().join(format!("nfsim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(example("istio-sidecar.rules"), dir.join("sidecar.rules")).unwrap();
+    let yaml = "hosts:\n  - name: a\n    interfaces: [{name: eth0, addrs: [10.0.0.5/24]}]\n    rules_file: sidecar.rules\n    processes:\n      - {name: app, uid: 1000, gid: 1000, role: app, listen: []}\n  - name: b\n    interfaces: [{name: eth0, addrs: [10.0.0.6/24]}]\n    processes:\n      - {name: web, uid: 33, gid: 33, role: app, listen: [80]}\nflows:\n  - {name: f, host: a, process: app, calls: [\"b:80\"]}\n";
+    std::fs::write(dir.join("s.yaml"), yaml).unwrap();
+    // a's sidecar rules redirect app's call to 15001, where nothing listens in this scenario.
+    let (code, out, err) = nfsim(&["path", dir.join("s.yaml").to_str().unwrap()], "");
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("no_listener"), "{out}");
+    std::fs::write(dir.join("bad.yaml"), "hosts: 7\n").unwrap();
+    let (code, _, err) = nfsim(&["path", dir.join("bad.yaml").to_str().unwrap()], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("line 1"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

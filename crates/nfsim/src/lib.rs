@@ -22,9 +22,11 @@ pub mod hook;
 pub mod host;
 pub mod matches;
 pub mod packet;
+pub mod path;
 pub mod ruleset;
 pub mod simulate;
 pub mod targets;
+pub mod topology;
 pub mod trace;
 pub mod traverse;
 

@@ -47,6 +47,8 @@ pub struct Branch {
     pub assumptions: Vec<Assumption>,
     /// True when this branch rests on an assumption about an undecidable rule.
     pub undecidable: bool,
+    /// The accepting socket's bound port (differs from the packet's port after TPROXY).
+    pub listener_port: Option<u16>,
 }
 
 /// The result of simulating one packet.
@@ -176,7 +178,12 @@ impl Sim<'_> {
         let original_dst = st.nat.dnat.map(|_| (st.orig.dst, st.orig.dport));
         let undecidable =
             st.assumptions.iter().any(|a| !a.reason.starts_with("matches with probability")) || reason.as_deref().is_some_and(|r| r.starts_with("undecidable"));
+        let listener_port = match &delivered {
+            Some(Delivered::Local { .. }) => Some(st.tproxy.map_or(st.pkt.dport, |(_, p)| p)),
+            _ => None,
+        };
         self.out.push(Branch {
+            listener_port,
             verdict,
             trace: st.steps,
             packet: st.pkt,

@@ -1,0 +1,324 @@
+//! Following a request hop by hop across a scenario: every connection from its process through
+//! its host's netfilter, across the network, through the receiving host, to the accepting process,
+//! whose behaviour (application or sidecar proxy) opens the next connection. Redirect loops are
+//! found as a repeated state and reported with the hops that form the cycle.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+
+use crate::packet::{Owner, Packet};
+use crate::simulate::{Branch, Origin, Simulator};
+use crate::topology::{LoadedHost, Role, Scenario};
+use crate::trace::{Delivered, Step, Verdict};
+use crate::traverse::Options;
+
+/// A connection's addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Tuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Destination port.
+    pub dport: u16,
+}
+
+/// One connection: opened by `process` on `host`, accepted by `accepted_by` on `accepted_host`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hop {
+    /// The host of the process that opened the connection.
+    pub host: String,
+    /// The process that opened it.
+    pub process: String,
+    /// The connection as opened.
+    pub before: Tuple,
+    /// The connection as accepted (after NAT).
+    pub after: Tuple,
+    /// What `SO_ORIGINAL_DST` returns to the accepting socket.
+    pub original_dst: (IpAddr, u16),
+    /// The host that accepted it.
+    pub accepted_host: Option<String>,
+    /// The process that accepted it.
+    pub accepted_by: Option<String>,
+    /// The port the accepting socket listens on.
+    pub listener_port: u16,
+    /// Every netfilter step on every host the connection crossed.
+    pub trace: Vec<Step>,
+}
+
+/// How a path ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Outcome {
+    /// Every call of the flow reached its application.
+    Delivered,
+    /// Dropped, by a rule or otherwise.
+    Dropped {
+        /// Where.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// Rejected by a rule.
+    Rejected {
+        /// Where.
+        host: String,
+        /// The rule.
+        by: String,
+    },
+    /// No host owns the destination.
+    NoRoute {
+        /// The unreachable address.
+        dst: IpAddr,
+    },
+    /// Nothing listens where the connection arrived.
+    NoListener {
+        /// Where.
+        host: String,
+        /// The address and port.
+        at: (IpAddr, u16),
+    },
+    /// A rule's outcome could not be known.
+    Undecidable {
+        /// Where.
+        host: String,
+        /// What is unknown.
+        reason: String,
+    },
+    /// The same state came back: the hops from `cycle_start` on repeat forever.
+    Loop {
+        /// Index of the first hop of the cycle.
+        cycle_start: usize,
+        /// The repeating hops' indices.
+        cycle: Vec<usize>,
+    },
+    /// More hops than the budget allows.
+    HopBudget,
+}
+
+/// The result of following one flow.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Path {
+    /// The flow's name.
+    pub flow: String,
+    /// The connections, in order.
+    pub hops: Vec<Hop>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The most hops a path may take.
+pub const HOP_BUDGET: usize = 64;
+
+struct World<'a> {
+    scenario: &'a Scenario,
+    hosts: Vec<LoadedHost>,
+    opts: Options,
+}
+
+/// Follows every flow of `scenario`.
+pub fn simulate_flows(scenario: &Scenario) -> Result<Vec<Path>, String> {
+    let world = World { scenario, hosts: scenario.load()?, opts: Options::default() };
+    scenario.flows.iter().map(|f| world.follow(&f.name)).collect()
+}
+
+/// Follows the flow called `name`.
+pub fn simulate_flow(scenario: &Scenario, name: &str) -> Result<Path, String> {
+    let world = World { scenario, hosts: scenario.load()?, opts: Options::default() };
+    world.follow(name)
+}
+
+impl World<'_> {
+    fn host(&self, name: &str) -> Option<&LoadedHost> {
+        self.hosts.iter().find(|h| h.host.name == name)
+    }
+
+    fn resolve(&self, call: &str) -> Result<(IpAddr, u16), String> {
+        let (name, port) = call.rsplit_once(':').ok_or_else(|| format!("call `{call}` is not NAME:PORT"))?;
+        let port: u16 = port.parse().map_err(|_| format!("bad port in call `{call}`"))?;
+        if let Some(s) = self.scenario.service(name) {
+            return Ok((s.vip, port));
+        }
+        if let Ok(a) = name.parse() {
+            return Ok((a, port));
+        }
+        self.scenario.host_addr(name).map(|a| (a, port)).ok_or_else(|| format!("call `{call}`: no service or host `{name}`"))
+    }
+
+    fn follow(&self, flow_name: &str) -> Result<Path, String> {
+        let flow = self.scenario.flows.iter().find(|f| f.name == flow_name).ok_or_else(|| format!("no flow `{flow_name}`"))?;
+        let mut path = Path { flow: flow.name.clone(), hops: Vec::new(), outcome: Outcome::Delivered };
+        let mut host = flow.host.clone();
+        let mut process = flow.process.clone();
+        let mut calls = flow.calls.iter();
+        let Some(first) = calls.next() else { return Ok(path) };
+        let mut target = self.resolve(first)?;
+        let mut src: Option<IpAddr> = None;
+        let mut seen: Vec<(String, String, (IpAddr, u16), (IpAddr, u16))> = Vec::new();
+        loop {
+            if path.hops.len() >= HOP_BUDGET {
+                path.outcome = Outcome::HopBudget;
+                return Ok(path);
+            }
+            let (hop, end) = self.connect(&host, &process, src, target)?;
+            path.hops.push(hop);
+            let hop = path.hops.last().expect("just pushed");
+            if let Some(o) = end {
+                path.outcome = o;
+                return Ok(path);
+            }
+            let (Some(next_host), Some(next_proc)) = (hop.accepted_host.clone(), hop.accepted_by.clone()) else {
+                path.outcome = Outcome::Dropped { host: host.clone(), reason: "not accepted".into() };
+                return Ok(path);
+            };
+            // A loop: the same process on the same host holds a connection with the same original
+            // and current destination as before.
+            let state = (next_host.clone(), next_proc.clone(), hop.original_dst, (hop.after.dst, hop.after.dport));
+            if let Some(i) = seen.iter().position(|s| *s == state) {
+                path.outcome = Outcome::Loop { cycle_start: i, cycle: (i..path.hops.len()).collect() };
+                return Ok(path);
+            }
+            seen.push(state);
+            let lh = self.host(&next_host).ok_or("accepting host vanished")?;
+            let proc = lh.processes.iter().find(|p| p.name == next_proc).ok_or("accepting process vanished")?;
+            match proc.role {
+                Role::Sidecar { outbound_port, .. } if hop.listener_port == outbound_port => {
+                    // Outbound: connect to the original destination (a service's first endpoint).
+                    let (od, op) = hop.original_dst;
+                    let dst = match self.scenario.service_by_vip(od) {
+                        Some(s) => s.endpoints.first().and_then(|e| self.scenario.host_addr(e)).ok_or_else(|| format!("service `{}` has no endpoint address", s.name))?,
+                        None => od,
+                    };
+                    host = next_host;
+                    process = next_proc;
+                    src = None;
+                    target = (dst, op);
+                }
+                Role::Sidecar { inbound_port, .. } if hop.listener_port == inbound_port => {
+                    // Inbound: from 127.0.0.6 to the original port on the pod's own address.
+                    let pod = self.scenario.host_addr(&next_host).ok_or("pod without an address")?;
+                    host = next_host;
+                    process = next_proc;
+                    src = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)));
+                    target = (pod, hop.original_dst.1);
+                }
+                _ => {
+                    // An application: this call is done; it makes the next one, if any.
+                    match calls.next() {
+                        None => return Ok(path),
+                        Some(c) => {
+                            host = next_host;
+                            process = next_proc;
+                            src = None;
+                            target = self.resolve(c)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection from `process` on `host` to `target`: local out, across the network,
+    /// arriving, accepted.
+    fn connect(&self, host: &str, process: &str, src: Option<IpAddr>, target: (IpAddr, u16)) -> Result<(Hop, Option<Outcome>), String> {
+        let lh = self.host(host).ok_or_else(|| format!("no host `{host}`"))?;
+        let p = lh.processes.iter().find(|p| p.name == process).ok_or_else(|| format!("no process `{process}` on `{host}`"))?;
+        let owner = Owner { uid: p.uid, gid: p.gid, groups: Vec::new() };
+        let unspecified = if target.0.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) };
+        let pkt = Packet::new(6, src.unwrap_or(unspecified), 40000, target.0, target.1);
+        let sim = Simulator::new(&lh.ruleset, &lh.host, self.opts.clone());
+        let out = sim.run(pkt, &Origin::Local(Some(owner)));
+        let mut hop = Hop {
+            host: host.into(),
+            process: process.into(),
+            before: Tuple { src: src.unwrap_or(unspecified), sport: 40000, dst: target.0, dport: target.1 },
+            after: Tuple { src: unspecified, sport: 40000, dst: target.0, dport: target.1 },
+            original_dst: target,
+            accepted_host: None,
+            accepted_by: None,
+            listener_port: 0,
+            trace: Vec::new(),
+        };
+        let b = match single(&out.branches, host) {
+            Ok(b) => b,
+            Err(o) => return Ok((hop, Some(o))),
+        };
+        hop.trace.extend(b.trace.iter().cloned());
+        hop.before.src = b.packet.src;
+        hop.after = Tuple { src: b.packet.src, sport: b.packet.sport, dst: b.packet.dst, dport: b.packet.dport };
+        if let Some(od) = b.original_dst {
+            hop.original_dst = od;
+        }
+        match &b.delivered {
+            Some(Delivered::Local { .. }) => {
+                hop.listener_port = b.listener_port.unwrap_or(b.packet.dport);
+                let proc = socket_process(lh, hop.listener_port);
+                hop.accepted_host = Some(host.into());
+                hop.accepted_by = proc.clone();
+                if proc.is_none() {
+                    return Ok((hop, Some(Outcome::NoListener { host: host.into(), at: (b.packet.dst, b.packet.dport) })));
+                }
+                Ok((hop, None))
+            }
+            Some(Delivered::Egress { .. }) => {
+                // The routed network: the host owning the destination receives it on the
+                // interface that holds that address.
+                let dst = b.packet.dst;
+                let Some(peer) = self.hosts.iter().find(|h| h.host.interfaces.iter().any(|i| i.addrs.iter().any(|a| a.addr() == dst))) else {
+                    return Ok((hop, Some(Outcome::NoRoute { dst })));
+                };
+                let iface = peer.host.interfaces.iter().find(|i| i.addrs.iter().any(|a| a.addr() == dst)).map(|i| i.name.clone()).unwrap_or_default();
+                let mut pkt = b.packet.clone();
+                pkt.mark = 0;
+                pkt.out_iface = None;
+                let sim = Simulator::new(&peer.ruleset, &peer.host, self.opts.clone());
+                let out = sim.run(pkt, &Origin::Iface(iface));
+                let b2 = match single(&out.branches, &peer.host.name) {
+                    Ok(b) => b,
+                    Err(o) => return Ok((hop, Some(o))),
+                };
+                hop.trace.extend(b2.trace.iter().cloned());
+                hop.after = Tuple { src: b2.packet.src, sport: b2.packet.sport, dst: b2.packet.dst, dport: b2.packet.dport };
+                if let Some(od) = b2.original_dst {
+                    hop.original_dst = od;
+                }
+                match &b2.delivered {
+                    Some(Delivered::Local { .. }) => {
+                        hop.listener_port = b2.listener_port.unwrap_or(b2.packet.dport);
+                        let proc = socket_process(peer, hop.listener_port);
+                        hop.accepted_host = Some(peer.host.name.clone());
+                        hop.accepted_by = proc.clone();
+                        if proc.is_none() {
+                            return Ok((hop, Some(Outcome::NoListener { host: peer.host.name.clone(), at: (b2.packet.dst, b2.packet.dport) })));
+                        }
+                        Ok((hop, None))
+                    }
+                    _ => Ok((hop, Some(Outcome::Dropped { host: peer.host.name.clone(), reason: "forwarded onwards: multi-router paths are not modelled".into() }))),
+                }
+            }
+            None => Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: "not delivered".into() }))),
+        }
+    }
+}
+
+/// The process listening on `port` on a host.
+fn socket_process(h: &LoadedHost, port: u16) -> Option<String> {
+    h.processes.iter().find(|p| p.listen.contains(&port)).map(|p| p.name.clone())
+}
+
+/// The one branch of a simulation, or the outcome that stops the path.
+fn single<'b>(branches: &'b [Branch], host: &str) -> Result<&'b Branch, Outcome> {
+    match branches {
+        [b] => match b.verdict {
+            Verdict::Accept if b.delivered.is_some() => Ok(b),
+            Verdict::Accept => Err(Outcome::NoListener { host: host.into(), at: (b.packet.dst, b.packet.dport) }),
+            Verdict::Reject => Err(Outcome::Rejected { host: host.into(), by: b.by.as_ref().map(|r| r.to_string()).unwrap_or_default() }),
+            Verdict::Drop | Verdict::Queue => Err(Outcome::Dropped { host: host.into(), reason: b.reason.clone().unwrap_or_default() }),
+        },
+        [] => Err(Outcome::Dropped { host: host.into(), reason: "no outcome".into() }),
+        many => Err(Outcome::Undecidable { host: host.into(), reason: many.iter().flat_map(|b| &b.assumptions).map(|a| format!("{}: {}", a.rule, a.reason)).next().unwrap_or_default() }),
+    }
+}
