@@ -80,7 +80,8 @@ fn report(p: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             h.accepted_by.as_deref().unwrap_or("-"),
             h.listener_port
         )?;
-        let fired: Vec<String> = h.trace.iter().filter(|s| s.kind == nfsim::trace::StepKind::Rule).map(|s| format!("{}:{}/{}:{}", s.host, s.table, s.chain, s.rule)).collect();
+        let fired: Vec<String> =
+            h.trace.iter().filter(|s| s.kind == nfsim::trace::StepKind::Rule).map(|s| format!("{}:{}/{}:{}", s.host, s.table, s.chain, s.rule)).collect();
         if !fired.is_empty() {
             writeln!(out, "         rules: {}", fired.join(", "))?;
         }
@@ -91,7 +92,7 @@ fn report(p: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let outcome = match &p.outcome {
         Outcome::Delivered => "delivered".to_string(),
         Outcome::Loop { cycle, .. } => format!("LOOP: hops {} repeat forever", cycle.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")),
-        o => format!("{}", serde_json::to_string(o)?),
+        o => serde_json::to_string(o)?,
     };
     writeln!(out, "  outcome: {outcome}")?;
     Ok(())

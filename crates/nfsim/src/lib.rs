@@ -25,6 +25,8 @@ pub mod packet;
 pub mod path;
 pub mod ruleset;
 pub mod simulate;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 pub mod targets;
 pub mod topology;
 pub mod trace;

@@ -2,6 +2,26 @@
 //! its host's netfilter, across the network, through the receiving host, to the accepting process,
 //! whose behaviour (application or sidecar proxy) opens the next connection. Redirect loops are
 //! found as a repeated state and reported with the hops that form the cycle.
+//!
+//! Unit-testing a rule change reads like this:
+//!
+//! ```
+//! use nfsim::path::{Outcome, simulate_flow};
+//! use nfsim::topology::{Scenario, builtin};
+//!
+//! let mut scenario = Scenario::from_text(builtin("istio-fortio").unwrap()).unwrap();
+//! let path = simulate_flow(&scenario, "seed").unwrap();
+//! assert_eq!(path.outcome, Outcome::Delivered);
+//! assert_eq!(path.hops[0].after.dport, 15001, "the app's call goes through Envoy");
+//!
+//! // Drop the rule that lets Envoy's own traffic out: its connection now loops back to 15001.
+//! for host in &mut scenario.hosts {
+//!     host.rules = host.rules.replace("-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN\n", "");
+//!     host.rules = host.rules.replace("-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN\n", "");
+//! }
+//! let path = simulate_flow(&scenario, "seed").unwrap();
+//! assert!(matches!(path.outcome, Outcome::Loop { .. }));
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -110,6 +130,9 @@ pub struct Path {
     pub outcome: Outcome,
 }
 
+/// What makes a hop repeat: the accepting host and process, the original and the current destination.
+type LoopState = (String, String, (IpAddr, u16), (IpAddr, u16));
+
 /// The most hops a path may take.
 pub const HOP_BUDGET: usize = 64;
 
@@ -123,6 +146,13 @@ struct World<'a> {
 pub fn simulate_flows(scenario: &Scenario) -> Result<Vec<Path>, String> {
     let world = World { scenario, hosts: scenario.load()?, opts: Options::default() };
     scenario.flows.iter().map(|f| world.follow(&f.name)).collect()
+}
+
+/// Follows one call: `process` on `host` connects to `call` (`SERVICE:PORT` or `ADDR:PORT`).
+pub fn simulate_call(scenario: &Scenario, host: &str, process: &str, call: &str) -> Result<Path, String> {
+    let mut s = scenario.clone();
+    s.flows = vec![crate::topology::Flow { name: "call".into(), host: host.into(), process: process.into(), calls: vec![call.into()] }];
+    simulate_flow(&s, "call")
 }
 
 /// Follows the flow called `name`.
@@ -157,7 +187,7 @@ impl World<'_> {
         let Some(first) = calls.next() else { return Ok(path) };
         let mut target = self.resolve(first)?;
         let mut src: Option<IpAddr> = None;
-        let mut seen: Vec<(String, String, (IpAddr, u16), (IpAddr, u16))> = Vec::new();
+        let mut seen: Vec<LoopState> = Vec::new();
         loop {
             if path.hops.len() >= HOP_BUDGET {
                 path.outcome = Outcome::HopBudget;
@@ -189,7 +219,11 @@ impl World<'_> {
                     // Outbound: connect to the original destination (a service's first endpoint).
                     let (od, op) = hop.original_dst;
                     let dst = match self.scenario.service_by_vip(od) {
-                        Some(s) => s.endpoints.first().and_then(|e| self.scenario.host_addr(e)).ok_or_else(|| format!("service `{}` has no endpoint address", s.name))?,
+                        Some(s) => s
+                            .endpoints
+                            .first()
+                            .and_then(|e| self.scenario.host_addr(e))
+                            .ok_or_else(|| format!("service `{}` has no endpoint address", s.name))?,
                         None => od,
                     };
                     host = next_host;
@@ -296,7 +330,10 @@ impl World<'_> {
                         }
                         Ok((hop, None))
                     }
-                    _ => Ok((hop, Some(Outcome::Dropped { host: peer.host.name.clone(), reason: "forwarded onwards: multi-router paths are not modelled".into() }))),
+                    _ => Ok((
+                        hop,
+                        Some(Outcome::Dropped { host: peer.host.name.clone(), reason: "forwarded onwards: multi-router paths are not modelled".into() }),
+                    )),
                 }
             }
             None => Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: "not delivered".into() }))),
@@ -319,6 +356,9 @@ fn single<'b>(branches: &'b [Branch], host: &str) -> Result<&'b Branch, Outcome>
             Verdict::Drop | Verdict::Queue => Err(Outcome::Dropped { host: host.into(), reason: b.reason.clone().unwrap_or_default() }),
         },
         [] => Err(Outcome::Dropped { host: host.into(), reason: "no outcome".into() }),
-        many => Err(Outcome::Undecidable { host: host.into(), reason: many.iter().flat_map(|b| &b.assumptions).map(|a| format!("{}: {}", a.rule, a.reason)).next().unwrap_or_default() }),
+        many => Err(Outcome::Undecidable {
+            host: host.into(),
+            reason: many.iter().flat_map(|b| &b.assumptions).map(|a| format!("{}: {}", a.rule, a.reason)).next().unwrap_or_default(),
+        }),
     }
 }

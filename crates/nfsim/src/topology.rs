@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Host, Interface, Route, PolicyRule, Socket, Sysctls};
+use crate::host::{Host, Interface, PolicyRule, Route, Socket, Sysctls};
 use crate::packet::Owner;
 use crate::ruleset::{Ruleset, parse};
 
@@ -173,7 +173,14 @@ impl Scenario {
                     .flat_map(|p| {
                         p.listen.iter().flat_map(move |&port| {
                             let owner = Owner { uid: p.uid, gid: p.gid, groups: Vec::new() };
-                            [IpAddr::from([0, 0, 0, 0]), IpAddr::from([0u16; 8])].map(|addr| Socket { proto: 6, addr, port, process: p.name.clone(), owner: owner.clone(), transparent: matches!(p.role, Role::Sidecar { .. }) })
+                            [IpAddr::from([0, 0, 0, 0]), IpAddr::from([0u16; 8])].map(|addr| Socket {
+                                proto: 6,
+                                addr,
+                                port,
+                                process: p.name.clone(),
+                                owner: owner.clone(),
+                                transparent: matches!(p.role, Role::Sidecar { .. }),
+                            })
                         })
                     })
                     .collect();

@@ -9,7 +9,20 @@ fn scenario(name: &str) -> Scenario {
 }
 
 fn hops(p: &nfsim::path::Path) -> Vec<String> {
-    p.hops.iter().map(|h| format!("{}/{} -> {}:{} => {}/{}", h.host, h.process, h.original_dst.0, h.original_dst.1, h.accepted_host.as_deref().unwrap_or("-"), h.accepted_by.as_deref().unwrap_or("-"))).collect()
+    p.hops
+        .iter()
+        .map(|h| {
+            format!(
+                "{}/{} -> {}:{} => {}/{}",
+                h.host,
+                h.process,
+                h.original_dst.0,
+                h.original_dst.1,
+                h.accepted_host.as_deref().unwrap_or("-"),
+                h.accepted_by.as_deref().unwrap_or("-")
+            )
+        })
+        .collect()
 }
 
 #[test]
