@@ -13,6 +13,20 @@ pub fn owner() -> impl Strategy<Value = Owner> {
     prop_oneof![Just(0u32), Just(1000u32), Just(1337u32), 1u32..70000].prop_map(|uid| Owner { uid, gid: uid, groups: Vec::new() })
 }
 
+/// Application processes with an owner from [`owner`] and up to two listening ports.
+pub fn process() -> impl Strategy<Value = crate::topology::Process> {
+    (owner(), proptest::collection::vec(port(), 0..=2)).prop_map(|(o, listen)| crate::topology::Process { name: format!("proc{}", o.uid), uid: o.uid, gid: o.gid, listen, role: crate::topology::Role::App })
+}
+
+/// Hosts with one interface in 10.0.N.0/24 (and its `.1` as gateway), optionally forwarding.
+pub fn host() -> impl Strategy<Value = crate::host::Host> {
+    (1u8..=254, any::<bool>()).prop_map(|(n, forward)| {
+        let mut h = crate::host::Host::new(&format!("host{n}")).iface("eth0", &[&format!("10.0.{n}.10/24")]).gateway(&format!("10.0.{n}.1"));
+        h.sysctls.ip_forward = forward;
+        h
+    })
+}
+
 /// Ports, favouring well-known and proxy ports.
 pub fn port() -> impl Strategy<Value = u16> {
     prop_oneof![Just(8080u16), Just(15001), Just(15006), Just(15008), Just(15090), Just(22), Just(53), Just(80), 1u16..=65535]
