@@ -15,7 +15,13 @@ pub fn owner() -> impl Strategy<Value = Owner> {
 
 /// Application processes with an owner from [`owner`] and up to two listening ports.
 pub fn process() -> impl Strategy<Value = crate::topology::Process> {
-    (owner(), proptest::collection::vec(port(), 0..=2)).prop_map(|(o, listen)| crate::topology::Process { name: format!("proc{}", o.uid), uid: o.uid, gid: o.gid, listen, role: crate::topology::Role::App })
+    (owner(), proptest::collection::vec(port(), 0..=2)).prop_map(|(o, listen)| crate::topology::Process {
+        name: format!("proc{}", o.uid),
+        uid: o.uid,
+        gid: o.gid,
+        listen,
+        role: crate::topology::Role::App,
+    })
 }
 
 /// Hosts with one interface in 10.0.N.0/24 (and its `.1` as gateway), optionally forwarding.

@@ -4,7 +4,7 @@
 //! Topology of a [`Lab`] (two fresh namespaces joined by a veth pair, nothing else):
 //!
 //! ```text
-//!   pod  (rules loaded here)                     peer (no rules)
+//!   pod  (rules loaded here)                     peer (rules only with Lab::new_pair)
 //!   lo 127.0.0.1/8 up                            lo up
 //!   eth0 10.0.0.5/24  <------ veth ------>       eth0 10.0.0.1/24 + 10.0.0.9/24
 //!   default via 10.0.0.1                         default via 10.0.0.5
@@ -32,6 +32,14 @@
 //! Counters: before the probe every table that exists in the pod is zeroed (`iptables -Z -t T`, only
 //! for tables that exist: with the legacy backend `-Z -t nat` would *create* the nat table and switch
 //! conntrack on), afterwards `iptables-save -c` is parsed.
+//!
+//! Two-sided labs: [`Lab::new_pair`] also loads a rule set into the peer (same backend). Then the
+//! peer's tables are zeroed and read around each probe too, and [`Observed::moved_peer`],
+//! [`Observed::packets_peer`] and [`Observed::policy_peer`] hold the peer's counters (they stay
+//! empty, and nothing extra runs, in a lab made by [`Lab::new`]). A peer probe normally runs as
+//! root; [`Probe::as_user`] runs it under another uid/gid, so the peer's `-m owner` rules can match.
+//! (The uid is a field of [`Probe`] rather than a new [`From`] variant so that existing exhaustive
+//! matches on [`From`] keep compiling.)
 //!
 //! Processes: listeners are `ip netns exec NS setpriv --reuid U --regid U --clear-groups python3 ...`
 //! (`ip netns exec` and `setpriv` exec, so the child's PID is python's PID). They report on their
@@ -72,7 +80,7 @@ impl Backend {
 pub(crate) enum Side {
     /// The namespace holding the rules: eth0 10.0.0.5/24.
     Pod,
-    /// The other end of the veth: 10.0.0.1/24 and 10.0.0.9/24, no rules.
+    /// The other end of the veth: 10.0.0.1/24 and 10.0.0.9/24, no rules unless made by [`Lab::new_pair`].
     Peer,
 }
 
@@ -96,7 +104,8 @@ impl Proto {
 pub(crate) enum From {
     /// A socket created in the pod by a process with this uid and gid (no supplementary groups).
     Local { uid: u32, gid: u32 },
-    /// A socket in the peer namespace (as root), so the packet arrives on the pod's eth0.
+    /// A socket in the peer namespace (as root, or as [`Probe::peer_owner`]), so the packet arrives
+    /// on the pod's eth0 (unless the peer's own rules send it elsewhere).
     Peer,
 }
 
@@ -110,14 +119,26 @@ pub(crate) struct Probe {
     /// Source port; `None`: the lab's next port from 40000..50000.
     pub(crate) sport: Option<u16>,
     pub(crate) dst: SocketAddr,
+    /// [`From::Peer`] only: uid and gid (no supplementary groups) of the sending process in the
+    /// peer; `None`: root. Ignored for [`From::Local`], which carries its own.
+    pub(crate) peer_owner: Option<(u32, u32)>,
 }
 
 impl Probe {
     pub(crate) fn local(uid: u32, gid: u32, proto: Proto, dst: SocketAddr) -> Probe {
-        Probe { from: From::Local { uid, gid }, proto, src: None, sport: None, dst }
+        Probe { from: From::Local { uid, gid }, proto, src: None, sport: None, dst, peer_owner: None }
     }
     pub(crate) fn peer(proto: Proto, dst: SocketAddr) -> Probe {
-        Probe { from: From::Peer, proto, src: None, sport: None, dst }
+        Probe { from: From::Peer, proto, src: None, sport: None, dst, peer_owner: None }
+    }
+    /// A probe sent from the peer by a process with this uid and gid.
+    pub(crate) fn peer_as(uid: u32, gid: u32, proto: Proto, dst: SocketAddr) -> Probe {
+        Probe::peer(proto, dst).as_user(uid, gid)
+    }
+    /// Runs a peer probe as `uid`/`gid` instead of root (no effect on a [`From::Local`] probe).
+    pub(crate) fn as_user(mut self, uid: u32, gid: u32) -> Probe {
+        self.peer_owner = Some((uid, gid));
+        self
     }
     pub(crate) fn with_src(mut self, src: IpAddr) -> Probe {
         self.src = Some(src);
@@ -156,6 +177,11 @@ pub(crate) struct Observed {
     pub(crate) packets: BTreeMap<RuleId, u64>,
     /// Packet counts of the chains in `policy`.
     pub(crate) policy_packets: BTreeMap<(String, String), u64>,
+    /// Like `moved`, `packets` and `policy`, for the peer's rules; empty unless the lab was made by
+    /// [`Lab::new_pair`].
+    pub(crate) moved_peer: BTreeSet<RuleId>,
+    pub(crate) packets_peer: BTreeMap<RuleId, u64>,
+    pub(crate) policy_peer: BTreeSet<(String, String)>,
     /// What our listeners got during the probe.
     pub(crate) received: Vec<Received>,
     /// Error seen by the sender: an errno name (`EPERM`, `EINVAL`, `ECONNREFUSED`, ...),
@@ -352,11 +378,14 @@ impl Listener {
     }
 }
 
-/// Two namespaces with a rule set loaded into the pod; see the module docs.
+/// Two namespaces with a rule set loaded into the pod (and with [`Lab::new_pair`] one into the
+/// peer); see the module docs.
 pub(crate) struct Lab {
     backend: Backend,
     listeners: Vec<Listener>,
     tables: Vec<String>,
+    /// Tables present in the peer (empty unless made by [`Lab::new_pair`]).
+    peer_tables: Vec<String>,
     next_sport: u16,
     /// How long a UDP sender waits for an ICMP error when no listener records the datagram.
     pub(crate) udp_wait: Duration,
@@ -372,6 +401,16 @@ static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 impl Lab {
     /// Creates the namespaces and loads `rules_v4` (iptables-save format) into the pod.
     pub(crate) fn new(backend: Backend, rules_v4: &str) -> Result<Lab, String> {
+        Lab::build(backend, rules_v4, None)
+    }
+
+    /// Like [`Lab::new`], and also loads `rules_peer` (iptables-save format, same backend) into the
+    /// peer, whose counters are then reported in [`Observed::moved_peer`] and its siblings.
+    pub(crate) fn new_pair(backend: Backend, rules_pod: &str, rules_peer: &str) -> Result<Lab, String> {
+        Lab::build(backend, rules_pod, Some(rules_peer))
+    }
+
+    fn build(backend: Backend, rules_v4: &str, rules_peer: Option<&str>) -> Result<Lab, String> {
         static STALE: std::sync::Once = std::sync::Once::new();
         STALE.call_once(delete_stale_namespaces);
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -395,13 +434,21 @@ impl Lab {
         }
         pod.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "eth0"])?;
         peer.ip(&["route", "add", "default", "via", "10.0.0.5", "dev", "eth0"])?;
-        pod.exec(&[&backend.tool("-restore"), "--wait=10"], rules_v4)?;
-        let saved = pod.exec(&[&backend.tool("-save")], "")?;
-        let tables = saved.lines().filter_map(|l| l.strip_prefix('*')).map(|t| t.trim().to_string()).collect();
+        let load = |ns: &NsGuard, rules: &str| -> Result<Vec<String>, String> {
+            ns.exec(&[&backend.tool("-restore"), "--wait=10"], rules)?;
+            let saved = ns.exec(&[&backend.tool("-save")], "")?;
+            Ok(saved.lines().filter_map(|l| l.strip_prefix('*')).map(|t| t.trim().to_string()).collect())
+        };
+        let tables = load(&pod, rules_v4)?;
+        let peer_tables = match rules_peer {
+            Some(rules) => load(&peer, rules)?,
+            None => Vec::new(),
+        };
         Ok(Lab {
             backend,
             listeners: Vec::new(),
             tables,
+            peer_tables,
             next_sport: SPORT_FIRST,
             udp_wait: Duration::from_millis(100),
             tcp_timeout: Duration::from_millis(250),
@@ -432,9 +479,23 @@ impl Lab {
         &self.tables
     }
 
+    /// Tables present in the peer after loading (empty unless made by [`Lab::new_pair`]).
+    pub(crate) fn peer_tables(&self) -> &[String] {
+        &self.peer_tables
+    }
+
     /// `iptables-save -c` of the pod.
     pub(crate) fn save(&self) -> Result<String, String> {
-        self.pod.exec(&[&self.backend.tool("-save"), "-c"], "")
+        self.save_side(Side::Pod)
+    }
+
+    /// `iptables-save -c` of `side`.
+    pub(crate) fn save_side(&self, side: Side) -> Result<String, String> {
+        let ns = match side {
+            Side::Pod => &self.pod,
+            Side::Peer => &self.peer,
+        };
+        ns.exec(&[&self.backend.tool("-save"), "-c"], "")
     }
 
     /// Starts a listener on `addr:port` in `side`, running as `uid`/gid `uid`. Returns when it is bound.
@@ -495,12 +556,15 @@ impl Lab {
     }
 
     fn zero_counters(&self) -> Result<(), String> {
-        if self.tables.is_empty() {
-            return Ok(());
-        }
         let tool = self.backend.tool("");
-        let script: Vec<String> = self.tables.iter().map(|t| format!("{tool} -w 10 -t {t} -Z")).collect();
-        self.pod.exec(&["sh", "-ec", &script.join("\n")], "").map(|_| ())
+        for (ns, tables) in [(&self.pod, &self.tables), (&self.peer, &self.peer_tables)] {
+            if tables.is_empty() {
+                continue;
+            }
+            let script: Vec<String> = tables.iter().map(|t| format!("{tool} -w 10 -t {t} -Z")).collect();
+            ns.exec(&["sh", "-ec", &script.join("\n")], "")?;
+        }
+        Ok(())
     }
 
     /// Zeroes the counters, sends the probe, and reports counters and what the listeners got.
@@ -519,7 +583,10 @@ impl Lab {
         });
         let (ns, uid, gid) = match p.from {
             From::Local { uid, gid } => (self.pod.0.clone(), uid, gid),
-            From::Peer => (self.peer.0.clone(), 0, 0),
+            From::Peer => {
+                let (uid, gid) = p.peer_owner.unwrap_or((0, 0));
+                (self.peer.0.clone(), uid, gid)
+            }
         };
         self.zero_counters()?;
         let before: Vec<usize> = self.listeners.iter().map(|l| l.records.lock().unwrap().len()).collect();
@@ -576,6 +643,10 @@ impl Lab {
         }
         let saved = self.save()?;
         let mut obs = parse_counters(&saved)?;
+        if !self.peer_tables.is_empty() {
+            let peer = parse_counters(&self.save_side(Side::Peer)?)?;
+            (obs.moved_peer, obs.packets_peer, obs.policy_peer) = (peer.moved, peer.packets, peer.policy);
+        }
         for (l, &b) in self.listeners.iter().zip(&before) {
             obs.received.extend(l.records.lock().unwrap()[b..].iter().cloned());
         }
