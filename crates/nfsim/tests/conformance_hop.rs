@@ -114,8 +114,11 @@ fn only_branch<'a>(host: &str, branches: &'a [Branch]) -> Result<&'a Branch, Str
     }
 }
 
+/// Where a connection was accepted (side, address, port), the sender seen, and `SO_ORIGINAL_DST`.
+type Accepted = ((Side, IpAddr, u16), SocketAddr, Option<SocketAddr>);
+
 /// Accepted at `side`: the outcome fields that come from the accepting branch.
-fn accepted(side: Side, b: &Branch) -> Option<((Side, IpAddr, u16), SocketAddr, Option<SocketAddr>)> {
+fn accepted(side: Side, b: &Branch) -> Option<Accepted> {
     match &b.delivered {
         Some(Delivered::Local { addr, port, .. }) => {
             Some(((side, *addr, *port), SocketAddr::new(b.packet.src, b.packet.sport), b.original_dst.map(|(a, p)| SocketAddr::new(a, p))))
@@ -137,7 +140,7 @@ fn predict(ruleset: &nfsim::ruleset::Ruleset, uid: u32, gid: u32, sport: u16, ds
     }
     let mut out = Outcome { client_nat: nat_steps(cb, CLIENT), server_nat: BTreeSet::new(), arrived: None, sender: None, orig_dst: None };
     let mut story = format!("client: {:?} {:?} {:?}", cb.verdict, cb.delivered, cb.reason);
-    let mut fill = |acc: Option<((Side, IpAddr, u16), SocketAddr, Option<SocketAddr>)>| {
+    let mut fill = |acc: Option<Accepted>| {
         if let Some((at, sender, orig)) = acc {
             (out.arrived, out.sender, out.orig_dst) = (Some(at), Some(sender), orig);
         }

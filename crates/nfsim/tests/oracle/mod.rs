@@ -37,7 +37,7 @@
 //! peer's tables are zeroed and read around each probe too, and [`Observed::moved_peer`],
 //! [`Observed::packets_peer`] and [`Observed::policy_peer`] hold the peer's counters (they stay
 //! empty, and nothing extra runs, in a lab made by [`Lab::new`]). A peer probe normally runs as
-//! root; [`Probe::as_user`] runs it under another uid/gid, so the peer's `-m owner` rules can match.
+//! root; [`Probe::with_user`] runs it under another uid/gid, so the peer's `-m owner` rules can match.
 //! (The uid is a field of [`Probe`] rather than a new [`From`] variant so that existing exhaustive
 //! matches on [`From`] keep compiling.)
 //!
@@ -133,10 +133,10 @@ impl Probe {
     }
     /// A probe sent from the peer by a process with this uid and gid.
     pub(crate) fn peer_as(uid: u32, gid: u32, proto: Proto, dst: SocketAddr) -> Probe {
-        Probe::peer(proto, dst).as_user(uid, gid)
+        Probe::peer(proto, dst).with_user(uid, gid)
     }
     /// Runs a peer probe as `uid`/`gid` instead of root (no effect on a [`From::Local`] probe).
-    pub(crate) fn as_user(mut self, uid: u32, gid: u32) -> Probe {
+    pub(crate) fn with_user(mut self, uid: u32, gid: u32) -> Probe {
         self.peer_owner = Some((uid, gid));
         self
     }
