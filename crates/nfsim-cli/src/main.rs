@@ -44,6 +44,14 @@ enum FormatArg {
     Commands,
 }
 
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum DiagramFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// SVG.
+    Svg,
+}
+
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum FamilyArg {
     /// IPv4 (iptables).
@@ -81,6 +89,27 @@ enum Command {
         /// Print the paths as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Draw a scenario's paths (the built-in `istio-fortio` without arguments), or with `--rules`
+    /// a rule set's chains, as DOT or SVG (Graphviz when installed, a built-in layout otherwise).
+    Diagram {
+        /// A scenario file (YAML or JSON).
+        scenario: Option<PathBuf>,
+        /// Use a built-in scenario.
+        #[arg(long)]
+        example: Option<String>,
+        /// Only this flow (default: the first).
+        #[arg(long)]
+        flow: Option<String>,
+        /// Draw this rule file's chains and jumps instead.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "dot")]
+        format: DiagramFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
     },
     /// List the built-in scenarios, or print one for editing.
     Example {
@@ -247,6 +276,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(args) => trace::run(&args, &mut out),
         Command::Path { scenario, example, flow, json } => path::run(scenario.as_deref(), example.as_deref(), flow.as_deref(), json, &mut out),
         Command::Example { name } => path::example(name.as_deref(), &mut out),
+        Command::Diagram { scenario, example, flow, rules, format, output } => {
+            let d = match rules {
+                Some(r) => {
+                    let (name, text) = read_input(&r)?;
+                    let parsed = parse_with(&text, &ParseOptions::default());
+                    if parsed.has_errors() {
+                        anyhow::bail!("{name} has errors; see `nfsim check {name}`");
+                    }
+                    nfsim_graph::Diagram::of_ruleset(&parsed.ruleset)
+                }
+                None => {
+                    let scenario = path::load(scenario.as_deref(), example.as_deref())?;
+                    let name = flow.or_else(|| scenario.flows.first().map(|f| f.name.clone())).context("the scenario has no flow")?;
+                    nfsim_graph::Diagram::of_path(&nfsim::path::simulate_flow(&scenario, &name).map_err(anyhow::Error::msg)?)
+                }
+            };
+            let text = match format {
+                DiagramFormat::Dot => d.to_dot(),
+                DiagramFormat::Svg => {
+                    let (svg, how) = nfsim_graph::svg(&d).map_err(anyhow::Error::msg)?;
+                    if how == nfsim_graph::Renderer::LayoutRs {
+                        eprintln!("nfsim: Graphviz `dot` not found; drawn with the built-in layout (no host boxes)");
+                    }
+                    svg
+                }
+            };
+            match output {
+                Some(f) => std::fs::write(&f, text).with_context(|| format!("writing {}", f.display()))?,
+                None => out.write_all(text.as_bytes())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fmt { file, counters, read } => {
             let opts = parse_options(&read);
             let (name, text) = read_input(&file)?;

@@ -24,7 +24,8 @@ pub(crate) fn example(name: Option<&str>, out: &mut impl Write) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn run(file: Option<&FsPath>, example: Option<&str>, flow: Option<&str>, json: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// The scenario of a file (rule files read relative to it) or of a built-in (`istio-fortio` by default).
+pub(crate) fn load(file: Option<&FsPath>, example: Option<&str>) -> anyhow::Result<Scenario> {
     let text = match (file, example) {
         (Some(_), Some(_)) => bail!("give a scenario file or --example, not both"),
         (Some(f), None) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
@@ -36,6 +37,11 @@ pub(crate) fn run(file: Option<&FsPath>, example: Option<&str>, flow: Option<&st
     let mut scenario = Scenario::from_text(&text).map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
     let base = file.and_then(FsPath::parent).map(FsPath::to_path_buf).unwrap_or_default();
     scenario.read_rule_files(|f| std::fs::read_to_string(base.join(f)).map_err(|e| e.to_string())).map_err(anyhow::Error::msg)?;
+    Ok(scenario)
+}
+
+pub(crate) fn run(file: Option<&FsPath>, example: Option<&str>, flow: Option<&str>, json: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let scenario = load(file, example)?;
     let names: Vec<String> = match flow {
         Some(f) => vec![f.to_string()],
         None => scenario.flows.iter().map(|f| f.name.clone()).collect(),

@@ -178,3 +178,21 @@ fn path_reads_a_scenario_file_with_rule_files() {
     assert!(err.contains("line 1"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn diagram_writes_dot_and_svg() {
+    let (code, out, err) = nfsim(&["diagram"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("digraph nfsim {"), "{out}");
+    assert!(out.contains("subgraph cluster_fortio_server_l2 {"), "{out}");
+    let (code, out, _) = nfsim(&["diagram", "--example", "istio-fortio-loop"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("color=red"), "{out}");
+    let (code, out, _) = nfsim(&["diagram", "--format", "svg"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("<svg"), "{out}");
+    let rules = example("istio-sidecar.rules");
+    let (code, out, _) = nfsim(&["diagram", "--rules", &rules], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("ISTIO_OUTPUT") && out.contains("label=\"rule 9\""), "{out}");
+}
