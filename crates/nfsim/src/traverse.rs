@@ -234,7 +234,7 @@ pub fn walk(table: &Table, env: &Env<'_>, state: State) -> Vec<(State, TableEnd)
                     cur.rule = 0;
                 }
                 Target::Unreadable(u) => break TableEnd::Undecidable(here, format!("unreadable rule: {}", u.reason)),
-                Target::Ext(t) => match apply_target(t, &mut st, env, table) {
+                Target::Ext(t) => match apply_target(t, &mut st, env) {
                     Effect::Continue => {
                         conn_stale = true;
                         cur.rule += 1;
@@ -303,7 +303,7 @@ enum Effect {
 }
 
 /// Applies a target extension to the packet (`xt_target.target`): a verdict or `XT_CONTINUE`.
-fn apply_target(t: &TargetExt, st: &mut State, env: &Env<'_>, table: &Table) -> Effect {
+fn apply_target(t: &TargetExt, st: &mut State, env: &Env<'_>) -> Effect {
     let pkt = &mut st.pkt;
     match t {
         TargetExt::Mark(m) => {
@@ -424,10 +424,7 @@ fn apply_target(t: &TargetExt, st: &mut State, env: &Env<'_>, table: &Table) -> 
                 None => Effect::End(Some(TableEnd::Drop(None))),
             }
         }
-        TargetExt::Opaque(o) => {
-            let _ = table;
-            Effect::End(Some(TableEnd::Undecidable(placeholder(), format!("target `{}` is not modelled", o.name))))
-        }
+        TargetExt::Opaque(o) => Effect::End(Some(TableEnd::Undecidable(placeholder(), format!("target `{}` is not modelled", o.name)))),
     }
 }
 

@@ -12,38 +12,8 @@ use super::mark::Given;
 use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
 use crate::ruleset::value::parse_uint;
 
-/// The DiffServ class names `--set-dscp-class` accepts, with their DSCP value
-/// (`dscp_helper.c`).
-pub const DSCP_CLASSES: [(&str, u8); 22] = [
-    ("CS0", 0x00),
-    ("CS1", 0x08),
-    ("CS2", 0x10),
-    ("CS3", 0x18),
-    ("CS4", 0x20),
-    ("CS5", 0x28),
-    ("CS6", 0x30),
-    ("CS7", 0x38),
-    ("BE", 0x00),
-    ("AF11", 0x0a),
-    ("AF12", 0x0c),
-    ("AF13", 0x0e),
-    ("AF21", 0x12),
-    ("AF22", 0x14),
-    ("AF23", 0x16),
-    ("AF31", 0x1a),
-    ("AF32", 0x1c),
-    ("AF33", 0x1e),
-    ("AF41", 0x22),
-    ("AF42", 0x24),
-    ("AF43", 0x26),
-    ("EF", 0x2e),
-];
-
-/// The DSCP value of class `name` as `class_to_dscp` finds it: the first class whose name `name`
-/// starts with, ignoring case.
-pub fn class_to_dscp(name: &str) -> Option<u8> {
-    DSCP_CLASSES.iter().find(|(class, _)| name.get(..class.len()).is_some_and(|head| head.eq_ignore_ascii_case(class))).map(|&(_, v)| v)
-}
+// The class names and their lookup are the dscp match's (`dscp_helper.c` serves both).
+pub use crate::matches::dscp::{DSCP_CLASSES, class_to_dscp};
 
 /// The DSCP target (`struct xt_DSCP_info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
