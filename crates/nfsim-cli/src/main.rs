@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod classes;
 mod path;
 mod trace;
 use nfsim::diag::Severity;
@@ -111,6 +112,69 @@ enum Command {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// Every class of packets a host's rules treat alike: what each class is (in iptables terms),
+    /// what happens to it, and an example packet for `nfsim trace`.
+    Classes {
+        /// The rule set.
+        #[arg(long)]
+        rules: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Packets sent by local processes (`local`, the default) or arriving on an interface.
+        #[arg(long, default_value = "local")]
+        from: String,
+        /// iptables backend: nft (default) or legacy.
+        #[arg(long, default_value = "nft")]
+        backend: String,
+        /// For rules whose outcome cannot be known: assume they `match` or `nomatch` (default: both).
+        #[arg(long)]
+        assume: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every class of packets whose fate differs between two rule sets (exit 1 when one does, 0
+    /// when none does); with `--scenario`, also compare the scenario's flows and loops.
+    Diff {
+        /// The old rule set (not with --scenario).
+        old: Option<PathBuf>,
+        /// The new rule set (not with --scenario).
+        new: Option<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Only packets sent by local processes (`local`) or arriving on this interface (default: all).
+        #[arg(long)]
+        from: Option<String>,
+        /// Compare a scenario with some hosts' rules replaced (a file, or a built-in name).
+        #[arg(long)]
+        scenario: Option<String>,
+        /// A host's new rules in the scenario: `HOST=FILE` (repeatable).
+        #[arg(long = "rules-new", value_name = "HOST=FILE")]
+        rules_new: Vec<String>,
+        /// iptables backend: nft (default) or legacy.
+        #[arg(long, default_value = "nft")]
+        backend: String,
+        /// For rules whose outcome cannot be known: assume they `match` or `nomatch` (default: both).
+        #[arg(long)]
+        assume: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove that no connection loops: every TCP connection of every process on every host of a
+    /// scenario (the built-in `istio-fortio` without arguments), to every destination and port,
+    /// followed through the rules and proxies. Exit 0: no loop; 3: loops (with witness paths);
+    /// 4: some classes could not be decided.
+    Verify {
+        /// A scenario file (YAML or JSON).
+        scenario: Option<PathBuf>,
+        /// Use a built-in scenario.
+        #[arg(long)]
+        example: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the built-in scenarios, or print one for editing.
     Example {
         /// The scenario to print.
@@ -128,11 +192,9 @@ enum Command {
     },
 }
 
-#[derive(clap::Args, Debug)]
-struct TraceArgs {
-    /// The rule set (iptables-save output or another supported format).
-    #[arg(long)]
-    rules: PathBuf,
+/// The host the rules run on (as for `nfsim trace`).
+#[derive(clap::Args, Debug, Clone)]
+struct HostArgs {
     /// A full host description (YAML or JSON): interfaces, routes, policy rules, sockets, sysctls, ipsets.
     #[arg(long)]
     host: Option<PathBuf>,
@@ -148,6 +210,15 @@ struct TraceArgs {
     /// A listening socket: `tcp:15001`, `udp:10.0.0.5:53`, optionally `/PROCESS` and `@UID` (repeatable).
     #[arg(long = "listen", value_name = "PROTO:[ADDR:]PORT[/PROCESS][@UID]")]
     listens: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct TraceArgs {
+    /// The rule set (iptables-save output or another supported format).
+    #[arg(long)]
+    rules: PathBuf,
+    #[command(flatten)]
+    host: HostArgs,
     /// Where the packet comes from: `local` (a process on the host) or the name of the input interface.
     #[arg(long)]
     from: String,
@@ -275,6 +346,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Trace(args) => trace::run(&args, &mut out),
         Command::Path { scenario, example, flow, json } => path::run(scenario.as_deref(), example.as_deref(), flow.as_deref(), json, &mut out),
+        Command::Classes { rules, host, from, backend, assume, json } => {
+            classes::run_classes(&rules, &host, &from, &backend, assume.as_deref(), json, &mut out)
+        }
+        Command::Diff { old, new, host, from, scenario, rules_new, backend, assume, json } => match (scenario, old, new) {
+            (None, Some(old), Some(new)) => classes::run_diff(&old, &new, &host, from.as_deref(), &backend, assume.as_deref(), json, &mut out),
+            (Some(s), None, None) => classes::run_scenario_diff(&s, &classes::parse_rules_new(&rules_new)?, json, &mut out),
+            (Some(_), _, _) => anyhow::bail!("with --scenario, give the new rules with --rules-new HOST=FILE instead of OLD NEW"),
+            _ => anyhow::bail!("give OLD and NEW rule files, or --scenario S --rules-new HOST=FILE"),
+        },
+        Command::Verify { scenario, example, json } => classes::run_verify(scenario.as_deref(), example.as_deref(), json, &mut out),
         Command::Example { name } => path::example(name.as_deref(), &mut out),
         Command::Diagram { scenario, example, flow, rules, format, output } => {
             let d = match rules {

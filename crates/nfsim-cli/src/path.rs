@@ -67,7 +67,7 @@ pub(crate) fn run(file: Option<&FsPath>, example: Option<&str>, flow: Option<&st
     Ok(ExitCode::from(code))
 }
 
-fn report(p: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+pub(crate) fn report(p: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "flow {}:", p.flow)?;
     for (i, h) in p.hops.iter().enumerate() {
         writeln!(

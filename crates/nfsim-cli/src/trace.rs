@@ -13,7 +13,7 @@ use nfsim::trace::Delivered;
 use nfsim::traverse::Options;
 use serde_json::{Value, json};
 
-use crate::TraceArgs;
+use crate::{HostArgs, TraceArgs};
 
 /// Parses `ADDR[:PORT]` or `[ADDR]:PORT`.
 fn addr_port(s: &str) -> anyhow::Result<(IpAddr, u16)> {
@@ -36,7 +36,7 @@ fn fmt_addr_port(a: IpAddr, p: u16) -> String {
     }
 }
 
-fn build_host(args: &TraceArgs) -> anyhow::Result<Host> {
+pub(crate) fn build_host(args: &HostArgs) -> anyhow::Result<Host> {
     let mut host = match &args.host {
         Some(p) => Host::from_text(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
             .map_err(|e| anyhow::anyhow!("host description {}: {e}", p.display()))?,
@@ -117,6 +117,24 @@ fn branch_json(b: &Branch) -> Value {
     })
 }
 
+/// Simulation options from `--backend` and `--assume`.
+pub(crate) fn options(backend: &str, assume: Option<&str>) -> anyhow::Result<Options> {
+    Ok(Options {
+        backend: match backend {
+            "nft" => nfsim::hook::Backend::Nft,
+            "legacy" => nfsim::hook::Backend::Legacy,
+            b => bail!("unknown backend `{b}` (expected nft or legacy)"),
+        },
+        assume: match assume {
+            None => None,
+            Some("match") => Some(true),
+            Some("nomatch") => Some(false),
+            Some(a) => bail!("--assume takes `match` or `nomatch`, not `{a}`"),
+        },
+        ..Options::default()
+    })
+}
+
 pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.rules).with_context(|| format!("reading {}", args.rules.display()))?;
     let parsed = parse_with(&text, &ParseOptions::default());
@@ -126,7 +144,7 @@ pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<Exit
         }
         bail!("{} has errors; fix them or check them with `nfsim check`", args.rules.display());
     }
-    let host = build_host(args)?;
+    let host = build_host(&args.host)?;
     let proto = parse_proto(&args.proto).map_err(anyhow::Error::msg)?;
     let (dst, dport) = addr_port(&args.dst)?;
     let unspecified = if dst.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) };
@@ -153,20 +171,7 @@ pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<Exit
         }
         Origin::Iface(args.from.clone())
     };
-    let opts = Options {
-        backend: match args.backend.as_str() {
-            "nft" => nfsim::hook::Backend::Nft,
-            "legacy" => nfsim::hook::Backend::Legacy,
-            b => bail!("unknown backend `{b}` (expected nft or legacy)"),
-        },
-        assume: match args.assume.as_deref() {
-            None => None,
-            Some("match") => Some(true),
-            Some("nomatch") => Some(false),
-            Some(a) => bail!("--assume takes `match` or `nomatch`, not `{a}`"),
-        },
-        ..Options::default()
-    };
+    let opts = options(&args.backend, args.assume.as_deref())?;
     let sim = simulate(&parsed.ruleset, &host, pkt, &origin, &opts);
     if args.json {
         let mut top = sim.branches.first().map(branch_json).unwrap_or(Value::Null);

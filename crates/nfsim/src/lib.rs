@@ -16,6 +16,7 @@
 //! assert_eq!(parsed.ruleset.rule_count(), 1);
 //! ```
 
+pub mod classes;
 pub mod conntrack;
 pub mod diag;
 pub mod hook;
@@ -31,6 +32,7 @@ pub mod targets;
 pub mod topology;
 pub mod trace;
 pub mod traverse;
+pub mod verify;
 
 /// Parses arbitrary bytes as a rule file and prints what was read, panicking on any internal
 /// inconsistency; the shared body of the `parse` fuzz target and of the seed replay test.

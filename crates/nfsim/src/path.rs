@@ -214,6 +214,15 @@ impl World<'_> {
             seen.push(state);
             let lh = self.host(&next_host).ok_or("accepting host vanished")?;
             let proc = lh.processes.iter().find(|p| p.name == next_proc).ok_or("accepting process vanished")?;
+            if matches!(proc.role, Role::Sidecar { .. }) && proc.listen.contains(&hop.original_dst.1) {
+                // Istio's listeners send connections addressed to the sidecar's own ports to a
+                // black hole instead of proxying them back to themselves.
+                path.outcome = Outcome::Dropped {
+                    host: next_host.clone(),
+                    reason: format!("{next_proc} refuses to proxy a connection addressed to its own port {}", hop.original_dst.1),
+                };
+                return Ok(path);
+            }
             match proc.role {
                 Role::Sidecar { outbound_port, .. } if hop.listener_port == outbound_port => {
                     // Outbound: connect to the original destination (a service's first endpoint).

@@ -269,7 +269,10 @@ impl Sim<'_> {
                 (_, None) => false,
             };
             if !ok {
-                let why = format!("reverse-path filter (rp_filter={}) drops a packet from {} arriving on {in_iface}", self.host.sysctls.rp_filter, st.pkt.src);
+                let why = format!(
+                    "reverse-path filter (rp_filter={}) drops the packet arriving on {in_iface}: its source is not routed back that way",
+                    self.host.sysctls.rp_filter
+                );
                 return self.finish(st, Verdict::Drop, None, None, Some(why));
             }
         }

@@ -1,0 +1,321 @@
+//! Packet classes: the whole packet space pushed through one host's rules at once, split at every
+//! rule, route and socket lookup, so that each class is the exact set of packets that share one
+//! fate (or, with `statistic` and undecidable rules, one set of fates). Also `diff` of two rule
+//! sets over every packet.
+//!
+//! Fields that vary: protocol, source (unbound or any local address for local senders), destination,
+//! ports, socket uid and gid, mark, conntrack state. Everything else is fixed at the concrete
+//! engine's defaults (TCP SYN, ICMP echo request, length 60, TOS 0, TTL 64, conntrack mark 0, no
+//! supplementary groups), so every class's example packet reproduces with `nfsim trace`.
+
+pub mod cond;
+mod describe;
+mod engine;
+pub mod region;
+pub mod set;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::host::Host;
+use crate::packet::{CtState, Owner, Packet};
+use crate::ruleset::{Family, Ruleset};
+use crate::simulate::{Branch, Origin};
+use crate::trace::{Delivered, RuleRef};
+use crate::traverse::Options;
+
+pub use describe::{describe_fate, describe_region};
+use engine::{Engine, Leaf, Start};
+pub use engine::{Fate, Place, pick, port_protos};
+use region::{AVal, Cube, Input, Region, num_addr, state_bit};
+use set::{Bits, Ranges};
+
+/// Which packets are analysed.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// Address family.
+    pub family: Family,
+    /// `None`: sent by local processes; `Some(iface)`: arriving on that interface.
+    pub from: Option<String>,
+    /// The input packets.
+    pub region: Region,
+}
+
+impl Scope {
+    /// Every packet a local process can send (any protocol, destination, port, uid, gid and
+    /// socket mark; unbound or bound to a local address; a new connection), or, `from` an
+    /// interface, every new connection's packet arriving there (mark 0, no socket).
+    pub fn all(host: &Host, family: Family, from: Option<&str>) -> Scope {
+        let space = Ranges::addr_space(region::addr_bits(family));
+        let mut cube = engine::full_cube(family);
+        cube.state = state_bit(CtState::New);
+        match from {
+            None => {
+                if !host.sysctls.ip_nonlocal_bind {
+                    cube.src = local_set(host, family).union(&Ranges::point(0));
+                }
+            }
+            Some(_) => {
+                cube.src = space.clone();
+                cube.uid = Ranges::point(0);
+                cube.gid = Ranges::point(0);
+                cube.mark = Bits::point(0);
+            }
+        }
+        let mut with_ports = cube.clone();
+        with_ports.proto = port_protos();
+        let mut without = cube;
+        without.proto = port_protos().complement();
+        without.sport = Ranges::point(0);
+        without.dport = Ranges::point(0);
+        Scope { family, from: from.map(str::to_string), region: vec![with_ports, without] }
+    }
+
+    /// Narrows the scope to packets satisfying `f` on the input cube.
+    pub fn restrict(mut self, f: impl Fn(&mut Cube)) -> Scope {
+        for c in &mut self.region {
+            f(c);
+        }
+        self.region.retain(|c| !c.is_empty());
+        self
+    }
+
+    /// The origin of the example packets for the concrete engine.
+    pub fn origin(&self, input: &Input) -> Origin {
+        match &self.from {
+            None => Origin::Local(Some(Owner { uid: input.uid, gid: input.gid, groups: Vec::new() })),
+            Some(i) => Origin::Iface(i.clone()),
+        }
+    }
+
+    /// The example packet of an input, as `nfsim trace` takes it.
+    pub fn packet(&self, input: &Input) -> Packet {
+        input.packet(self.family)
+    }
+}
+
+/// The host's local addresses of `family`.
+pub fn local_set(host: &Host, family: Family) -> Ranges<u128> {
+    let mut s = if family == Family::V4 { Ranges::from_prefix(0x7f00_0000, 8, 32) } else { Ranges::empty() };
+    for i in host.ifaces() {
+        for a in &i.addrs {
+            if a.addr().is_ipv4() == (family == Family::V4) {
+                s = s.union(&Ranges::point(region::addr_num(a.addr())));
+            }
+        }
+    }
+    s
+}
+
+/// A set of packets with the same fates.
+#[derive(Clone, Debug)]
+pub struct Class {
+    /// The packets (disjoint cubes).
+    pub region: Region,
+    /// Their fates, in a canonical order (one unless forked by chance or undecidable rules).
+    pub fates: Vec<Fate>,
+    /// The smallest packet of the class.
+    pub example: Input,
+}
+
+/// All classes of a scope.
+#[derive(Clone, Debug)]
+pub struct Classes {
+    /// The scope.
+    pub scope: Scope,
+    /// The classes, ordered by example packet.
+    pub classes: Vec<Class>,
+}
+
+/// Computes the classes of `scope` for `ruleset` on `host`.
+pub fn classes(ruleset: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> Classes {
+    let engine = Engine::new(ruleset, host, opts, scope.family, scope.from.is_none());
+    let leaves = engine.run(Start { region: scope.region.clone(), in_iface: scope.from.clone(), owned: scope.from.is_none() });
+    let classes = assemble(leaves);
+    Classes { scope: scope.clone(), classes }
+}
+
+fn sort_fates(f: &mut [Fate]) {
+    f.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+}
+
+/// Leaves → classes: leaves without a fork are classes of their own; leaves under one fork root
+/// are overlaid (each packet collects the fate of every leaf containing it); then classes with
+/// the same fates are merged.
+fn assemble(leaves: Vec<Leaf>) -> Vec<Class> {
+    let mut pieces: Vec<(Region, Vec<Fate>)> = Vec::new();
+    let mut rooted: BTreeMap<u32, Vec<Leaf>> = BTreeMap::new();
+    for l in leaves {
+        match l.root {
+            None => pieces.push((l.region, vec![l.fate])),
+            Some(r) => rooted.entry(r).or_default().push(l),
+        }
+    }
+    for (_, group) in rooted {
+        let mut over: Vec<(Region, Vec<Fate>)> = Vec::new();
+        for l in group {
+            if let Some(same) = over.iter_mut().find(|(r, _)| *r == l.region) {
+                same.1.push(l.fate);
+                continue;
+            }
+            let mut rest = l.region.clone();
+            let mut next = Vec::new();
+            for (r, fates) in over {
+                let both = region::intersect(&r, &rest);
+                if both.is_empty() {
+                    next.push((r, fates));
+                    continue;
+                }
+                let only = region::minus(&r, &rest);
+                rest = region::minus(&rest, &r);
+                if !only.is_empty() {
+                    next.push((only, fates.clone()));
+                }
+                let mut f = fates;
+                f.push(l.fate.clone());
+                next.push((both, f));
+            }
+            if !rest.is_empty() {
+                next.push((rest, vec![l.fate.clone()]));
+            }
+            over = next;
+        }
+        pieces.extend(over);
+    }
+    // Merge by fates.
+    let mut by_fates: BTreeMap<String, (Vec<Fate>, Region)> = BTreeMap::new();
+    for (r, mut f) in pieces {
+        sort_fates(&mut f);
+        let key = format!("{f:?}");
+        let e = by_fates.entry(key).or_insert_with(|| (f, Vec::new()));
+        e.1.extend(r);
+    }
+    let mut out: Vec<Class> = by_fates
+        .into_values()
+        .filter_map(|(fates, region)| {
+            let example = region.iter().filter_map(Cube::example).min_by(|a, b| input_key(a).cmp(&input_key(b)))?;
+            Some(Class { region, fates, example })
+        })
+        .collect();
+    out.sort_by_key(|c| input_key(&c.example));
+    out
+}
+
+fn input_key(i: &Input) -> (u8, u128, u16, u128, u16, u32, u32, u32, u8) {
+    (i.proto, i.dst, i.dport, i.src, i.sport, i.uid, i.gid, i.mark, state_bit(i.state))
+}
+
+/// A fate made concrete for one input packet, comparable with a concrete branch.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Outcome {
+    /// Verdict.
+    pub verdict: String,
+    /// Delivery, in the trace contract's terms.
+    pub delivered: Option<String>,
+    /// Destination after NAT, when rewritten.
+    pub dnat: Option<(IpAddr, u16)>,
+    /// The deciding rule.
+    pub by: Option<String>,
+    /// Why not delivered.
+    pub reason: Option<String>,
+    /// Probability (rounded to 1e-9).
+    pub probability: u64,
+    /// Assumptions: rule and whether it matched.
+    pub assumptions: Vec<(String, bool)>,
+}
+
+fn delivered_text(d: &Delivered) -> String {
+    match d {
+        Delivered::Local { addr, port, process } => format!("local {addr}:{port} {}", process.as_deref().unwrap_or("-")),
+        Delivered::Egress { iface, next_hop } => format!("egress {iface} via {next_hop}"),
+    }
+}
+
+impl Outcome {
+    /// The outcome of a concrete branch.
+    pub fn of_branch(b: &Branch) -> Outcome {
+        Outcome {
+            verdict: format!("{:?}", b.verdict),
+            delivered: b.delivered.as_ref().map(delivered_text),
+            dnat: b.original_dst.map(|_| (b.packet.dst, b.packet.dport)),
+            by: b.by.as_ref().map(RuleRef::to_string),
+            reason: b.reason.clone(),
+            probability: (b.probability * 1e9).round() as u64,
+            assumptions: b.assumptions.iter().map(|a| (a.rule.to_string(), a.matched)).collect(),
+        }
+    }
+
+    /// The outcome of a fate for input `i`.
+    pub fn of_fate(f: &Fate, i: &Input, family: Family) -> Outcome {
+        let dst = num_addr(f.dst.0.at(i), family);
+        let dport = pick(f.dst.1, i.dport);
+        let delivered = f.place.as_ref().map(|p| match p {
+            Place::Local { process } => {
+                let port = if port_protos().contains(i.proto) { dport } else { 0 };
+                Delivered::Local { addr: dst, port, process: process.clone() }
+            }
+            Place::Egress { iface, gateway } => Delivered::Egress { iface: iface.clone(), next_hop: gateway.unwrap_or(dst) },
+        });
+        Outcome {
+            verdict: format!("{:?}", f.verdict),
+            delivered: delivered.as_ref().map(delivered_text),
+            dnat: f.dnat.map(|_| (dst, dport)),
+            by: f.by.as_ref().map(RuleRef::to_string),
+            reason: f.reason.clone(),
+            probability: (f.probability() * 1e9).round() as u64,
+            assumptions: f.assumptions.iter().map(|(r, m, _)| (r.to_string(), *m)).collect(),
+        }
+    }
+}
+
+/// The fates of `class` for input `i`, sorted, as comparable outcomes.
+pub fn outcomes(fates: &[Fate], i: &Input, family: Family) -> Vec<Outcome> {
+    let mut v: Vec<Outcome> = fates.iter().map(|f| Outcome::of_fate(f, i, family)).collect();
+    v.sort();
+    v
+}
+
+/// A set of packets whose fates differ between two rule sets.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// The packets.
+    pub region: Region,
+    /// Fates with the old rules.
+    pub old: Vec<Fate>,
+    /// Fates with the new rules.
+    pub new: Vec<Fate>,
+    /// The smallest packet of the change.
+    pub example: Input,
+}
+
+/// Every set of packets whose fates differ between `old` and `new` (class by class).
+pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
+    // Classes present identically on both sides cannot hold a change.
+    let key = |c: &Class| format!("{:?}|{:?}", c.fates, c.region);
+    let new_keys: std::collections::HashSet<String> = new.classes.iter().map(key).collect();
+    let old_keys: std::collections::HashSet<String> = old.classes.iter().map(key).collect();
+    let olds: Vec<&Class> = old.classes.iter().filter(|c| !new_keys.contains(&key(c))).collect();
+    let news: Vec<&Class> = new.classes.iter().filter(|c| !old_keys.contains(&key(c))).collect();
+    let mut out = Vec::new();
+    for o in &olds {
+        for n in &news {
+            if o.fates == n.fates {
+                continue;
+            }
+            let both = region::intersect(&o.region, &n.region);
+            if both.is_empty() {
+                continue;
+            }
+            let Some(example) = both.iter().filter_map(Cube::example).min_by(|a, b| input_key(a).cmp(&input_key(b))) else { continue };
+            // Fates equal up to input-dependent values can still be equal for every packet.
+            out.push(Change { region: both, old: o.fates.clone(), new: n.fates.clone(), example });
+        }
+    }
+    out.sort_by_key(|c| input_key(&c.example));
+    out
+}
+
+/// The address of `v` for input `i`.
+pub fn addr_at(v: AVal, i: &Input, family: Family) -> IpAddr {
+    num_addr(v.at(i), family)
+}

@@ -1,0 +1,312 @@
+//! Packet classes against the concrete engine: for random rule sets and hosts, every packet drawn
+//! from a class gets the class's fates from `simulate`, and every packet of the scope lies in
+//! exactly one class.
+
+use nfsim::classes::region::{Cube, Input, Region, STATES};
+use nfsim::classes::{Class, Outcome, Scope, classes, outcomes};
+use nfsim::host::{Host, PolicyRule, Route};
+use nfsim::ruleset::{Family, parse};
+use nfsim::simulate::simulate;
+use nfsim::traverse::Options;
+use proptest::prelude::*;
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() >> 33) as usize % n
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+
+    fn chance(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+}
+
+fn host(rng: &mut Rng) -> Host {
+    let mut h = Host::new("pod")
+        .iface("eth0", &["10.0.0.5/24"])
+        .iface("eth1", &["192.168.1.2/24"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 8080, "app", 1000, 1000)
+        .listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337)
+        .listen(6, "0.0.0.0", 15006, "envoy", 1337, 1337)
+        .listen(17, "10.0.0.5", 53, "dns", 0, 0)
+        .listen(6, "127.0.0.1", 9000, "admin", 0, 0);
+    if rng.chance(2) {
+        h.policy.push(PolicyRule { fwmark: 0x1, mask: 0x1, table: 100 });
+        h.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    }
+    if rng.chance(3) {
+        h.routes.push(Route { dst: "172.16.0.0/12".parse().unwrap(), via: Some("192.168.1.1".parse().unwrap()), dev: "eth1".into(), local: false });
+    }
+    if rng.chance(4) {
+        h.sysctls.rp_filter = 1;
+    }
+    if rng.chance(4) {
+        h.sysctls.ip_forward = true;
+    }
+    if rng.chance(5) {
+        h.sysctls.route_localnet = true;
+    }
+    h
+}
+
+const ADDRS: &[&str] = &["10.0.0.9", "10.0.0.5", "127.0.0.1", "127.0.0.6", "10.0.0.0/24", "172.16.1.1", "192.168.1.0/24", "0.0.0.0/1", "10.0.0.5/31"];
+
+fn matches(rng: &mut Rng, chain: &str, builtin: bool, proto: &str) -> String {
+    let mut r = String::new();
+    let ports = proto == "tcp" || proto == "udp";
+    if ports && rng.chance(2) {
+        r.push_str(&format!(" {}--dport {}", rng.pick(&["", "! "]), rng.pick(&["8080", "15001", "53", "9000:9100", "1:1024"])));
+    }
+    if ports && rng.chance(5) {
+        r.push_str(&format!(" --sport {}", rng.pick(&["40000", "1024:65535", "53"])));
+    }
+    if ports && rng.chance(6) {
+        r.push_str(&format!(
+            " -m multiport {}--{} {}",
+            rng.pick(&["", "! "]),
+            rng.pick(&["dports", "sports", "ports"]),
+            rng.pick(&["80,8080", "15001:15006,53", "40000"])
+        ));
+    }
+    let out_side = matches!(chain, "OUTPUT" | "POSTROUTING");
+    if builtin && out_side && rng.chance(3) {
+        r.push_str(&format!(" -m owner {}--uid-owner {}", rng.pick(&["", "! "]), rng.pick(&["1337", "0-999", "1000"])));
+        if rng.chance(3) {
+            r.push_str(&format!(" {}--gid-owner {}", rng.pick(&["", "! "]), rng.pick(&["1337", "0"])));
+        }
+    }
+    if rng.chance(5) {
+        r.push_str(&format!(" -m mark {}--mark {}", rng.pick(&["", "! "]), rng.pick(&["0x1", "0x2/0x2", "0x539", "0x0/0xff"])));
+    }
+    if rng.chance(8) {
+        r.push_str(&format!(" -m connmark {}--mark {}", rng.pick(&["", "! "]), rng.pick(&["0x1", "0x0/0x1"])));
+    }
+    if rng.chance(6) {
+        r.push_str(&format!(" -m conntrack {}--ctstate {}", rng.pick(&["", "! "]), rng.pick(&["NEW", "ESTABLISHED,RELATED", "INVALID", "UNTRACKED"])));
+    }
+    if rng.chance(8) {
+        r.push_str(&format!(" -m state --state {}", rng.pick(&["NEW", "ESTABLISHED"])));
+    }
+    if rng.chance(7) {
+        r.push_str(&format!(" -m iprange {}--dst-range {}", rng.pick(&["", "! "]), rng.pick(&["10.0.0.1-10.0.0.7", "127.0.0.0-127.0.0.9"])));
+    }
+    if rng.chance(6) {
+        r.push_str(&format!(
+            " -m addrtype {}--{}-type {}",
+            rng.pick(&["", "! "]),
+            rng.pick(&["dst", "src"]),
+            rng.pick(&["LOCAL", "UNICAST", "BROADCAST,MULTICAST"])
+        ));
+    }
+    if rng.chance(10) {
+        r.push_str(" -m comment --comment \"x y\"");
+    }
+    if rng.chance(12) {
+        r.push_str(" -m statistic --mode random --probability 0.25");
+    }
+    if rng.chance(15) {
+        r.push_str(" -m limit --limit 5/sec");
+    }
+    r
+}
+
+/// A random rule set over raw, mangle, nat and filter, with every symbolic match and target kind.
+fn random_rules(rng: &mut Rng) -> String {
+    let mut s = String::new();
+    let tables: [(&str, &[&str]); 4] = [
+        ("raw", &["PREROUTING", "OUTPUT"]),
+        ("mangle", &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
+        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
+        ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
+    ];
+    for (t, builtins) in tables {
+        if rng.chance(4) {
+            continue;
+        }
+        s.push_str(&format!("*{t}\n"));
+        for c in builtins {
+            let policy = if t == "filter" && rng.chance(6) { "DROP" } else { "ACCEPT" };
+            s.push_str(&format!(":{c} {policy} [0:0]\n"));
+        }
+        s.push_str(":U1 - [0:0]\n:U2 - [0:0]\n");
+        let mut chains: Vec<&str> = builtins.to_vec();
+        chains.extend(["U1", "U2"]);
+        for c in chains {
+            let builtin = !c.starts_with('U');
+            for _ in 0..rng.below(5) {
+                let proto = rng.pick(&["tcp", "tcp", "udp", "icmp", ""]);
+                let mut r = format!("-A {c}");
+                if !proto.is_empty() {
+                    r.push_str(&format!(" {}-p {proto}", if rng.chance(8) { "! " } else { "" }));
+                }
+                let proto = if r.contains("! -p") { "" } else { proto };
+                if rng.chance(3) {
+                    r.push_str(&format!(" {}-d {}", if rng.chance(4) { "! " } else { "" }, rng.pick(ADDRS)));
+                }
+                if rng.chance(5) {
+                    r.push_str(&format!(" {}-s {}", if rng.chance(4) { "! " } else { "" }, rng.pick(ADDRS)));
+                }
+                if rng.chance(5) && !builtin {
+                    r.push_str(&format!(" -o {}", rng.pick(&["lo", "eth0", "eth+"])));
+                }
+                if builtin && matches!(c, "OUTPUT" | "POSTROUTING" | "FORWARD") && rng.chance(4) {
+                    r.push_str(&format!(" {}-o {}", rng.pick(&["", "! "]), rng.pick(&["lo", "eth0", "eth+"])));
+                }
+                if builtin && matches!(c, "PREROUTING" | "INPUT" | "FORWARD") && rng.chance(4) {
+                    r.push_str(&format!(" {}-i {}", rng.pick(&["", "! "]), rng.pick(&["lo", "eth0"])));
+                }
+                r.push_str(&matches(rng, c, builtin, proto));
+                let mut targets =
+                    vec!["", "-j ACCEPT", "-j RETURN", "-j MARK --set-xmark 0x1/0x1", "-j MARK --set-mark 0x2", "-j U1", "-j U2", "-g U2", "-j LOG"];
+                if t == "mangle" || t == "nat" {
+                    targets.extend(["-j CONNMARK --save-mark", "-j CONNMARK --restore-mark", "-j CONNMARK --set-mark 0x1"]);
+                }
+                if t == "filter" {
+                    targets.extend(["-j DROP", "-j REJECT"]);
+                }
+                if t == "raw" {
+                    targets.extend(["-j CT --notrack", "-j DROP"]);
+                }
+                let ports = proto == "tcp" || proto == "udp";
+                if t == "nat" && matches!(c, "OUTPUT" | "U1" | "U2") && proto == "tcp" {
+                    targets.extend(["-j REDIRECT --to-ports 15001", "-j REDIRECT", "-j DNAT --to-destination 10.0.0.9:9000"]);
+                }
+                if t == "nat" && c == "PREROUTING" && ports {
+                    targets.extend(["-j REDIRECT --to-ports 15006", "-j DNAT --to-destination 10.0.0.9", "-j DNAT --to-destination 127.0.0.1:9000"]);
+                }
+                if t == "nat" && c == "POSTROUTING" {
+                    targets.extend(["-j MASQUERADE", "-j SNAT --to-source 10.0.0.5"]);
+                    if ports {
+                        targets.extend(["-j MASQUERADE --to-ports 1024-2048", "-j SNAT --to-source 10.0.0.5:40000-40010"]);
+                    }
+                }
+                if t == "mangle" && c == "PREROUTING" && proto == "tcp" {
+                    targets.push("-j TPROXY --on-port 15006 --tproxy-mark 0x1/0x1");
+                }
+                let tgt = rng.pick(&targets);
+                if !tgt.is_empty() {
+                    r.push(' ');
+                    r.push_str(tgt);
+                }
+                s.push_str(&r);
+                s.push('\n');
+            }
+        }
+        s.push_str("COMMIT\n");
+    }
+    s
+}
+
+fn pick_in<T: Copy + Into<u128> + TryFrom<u128>>(rng: &mut Rng, ivs: &[(T, T)]) -> T {
+    let (lo, hi) = ivs[rng.below(ivs.len())];
+    let (l, h): (u128, u128) = (lo.into(), hi.into());
+    let v = match rng.below(4) {
+        0 => l,
+        1 => h,
+        _ => l + u128::from(rng.next()) % (h - l).saturating_add(1).max(1),
+    };
+    T::try_from(v.min(h)).ok().unwrap_or(lo)
+}
+
+/// A random packet of a cube.
+fn sample(rng: &mut Rng, c: &Cube) -> Input {
+    let (v, care) = c.mark.cubes()[rng.below(c.mark.cubes().len())];
+    let states: Vec<_> = STATES.iter().enumerate().filter(|(i, _)| c.state & (1 << i) != 0).map(|(_, s)| *s).collect();
+    Input {
+        proto: pick_in(rng, c.proto.intervals()),
+        src: pick_in(rng, c.src.intervals()),
+        dst: pick_in(rng, c.dst.intervals()),
+        sport: pick_in(rng, c.sport.intervals()),
+        dport: pick_in(rng, c.dport.intervals()),
+        uid: pick_in(rng, c.uid.intervals()),
+        gid: pick_in(rng, c.gid.intervals()),
+        mark: v | ((rng.next() as u32) & !care),
+        state: states[rng.below(states.len())],
+    }
+}
+
+fn sample_region(rng: &mut Rng, r: &Region) -> Input {
+    let k = rng.below(r.len());
+    sample(rng, &r[k])
+}
+
+fn concrete(rules: &nfsim::ruleset::Ruleset, host: &Host, scope: &Scope, i: &Input) -> Option<Vec<Outcome>> {
+    let sim = simulate(rules, host, scope.packet(i), &scope.origin(i), &Options::default());
+    if sim.truncated {
+        return None;
+    }
+    let mut v: Vec<Outcome> = sim.branches.iter().map(Outcome::of_branch).collect();
+    v.sort();
+    Some(v)
+}
+
+fn containing<'a>(cs: &'a [Class], i: &Input) -> Vec<&'a Class> {
+    cs.iter().filter(|c| c.region.iter().any(|cube| cube.contains(i))).collect()
+}
+
+/// Runs one random case; returns the number of packets compared.
+fn check_case(seed: u64) -> usize {
+    let mut rng = Rng(seed | 1);
+    let rules = random_rules(&mut rng);
+    let parsed = parse(&rules);
+    if parsed.has_errors() {
+        return 0;
+    }
+    let host = host(&mut rng);
+    let mut compared = 0;
+    for from in [None, Some("eth0"), Some("lo")] {
+        let scope = Scope::all(&host, Family::V4, from);
+        let cs = classes(&parsed.ruleset, &host, &scope, &Options::default());
+        let mut inputs: Vec<Input> = Vec::new();
+        for c in &cs.classes {
+            inputs.push(c.example);
+            for _ in 0..3 {
+                inputs.push(sample_region(&mut rng, &c.region));
+            }
+        }
+        for _ in 0..20 {
+            inputs.push(sample_region(&mut rng, &scope.region));
+        }
+        for i in inputs {
+            let owners = containing(&cs.classes, &i);
+            assert_eq!(owners.len(), 1, "packet {i:?} from {from:?} lies in {} classes\nrules:\n{rules}", owners.len());
+            let Some(conc) = concrete(&parsed.ruleset, &host, &scope, &i) else { continue };
+            let sym = outcomes(&owners[0].fates, &i, Family::V4);
+            assert_eq!(sym, conc, "packet {i:?} from {from:?}: class fates differ from the concrete engine\nrules:\n{rules}\nhost: {host:?}");
+            compared += 1;
+        }
+    }
+    compared
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Every packet drawn from a class gets the class's fates from the concrete engine, and every
+    /// packet of the scope lies in exactly one class.
+    #[test]
+    fn classes_agree_with_the_concrete_engine(seed in any::<u64>()) {
+        check_case(seed);
+    }
+}
+
+/// A fixed run over many seeds, reporting how many packets were compared.
+#[test]
+fn many_seeds() {
+    let n: usize = (1..=200u64).map(|s| check_case(s.wrapping_mul(0x9E37_79B9_7F4A_7C15))).sum();
+    assert!(n > 10_000, "only {n} packets compared");
+}
