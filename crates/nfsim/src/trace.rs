@@ -50,7 +50,7 @@ impl fmt::Display for Step {
 }
 
 /// A rule, located.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RuleRef {
     /// The table.
     pub table: TableName,
@@ -67,7 +67,7 @@ impl fmt::Display for RuleRef {
 }
 
 /// The final verdict on the packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
     /// The packet made it through (delivered locally or sent out).

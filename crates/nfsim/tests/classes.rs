@@ -310,3 +310,157 @@ fn many_seeds() {
     let n: usize = (1..=200u64).map(|s| check_case(s.wrapping_mul(0x9E37_79B9_7F4A_7C15))).sum();
     assert!(n > 10_000, "only {n} packets compared");
 }
+
+/// A kube-proxy-like rule set: long runs of `-d VIP` rules (dispatched by address), some sharing
+/// a VIP, some prefixes overlapping (which ends a run), jumps to per-service chains with
+/// `statistic`, DNAT, marks and RETURN.
+fn dispatch_rules(rng: &mut Rng) -> String {
+    let mut s =
+        String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:SVCS - [0:0]\n:MASQ - [0:0]\n");
+    let n = 8 + rng.below(30);
+    for i in 0..n {
+        s.push_str(&format!(":S{i} - [0:0]\n"));
+    }
+    s.push_str(
+        "-A PREROUTING -j SVCS\n-A OUTPUT -j SVCS\n-A POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE\n-A MASQ -j MARK --set-xmark 0x4000/0x4000\n",
+    );
+    for i in 0..n {
+        let vip = if rng.chance(4) { rng.below(4) } else { i };
+        let d = if rng.chance(15) { "10.96.0.0/24".to_string() } else { format!("10.96.0.{vip}/32") };
+        let port = rng.pick(&["80", "443", "8080"]);
+        let neg = if rng.chance(12) { "! " } else { "" };
+        s.push_str(&format!("-A SVCS {neg}-d {d} -p tcp --dport {port} -j S{i}\n"));
+        if rng.chance(10) {
+            s.push_str("-A SVCS -p udp -j RETURN\n");
+        }
+        if rng.chance(8) {
+            s.push_str(&format!("-A SVCS -d 10.96.0.{vip}/32 -m mark --mark 0x1 -j MASQ\n"));
+        }
+        // The service chain: masquerade from outside, then endpoints by chance.
+        s.push_str(&format!("-A S{i} ! -s 10.128.0.0/14 -j MASQ\n"));
+        let eps = 1 + rng.below(3);
+        for e in 0..eps {
+            let ep = format!("10.128.{i}.{e}");
+            if e + 1 < eps {
+                s.push_str(&format!("-A S{i} -p tcp -m statistic --mode random --probability 0.5 -j DNAT --to-destination {ep}:8080\n"));
+            } else {
+                s.push_str(&format!("-A S{i} -p tcp -j DNAT --to-destination {ep}:8080\n"));
+            }
+        }
+    }
+    s.push_str("-A SVCS -m addrtype --dst-type LOCAL -j RETURN\nCOMMIT\n");
+    s
+}
+
+fn check_rules(rules: &str, host: &Host, rng: &mut Rng) -> usize {
+    let parsed = parse(rules);
+    assert!(!parsed.has_errors(), "{:?}\n{rules}", parsed.diagnostics);
+    let mut compared = 0;
+    for from in [None, Some("eth0")] {
+        let scope = Scope::all(host, Family::V4, from);
+        let cs = classes(&parsed.ruleset, host, &scope, &Options::default());
+        let mut inputs: Vec<Input> = cs.classes.iter().map(|c| c.example).collect();
+        for c in &cs.classes {
+            inputs.push(sample_region(rng, &c.region));
+        }
+        for i in inputs {
+            let owners = containing(&cs.classes, &i);
+            assert_eq!(owners.len(), 1, "packet {i:?} lies in {} classes\n{rules}", owners.len());
+            let Some(conc) = concrete(&parsed.ruleset, host, &scope, &i) else { continue };
+            assert_eq!(outcomes(&owners[0].fates, &i, Family::V4), conc, "packet {i:?} from {from:?}\n{rules}");
+            compared += 1;
+        }
+    }
+    compared
+}
+
+/// Address-dispatched runs give the same classes as rule-by-rule evaluation would: every
+/// sampled packet agrees with the concrete engine.
+#[test]
+fn dispatch_runs_agree_with_the_concrete_engine() {
+    let mut n = 0;
+    for seed in 1..=60u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let rules = dispatch_rules(&mut rng);
+        let host = host(&mut rng);
+        n += check_rules(&rules, &host, &mut rng);
+    }
+    assert!(n > 2000, "only {n} packets compared");
+}
+
+/// Drops, swaps or rewrites one rule line of a rule set.
+fn mutate(rules: &str, rng: &mut Rng) -> String {
+    let mut lines: Vec<String> = rules.lines().map(str::to_string).collect();
+    let rule_lines: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("-A ")).collect();
+    if rule_lines.is_empty() {
+        return rules.to_string();
+    }
+    let k = rule_lines[rng.below(rule_lines.len())];
+    match rng.below(4) {
+        0 => {
+            lines.remove(k);
+        }
+        1 if rule_lines.len() > 1 => {
+            let j = rule_lines[rng.below(rule_lines.len())];
+            let (a, b) = (lines[k].split_whitespace().nth(1).map(str::to_string), lines[j].split_whitespace().nth(1).map(str::to_string));
+            if a == b {
+                lines.swap(k, j);
+            }
+        }
+        2 => lines[k] = lines[k].replace("8080", "8081").replace("10.128.", "10.129."),
+        _ => lines[k] = lines[k].replace("-j ACCEPT", "-j DROP").replace("--dport 80 ", "--dport 81 ").replace("-d 10.96.0.1/32", "-d 10.96.0.2/32"),
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// `diff_rulesets` (which analyses only packets that can meet a differing chain) finds the same
+/// changes as comparing all classes of both sides, and a packet's concrete outcome differs
+/// between the two rule sets only inside a reported change.
+#[test]
+fn focused_diff_equals_the_full_diff_and_the_concrete_engine() {
+    use nfsim::classes::{diff, diff_rulesets};
+    let mut changed = 0;
+    let mut compared = 0;
+    for seed in 1..=120u64 {
+        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+        let old = if seed % 2 == 0 { dispatch_rules(&mut rng) } else { random_rules(&mut rng) };
+        let new = mutate(&old, &mut rng);
+        let (a, b) = (parse(&old), parse(&new));
+        if a.has_errors() || b.has_errors() {
+            continue;
+        }
+        let host = host(&mut rng);
+        for from in [None, Some("eth0")] {
+            let scope = Scope::all(&host, Family::V4, from);
+            let opts = Options::default();
+            let (ca, cb) = (classes(&a.ruleset, &host, &scope, &opts), classes(&b.ruleset, &host, &scope, &opts));
+            let full = diff(&ca, &cb);
+            let focused = diff_rulesets(&a.ruleset, &b.ruleset, &host, &scope, &opts);
+            changed += usize::from(!full.is_empty());
+            // Packets to compare: examples of every class on both sides and of every change.
+            let mut inputs: Vec<Input> = ca.classes.iter().chain(&cb.classes).map(|c| c.example).collect();
+            inputs.extend(full.iter().chain(&focused).map(|c| c.example));
+            for c in ca.classes.iter().chain(&cb.classes) {
+                inputs.push(sample_region(&mut rng, &c.region));
+            }
+            for i in inputs {
+                let in_full = full.iter().find(|c| c.region.iter().any(|q| q.contains(&i)));
+                let in_focused = focused.iter().find(|c| c.region.iter().any(|q| q.contains(&i)));
+                assert_eq!(in_full.is_some(), in_focused.is_some(), "packet {i:?} from {from:?}\nold:\n{old}\nnew:\n{new}");
+                if let (Some(x), Some(y)) = (in_full, in_focused) {
+                    assert_eq!((&x.old, &x.new), (&y.old, &y.new), "packet {i:?}");
+                }
+                let (Some(co), Some(cn)) = (concrete(&a.ruleset, &host, &scope, &i), concrete(&b.ruleset, &host, &scope, &i)) else { continue };
+                if co != cn {
+                    let c = in_focused.unwrap_or_else(|| panic!("packet {i:?} from {from:?} changes but no change holds it\nold:\n{old}\nnew:\n{new}"));
+                    assert_eq!((outcomes(&c.old, &i, Family::V4), outcomes(&c.new, &i, Family::V4)), (co, cn), "packet {i:?}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(changed > 30, "only {changed} mutations changed anything");
+    assert!(compared > 5000, "only {compared} packets compared");
+}

@@ -36,7 +36,7 @@ pub enum Place {
 }
 
 /// One fate of a class's packets (several when `statistic` or undecidable rules fork).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fate {
     /// The verdict.
     pub verdict: Verdict,
@@ -79,6 +79,8 @@ pub(crate) struct Leaf {
     /// The first fork (chance or undecidable rule) on the way, if any: leaves with different
     /// roots, or without one, never share a packet.
     pub root: Option<u32>,
+    /// True when the packets entered a chain that differs from the other rule set.
+    pub dirty: bool,
 }
 
 /// The symbolic state of a set of packets.
@@ -97,6 +99,8 @@ struct St {
     probability: f64,
     assumptions: Vec<Assumption>,
     root: Option<u32>,
+    /// True once the packets entered a chain that differs from the other rule set (diffs only).
+    dirty: bool,
 }
 
 /// What the symbolic engine needs to know about the input packets.
@@ -118,6 +122,15 @@ struct RouteSym {
     gateway: Option<IpAddr>,
     /// Preferred source: constant, or the destination itself (local routes of the main lookup).
     src: Option<AVal>,
+}
+
+/// Inside a dispatch run: only this group's rules can match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lane {
+    chain: ChainId,
+    run: u32,
+    /// `u32::MAX`: the run is walked rule by rule.
+    group: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -146,8 +159,89 @@ pub(crate) struct Engine<'a> {
     space: Cube,
     leaves: Vec<Leaf>,
     forks: u32,
-    /// Base-match tests of every rule, per table (by chain id then rule index).
-    base: Vec<(TableName, Vec<Vec<BaseTest>>)>,
+    /// Base-match tests and dispatch runs of every chain, per table (by chain id).
+    base: Vec<(TableName, Vec<std::cell::OnceCell<ChainIndex>>)>,
+    /// The routing partitions on the destination and on the source.
+    routes: [Vec<(Test, Option<RouteSym>)>; 2],
+    /// The socket partition for the packet's own destination.
+    sockets: Vec<(Test, Option<usize>)>,
+    /// For a diff: the chains that differ, and per (hook, table) whether a later walk of the
+    /// same packet may still reach one.
+    focus: Option<(&'a super::focus::Focus, FutureHot)>,
+}
+
+/// Per (hook, table): whether a later walk of the same packet may reach a differing chain.
+type FutureHot = Vec<((Hook, TableName), bool)>;
+
+/// What the walk precomputes about a chain.
+#[derive(Clone, Debug)]
+struct ChainIndex {
+    /// Base-match tests, per rule.
+    tests: Vec<BaseTest>,
+    /// Runs of rules whose destinations are disjoint prefixes (kube-proxy's KUBE-SERVICES).
+    runs: Vec<Run>,
+    /// The run each rule is in (`u32::MAX`: none).
+    run_at: Vec<u32>,
+}
+
+/// Consecutive rules that each require the destination to lie in one prefix, the prefixes of
+/// different groups being disjoint: a packet in one group's prefix can only match that group's
+/// rules, and a packet in none of them matches none of the run's rules.
+#[derive(Clone, Debug)]
+struct Run {
+    end: usize,
+    /// Groups sorted by address: the prefix as an interval, and its rules in order.
+    groups: Vec<(u128, u128, Vec<usize>)>,
+    /// All the groups' addresses.
+    union: Ranges<u128>,
+}
+
+/// Runs shorter than this are walked rule by rule.
+const MIN_RUN: usize = 8;
+
+fn index_chain(tests: Vec<BaseTest>) -> ChainIndex {
+    let n = tests.len();
+    let mut runs = Vec::new();
+    let mut run_at = vec![u32::MAX; n];
+    let prefix = |t: &BaseTest| -> Option<(u128, u128)> {
+        let t = t.test.as_ref()?;
+        let [one] = t.as_slice() else { return None };
+        match one.dst.as_ref()?.intervals() {
+            [(lo, hi)] => Some((*lo, *hi)),
+            _ => None,
+        }
+    };
+    let mut i = 0;
+    while i < n {
+        // Grow a run from rule i while the prefixes stay equal or disjoint.
+        let mut groups: std::collections::BTreeMap<u128, (u128, Vec<usize>)> = std::collections::BTreeMap::new();
+        let mut j = i;
+        while j < n {
+            let Some((lo, hi)) = prefix(&tests[j]) else { break };
+            let fits = match groups.range(..=hi).next_back() {
+                Some((&glo, (ghi, _))) if glo == lo && *ghi == hi => true,
+                Some((_, (ghi, _))) => *ghi < lo,
+                None => true,
+            };
+            if !fits {
+                break;
+            }
+            groups.entry(lo).or_insert_with(|| (hi, Vec::new())).1.push(j);
+            j += 1;
+        }
+        if j - i >= MIN_RUN {
+            let groups: Vec<(u128, u128, Vec<usize>)> = groups.into_iter().map(|(lo, (hi, r))| (lo, hi, r)).collect();
+            let union = Ranges::from_intervals(groups.iter().map(|g| (g.0, g.1)));
+            for slot in &mut run_at[i..j] {
+                *slot = runs.len() as u32;
+            }
+            runs.push(Run { end: j, groups, union });
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    ChainIndex { tests, runs, run_at }
 }
 
 #[derive(Clone, Debug)]
@@ -230,12 +324,8 @@ pub fn port_protos() -> Ranges<u8> {
 
 impl<'a> Engine<'a> {
     pub(crate) fn new(ruleset: &'a Ruleset, host: &'a Host, opts: &'a Options, family: Family, owned: bool) -> Engine<'a> {
-        let base = ruleset
-            .tables
-            .iter()
-            .filter(|t| t.family == family)
-            .map(|t| (t.name, t.chains().iter().map(|c| c.rules.iter().map(|r| base_test(r, family)).collect()).collect()))
-            .collect();
+        let base =
+            ruleset.tables.iter().filter(|t| t.family == family).map(|t| (t.name, t.chains().iter().map(|_| std::cell::OnceCell::new()).collect())).collect();
         Engine {
             ruleset,
             host,
@@ -247,7 +337,86 @@ impl<'a> Engine<'a> {
             leaves: Vec::new(),
             forks: 0,
             base,
+            routes: [Vec::new(), Vec::new()],
+            sockets: Vec::new(),
+            focus: None,
         }
+        .with_partitions()
+    }
+
+    /// Analyses only packets that may enter a chain `focus` marks as different: the others are
+    /// dropped as soon as no differing chain can be reached any more.
+    pub(crate) fn with_focus(mut self, focus: &'a super::focus::Focus, local: bool) -> Self {
+        let mut future = Vec::new();
+        for hook in Hook::ALL {
+            for &t in tables_at(hook, self.opts.backend) {
+                // The walks that may follow this one: later tables at this hook, then the hooks
+                // the packet can still pass (a local packet comes back in on lo with nat skipped).
+                let later_here = tables_at(hook, self.opts.backend).iter().skip_while(|x| **x != t).skip(1).map(|x| (hook, *x, true));
+                let later_hooks: Vec<(Hook, bool)> = match (local, hook) {
+                    (true, Hook::Output) => vec![(Hook::Postrouting, true), (Hook::Prerouting, false), (Hook::Input, false)],
+                    (true, Hook::Postrouting) => vec![(Hook::Prerouting, false), (Hook::Input, false)],
+                    (true, Hook::Prerouting) => vec![(Hook::Input, false)],
+                    (false, Hook::Prerouting) => vec![(Hook::Input, true), (Hook::Forward, true), (Hook::Postrouting, true)],
+                    (false, Hook::Forward) => vec![(Hook::Postrouting, true)],
+                    _ => Vec::new(),
+                };
+                let later = later_hooks.into_iter().flat_map(|(h, with_nat)| tables_at(h, self.opts.backend).iter().map(move |x| (h, *x, with_nat)));
+                let hot = later_here
+                    .chain(later)
+                    .filter(|(_, x, with_nat)| *with_nat || *x != TableName::Nat)
+                    .any(|(h, x, _)| focus.hot(self.ruleset, self.family, x, h));
+                future.push(((hook, t), hot));
+            }
+        }
+        self.focus = Some((focus, future));
+        self
+    }
+
+    /// In a diff: true when `st`, entering `chain`, can no longer meet a differing chain.
+    fn clean_for_good(&self, table: &Table, hook: Hook, chain: ChainId, stack: &[(ChainId, usize)], st: &St) -> bool {
+        let Some((f, future)) = &self.focus else { return false };
+        !st.dirty
+            && !f.reaches(table.name, chain, 0)
+            && stack.iter().all(|(c, r)| !f.reaches(table.name, *c, *r))
+            && future.iter().any(|(k, hot)| *k == (hook, table.name) && !hot)
+    }
+
+    /// In a diff: true when `st`, at rule `idx` of a dispatch run in `lane`, can no longer meet a
+    /// differing chain (only its group's rules, and those after the run, can still match it).
+    #[allow(clippy::too_many_arguments)]
+    fn clean_in_run(&self, table: &Table, hook: Hook, chain: ChainId, idx: usize, lane: Option<Lane>, stack: &[(ChainId, usize)], st: &St) -> bool {
+        let Some((f, future)) = &self.focus else { return false };
+        if st.dirty || stack.iter().any(|(c, r)| f.reaches(table.name, *c, *r)) || !future.iter().any(|(k, hot)| *k == (hook, table.name) && !hot) {
+            return false;
+        }
+        let ci = self.chain_index(table, chain);
+        match lane.filter(|l| l.group != u32::MAX) {
+            Some(l) => {
+                let run = &ci.runs[l.run as usize];
+                let rules = &run.groups[l.group as usize].2;
+                let jumps_hot = rules.iter().filter(|&&r| r >= idx).any(|&r| match table[chain].rules[r].target {
+                    Target::Jump(j) | Target::Goto(j) => f.reaches(table.name, j, 0),
+                    _ => false,
+                });
+                !jumps_hot && !f.reaches(table.name, chain, run.end)
+            }
+            None => !f.reaches(table.name, chain, idx),
+        }
+    }
+
+    fn with_partitions(mut self) -> Self {
+        self.routes = [self.compute_route_parts(true), self.compute_route_parts(false)];
+        self.sockets = self.compute_socket_parts(AVal::Dst, Val::In);
+        self
+    }
+
+    fn route_parts(&self, dst: bool) -> Vec<(Test, Option<RouteSym>)> {
+        self.routes[usize::from(!dst)].clone()
+    }
+
+    fn socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Test, Option<usize>)> {
+        if addr == AVal::Dst && port == Val::In { self.sockets.clone() } else { self.compute_socket_parts(addr, port) }
     }
 
     /// Pushes `start` through the stack; returns every leaf.
@@ -266,6 +435,7 @@ impl<'a> Engine<'a> {
             probability: 1.0,
             assumptions: Vec::new(),
             root: None,
+            dirty: false,
         };
         self.owned = start.owned;
         if start.in_iface.is_some() {
@@ -279,24 +449,26 @@ impl<'a> Engine<'a> {
     // ----- splitting -----
 
     /// Splits `st` by the union of disjoint `tests` on the current packet: (inside, outside).
-    fn split(&self, st: St, tests: &[Test]) -> (Option<St>, Option<St>) {
+    fn split(&self, mut st: St, tests: &[Test]) -> (Option<St>, Option<St>) {
         if tests.iter().all(|t| self.quick_miss(t, &st)) {
             return (None, Some(st));
         }
         let cubes: Vec<Cube> = tests.iter().filter_map(|t| t.to_input(&st.cur, &self.space)).collect();
-        let inside = region::intersect(&st.region, &cubes);
+        let whole = std::mem::take(&mut st.region);
+        let inside = region::intersect(&whole, &cubes);
         if inside.is_empty() {
+            st.region = whole;
             return (None, Some(st));
         }
-        let outside = region::minus(&st.region, &cubes);
-        let mut a = st.clone();
-        a.region = inside;
+        let outside = region::minus_owned(whole, &cubes);
         if outside.is_empty() {
-            return (Some(a), None);
+            st.region = inside;
+            return (Some(st), None);
         }
-        let mut b = st;
+        let mut b = st.clone();
+        st.region = inside;
         b.region = outside;
-        (Some(a), Some(b))
+        (Some(st), Some(b))
     }
 
     /// Splits `st` by a partition of the current packet space (tests pairwise disjoint, covering
@@ -407,7 +579,7 @@ impl<'a> Engine<'a> {
             assumptions: st.assumptions.iter().map(|a| (a.rule.clone(), a.matched, a.reason.clone())).collect(),
             listener_port,
         };
-        self.leaves.push(Leaf { region: st.region, fate, root: st.root });
+        self.leaves.push(Leaf { region: st.region, fate, root: st.root, dirty: st.dirty });
     }
 
     fn run_hook(&mut self, st: St, hook: Hook, nat: NatCtx, skip_nat: bool) -> Vec<St> {
@@ -682,7 +854,7 @@ impl<'a> Engine<'a> {
 
     /// `Host::route` as a partition of (address, mark) space, on the destination (`dst`) or, for
     /// the reverse-path check, the source.
-    fn route_parts(&self, dst: bool) -> Vec<(Test, Option<RouteSym>)> {
+    fn compute_route_parts(&self, dst: bool) -> Vec<(Test, Option<RouteSym>)> {
         let mk = |addrs: Ranges<u128>, mark: Option<Bits>| {
             let mut t = Test { mark, ..Test::default() };
             if dst {
@@ -769,7 +941,7 @@ impl<'a> Engine<'a> {
 
     /// `Host::socket_for` as a partition of (protocol, address, port) space; `addr`/`port` say
     /// which address and port are looked up (the destination, or TPROXY's).
-    fn socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Test, Option<usize>)> {
+    fn compute_socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Test, Option<usize>)> {
         let socks: &[Socket] = &self.host.sockets;
         let space = Ranges::addr_space(addr_bits(self.family));
         let mut protos: Vec<u8> = socks.iter().map(|s| s.proto).collect();
@@ -826,9 +998,82 @@ impl<'a> Engine<'a> {
 
     // ----- the walk (traverse.rs) -----
 
-    fn base_tests(&self, table: &Table, chain: ChainId, idx: usize) -> &BaseTest {
+    /// The chain's base tests and dispatch runs, computed on its first visit.
+    fn chain_index(&self, table: &Table, chain: ChainId) -> &ChainIndex {
         let t = self.base.iter().find(|(n, _)| *n == table.name).map(|(_, v)| v).expect("tables are indexed at creation");
-        &t[chain.0 as usize][idx]
+        t[chain.0 as usize].get_or_init(|| index_chain(table[chain].rules.iter().map(|r| base_test(r, self.family)).collect()))
+    }
+
+    fn base_tests(&self, table: &Table, chain: ChainId, idx: usize) -> &BaseTest {
+        &self.chain_index(table, chain).tests[idx]
+    }
+
+    /// At rule `idx` of a dispatch run: the states to continue with, each at its next rule and
+    /// group (the group's next rule, or the end of the run for packets in no group).
+    fn dispatch(&self, table: &Table, chain: ChainId, idx: usize, lane: Option<Lane>, mut st: St) -> Vec<(St, usize, Option<Lane>)> {
+        let ci = self.chain_index(table, chain);
+        let run_id = ci.run_at[idx];
+        let run = &ci.runs[run_id as usize];
+        let next_in = |g: usize| -> (usize, Option<Lane>) {
+            let rules = &run.groups[g].2;
+            match rules.iter().find(|&&r| r >= idx) {
+                Some(&r) => (r, Some(Lane { chain, run: run_id, group: g as u32 })),
+                None => (run.end, None),
+            }
+        };
+        if let Some(l) = lane.filter(|l| l.chain == chain && l.run == run_id) {
+            if l.group == u32::MAX {
+                return vec![(st, idx, lane)];
+            }
+            let (i, lane) = next_in(l.group as usize);
+            return vec![(st, i, lane)];
+        }
+        let find = |a: u128| run.groups.partition_point(|g| g.1 < a);
+        match st.cur.dst {
+            AVal::Const(a) => {
+                let g = find(a);
+                if g < run.groups.len() && run.groups[g].0 <= a {
+                    let (i, lane) = next_in(g);
+                    vec![(st, i, lane)]
+                } else {
+                    vec![(st, run.end, None)]
+                }
+            }
+            AVal::Src => vec![(st, idx, Some(Lane { chain, run: run_id, group: u32::MAX }))],
+            AVal::Dst => {
+                let region = std::mem::take(&mut st.region);
+                let mut pieces: std::collections::BTreeMap<usize, Region> = std::collections::BTreeMap::new();
+                let mut rest: Region = Vec::new();
+                for c in region {
+                    for &(lo, hi) in c.dst.intervals() {
+                        let mut g = find(lo);
+                        while g < run.groups.len() && run.groups[g].0 <= hi {
+                            let mut p = c.clone();
+                            p.dst = c.dst.intersect(&Ranges::range(run.groups[g].0, run.groups[g].1));
+                            pieces.entry(g).or_default().push(p);
+                            g += 1;
+                        }
+                    }
+                    let mut r = c;
+                    r.dst = r.dst.minus(&run.union);
+                    if !r.is_empty() {
+                        rest.push(r);
+                    }
+                }
+                let mut out = Vec::with_capacity(pieces.len() + 1);
+                for (g, region) in pieces {
+                    let mut s = st.clone();
+                    s.region = region;
+                    let (i, lane) = next_in(g);
+                    out.push((s, i, lane));
+                }
+                if !rest.is_empty() {
+                    st.region = rest;
+                    out.push((st, run.end, None));
+                }
+                out
+            }
+        }
     }
 
     /// The rule's condition on `st`: the tests of its base match and typed matches, and what the
@@ -908,16 +1153,43 @@ impl<'a> Engine<'a> {
 
     fn walk(&mut self, table: &Table, hook: Hook, nat: NatCtx, st: St) -> Vec<(St, End)> {
         let Some(start) = table.builtin(hook) else { return vec![(st, End::Accept)] };
-        let mut work = vec![(st, start, 0usize, Vec::<(ChainId, usize)>::new())];
+        let mut work = vec![(st, start, 0usize, Vec::<(ChainId, usize)>::new(), None::<Lane>)];
         let mut done = Vec::new();
         let mut budget = 10_000_000usize;
-        let mut forks = 0usize;
-        'work: while let Some((mut st, mut chain_id, mut idx, mut stack)) = work.pop() {
+        // Branches per fork family in this walk, capped as the concrete walk caps a packet's.
+        let mut forks: std::collections::HashMap<Option<u32>, usize> = std::collections::HashMap::new();
+        'work: while let Some((mut st, mut chain_id, mut idx, mut stack, mut lane)) = work.pop() {
             let end = loop {
                 if budget == 0 {
                     break End::Undecidable(rule_ref(table, chain_id, idx), "step budget exhausted".into());
                 }
                 budget -= 1;
+                if idx == 0 && self.focus.is_some() {
+                    if self.focus.as_ref().is_some_and(|(f, _)| f.differs(table.name, chain_id)) {
+                        st.dirty = true;
+                    } else if self.clean_for_good(table, hook, chain_id, &stack, &st) {
+                        continue 'work;
+                    }
+                }
+                if lane.is_some_and(|l| l.chain != chain_id) {
+                    lane = None;
+                }
+                if self.chain_index(table, chain_id).run_at.get(idx).is_some_and(|r| *r != u32::MAX) {
+                    let mut next = self.dispatch(table, chain_id, idx, lane, st);
+                    if self.focus.is_some() {
+                        next.retain(|(s, i, l)| !self.clean_in_run(table, hook, chain_id, *i, *l, &stack, s));
+                    }
+                    let Some((s, i, l)) = next.pop() else { continue 'work };
+                    for (s2, i2, l2) in next {
+                        work.push((s2, chain_id, i2, stack.clone(), l2));
+                    }
+                    st = s;
+                    lane = l;
+                    if i != idx {
+                        idx = i;
+                        continue;
+                    }
+                }
                 let chain = &table[chain_id];
                 let Some(rule) = chain.rules.get(idx) else {
                     match stack.pop() {
@@ -942,7 +1214,7 @@ impl<'a> Engine<'a> {
                 }
                 let (inside, outside) = self.split(st, &tests);
                 if let Some(o) = outside {
-                    work.push((o, chain_id, idx + 1, stack.clone()));
+                    work.push((o, chain_id, idx + 1, stack.clone(), lane));
                 }
                 let Some(inside) = inside else {
                     // Nothing matches: the state moved on with `outside`.
@@ -954,13 +1226,15 @@ impl<'a> Engine<'a> {
                     Eval::Match => {}
                     Eval::NoMatch => unreachable!("handled above"),
                     Eval::Chance(p) => {
-                        if forks < self.opts.max_branches {
-                            forks += 1;
+                        self.new_root(&mut st);
+                        let n = forks.entry(st.root).or_insert(1);
+                        if *n < self.opts.max_branches {
+                            *n += 1;
                             let mut other = st.clone();
                             other.probability *= 1.0 - p;
                             other.assumptions.push(Assumption { rule: here.clone(), matched: false, reason: format!("matches with probability {p:.6}") });
-                            self.root(&mut st, &mut other);
-                            work.push((other, chain_id, idx + 1, stack.clone()));
+                            other.root = st.root;
+                            work.push((other, chain_id, idx + 1, stack.clone(), lane));
                         }
                         st.probability *= p;
                         st.assumptions.push(Assumption { rule: here.clone(), matched: true, reason: format!("matches with probability {p:.6}") });
@@ -974,12 +1248,14 @@ impl<'a> Engine<'a> {
                             }
                         }
                         None => {
-                            if forks < self.opts.max_branches {
-                                forks += 1;
+                            self.new_root(&mut st);
+                            let n = forks.entry(st.root).or_insert(1);
+                            if *n < self.opts.max_branches {
+                                *n += 1;
                                 let mut other = st.clone();
                                 other.assumptions.push(Assumption { rule: here.clone(), matched: false, reason: reason.clone() });
-                                self.root(&mut st, &mut other);
-                                work.push((other, chain_id, idx + 1, stack.clone()));
+                                other.root = st.root;
+                                work.push((other, chain_id, idx + 1, stack.clone(), lane));
                             }
                             st.assumptions.push(Assumption { rule: here.clone(), matched: true, reason });
                         }
@@ -1017,7 +1293,7 @@ impl<'a> Engine<'a> {
                         let (first, effect) = results.remove(0);
                         for (s, e) in results {
                             match e {
-                                None => work.push((s, chain_id, idx + 1, stack.clone())),
+                                None => work.push((s, chain_id, idx + 1, stack.clone(), lane)),
                                 Some(end) => done.push((s, end)),
                             }
                         }
@@ -1035,12 +1311,12 @@ impl<'a> Engine<'a> {
         done
     }
 
-    fn root(&mut self, a: &mut St, b: &mut St) {
-        if a.root.is_none() {
+    /// Gives `st` a fork family of its own if it has none yet.
+    fn new_root(&mut self, st: &mut St) {
+        if st.root.is_none() {
             self.forks += 1;
-            a.root = Some(self.forks);
+            st.root = Some(self.forks);
         }
-        b.root = a.root;
     }
 
     /// A target's effect on `st`: `None` = continue with the next rule, `Some(end)` = verdict.

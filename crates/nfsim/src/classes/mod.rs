@@ -11,6 +11,7 @@
 pub mod cond;
 mod describe;
 mod engine;
+mod focus;
 pub mod region;
 pub mod set;
 
@@ -136,7 +137,7 @@ pub fn classes(ruleset: &Ruleset, host: &Host, scope: &Scope, opts: &Options) ->
 }
 
 fn sort_fates(f: &mut [Fate]) {
-    f.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    f.sort();
 }
 
 /// Leaves → classes: leaves without a fork are classes of their own; leaves under one fork root
@@ -183,15 +184,13 @@ fn assemble(leaves: Vec<Leaf>) -> Vec<Class> {
         pieces.extend(over);
     }
     // Merge by fates.
-    let mut by_fates: BTreeMap<String, (Vec<Fate>, Region)> = BTreeMap::new();
+    let mut by_fates: std::collections::HashMap<Vec<Fate>, Region> = std::collections::HashMap::new();
     for (r, mut f) in pieces {
         sort_fates(&mut f);
-        let key = format!("{f:?}");
-        let e = by_fates.entry(key).or_insert_with(|| (f, Vec::new()));
-        e.1.extend(r);
+        by_fates.entry(f).or_default().extend(r);
     }
     let mut out: Vec<Class> = by_fates
-        .into_values()
+        .into_iter()
         .filter_map(|(fates, region)| {
             let example = region.iter().filter_map(Cube::example).min_by(|a, b| input_key(a).cmp(&input_key(b)))?;
             Some(Class { region, fates, example })
@@ -291,9 +290,11 @@ pub struct Change {
 /// Every set of packets whose fates differ between `old` and `new` (class by class).
 pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
     // Classes present identically on both sides cannot hold a change.
-    let key = |c: &Class| format!("{:?}|{:?}", c.fates, c.region);
-    let new_keys: std::collections::HashSet<String> = new.classes.iter().map(key).collect();
-    let old_keys: std::collections::HashSet<String> = old.classes.iter().map(key).collect();
+    fn key(c: &Class) -> (&[Fate], &[Cube]) {
+        (&c.fates, &c.region)
+    }
+    let new_keys: std::collections::HashSet<(&[Fate], &[Cube])> = new.classes.iter().map(key).collect();
+    let old_keys: std::collections::HashSet<(&[Fate], &[Cube])> = old.classes.iter().map(key).collect();
     let olds: Vec<&Class> = old.classes.iter().filter(|c| !new_keys.contains(&key(c))).collect();
     let news: Vec<&Class> = new.classes.iter().filter(|c| !old_keys.contains(&key(c))).collect();
     let mut out = Vec::new();
@@ -313,6 +314,25 @@ pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
     }
     out.sort_by_key(|c| input_key(&c.example));
     out
+}
+
+/// Every set of packets of `scope` whose fates differ between `old` and `new`. Only packets that
+/// can enter a chain that differs are analysed (the others take the same decisions on both
+/// sides); when the difference is not confined to chains (a table added or removed, conntrack
+/// switched on by one side), every packet is.
+pub fn diff_rulesets(old: &Ruleset, new: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> Vec<Change> {
+    let start = || Start { region: scope.region.clone(), in_iface: scope.from.clone(), owned: scope.from.is_none() };
+    let Some(focus) = focus::Focus::of(old, new, scope.family) else {
+        return diff(&classes(old, host, scope, opts), &classes(new, host, scope, opts));
+    };
+    let leaves = Engine::new(old, host, opts, scope.family, scope.from.is_none()).with_focus(&focus, scope.from.is_none()).run(start());
+    let dirty: Vec<Leaf> = leaves.into_iter().filter(|l| l.dirty).collect();
+    if dirty.is_empty() {
+        return Vec::new();
+    }
+    let region: Region = assemble(dirty).into_iter().flat_map(|c| c.region).collect();
+    let sub = Scope { region, ..scope.clone() };
+    diff(&classes(old, host, &sub, opts), &classes(new, host, &sub, opts))
 }
 
 /// The address of `v` for input `i`.

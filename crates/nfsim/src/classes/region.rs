@@ -312,18 +312,31 @@ pub fn intersect(region: &[Cube], cubes: &[Cube]) -> Region {
 
 /// `region \ cubes`.
 pub fn minus(region: &[Cube], cubes: &[Cube]) -> Region {
-    let mut cur: Region = region.to_vec();
+    minus_owned(region.to_vec(), cubes)
+}
+
+/// `region \ cubes`, reusing `region`'s cubes that `cubes` do not touch.
+pub fn minus_owned(region: Region, cubes: &[Cube]) -> Region {
+    let mut cur = region;
     for b in cubes {
         if cur.iter().all(|a| a.is_disjoint(b)) {
             continue;
         }
-        cur = cur.iter().flat_map(|a| a.minus(b)).collect();
+        let mut next = Vec::with_capacity(cur.len() + 4);
+        for a in cur {
+            if a.is_disjoint(b) {
+                next.push(a);
+            } else {
+                next.extend(a.minus(b));
+            }
+        }
+        cur = next;
     }
     cur
 }
 
 /// A field of the current packet: still the input's value, or a constant the walk set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Val<T> {
     /// The input packet's value.
     In,
@@ -358,7 +371,7 @@ impl Lin {
 
 /// An address of the current packet: the input's source, the input's destination (a locally
 /// generated packet to a local address gets that address as its source), or a constant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AVal {
     /// The input packet's source address.
     Src,

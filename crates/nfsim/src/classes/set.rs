@@ -63,12 +63,97 @@ impl Int for u128 {
 /// equality is set equality.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ranges<T: Int> {
-    iv: Vec<(T, T)>,
+    iv: Iv<T>,
+}
+
+/// The intervals of a set: up to two inline (most sets are one interval or one hole), more on
+/// the heap. Reads go through the slice.
+#[derive(Clone)]
+enum Iv<T: Int> {
+    Inline(u8, [(T, T); 2]),
+    Heap(Vec<(T, T)>),
+}
+
+impl<T: Int> Iv<T> {
+    fn new() -> Self {
+        Iv::Inline(0, [(T::MIN, T::MIN); 2])
+    }
+
+    fn one(lo: T, hi: T) -> Self {
+        Iv::Inline(1, [(lo, hi), (T::MIN, T::MIN)])
+    }
+
+    fn with_capacity(n: usize) -> Self {
+        if n <= 2 { Self::new() } else { Iv::Heap(Vec::with_capacity(n)) }
+    }
+
+    fn push(&mut self, x: (T, T)) {
+        match self {
+            Iv::Inline(n, a) if (*n as usize) < 2 => {
+                a[*n as usize] = x;
+                *n += 1;
+            }
+            Iv::Inline(n, a) => {
+                let mut v = Vec::with_capacity(4);
+                v.extend_from_slice(&a[..*n as usize]);
+                v.push(x);
+                *self = Iv::Heap(v);
+            }
+            Iv::Heap(v) => v.push(x),
+        }
+    }
+}
+
+impl<T: Int> std::ops::Deref for Iv<T> {
+    type Target = [(T, T)];
+    fn deref(&self) -> &[(T, T)] {
+        match self {
+            Iv::Inline(n, a) => &a[..*n as usize],
+            Iv::Heap(v) => v,
+        }
+    }
+}
+
+impl<T: Int> std::ops::DerefMut for Iv<T> {
+    fn deref_mut(&mut self) -> &mut [(T, T)] {
+        match self {
+            Iv::Inline(n, a) => &mut a[..*n as usize],
+            Iv::Heap(v) => v,
+        }
+    }
+}
+
+impl<T: Int> PartialEq for Iv<T> {
+    fn eq(&self, o: &Self) -> bool {
+        **self == **o
+    }
+}
+
+impl<T: Int> Eq for Iv<T> {}
+
+impl<'a, T: Int> IntoIterator for &'a Iv<T> {
+    type Item = &'a (T, T);
+    type IntoIter = std::slice::Iter<'a, (T, T)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T: Int> std::hash::Hash for Iv<T> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (**self).hash(h);
+    }
+}
+
+impl<T: Int> std::fmt::Debug for Iv<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
 }
 
 /// Appends `[lo, hi]` to a canonical list whose last interval starts at or before `lo`, merging
 /// it into the last interval when they overlap or touch.
-fn push_merge<T: Int>(out: &mut Vec<(T, T)>, lo: T, hi: T) {
+fn push_merge<T: Int>(out: &mut Iv<T>, lo: T, hi: T) {
     if let Some(last) = out.last_mut()
         && (last.1 == T::MAX || lo <= last.1.succ())
     {
@@ -89,22 +174,22 @@ fn sparse(small: usize, large: usize) -> bool {
 impl<T: Int> Ranges<T> {
     /// The empty set.
     pub fn empty() -> Self {
-        Self { iv: Vec::new() }
+        Self { iv: Iv::new() }
     }
 
     /// The set of every value of `T`.
     pub fn full() -> Self {
-        Self { iv: vec![(T::MIN, T::MAX)] }
+        Self { iv: Iv::one(T::MIN, T::MAX) }
     }
 
     /// The set holding only `v`.
     pub fn point(v: T) -> Self {
-        Self { iv: vec![(v, v)] }
+        Self { iv: Iv::one(v, v) }
     }
 
     /// The values in `[lo, hi]`; empty when `lo > hi`.
     pub fn range(lo: T, hi: T) -> Self {
-        if lo > hi { Self::empty() } else { Self { iv: vec![(lo, hi)] } }
+        if lo > hi { Self::empty() } else { Self { iv: Iv::one(lo, hi) } }
     }
 
     /// The union of inclusive intervals given in any order, possibly overlapping; pairs with
@@ -112,7 +197,7 @@ impl<T: Int> Ranges<T> {
     pub fn from_intervals(intervals: impl IntoIterator<Item = (T, T)>) -> Self {
         let mut all: Vec<(T, T)> = intervals.into_iter().filter(|&(lo, hi)| lo <= hi).collect();
         all.sort_unstable();
-        let mut iv = Vec::with_capacity(all.len());
+        let mut iv = Iv::with_capacity(all.len());
         for (lo, hi) in all {
             push_merge(&mut iv, lo, hi);
         }
@@ -152,7 +237,7 @@ impl<T: Int> Ranges<T> {
 
     /// The only value of the set when it has exactly one.
     pub fn single(&self) -> Option<T> {
-        match self.iv.as_slice() {
+        match &*self.iv {
             [(lo, hi)] if lo == hi => Some(*lo),
             _ => None,
         }
@@ -167,7 +252,7 @@ impl<T: Int> Ranges<T> {
         if b.is_empty() {
             return self.clone();
         }
-        let mut out = Vec::with_capacity(a.len() + b.len());
+        let mut out = Iv::with_capacity(a.len() + b.len());
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
             let next = if j >= b.len() || (i < a.len() && a[i].0 <= b[j].0) {
@@ -189,7 +274,7 @@ impl<T: Int> Ranges<T> {
         if small.is_empty() {
             return Self::empty();
         }
-        let mut out = Vec::new();
+        let mut out = Iv::new();
         if sparse(small.len(), large.len()) {
             let mut start = 0;
             for &(lo, hi) in small {
@@ -224,7 +309,7 @@ impl<T: Int> Ranges<T> {
         if a.is_empty() || b.is_empty() {
             return self.clone();
         }
-        let mut out = Vec::with_capacity(a.len() + 1);
+        let mut out = Iv::with_capacity(a.len() + 1);
         let mut j = 0;
         for &(lo, hi) in a {
             let mut cur = lo;
@@ -253,9 +338,9 @@ impl<T: Int> Ranges<T> {
 
     /// The values of `T` not in the set.
     pub fn complement(&self) -> Self {
-        let mut out = Vec::with_capacity(self.iv.len() + 1);
+        let mut out = Iv::with_capacity(self.iv.len() + 1);
         let mut next = Some(T::MIN);
-        for &(lo, hi) in &self.iv {
+        for &(lo, hi) in self.iv.iter() {
             if let Some(n) = next
                 && n < lo
             {
@@ -295,7 +380,7 @@ impl<T: Int> Ranges<T> {
     pub fn is_subset(&self, other: &Self) -> bool {
         let b = &other.iv;
         let mut j = 0;
-        for &(lo, hi) in &self.iv {
+        for &(lo, hi) in self.iv.iter() {
             // `other` is canonical, so a contiguous interval inside it lies in one of its intervals.
             j += b[j..].partition_point(|&(_, h)| h < lo);
             if j >= b.len() || b[j].0 > lo || b[j].1 < hi {
@@ -384,7 +469,7 @@ impl Ranges<u128> {
         let bits = bits.min(128);
         let max = space_max(bits);
         let mut out = Vec::new();
-        for &(lo, hi) in &self.iv {
+        for &(lo, hi) in self.iv.iter() {
             if lo > max {
                 break;
             }
