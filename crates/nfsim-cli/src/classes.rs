@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use nfsim::classes::region::{Input, num_addr};
-use nfsim::classes::{Change, Class, Classes, Scope, classes, describe_fate, describe_region, diff, outcomes};
+use nfsim::classes::{Change, Class, Scope, classes, describe_fate, describe_region, diff_rulesets, outcomes};
 use nfsim::host::Host;
 use nfsim::ruleset::{Family, ParseOptions, Ruleset, parse_with};
 use nfsim::simulate::{Branch, simulate};
@@ -196,18 +196,22 @@ pub(crate) struct Diffed {
     pub(crate) changes: Vec<(Change, Input)>,
 }
 
-/// The changes between two rule sets on one host, for every scope.
+/// The changes between two rule sets on one host, for every scope (scopes in parallel).
 pub(crate) fn diff_rules(old: &Ruleset, new: &Ruleset, host: &Host, from: Option<&str>, opts: &Options) -> Vec<Diffed> {
     let family = family_of(old);
-    scopes(host, family, from)
-        .into_iter()
-        .map(|scope| {
-            let a: Classes = classes(old, host, &scope, opts);
-            let b: Classes = classes(new, host, &scope, opts);
-            let changes = diff(&a, &b).into_iter().filter_map(|c| real_example(&c, family).map(|e| (c, e))).collect();
-            Diffed { scope, changes }
-        })
-        .collect()
+    let all = scopes(host, family, from);
+    std::thread::scope(|t| {
+        let jobs: Vec<_> = all
+            .into_iter()
+            .map(|scope| {
+                t.spawn(move || {
+                    let changes = diff_rulesets(old, new, host, &scope, opts).into_iter().filter_map(|c| real_example(&c, family).map(|e| (c, e))).collect();
+                    Diffed { scope, changes }
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().expect("a diff thread panicked")).collect()
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -247,8 +251,18 @@ pub(crate) fn print_changes(
                 }));
             } else {
                 writeln!(out, "{n:>3}. {}: {description}", from_text(&d.scope))?;
-                writeln!(out, "     old: {}", ch.old.iter().map(|f| describe_fate(f, family)).collect::<Vec<_>>().join(" or "))?;
-                writeln!(out, "     new: {}", ch.new.iter().map(|f| describe_fate(f, family)).collect::<Vec<_>>().join(" or "))?;
+                let only = |a: &[nfsim::classes::Fate], b: &[nfsim::classes::Fate]| -> Vec<String> {
+                    a.iter().filter(|f| !b.contains(f)).map(|f| describe_fate(f, family)).collect()
+                };
+                let common = ch.old.iter().filter(|f| ch.new.contains(f)).count();
+                if common == 0 {
+                    writeln!(out, "     old: {}", only(&ch.old, &ch.new).join("\n       or "))?;
+                    writeln!(out, "     new: {}", only(&ch.new, &ch.old).join("\n       or "))?;
+                } else {
+                    writeln!(out, "     {common} outcome{} the same on both sides; besides:", if common == 1 { "" } else { "s" })?;
+                    writeln!(out, "     old: {}", only(&ch.old, &ch.new).join("\n       or "))?;
+                    writeln!(out, "     new: {}", only(&ch.new, &ch.old).join("\n       or "))?;
+                }
                 writeln!(out, "     example: {}", trace_args(&d.scope, example))?;
             }
         }
@@ -268,7 +282,13 @@ pub(crate) fn run_diff(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    let (a, b) = (read_rules(old)?, read_rules(new)?);
+    // The two files are read in parallel (large dumps take most of the time parsing).
+    let (a, b) = std::thread::scope(|t| {
+        let a = t.spawn(|| read_rules(old));
+        let b = read_rules(new);
+        (a.join().expect("a parse thread panicked"), b)
+    });
+    let (a, b) = (a?, b?);
     if family_of(&a) != family_of(&b) {
         bail!("{} and {} are rule sets of different address families", old.display(), new.display());
     }
@@ -334,7 +354,18 @@ pub(crate) fn run_verify(file: Option<&FsPath>, example: Option<&str>, json: boo
             )?;
         }
         for l in &v.loops {
-            writeln!(out, "LOOP: connections of {}/{} ({}) go round {} forever", l.host, l.process, region_text(&l.region, &l.scope), l.cycle.join(" -> "))?;
+            let who = match l.region.first() {
+                Some(c) => format!("uid {}, gid {}", c.uid.min().unwrap_or(0), c.gid.min().unwrap_or(0)),
+                None => String::new(),
+            };
+            writeln!(
+                out,
+                "LOOP: connections of {}/{} ({who}; {}) go round {} forever",
+                l.host,
+                l.process,
+                region_text(&l.region, &l.scope),
+                l.cycle.join(" -> ")
+            )?;
             if !l.also.is_empty() {
                 writeln!(out, "  also entered by connections of: {}", l.also.join(", "))?;
             }

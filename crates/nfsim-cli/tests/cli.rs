@@ -196,3 +196,129 @@ fn diagram_writes_dot_and_svg() {
     assert_eq!(code, 0);
     assert!(out.contains("ISTIO_OUTPUT") && out.contains("label=\"rule 9\""), "{out}");
 }
+
+const POD: &[&str] = &[
+    "--iface",
+    "eth0=10.0.0.5/24",
+    "--gateway",
+    "10.0.0.1",
+    "--listen",
+    "tcp:15001/envoy@1337",
+    "--listen",
+    "tcp:15006/envoy@1337",
+    "--listen",
+    "tcp:8080/app@1000",
+];
+
+/// `nfsim trace` of a JSON example packet (as `classes` and `diff` print them) on `rules`.
+fn trace_example(rules: &str, ex: &serde_json::Value) -> serde_json::Value {
+    let mut args: Vec<String> = ["trace", "--rules", rules, "--json"].iter().map(|s| s.to_string()).collect();
+    args.extend(POD.iter().map(|s| s.to_string()));
+    args.extend(["--from".into(), ex["from"].as_str().expect("from").to_string()]);
+    if ex["from"] == "local" {
+        args.extend(["--uid".into(), ex["uid"].to_string(), "--gid".into(), ex["gid"].to_string()]);
+    }
+    args.extend([
+        "--proto".into(),
+        ex["proto"].to_string(),
+        "--src".into(),
+        ex["src"].as_str().expect("src").into(),
+        "--dst".into(),
+        ex["dst"].as_str().expect("dst").into(),
+    ]);
+    args.extend(["--mark".into(), ex["mark"].to_string(), "--state".into(), ex["state"].as_str().expect("state").into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, out, err) = nfsim(&refs, "");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("trace output: {e}\n{out}\n{err}"))
+}
+
+#[test]
+fn classes_cover_the_istio_rules_and_their_examples_reproduce() {
+    let rules = example("istio-sidecar.rules");
+    let mut args = vec!["classes", "--rules", &rules];
+    args.extend(POD);
+    let (code, out, err) = nfsim(&args, "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("uid 1337"), "{out}");
+    assert!(out.contains("dst rewritten to 127.0.0.1:15001"), "{out}");
+    assert!(out.contains("example: nfsim trace --rules"), "{out}");
+    for from in ["local", "eth0"] {
+        let mut args = vec!["classes", "--json", "--rules", &rules, "--from", from];
+        args.extend(POD);
+        let (code, out, err) = nfsim(&args, "");
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let classes = v["classes"].as_array().expect("classes");
+        assert_eq!(v["count"], classes.len());
+        assert!(classes.len() >= 5, "{out}");
+        for c in classes {
+            assert!(!c["description"].as_str().expect("description").is_empty());
+            let t = trace_example(&rules, &c["example"]);
+            assert_eq!(t["verdict"], c["result"]["verdict"], "{c}");
+            assert_eq!(t["delivered"], c["result"]["delivered"], "{c}");
+        }
+    }
+}
+
+#[test]
+fn diff_reports_every_changed_class_and_gates_with_its_exit_code() {
+    let old = example("istio-sidecar.rules");
+    let (code, out, err) = nfsim(&["diff", &old, &old, "--iface", "eth0=10.0.0.5/24"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no packet's fate changes"), "{out}");
+    // Envoy's own connections are no longer exempted from the redirect.
+    let text = std::fs::read_to_string(&old).expect("rules");
+    // As in the built-in `istio-fortio-loop`: the uid and gid 1337 RETURN rules are gone.
+    let broken: String = text
+        .lines()
+        .filter(|l| !l.ends_with("-m owner --uid-owner 1337 -j RETURN") && !l.ends_with("-m owner --gid-owner 1337 -j RETURN") || l.contains('!'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(broken.lines().count() + 2, text.lines().count());
+    let dir = std::env::temp_dir().join(format!("nfsim-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let new = dir.join("broken.rules");
+    std::fs::write(&new, broken).expect("write");
+    let new = new.to_string_lossy().into_owned();
+    let mut args = vec!["diff", "--json", &old, &new];
+    args.extend(POD);
+    let (code, out, err) = nfsim(&args, "");
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let changes = v["changes"].as_array().expect("changes");
+    assert!(!changes.is_empty());
+    let mut envoy = false;
+    for c in changes {
+        let d = c["description"].as_str().expect("description");
+        envoy |= d.contains("uid 1337");
+        let (a, b) = (trace_example(&old, &c["example"]), trace_example(&new, &c["example"]));
+        assert_eq!((&a["verdict"], &a["delivered"]), (&c["old"]["verdict"], &c["old"]["delivered"]), "{c}");
+        assert_eq!((&b["verdict"], &b["delivered"]), (&c["new"]["verdict"], &c["new"]["delivered"]), "{c}");
+        assert_ne!((&a["verdict"], &a["delivered"]), (&b["verdict"], &b["delivered"]), "the example shows the change: {c}");
+    }
+    assert!(envoy, "the change is about uid 1337: {out}");
+    // The same change in the seed scenario: flows and loops.
+    let (code, out, err) = nfsim(&["diff", "--scenario", "istio-fortio", "--rules-new", &format!("client={new}")], "");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("new LOOP: client/envoy"), "{out}");
+    assert!(out.contains("flow "), "{out}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn verify_proves_the_seed_and_finds_the_broken_variants_loop() {
+    let (code, out, err) = nfsim(&["verify"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("no loop for any packet"), "{out}");
+    let (code, out, _) = nfsim(&["verify", "--example", "istio-fortio-loop"], "");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("LOOP: connections of client/envoy (uid 1337"), "{out}");
+    assert!(out.contains("outcome: LOOP"), "the witness path is printed: {out}");
+    let (code, out, _) = nfsim(&["verify", "--json", "--example", "istio-fortio-loop"], "");
+    assert_eq!(code, 3);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let loops = v["loops"].as_array().expect("loops");
+    assert_eq!(loops.len(), 3);
+    assert!(loops.iter().all(|l| l["process"] == "envoy" && l["example"]["uid"] == 1337), "{out}");
+    assert!(loops.iter().all(|l| l["witness"]["outcome"]["kind"] == "loop"), "{out}");
+}

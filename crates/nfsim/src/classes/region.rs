@@ -175,6 +175,11 @@ impl Cube {
         if !self.dst.contains(0) || self.dst.single().is_none() {
             i.dst = nonzero(&self.dst).unwrap_or(i.dst);
         }
+        // Sources other than "unbound" (an arriving packet): an address outside 0.0.0.0/8 reads
+        // better than 0.0.0.0.
+        if self.src.intervals().first().is_some_and(|&(lo, hi)| lo == 0 && hi > 0) {
+            i.src = self.src.minus(&Ranges::range(0, 0x00ff_ffff)).min().unwrap_or(i.src);
+        }
         if self.sport.contains(40000) {
             i.sport = 40000;
         } else if let Some(p) = self.sport.minus(&Ranges::point(0)).min() {
