@@ -322,3 +322,17 @@ fn verify_proves_the_seed_and_finds_the_broken_variants_loop() {
     assert!(loops.iter().all(|l| l["process"] == "envoy" && l["example"]["uid"] == 1337), "{out}");
     assert!(loops.iter().all(|l| l["witness"]["outcome"]["kind"] == "loop"), "{out}");
 }
+
+#[test]
+fn classes_diff_and_verify_print_the_same_bytes_every_time() {
+    let rules = example("istio-sidecar.rules");
+    let mut args = vec!["classes", "--json", "--rules", &rules];
+    args.extend(POD);
+    let first = nfsim(&args, "").1;
+    assert_eq!(first, nfsim(&args, "").1);
+    let mut args = vec!["classes", "--rules", &rules, "--from", "eth0"];
+    args.extend(POD);
+    assert_eq!(nfsim(&args, "").1, nfsim(&args, "").1);
+    let args = ["verify", "--json", "--example", "istio-fortio-loop"];
+    assert_eq!(nfsim(&args, "").1, nfsim(&args, "").1);
+}

@@ -100,3 +100,30 @@ pub fn fuzz_simulate(data: &[u8]) {
         assert!(!sim.branches.is_empty(), "every packet has a fate");
     }
 }
+
+/// Computes the classes of arbitrary rules (both origins) and diffs them against themselves,
+/// checking that the classes partition the packets and every example lies in its class; the
+/// shared body of the `classes` fuzz target.
+pub fn fuzz_classes(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = ruleset::parse(&text);
+    let host = host::Host::new("fuzz")
+        .iface("eth0", &["10.0.0.5/24", "fd00::5/64"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 8080, "app", 1000, 1000)
+        .listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    let opts = traverse::Options { max_branches: 16, ..traverse::Options::default() };
+    for family in [ruleset::Family::V4, ruleset::Family::V6] {
+        for from in [None, Some("eth0")] {
+            let scope = classes::Scope::all(&host, family, from);
+            let cs = classes::classes(&parsed.ruleset, &host, &scope, &opts);
+            assert!(!cs.classes.is_empty(), "every packet is in a class");
+            for c in &cs.classes {
+                assert!(!c.fates.is_empty(), "every class has a fate");
+                let holders = cs.classes.iter().filter(|o| o.region.iter().any(|q| q.contains(&c.example))).count();
+                assert_eq!(holders, 1, "the example of a class lies in that class only");
+            }
+            assert!(classes::diff_rulesets(&parsed.ruleset, &parsed.ruleset, &host, &scope, &opts).is_empty(), "a rule set equals itself");
+        }
+    }
+}

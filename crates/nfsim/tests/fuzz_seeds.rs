@@ -33,3 +33,9 @@ fn simulate_seeds_end() {
     let n = replay("simulate", nfsim::fuzz_simulate);
     assert!(n >= 10, "expected the committed simulate seeds, found {n}");
 }
+
+#[test]
+fn classes_seeds_partition_the_packets() {
+    let n = replay("classes", nfsim::fuzz_classes);
+    assert!(n >= 10, "expected the committed classes seeds, found {n}");
+}

@@ -62,7 +62,18 @@ pub struct Fate {
     pub listener_port: Option<Val<u16>>,
 }
 
+/// The words every result the class analysis cannot compute (where the concrete engine can)
+/// carries, so that users and tests can tell it from what the kernel itself leaves open.
+pub const NOT_ANALYSED: &str = "is not analysed";
+
 impl Fate {
+    /// True when this fate rests on a limit of the class analysis (a match over a range of
+    /// packets it does not express, NETMAP over an address range, a CONNMARK shift): packets of
+    /// the class may then get a definite outcome from the concrete engine.
+    pub fn analysis_limit(&self) -> bool {
+        self.reason.as_deref().is_some_and(|r| r.contains(NOT_ANALYSED)) || self.assumptions.iter().any(|(_, _, why)| why.contains(NOT_ANALYSED))
+    }
+
     /// The probability.
     pub fn probability(&self) -> f64 {
         f64::from_bits(self.probability)

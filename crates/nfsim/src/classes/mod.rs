@@ -27,7 +27,7 @@ use crate::traverse::Options;
 
 pub use describe::{describe_fate, describe_region};
 use engine::{Engine, Leaf, Start};
-pub use engine::{Fate, Place, pick, port_protos};
+pub use engine::{Fate, NOT_ANALYSED, Place, pick, port_protos};
 use region::{AVal, Cube, Input, Region, num_addr, state_bit};
 use set::{Bits, Ranges};
 
