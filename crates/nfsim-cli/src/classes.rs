@@ -187,7 +187,12 @@ pub(crate) fn run_classes(
 /// A change whose example really differs (fates can differ in form and agree on some packets):
 /// the first packet of the change, or of one of its cubes, where the outcomes differ.
 fn real_example(ch: &Change, family: Family) -> Option<Input> {
-    let differs = |i: &Input| outcomes(&ch.old, i, family) != outcomes(&ch.new, i, family);
+    let meaning = |f: &[nfsim::classes::Fate], i: &Input| -> Vec<nfsim::classes::Outcome> {
+        let mut v: Vec<_> = outcomes(f, i, family).iter().map(nfsim::classes::Outcome::meaning).collect();
+        v.sort();
+        v
+    };
+    let differs = |i: &Input| meaning(&ch.old, i) != meaning(&ch.new, i);
     std::iter::once(ch.example).chain(ch.region.iter().filter_map(|c| c.example())).chain(ch.region.iter().filter_map(|c| c.min())).find(differs)
 }
 

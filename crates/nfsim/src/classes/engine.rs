@@ -66,7 +66,25 @@ pub struct Fate {
 /// carries, so that users and tests can tell it from what the kernel itself leaves open.
 pub const NOT_ANALYSED: &str = "is not analysed";
 
+/// A fate without rule positions: verdict, place, NAT, destination, listener, probability,
+/// whether a rule decided it, and which way each assumption went.
+pub type FateMeaning = (Verdict, Option<Place>, Option<(AVal, Val<u16>)>, (AVal, Val<u16>), Option<Val<u16>>, u64, bool, Vec<bool>);
+
 impl Fate {
+    /// What the fate means for its packets, rule positions aside.
+    pub fn meaning(&self) -> FateMeaning {
+        (
+            self.verdict,
+            self.place.clone(),
+            self.dnat,
+            self.dst,
+            self.listener_port,
+            self.probability,
+            self.by.is_some(),
+            self.assumptions.iter().map(|a| a.1).collect(),
+        )
+    }
+
     /// True when this fate rests on a limit of the class analysis (a match over a range of
     /// packets it does not express, NETMAP over an address range, a CONNMARK shift): packets of
     /// the class may then get a definite outcome from the concrete engine.

@@ -27,7 +27,7 @@ use crate::traverse::Options;
 
 pub use describe::{describe_fate, describe_region};
 use engine::{Engine, Leaf, Start};
-pub use engine::{Fate, NOT_ANALYSED, Place, pick, port_protos};
+pub use engine::{Fate, FateMeaning, NOT_ANALYSED, Place, pick, port_protos};
 use region::{AVal, Cube, Input, Region, num_addr, state_bit};
 use set::{Bits, Ranges};
 
@@ -244,6 +244,18 @@ impl Outcome {
         }
     }
 
+    /// The outcome without rule positions (what `diff` compares).
+    pub fn meaning(&self) -> Outcome {
+        let mut o = self.clone();
+        if o.by.take().is_some() {
+            o.reason = None;
+        }
+        for a in &mut o.assumptions {
+            a.0.clear();
+        }
+        o
+    }
+
     /// The outcome of a fate for input `i`.
     pub fn of_fate(f: &Fate, i: &Input, family: Family) -> Outcome {
         let dst = num_addr(f.dst.0.at(i), family);
@@ -287,6 +299,21 @@ pub struct Change {
     pub example: Input,
 }
 
+/// What a fate means for its packets, without the positions of the rules involved (inserting a
+/// rule above a DROP renumbers it, but the packets are dropped all the same).
+type Meaning = (engine::FateMeaning, Option<String>);
+
+fn meanings(fates: &[Fate]) -> Vec<Meaning> {
+    let mut v: Vec<Meaning> = fates.iter().map(|f| (f.meaning(), if f.by.is_some() { None } else { f.reason.clone() })).collect();
+    v.sort();
+    v
+}
+
+/// True when two lists of fates mean the same for every packet (rule positions aside).
+pub fn same_meaning(a: &[Fate], b: &[Fate]) -> bool {
+    meanings(a) == meanings(b)
+}
+
 /// Every set of packets whose fates differ between `old` and `new` (class by class).
 pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
     // Classes present identically on both sides cannot hold a change.
@@ -300,7 +327,7 @@ pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
     let mut out = Vec::new();
     for o in &olds {
         for n in &news {
-            if o.fates == n.fates {
+            if same_meaning(&o.fates, &n.fates) {
                 continue;
             }
             let both = region::intersect(&o.region, &n.region);
