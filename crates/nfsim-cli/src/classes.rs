@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use nfsim::classes::region::{Input, num_addr};
-use nfsim::classes::{Change, Class, Scope, classes, describe_fate, describe_region, diff_rulesets, outcomes};
+use nfsim::classes::{Change, Class, DiffPlan, Scope, classes, describe_fate, describe_region, outcomes};
 use nfsim::host::Host;
 use nfsim::ruleset::{Family, ParseOptions, Ruleset, parse_with};
 use nfsim::simulate::{Branch, simulate};
@@ -205,12 +205,14 @@ pub(crate) struct Diffed {
 pub(crate) fn diff_rules(old: &Ruleset, new: &Ruleset, host: &Host, from: Option<&str>, opts: &Options) -> Vec<Diffed> {
     let family = family_of(old);
     let all = scopes(host, family, from);
+    let plan = DiffPlan::new(old, new, family);
+    let plan = &plan;
     std::thread::scope(|t| {
         let jobs: Vec<_> = all
             .into_iter()
             .map(|scope| {
                 t.spawn(move || {
-                    let changes = diff_rulesets(old, new, host, &scope, opts).into_iter().filter_map(|c| real_example(&c, family).map(|e| (c, e))).collect();
+                    let changes = plan.diff(old, new, host, &scope, opts).into_iter().filter_map(|c| real_example(&c, family).map(|e| (c, e))).collect();
                     Diffed { scope, changes }
                 })
             })
@@ -305,6 +307,9 @@ pub(crate) fn run_diff(
         writeln!(out, "{}", serde_json::to_string_pretty(&json!({"changes": items}))?)?;
     }
     let changed = diffs.iter().any(|d| !d.changes.is_empty());
+    out.flush()?;
+    // Large rule sets take a while to free; the process ends now anyway.
+    std::mem::forget((a, b, diffs));
     Ok(if changed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

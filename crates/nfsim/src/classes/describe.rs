@@ -41,45 +41,62 @@ fn field<T: Int + std::fmt::Display>(name: &str, set: &Ranges<T>, domain: &Range
     }
 }
 
+/// A set of addresses in CIDR words: clusters of nearby addresses as their block, less the few
+/// addresses it lacks (`127.0.0.0/8 except 127.0.0.1`); long lists are cut after six items.
+fn addrs_text(s: &Ranges<u128>, family: Family, unbound: bool) -> String {
+    let bits = region::addr_bits(family);
+    let one = |a: u128, l: u8| -> String {
+        if a == 0 && l == bits && unbound {
+            "unbound".into()
+        } else if l == bits {
+            num_addr(a, family).to_string()
+        } else {
+            format!("{}/{l}", num_addr(a, family))
+        }
+    };
+    let ivs = s.intervals();
+    let mut items: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ivs.len() {
+        // A cluster: intervals separated by small gaps.
+        let (lo, mut hi) = ivs[i];
+        let mut j = i + 1;
+        while j < ivs.len() && ivs[j].0 - hi <= 16 && j - i < 8 {
+            hi = ivs[j].1;
+            j += 1;
+        }
+        let hull = Ranges::range(lo, hi);
+        let holes = hull.minus(s);
+        let blocks = hull.as_prefixes(bits);
+        let plain = Ranges::from_intervals(ivs[i..j].iter().copied()).as_prefixes(bits);
+        if !holes.is_empty() && blocks.len() + holes.as_prefixes(bits).len() < plain.len() {
+            let b: Vec<String> = blocks.iter().map(|&(a, l)| one(a, l)).collect();
+            let h: Vec<String> = holes.as_prefixes(bits).iter().map(|&(a, l)| one(a, l)).collect();
+            items.push(format!("{} except {}", b.join(","), h.join(",")));
+        } else {
+            items.extend(plain.iter().map(|&(a, l)| one(a, l)));
+        }
+        i = j;
+    }
+    let n = items.len();
+    if n > 6 {
+        items.truncate(6);
+        items.push(format!("… ({} more)", n - 6));
+    }
+    items.join(",")
+}
+
 fn addr_field(name: &str, set: &Ranges<u128>, domain: &Ranges<u128>, family: Family, out: &mut Vec<String>) {
     if set == domain {
         return;
     }
-    let bits = region::addr_bits(family);
-    let text = |s: &Ranges<u128>| -> String {
-        let p = s.as_prefixes(bits);
-        let shown: Vec<String> = p
-            .iter()
-            .take(4)
-            .map(|&(a, l)| {
-                if a == 0 && l == bits && s.contains(0) {
-                    "unbound".into()
-                } else if l == bits {
-                    num_addr(a, family).to_string()
-                } else {
-                    format!("{}/{l}", num_addr(a, family))
-                }
-            })
-            .collect();
-        let more = if p.len() > 4 { format!(",… ({} blocks)", p.len()) } else { String::new() };
-        format!("{}{more}", shown.join(","))
-    };
-    let rest = domain.minus(set);
-    let (np, pp) = (rest.as_prefixes(bits).len(), set.as_prefixes(bits).len());
-    // The smallest block holding the set, less what it lacks ("10.0.0.0/24 except 10.0.0.5").
-    let except = set.min().zip(set.intervals().last().map(|i| i.1)).and_then(|(lo, hi)| {
-        let len = if bits == 32 { ((lo ^ hi) as u32).leading_zeros() as u8 } else { (lo ^ hi).leading_zeros() as u8 };
-        let block = Ranges::from_prefix(lo, len, bits).intersect(domain);
-        let holes = block.minus(set);
-        let n = holes.as_prefixes(bits).len();
-        (len < bits && n > 0 && n + 1 < pp.min(np)).then(|| format!("{name} {} except {}", text(&block), text(&holes)))
-    });
-    if let Some(e) = except {
-        out.push(e);
-    } else if np < pp {
-        out.push(format!("{name} !{}", text(&rest)));
+    let unbound = domain.contains(0) && !domain.contains(1);
+    let pos = addrs_text(set, family, unbound);
+    let neg = addrs_text(&domain.minus(set), family, unbound);
+    if neg.len() < pos.len() {
+        out.push(format!("{name} !{neg}"));
     } else {
-        out.push(format!("{name} {}", text(set)));
+        out.push(format!("{name} {pos}"));
     }
 }
 
@@ -88,21 +105,30 @@ fn cube_text(c: &Cube, scope: &Scope) -> String {
     let domain = scope.region.iter().find(|d| !d.is_disjoint(c)).unwrap_or(&scope.region[0]);
     let mut out = Vec::new();
     let pp = port_protos();
-    if c.proto != domain.proto {
+    let full = Ranges::<u8>::full();
+    // Protocols are told against every protocol, whatever scope cube the class lies in.
+    if c.proto != full {
         if let Some(p) = c.proto.single() {
             out.push(proto_text(p));
-        } else if let Some(p) = Ranges::full().minus(&c.proto).single() {
+        } else if let Some(p) = full.minus(&c.proto).single() {
             out.push(format!("!{}", proto_text(p)));
         } else if c.proto == pp {
             out.push("tcp/udp/sctp/udplite/dccp".into());
+        } else if c.proto == pp.complement() {
+            out.push("protocols without ports".into());
+        } else if pp.complement().is_subset(&c.proto) {
+            let missing: Vec<String> = pp.minus(&c.proto).intervals().iter().map(|&(a, _)| proto_text(a)).collect();
+            out.push(format!("not {}", missing.join("/")));
         } else {
-            field("proto ", &c.proto, &domain.proto, &|p| proto_text(p), &mut out);
+            field("proto ", &c.proto, &full, &|p| proto_text(p), &mut out);
         }
     }
     addr_field("src", &c.src, &domain.src, family, &mut out);
     addr_field("dst", &c.dst, &domain.dst, family, &mut out);
-    field("sport ", &c.sport, &domain.sport, &|p| p.to_string(), &mut out);
-    field("dport ", &c.dport, &domain.dport, &|p| p.to_string(), &mut out);
+    if !c.proto.is_disjoint(&pp) {
+        field("sport ", &c.sport, &Ranges::full(), &|p| p.to_string(), &mut out);
+        field("dport ", &c.dport, &Ranges::full(), &|p| p.to_string(), &mut out);
+    }
     field("uid ", &c.uid, &domain.uid, &|p| p.to_string(), &mut out);
     field("gid ", &c.gid, &domain.gid, &|p| p.to_string(), &mut out);
     if !c.mark.same_set(&domain.mark) {

@@ -405,7 +405,9 @@ impl<'a> Engine<'a> {
     /// In a diff: true when `st`, entering `chain`, can no longer meet a differing chain.
     fn clean_for_good(&self, table: &Table, hook: Hook, chain: ChainId, stack: &[(ChainId, usize)], st: &St) -> bool {
         let Some((f, future)) = &self.focus else { return false };
+        // Forked packets are followed to the end: a class needs all its fates.
         !st.dirty
+            && st.root.is_none()
             && !f.reaches(table.name, chain, 0)
             && stack.iter().all(|(c, r)| !f.reaches(table.name, *c, *r))
             && future.iter().any(|(k, hot)| *k == (hook, table.name) && !hot)
@@ -416,7 +418,11 @@ impl<'a> Engine<'a> {
     #[allow(clippy::too_many_arguments)]
     fn clean_in_run(&self, table: &Table, hook: Hook, chain: ChainId, idx: usize, lane: Option<Lane>, stack: &[(ChainId, usize)], st: &St) -> bool {
         let Some((f, future)) = &self.focus else { return false };
-        if st.dirty || stack.iter().any(|(c, r)| f.reaches(table.name, *c, *r)) || !future.iter().any(|(k, hot)| *k == (hook, table.name) && !hot) {
+        if st.dirty
+            || st.root.is_some()
+            || stack.iter().any(|(c, r)| f.reaches(table.name, *c, *r))
+            || !future.iter().any(|(k, hot)| *k == (hook, table.name) && !hot)
+        {
             return false;
         }
         let ci = self.chain_index(table, chain);

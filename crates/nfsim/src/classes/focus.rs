@@ -14,6 +14,52 @@ pub(crate) struct TableFocus {
     pub(crate) reach: Vec<Vec<bool>>,
 }
 
+impl TableFocus {
+    /// Where the differing chains of `t` can be reached from: the chains that reach one (a
+    /// backwards search over jumps and gotos) and, for those, from which rule on.
+    fn of(t: &Table, differs: Vec<bool>) -> TableFocus {
+        let n = t.chains().len();
+        let mut callers: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, c) in t.chains().iter().enumerate() {
+            for r in &c.rules {
+                if let Target::Jump(j) | Target::Goto(j) = r.target {
+                    callers[j.0 as usize].push(i);
+                }
+            }
+        }
+        let mut reaching = differs.clone();
+        let mut queue: Vec<usize> = (0..n).filter(|&i| differs[i]).collect();
+        while let Some(c) = queue.pop() {
+            for &p in &callers[c] {
+                if !reaching[p] {
+                    reaching[p] = true;
+                    queue.push(p);
+                }
+            }
+        }
+        let reach = t
+            .chains()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if !reaching[i] {
+                    return Vec::new();
+                }
+                let mut v = vec![differs[i]; c.rules.len() + 1];
+                let mut acc = differs[i];
+                for k in (0..c.rules.len()).rev() {
+                    if let Target::Jump(j) | Target::Goto(j) = c.rules[k].target {
+                        acc |= reaching[j.0 as usize];
+                    }
+                    v[k] = acc;
+                }
+                v
+            })
+            .collect();
+        TableFocus { differs, reach }
+    }
+}
+
 /// Differences between an old and a new rule set, for one family.
 #[derive(Clone, Debug)]
 pub(crate) struct Focus {
@@ -35,9 +81,10 @@ fn same_chain(a: &Chain, at: &Table, b: &Chain, bt: &Table) -> bool {
 }
 
 impl Focus {
-    /// The focus of `old` against `new`; `None` when the difference is not local to chains
-    /// (tables present on one side only, conntrack switched on by one side only).
-    pub(crate) fn of(old: &Ruleset, new: &Ruleset, family: Family) -> Option<Focus> {
+    /// The focus of `old` against `new` and of `new` against `old`; `None` when the difference
+    /// is not local to chains (tables present on one side only, conntrack switched on by one
+    /// side only).
+    pub(crate) fn pair(old: &Ruleset, new: &Ruleset, family: Family) -> Option<(Focus, Focus)> {
         let names = |r: &Ruleset| {
             let mut v: Vec<TableName> = r.tables.iter().filter(|t| t.family == family).map(|t| t.name).collect();
             v.sort();
@@ -46,53 +93,32 @@ impl Focus {
         if names(old) != names(new) || crate::conntrack::conntrack_on(old) != crate::conntrack::conntrack_on(new) {
             return None;
         }
-        let mut tables = Vec::new();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
         for t in old.tables.iter().filter(|t| t.family == family) {
             let n = new.table(family, t.name)?;
-            let mut differs: Vec<bool> = t.chains().iter().map(|c| n.chain_id(&c.name).is_none_or(|id| !same_chain(c, t, &n[id], n))).collect();
-            // A chain only the new table has is reached by a rule that differs, so its caller
-            // is marked already; builtin chains exist on both sides.
-            for c in n.chains() {
-                if t.chain_id(&c.name).is_none() && c.hook.is_some() {
-                    differs.iter_mut().for_each(|d| *d = true);
+            let theirs: std::collections::HashMap<&str, usize> = n.chains().iter().enumerate().map(|(i, c)| (&*c.name, i)).collect();
+            let mut differs_old = vec![true; t.chains().len()];
+            let mut differs_new = vec![true; n.chains().len()];
+            for (i, c) in t.chains().iter().enumerate() {
+                if let Some(&j) = theirs.get(&*c.name) {
+                    let d = !same_chain(c, t, &n.chains()[j], n);
+                    differs_old[i] = d;
+                    differs_new[j] = d;
                 }
             }
-            // Reachability of a differing chain, to a fixed point over jumps and gotos.
-            let mut reaches: Vec<bool> = differs.clone();
-            loop {
-                let mut changed = false;
-                for (i, c) in t.chains().iter().enumerate() {
-                    if reaches[i] {
-                        continue;
-                    }
-                    if c.rules.iter().any(|r| matches!(r.target, Target::Jump(j) | Target::Goto(j) if reaches[j.0 as usize])) {
-                        reaches[i] = true;
-                        changed = true;
-                    }
-                }
-                if !changed {
-                    break;
-                }
+            // A built-in chain on one side only changes every walk at its hook: no focus.
+            fn builtins(tb: &Table) -> Vec<&str> {
+                let mut v: Vec<&str> = tb.chains().iter().filter(|c| c.hook.is_some()).map(|c| &*c.name).collect();
+                v.sort_unstable();
+                v
             }
-            let reach = t
-                .chains()
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let mut v = vec![differs[i]; c.rules.len() + 1];
-                    let mut acc = differs[i];
-                    for k in (0..c.rules.len()).rev() {
-                        if let Target::Jump(j) | Target::Goto(j) = c.rules[k].target {
-                            acc |= reaches[j.0 as usize];
-                        }
-                        v[k] = acc;
-                    }
-                    v
-                })
-                .collect();
-            tables.push((t.name, TableFocus { differs, reach }));
+            if builtins(t) != builtins(n) {
+                return None;
+            }
+            a.push((t.name, TableFocus::of(t, differs_old)));
+            b.push((t.name, TableFocus::of(n, differs_new)));
         }
-        Some(Focus { tables })
+        Some((Focus { tables: a }, Focus { tables: b }))
     }
 
     fn table(&self, name: TableName) -> Option<&TableFocus> {

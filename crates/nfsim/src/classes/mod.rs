@@ -348,18 +348,40 @@ pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
 /// sides); when the difference is not confined to chains (a table added or removed, conntrack
 /// switched on by one side), every packet is.
 pub fn diff_rulesets(old: &Ruleset, new: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> Vec<Change> {
-    let start = || Start { region: scope.region.clone(), in_iface: scope.from.clone(), owned: scope.from.is_none() };
-    let Some(focus) = focus::Focus::of(old, new, scope.family) else {
-        return diff(&classes(old, host, scope, opts), &classes(new, host, scope, opts));
-    };
-    let leaves = Engine::new(old, host, opts, scope.family, scope.from.is_none()).with_focus(&focus, scope.from.is_none()).run(start());
-    let dirty: Vec<Leaf> = leaves.into_iter().filter(|l| l.dirty).collect();
-    if dirty.is_empty() {
-        return Vec::new();
+    DiffPlan::new(old, new, scope.family).diff(old, new, host, scope, opts)
+}
+
+/// What two rule sets share, computed once for diffs over several scopes (see
+/// [`diff_rulesets`]).
+#[derive(Debug)]
+pub struct DiffPlan {
+    focus: Option<(focus::Focus, focus::Focus)>,
+}
+
+impl DiffPlan {
+    /// Compares the chains of `old` and `new` for `family`.
+    pub fn new(old: &Ruleset, new: &Ruleset, family: Family) -> DiffPlan {
+        DiffPlan { focus: focus::Focus::pair(old, new, family) }
     }
-    let region: Region = assemble(dirty).into_iter().flat_map(|c| c.region).collect();
-    let sub = Scope { region, ..scope.clone() };
-    diff(&classes(old, host, &sub, opts), &classes(new, host, &sub, opts))
+
+    /// The changes for the packets of `scope` (`old` and `new` as given to [`DiffPlan::new`]).
+    pub fn diff(&self, old: &Ruleset, new: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> Vec<Change> {
+        let Some((fo, fn_)) = &self.focus else {
+            return diff(&classes(old, host, scope, opts), &classes(new, host, scope, opts));
+        };
+        // Both sides keep the packets that entered a differing chain (with every fate of their
+        // fork family): the same packets on both sides, since they decide alike until they
+        // enter one.
+        let side = |rules: &Ruleset, f: &focus::Focus| -> Classes {
+            let local = scope.from.is_none();
+            let start = Start { region: scope.region.clone(), in_iface: scope.from.clone(), owned: local };
+            let leaves = Engine::new(rules, host, opts, scope.family, local).with_focus(f, local).run(start);
+            let hot_roots: std::collections::HashSet<u32> = leaves.iter().filter(|l| l.dirty).filter_map(|l| l.root).collect();
+            let kept: Vec<Leaf> = leaves.into_iter().filter(|l| l.dirty || l.root.is_some_and(|r| hot_roots.contains(&r))).collect();
+            Classes { scope: scope.clone(), classes: assemble(kept) }
+        };
+        diff(&side(old, fo), &side(new, fn_))
+    }
 }
 
 /// The address of `v` for input `i`.

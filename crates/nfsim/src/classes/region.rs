@@ -173,7 +173,8 @@ impl Cube {
         }
         let nonzero = |s: &Ranges<u128>| s.minus(&Ranges::point(0)).min();
         if !self.dst.contains(0) || self.dst.single().is_none() {
-            i.dst = nonzero(&self.dst).unwrap_or(i.dst);
+            // Outside 0.0.0.0/8 ("this network") where possible.
+            i.dst = self.dst.minus(&Ranges::range(0, 0x00ff_ffff)).min().or_else(|| nonzero(&self.dst)).unwrap_or(i.dst);
         }
         // Sources other than "unbound" (an arriving packet): an address outside 0.0.0.0/8 reads
         // better than 0.0.0.0.
