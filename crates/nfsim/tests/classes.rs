@@ -398,6 +398,16 @@ fn mutate(rules: &str, rng: &mut Rng) -> String {
         return rules.to_string();
     }
     let k = rule_lines[rng.below(rule_lines.len())];
+    if rng.chance(10) {
+        // Drop a whole table (the focus cannot help: every packet is compared).
+        let tables: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with('*')).collect();
+        let start = tables[rng.below(tables.len())];
+        let end = (start..lines.len()).find(|&i| lines[i] == "COMMIT").unwrap_or(lines.len() - 1);
+        lines.drain(start..=end);
+        let mut out = lines.join("\n");
+        out.push('\n');
+        return out;
+    }
     match rng.below(4) {
         0 => {
             lines.remove(k);

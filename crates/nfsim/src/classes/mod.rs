@@ -7,6 +7,25 @@
 //! ports, socket uid and gid, mark, conntrack state. Everything else is fixed at the concrete
 //! engine's defaults (TCP SYN, ICMP echo request, length 60, TOS 0, TTL 64, conntrack mark 0, no
 //! supplementary groups), so every class's example packet reproduces with `nfsim trace`.
+//!
+//! ```
+//! use nfsim::classes::{Scope, classes, describe_fate, describe_region, diff_rulesets};
+//! use nfsim::host::Host;
+//! use nfsim::ruleset::{Family, parse};
+//! use nfsim::traverse::Options;
+//!
+//! let host = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1").listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337);
+//! let old = parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001\nCOMMIT\n").ruleset;
+//! let new = parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n").ruleset;
+//! let scope = Scope::all(&host, Family::V4, None);
+//! let cs = classes(&old, &host, &scope, &Options::default());
+//! assert!(cs.classes.iter().any(|c| describe_fate(&c.fates[0], Family::V4).contains("dst rewritten to 127.0.0.1:15001")));
+//! // Dropping the owner match redirects Envoy's own connections too: exactly uid 1337's TCP packets change.
+//! let changes = diff_rulesets(&old, &new, &host, &scope, &Options::default());
+//! assert!(!changes.is_empty());
+//! assert!(changes.iter().all(|c| c.region.iter().all(|q| q.uid.single() == Some(1337))));
+//! assert!(describe_region(&changes[0].region, &scope, 4).contains("uid 1337"));
+//! ```
 
 pub mod cond;
 mod describe;
