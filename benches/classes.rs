@@ -11,12 +11,7 @@ use nfsim_benches::kube_proxy_dump;
 
 fn istio(c: &mut Criterion) {
     let parsed = nfsim::ruleset::parse(include_str!("../examples/istio-sidecar.rules"));
-    let host = Host::new("pod")
-        .iface("eth0", &["10.0.0.5/24"])
-        .gateway("10.0.0.1")
-        .listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337)
-        .listen(6, "0.0.0.0", 15006, "envoy", 1337, 1337)
-        .listen(6, "0.0.0.0", 8080, "app", 1000, 1000);
+    let host = nfsim_benches::istio_pod();
     let opts = Options::default();
     let mut group = c.benchmark_group("classes");
     for from in [None, Some("eth0")] {

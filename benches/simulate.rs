@@ -14,12 +14,7 @@ use nfsim_benches::{Rng, kube_proxy_dump};
 fn istio(c: &mut Criterion) {
     let rules = include_str!("../examples/istio-sidecar.rules");
     let parsed = nfsim::ruleset::parse(rules);
-    let host = Host::new("pod")
-        .iface("eth0", &["10.0.0.5/24"])
-        .gateway("10.0.0.1")
-        .listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337)
-        .listen(6, "0.0.0.0", 15006, "envoy", 1337, 1337)
-        .listen(6, "0.0.0.0", 8080, "app", 1000, 1000);
+    let host = nfsim_benches::istio_pod();
     let pkt = Packet::new(6, "0.0.0.0".parse().unwrap(), 40000, "10.0.0.9".parse().unwrap(), 8080);
     let origin = Origin::Local(Some(Owner { uid: 1000, gid: 1000, groups: Vec::new() }));
     let opts = Options::default();

@@ -40,6 +40,17 @@ fn chain_hash(name: &str) -> String {
     (0..16).map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char).collect()
 }
 
+/// The pod the Istio benchmarks run on: eth0 10.0.0.5/24, Envoy (uid 1337) on 15001 and 15006,
+/// the application (uid 1000) on 8080.
+pub fn istio_pod() -> nfsim::host::Host {
+    nfsim::host::Host::new("pod")
+        .iface("eth0", &["10.0.0.5/24"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 15001, "envoy", 1337, 1337)
+        .listen(6, "0.0.0.0", 15006, "envoy", 1337, 1337)
+        .listen(6, "0.0.0.0", 8080, "app", 1000, 1000)
+}
+
 /// A dump of `services` ClusterIP services with `endpoints` endpoints each: mangle, filter and
 /// nat as kube-proxy and kubelet leave them. Per-endpoint comments are dropped above 1000
 /// endpoints in total, as kube-proxy's large-cluster mode does.

@@ -14,8 +14,8 @@ use nfsim::simulate::{Branch, simulate};
 use nfsim::traverse::Options;
 use serde_json::{Value, json};
 
-use crate::HostArgs;
 use crate::trace::{build_host, options};
+use crate::{HostArgs, SimArgs};
 
 /// Reads and parses a rule file; errors stop here (with their located diagnostics on stderr).
 pub(crate) fn read_rules(path: &FsPath) -> anyhow::Result<Ruleset> {
@@ -138,18 +138,10 @@ fn class_fates(c: &Class, family: Family) -> String {
 }
 
 /// `nfsim classes`.
-pub(crate) fn run_classes(
-    rules: &FsPath,
-    host_args: &HostArgs,
-    from: &str,
-    backend: &str,
-    assume: Option<&str>,
-    json: bool,
-    out: &mut impl Write,
-) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_classes(rules: &FsPath, host_args: &HostArgs, from: &str, sim: &SimArgs, json: bool, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let rs = read_rules(rules)?;
     let host = build_host(host_args)?;
-    let opts = options(backend, assume)?;
+    let opts = options(sim)?;
     let family = family_of(&rs);
     let scope = scopes(&host, family, Some(from)).remove(0);
     if let Some(i) = &scope.from
@@ -284,8 +276,7 @@ pub(crate) fn run_diff(
     new: &FsPath,
     host_args: &HostArgs,
     from: Option<&str>,
-    backend: &str,
-    assume: Option<&str>,
+    sim: &SimArgs,
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
@@ -300,7 +291,7 @@ pub(crate) fn run_diff(
         bail!("{} and {} are rule sets of different address families", old.display(), new.display());
     }
     let host = build_host(host_args)?;
-    let opts = options(backend, assume)?;
+    let opts = options(sim)?;
     let diffs = diff_rules(&a, &b, &host, from, &opts);
     let items = print_changes(&diffs, &a, &b, &host, &opts, json, "", out)?;
     if json {

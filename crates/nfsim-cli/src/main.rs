@@ -123,12 +123,8 @@ enum Command {
         /// Packets sent by local processes (`local`, the default) or arriving on an interface.
         #[arg(long, default_value = "local")]
         from: String,
-        /// iptables backend: nft (default) or legacy.
-        #[arg(long, default_value = "nft")]
-        backend: String,
-        /// For rules whose outcome cannot be known: assume they `match` or `nomatch` (default: both).
-        #[arg(long)]
-        assume: Option<String>,
+        #[command(flatten)]
+        sim: SimArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -151,12 +147,8 @@ enum Command {
         /// A host's new rules in the scenario: `HOST=FILE` (repeatable).
         #[arg(long = "rules-new", value_name = "HOST=FILE")]
         rules_new: Vec<String>,
-        /// iptables backend: nft (default) or legacy.
-        #[arg(long, default_value = "nft")]
-        backend: String,
-        /// For rules whose outcome cannot be known: assume they `match` or `nomatch` (default: both).
-        #[arg(long)]
-        assume: Option<String>,
+        #[command(flatten)]
+        sim: SimArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -190,6 +182,17 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+}
+
+/// How undecidable rules and the table order are handled.
+#[derive(clap::Args, Debug, Clone)]
+struct SimArgs {
+    /// iptables backend (orders security and nat INPUT): nft (default) or legacy.
+    #[arg(long, default_value = "nft")]
+    backend: String,
+    /// For rules whose outcome cannot be known: assume they `match` or `nomatch` (default: both).
+    #[arg(long)]
+    assume: Option<String>,
 }
 
 /// The host the rules run on (as for `nfsim trace`).
@@ -243,12 +246,8 @@ struct TraceArgs {
     /// Conntrack state of the packet: NEW (default), ESTABLISHED, RELATED, INVALID, UNTRACKED.
     #[arg(long, default_value = "NEW")]
     state: String,
-    /// iptables backend (orders security and nat INPUT): nft (default) or legacy.
-    #[arg(long, default_value = "nft")]
-    backend: String,
-    /// For rules whose outcome cannot be known: assume they `match` or `nomatch` (default: show both).
-    #[arg(long)]
-    assume: Option<String>,
+    #[command(flatten)]
+    sim: SimArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -346,11 +345,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Trace(args) => trace::run(&args, &mut out),
         Command::Path { scenario, example, flow, json } => path::run(scenario.as_deref(), example.as_deref(), flow.as_deref(), json, &mut out),
-        Command::Classes { rules, host, from, backend, assume, json } => {
-            classes::run_classes(&rules, &host, &from, &backend, assume.as_deref(), json, &mut out)
-        }
-        Command::Diff { old, new, host, from, scenario, rules_new, backend, assume, json } => match (scenario, old, new) {
-            (None, Some(old), Some(new)) => classes::run_diff(&old, &new, &host, from.as_deref(), &backend, assume.as_deref(), json, &mut out),
+        Command::Classes { rules, host, from, sim, json } => classes::run_classes(&rules, &host, &from, &sim, json, &mut out),
+        Command::Diff { old, new, host, from, scenario, rules_new, sim, json } => match (scenario, old, new) {
+            (None, Some(old), Some(new)) => classes::run_diff(&old, &new, &host, from.as_deref(), &sim, json, &mut out),
             (Some(s), None, None) => classes::run_scenario_diff(&s, &classes::parse_rules_new(&rules_new)?, json, &mut out),
             (Some(_), _, _) => anyhow::bail!("with --scenario, give the new rules with --rules-new HOST=FILE instead of OLD NEW"),
             _ => anyhow::bail!("give OLD and NEW rule files, or --scenario S --rules-new HOST=FILE"),

@@ -13,7 +13,7 @@ use nfsim::trace::Delivered;
 use nfsim::traverse::Options;
 use serde_json::{Value, json};
 
-use crate::{HostArgs, TraceArgs};
+use crate::{HostArgs, SimArgs, TraceArgs};
 
 /// Parses `ADDR[:PORT]` or `[ADDR]:PORT`.
 fn addr_port(s: &str) -> anyhow::Result<(IpAddr, u16)> {
@@ -118,14 +118,14 @@ fn branch_json(b: &Branch) -> Value {
 }
 
 /// Simulation options from `--backend` and `--assume`.
-pub(crate) fn options(backend: &str, assume: Option<&str>) -> anyhow::Result<Options> {
+pub(crate) fn options(sim: &SimArgs) -> anyhow::Result<Options> {
     Ok(Options {
-        backend: match backend {
+        backend: match sim.backend.as_str() {
             "nft" => nfsim::hook::Backend::Nft,
             "legacy" => nfsim::hook::Backend::Legacy,
             b => bail!("unknown backend `{b}` (expected nft or legacy)"),
         },
-        assume: match assume {
+        assume: match sim.assume.as_deref() {
             None => None,
             Some("match") => Some(true),
             Some("nomatch") => Some(false),
@@ -171,7 +171,7 @@ pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<Exit
         }
         Origin::Iface(args.from.clone())
     };
-    let opts = options(&args.backend, args.assume.as_deref())?;
+    let opts = options(&args.sim)?;
     let sim = simulate(&parsed.ruleset, &host, pkt, &origin, &opts);
     if args.json {
         let mut top = sim.branches.first().map(branch_json).unwrap_or(Value::Null);

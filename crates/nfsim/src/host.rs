@@ -204,6 +204,18 @@ impl Host {
         self.ifaces().find(|i| i.name == name)
     }
 
+    /// The first address of `family` (IPv4 when `v4`) on interface `name`: where REDIRECT sends
+    /// packets arriving there.
+    pub fn primary_addr(&self, name: &str, v4: bool) -> Option<IpAddr> {
+        self.interface(name).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == v4).map(|a| a.addr()))
+    }
+
+    /// The first address of `family` on an interface other than `lo`: what MASQUERADE picks for
+    /// a packet leaving through `lo`, whose addresses are host-scoped (`inet_select_addr`).
+    pub fn universe_addr(&self, v4: bool) -> Option<IpAddr> {
+        self.interfaces.iter().filter(|i| i.name != "lo").flat_map(|i| &i.addrs).map(|a| a.addr()).find(|a| a.is_ipv4() == v4)
+    }
+
     /// True if `ip` is one of this host's addresses (or in 127.0.0.0/8).
     pub fn is_local(&self, ip: IpAddr) -> bool {
         match ip {
@@ -272,7 +284,7 @@ impl Host {
     }
 
     fn result(&self, via: Option<IpAddr>, dev: &str, local: bool, dst: IpAddr) -> RouteResult {
-        let src = self.interface(dev).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == dst.is_ipv4()).map(|a| a.addr()));
+        let src = self.primary_addr(dev, dst.is_ipv4());
         RouteResult { local, dev: dev.to_string(), next_hop: via.unwrap_or(dst), src }
     }
 

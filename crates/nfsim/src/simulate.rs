@@ -203,8 +203,7 @@ impl Sim<'_> {
         if route.dev != "lo" {
             return route.src;
         }
-        let v4 = self.family == Family::V4;
-        self.host.interfaces.iter().filter(|i| i.name != "lo").flat_map(|i| &i.addrs).map(|a| a.addr()).find(|a| a.is_ipv4() == v4)
+        self.host.universe_addr(self.family == Family::V4)
     }
 
     /// A locally generated packet: route, OUTPUT, re-route, POSTROUTING, then out or back in on `lo`.
@@ -276,8 +275,7 @@ impl Sim<'_> {
                 return self.finish(st, Verdict::Drop, None, None, Some(why));
             }
         }
-        let primary = self.host.interface(&in_iface).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == (self.family == Family::V4)).map(|a| a.addr()));
-        let nat = NatCtx { redirect_to: primary, masquerade_src: None };
+        let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4), masquerade_src: None };
         for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
             let route = self.host.route(st.pkt.dst, st.pkt.mark);
             match route {

@@ -2,6 +2,9 @@
 //! from a class gets the class's fates from `simulate`, and every packet of the scope lies in
 //! exactly one class.
 
+mod common;
+
+use common::Rng;
 use nfsim::classes::region::{Cube, Input, Region, STATES};
 use nfsim::classes::{Class, Outcome, Scope, classes, outcomes};
 use nfsim::host::{Host, PolicyRule, Route};
@@ -9,30 +12,6 @@ use nfsim::ruleset::{Family, parse};
 use nfsim::simulate::simulate;
 use nfsim::traverse::Options;
 use proptest::prelude::*;
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() >> 33) as usize % n
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-}
 
 fn host(rng: &mut Rng) -> Host {
     let mut h = Host::new("pod")

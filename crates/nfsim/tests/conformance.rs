@@ -9,6 +9,7 @@
 mod common;
 mod oracle;
 
+use common::Rng;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
@@ -159,22 +160,6 @@ fn istio_probes() -> Vec<Probe> {
         Probe::peer(Proto::Tcp, d("10.0.0.5:9000")),
         Probe::local(1000, 1000, Proto::Tcp, d("127.0.0.1:9000")),
     ]
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
 }
 
 /// A random rule set over raw, mangle, nat and filter: UDP-only rules (so that ICMP errors never

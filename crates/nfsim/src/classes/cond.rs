@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use crate::host::Host;
-use crate::matches::addrtype::{AddrTypes, Addrtype, LimitIface};
+use crate::matches::addrtype::{ANYCAST, AddrTypes, Addrtype, BROADCAST, LOCAL, LimitIface, MULTICAST, UNICAST, UNREACHABLE, UNSPEC};
 use crate::matches::conntrack::{Conntrack, ConntrackInfo, state_bit as ct_state_bit, state_bits};
 use crate::matches::icmp::IcmpSpec;
 use crate::matches::iprange::AddrRange;
@@ -393,15 +393,6 @@ fn net_set(net: &IpNet, family: Family) -> Ranges<u128> {
 fn points(it: impl IntoIterator<Item = u128>) -> Ranges<u128> {
     Ranges::from_intervals(it.into_iter().map(|a| (a, a)))
 }
-
-/// `RTN_*` bits of [`crate::matches::addrtype::ADDR_TYPES`].
-const UNSPEC: u16 = 1 << 0;
-const UNICAST: u16 = 1 << 1;
-const LOCAL: u16 = 1 << 2;
-const BROADCAST: u16 = 1 << 3;
-const ANYCAST: u16 = 1 << 4;
-const MULTICAST: u16 = 1 << 5;
-const UNREACHABLE: u16 = 1 << 7;
 
 /// `addrtype_mt_v1`: each side's address must have a listed type (flipped by its `!`). With an
 /// interface limit and no interface, the eval is unknown; an IPv6 route lookup restricted to an

@@ -670,15 +670,7 @@ impl<'a> Engine<'a> {
         if r.dev != "lo" {
             return r.src;
         }
-        let v4 = self.family == Family::V4;
-        self.host
-            .interfaces
-            .iter()
-            .filter(|i| i.name != "lo")
-            .flat_map(|i| &i.addrs)
-            .map(|a| a.addr())
-            .find(|a| a.is_ipv4() == v4)
-            .map(|a| AVal::Const(addr_num(a)))
+        self.host.universe_addr(self.family == Family::V4).map(|a| AVal::Const(addr_num(a)))
     }
 
     fn local_out(&mut self, st: St) {
@@ -784,8 +776,7 @@ impl<'a> Engine<'a> {
         } else {
             ok_states.push(st);
         }
-        let primary = self.host.interface(&in_iface).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == (self.family == Family::V4)).map(|a| a.addr()));
-        let nat = NatCtx { redirect_to: primary.map(addr_num), masquerade_src: None };
+        let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4).map(addr_num), masquerade_src: None };
         for st in ok_states {
             for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
                 let parts = self.route_parts(true);
@@ -883,7 +874,7 @@ impl<'a> Engine<'a> {
     }
 
     fn route_of(&self, via: Option<IpAddr>, dev: &str, local: bool) -> RouteSym {
-        let src = self.host.interface(dev).and_then(|i| i.addrs.iter().find(|a| a.addr().is_ipv4() == (self.family == Family::V4)).map(|a| a.addr()));
+        let src = self.host.primary_addr(dev, self.family == Family::V4);
         RouteSym { local, dev: dev.to_string(), gateway: via, src: src.map(|a| AVal::Const(addr_num(a))) }
     }
 

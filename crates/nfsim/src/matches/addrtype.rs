@@ -154,13 +154,13 @@ impl Extension for Addrtype {
 }
 
 /// Bit of [`ADDR_TYPES`] for each `RTN_*` the model produces.
-const UNSPEC: u16 = 1 << 0;
-const UNICAST: u16 = 1 << 1;
-const LOCAL: u16 = 1 << 2;
-const BROADCAST: u16 = 1 << 3;
-const ANYCAST: u16 = 1 << 4;
-const MULTICAST: u16 = 1 << 5;
-const UNREACHABLE: u16 = 1 << 7;
+pub(crate) const UNSPEC: u16 = 1 << 0;
+pub(crate) const UNICAST: u16 = 1 << 1;
+pub(crate) const LOCAL: u16 = 1 << 2;
+pub(crate) const BROADCAST: u16 = 1 << 3;
+pub(crate) const ANYCAST: u16 = 1 << 4;
+pub(crate) const MULTICAST: u16 = 1 << 5;
+pub(crate) const UNREACHABLE: u16 = 1 << 7;
 
 /// The interface whose subnet broadcast address `ip` is (`broadcast` routes of the local
 /// table: one per primary address with a prefix shorter than 31, `lo`'s 127.255.255.255

@@ -80,3 +80,27 @@ impl Drop for Netns {
 pub(crate) fn strip_comments(s: &str) -> String {
     s.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect()
 }
+
+/// A small deterministic generator (xorshift64*) for generated test cases.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() >> 33) as usize % n
+    }
+
+    pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+
+    pub(crate) fn chance(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+}
