@@ -1,7 +1,8 @@
 //! The kernel conformance suite: the same rules and probes on the real kernel (in network
 //! namespaces, through `tests/oracle`) and in the simulator; the rules whose counters moved and
-//! where the packet arrived must agree. Fixed Istio cases plus a seeded random generator of rule
-//! sets and UDP probes, on iptables-nft and iptables-legacy.
+//! where the packet arrived must agree. Fixed Istio cases, one probe per packet class of the Istio
+//! rules, and a seeded random generator of rule sets and UDP probes, on iptables-nft and
+//! iptables-legacy.
 //!
 //! Needs root, `ip`, `iptables` and python3; skipped loudly elsewhere, and failing under
 //! `NFSIM_REQUIRE_KERNEL=1`. `NFSIM_CONFORMANCE_CASES` sets the number of random rule sets.
@@ -323,6 +324,62 @@ fn handwritten_cases_agree_with_the_kernel() {
         for backend in [Backend::Nft, Backend::Legacy] {
             failures.extend(compare(backend, rules, &probes, Proto::Udp));
         }
+    }
+    assert!(failures.is_empty(), "{} divergences:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// One kernel probe per class of the Istio sidecar rules: each class (for locally generated
+/// packets and for packets from the peer) that has a TCP packet inside the lab (destinations
+/// 10.0.0.5, 10.0.0.9, 10.0.0.1 or 127.0.0.1 and the lab's listening ports) is probed with such
+/// a packet (from the peer: to the pod's address), and the kernel and nfsim must agree on it as
+/// on every other probe.
+#[test]
+fn istio_class_examples_agree_with_the_kernel() {
+    use nfsim::classes::region::addr_num;
+    use nfsim::classes::set::Ranges;
+    use nfsim::classes::{Scope, classes};
+    if !common::kernel_available("conformance (Istio classes)") {
+        return;
+    }
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/istio-sidecar.rules")).unwrap();
+    let parsed = nfsim::ruleset::parse(&rules);
+    let host = pod_host(6, |p| if p >= 15000 { 1337 } else { 1000 });
+    let lab_dsts = Ranges::from_intervals(["10.0.0.5", "10.0.0.9", "10.0.0.1", "127.0.0.1"].map(|a| (addr_num(ip(a)), addr_num(ip(a)))));
+    let lab_ports = Ranges::from_intervals(POD_PORTS.iter().chain(&PEER_PORTS).map(|p| (*p, *p)));
+    let mut probes = Vec::new();
+    let mut classes_seen = 0;
+    for from in [None, Some("eth0")] {
+        let scope = Scope::all(&host, nfsim::ruleset::Family::V4, from);
+        let cs = classes(&parsed.ruleset, &host, &scope, &Options::default());
+        classes_seen += cs.classes.len();
+        for c in &cs.classes {
+            let inside = c.region.iter().find_map(|cube| {
+                let mut q = cube.clone();
+                q.proto = q.proto.intersect(&Ranges::point(6));
+                q.dst = q.dst.intersect(&lab_dsts);
+                q.dport = q.dport.intersect(&lab_ports);
+                q.sport = q.sport.intersect(&Ranges::range(40000, 50000));
+                if from.is_some() {
+                    // From the peer, only the pod's address leaves the peer's namespace.
+                    q.src = q.src.intersect(&Ranges::point(addr_num(ip("10.0.0.1"))));
+                    q.dst = q.dst.intersect(&Ranges::point(addr_num(ip("10.0.0.5"))));
+                }
+                q.example()
+            });
+            let Some(i) = inside else { continue };
+            let dst = SocketAddr::new(nfsim::classes::region::num_addr(i.dst, nfsim::ruleset::Family::V4), i.dport);
+            probes.push(match from {
+                None if i.src == 0 => Probe::local(i.uid, i.gid, Proto::Tcp, dst),
+                None => Probe::local(i.uid, i.gid, Proto::Tcp, dst).with_src(nfsim::classes::region::num_addr(i.src, nfsim::ruleset::Family::V4)),
+                Some(_) => Probe::peer(Proto::Tcp, dst),
+            });
+        }
+    }
+    assert!(probes.len() >= 8, "only {} of {classes_seen} classes have a packet in the lab", probes.len());
+    eprintln!("Istio classes: {classes_seen} classes, {} probed in the kernel", probes.len());
+    let mut failures = Vec::new();
+    for backend in [Backend::Nft, Backend::Legacy] {
+        failures.extend(compare(backend, &rules, &probes, Proto::Tcp));
     }
     assert!(failures.is_empty(), "{} divergences:\n{}", failures.len(), failures.join("\n"));
 }
