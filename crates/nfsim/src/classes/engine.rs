@@ -1355,7 +1355,7 @@ impl<'a> Engine<'a> {
                     st.cur.mark = compose(st.cur.mark, k, x);
                     vec![(st, None)]
                 }
-                None => undecidable(st, "MARK is not bitwise".into()),
+                None => undecidable(st, "a MARK that is not bitwise is not analysed over a range of marks".into()),
             },
             TargetExt::Connmark(c) => match affine2(|a, b| c.apply(a, b)) {
                 Some(((ka, kb, xa), (la, lb, ya))) => {
