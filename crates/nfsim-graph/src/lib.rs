@@ -1,5 +1,5 @@
 //! Diagrams drawn from the simulation itself, so they cannot drift from the rules: a multi-hop
-//! [`Path`](nfsim::path::Path) as hosts (clusters) holding their processes and their kernel
+//! [`Path`] as hosts (clusters) holding their processes and their kernel
 //! netfilter, with one edge per step of each connection; or a rule set's chains and jumps.
 //!
 //! [`Diagram`] is a petgraph graph of [`Node`]s and [`Edge`]s; [`Diagram::to_dot`] writes DOT with

@@ -3,11 +3,13 @@
 //! This crate is the pure core: no I/O, no clock, no randomness. Its modules follow netfilter's
 //! own map:
 //!
-//! - [`ruleset`]: tables, chains and rules, read from `iptables-save` text ([`ruleset::parse`]),
-//!   printed back canonically ([`ruleset::render`]) and checked as the kernel checks them on load
-//!   ([`ruleset::check`]).
-//! - [`matches`]: one file per match extension (`-m tcp`, `-m owner`, ...).
+//! - [`ruleset`]: tables, chains and rules, read from `iptables-save` text ([`ruleset::parse()`]),
+//!   printed back canonically ([`ruleset::render::render`]) and checked as the kernel checks them
+//!   on load ([`ruleset::check::check`]).
+//! - [`matches`](mod@matches): one file per match extension (`-m tcp`, `-m owner`, ...).
 //! - [`targets`]: one file per target extension (`-j REDIRECT`, `-j MARK`, ...).
+//! - [`simulate`], [`path`], [`classes`], [`verify`]: one packet through a host, a request
+//!   through a scenario, every packet at once, and loop-freedom for every connection.
 //! - [`diag`]: located problems and their rendering.
 //!
 //! ```

@@ -256,8 +256,8 @@ fn match6(host: &Host, ip: Ipv6Addr, dev: Option<&str>, mask: u16) -> Result<boo
 impl crate::matches::Evaluate for Addrtype {
     /// `addrtype_mt_v1` (`xt_addrtype.c`): the source type test, then the destination one,
     /// each flipped by its own `!`. IPv4 asks the local routing table for the address's type,
-    /// which must be one of those listed ([`type4`]); IPv6 requires every listed class
-    /// ([`match6`]). `--limit-iface-in` / `--limit-iface-out` restrict the lookup to the
+    /// which must be one of those listed (`type4`); IPv6 requires every listed class
+    /// (`match6`). `--limit-iface-in` / `--limit-iface-out` restrict the lookup to the
     /// packet's input / output interface.
     fn eval(&self, pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
         use crate::matches::Eval;

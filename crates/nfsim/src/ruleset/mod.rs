@@ -1,7 +1,7 @@
 //! The rule set as the kernel's x_tables hold it: per address family, tables of chains of rules
 //! (`struct ipt_entry`), read from `iptables-save` / `iptables-restore` text or command lists.
 //!
-//! [`parse`] reads text into a [`Ruleset`] plus every [`Diagnostic`](crate::diag::Diagnostic);
+//! [`parse()`] reads text into a [`Ruleset`] plus every [`Diagnostic`](crate::diag::Diagnostic);
 //! [`render`] prints it back in canonical `iptables-save` form; [`check`] runs the kernel's
 //! load-time checks.
 

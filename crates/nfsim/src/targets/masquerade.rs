@@ -1,7 +1,7 @@
 //! `-j MASQUERADE`: SNAT to the address of the outgoing interface, forgotten when the interface
 //! goes down (`xt_MASQUERADE.c`, `libxt_NAT.c`).
 //!
-//! `--to-ports` takes `PORT[-PORT]` (see [`super::dnat::parse_ports`]) and needs a port protocol
+//! `--to-ports` takes `PORT[-PORT]` (see `dnat::parse_ports`) and needs a port protocol
 //! before the target. A `/BASE` is accepted, but the kernel structure has no field for it: the
 //! rule is loaded and saved with `/0`.
 

@@ -2,7 +2,7 @@
 //! (or 127.0.0.1 / ::1 for locally generated packets), keeping the port unless `--to-ports` is
 //! given (`xt_REDIRECT.c`, `libxt_NAT.c`).
 //!
-//! `--to-ports` takes `PORT[-PORT]` (see [`super::dnat::parse_ports`]) and needs a port protocol
+//! `--to-ports` takes `PORT[-PORT]` (see `dnat::parse_ports`) and needs a port protocol
 //! before the target; a shifted port map (`/BASE`) is refused.
 
 use serde::Serialize;
