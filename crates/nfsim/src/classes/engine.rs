@@ -139,8 +139,6 @@ pub(crate) struct Start {
     pub region: Region,
     /// Input interface (`None` for locally generated packets).
     pub in_iface: Option<String>,
-    /// True when the packets have a socket owner (locally generated).
-    pub owned: bool,
 }
 
 /// A route as the symbolic engine sees it.
@@ -375,7 +373,8 @@ impl<'a> Engine<'a> {
 
     /// Analyses only packets that may enter a chain `focus` marks as different: the others are
     /// dropped as soon as no differing chain can be reached any more.
-    pub(crate) fn with_focus(mut self, focus: &'a super::focus::Focus, local: bool) -> Self {
+    pub(crate) fn with_focus(mut self, focus: &'a super::focus::Focus) -> Self {
+        let local = self.owned;
         let mut future = Vec::new();
         for hook in Hook::ALL {
             for &t in tables_at(hook, self.opts.backend) {
@@ -472,7 +471,6 @@ impl<'a> Engine<'a> {
             root: None,
             dirty: false,
         };
-        self.owned = start.owned;
         if start.in_iface.is_some() {
             self.arrive(st, false)
         } else {

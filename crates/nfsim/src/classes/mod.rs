@@ -150,7 +150,7 @@ pub struct Classes {
 /// Computes the classes of `scope` for `ruleset` on `host`.
 pub fn classes(ruleset: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> Classes {
     let engine = Engine::new(ruleset, host, opts, scope.family, scope.from.is_none());
-    let leaves = engine.run(Start { region: scope.region.clone(), in_iface: scope.from.clone(), owned: scope.from.is_none() });
+    let leaves = engine.run(Start { region: scope.region.clone(), in_iface: scope.from.clone() });
     let classes = assemble(leaves);
     Classes { scope: scope.clone(), classes }
 }
@@ -392,9 +392,8 @@ impl DiffPlan {
         // fork family): the same packets on both sides, since they decide alike until they
         // enter one.
         let side = |rules: &Ruleset, f: &focus::Focus| -> Classes {
-            let local = scope.from.is_none();
-            let start = Start { region: scope.region.clone(), in_iface: scope.from.clone(), owned: local };
-            let leaves = Engine::new(rules, host, opts, scope.family, local).with_focus(f, local).run(start);
+            let start = Start { region: scope.region.clone(), in_iface: scope.from.clone() };
+            let leaves = Engine::new(rules, host, opts, scope.family, scope.from.is_none()).with_focus(f).run(start);
             let hot_roots: std::collections::HashSet<u32> = leaves.iter().filter(|l| l.dirty).filter_map(|l| l.root).collect();
             let kept: Vec<Leaf> = leaves.into_iter().filter(|l| l.dirty || l.root.is_some_and(|r| hot_roots.contains(&r))).collect();
             Classes { scope: scope.clone(), classes: assemble(kept) }
