@@ -838,15 +838,7 @@ impl<'a> Engine<'a> {
 
     /// The host's local addresses (`Host::is_local`).
     fn local_set(&self) -> Ranges<u128> {
-        let mut s = if self.family == Family::V4 { loopback_set(Family::V4) } else { Ranges::empty() };
-        for i in self.host.ifaces() {
-            for a in &i.addrs {
-                if a.addr().is_ipv4() == (self.family == Family::V4) {
-                    s = s.union(&Ranges::point(addr_num(a.addr())));
-                }
-            }
-        }
-        s
+        super::local_set(self.host, self.family)
     }
 
     /// Longest-prefix match over `routes` (ties: the later route, as `max_by_key`): the set of
@@ -1506,10 +1498,7 @@ fn set_snat(st: &mut St, addr: AVal, port: Val<u16>) {
 
 /// A port: the input's (`port_in`) when kept, or the constant.
 pub fn pick(v: Val<u16>, port_in: u16) -> u16 {
-    match v {
-        Val::In => port_in,
-        Val::Const(c) => c,
-    }
+    region::pick(v, port_in)
 }
 
 /// `f` as `(x & k) ^ c`, when it is bitwise affine (checked on probes).

@@ -423,7 +423,8 @@ impl Cur {
         Cur { src: AVal::Src, dst: AVal::Dst, sport: Val::In, dport: Val::In, mark: Lin::IDENTITY, ctmark: Lin { keep: 0, xor: 0 }, state: Val::In };
 }
 
-fn pick<T: Copy>(v: Val<T>, input: T) -> T {
+/// The field's value for an input whose field is `input`.
+pub fn pick<T: Copy>(v: Val<T>, input: T) -> T {
     match v {
         Val::In => input,
         Val::Const(c) => c,
