@@ -82,12 +82,18 @@ pub(crate) enum Side {
     Pod,
     /// The other end of the veth: 10.0.0.1/24 and 10.0.0.9/24, no rules unless made by [`Lab::new_pair`].
     Peer,
+    /// With [`LabConfig::far`]: a third namespace behind the pod's eth1 (10.1.0.9/24, default
+    /// route via the pod's 10.1.0.5), reached from the peer only through the pod's FORWARD.
+    Far,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Proto {
     Udp,
     Tcp,
+    /// An ICMP echo request from a ping socket (no reply is waited for); delivery is seen by a raw
+    /// ICMP socket in each namespace ([`LabConfig::icmp`]).
+    Icmp,
 }
 
 impl Proto {
@@ -95,6 +101,7 @@ impl Proto {
         match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Icmp => "icmp",
         }
     }
 }
@@ -107,6 +114,8 @@ pub(crate) enum From {
     /// A socket in the peer namespace (as root, or as [`Probe::peer_owner`]), so the packet arrives
     /// on the pod's eth0 (unless the peer's own rules send it elsewhere).
     Peer,
+    /// A socket in the far namespace (as root), arriving on the pod's eth1 ([`LabConfig::far`]).
+    Far,
 }
 
 /// One probe: a single UDP datagram or a single TCP connection.
@@ -122,14 +131,25 @@ pub(crate) struct Probe {
     /// [`From::Peer`] only: uid and gid (no supplementary groups) of the sending process in the
     /// peer; `None`: root. Ignored for [`From::Local`], which carries its own.
     pub(crate) peer_owner: Option<(u32, u32)>,
+    /// `IP_TOS` of the sending socket (DSCP bits only for TCP: the kernel keeps the ECN bits).
+    pub(crate) tos: Option<u8>,
+    /// `IP_TTL` of the sending socket.
+    pub(crate) ttl: Option<u8>,
+    /// Bind with `IP_FREEBIND` and `IP_TRANSPARENT` (root only), so that `src` may be an address
+    /// the sender does not have.
+    pub(crate) freebind: bool,
 }
 
 impl Probe {
     pub(crate) fn local(uid: u32, gid: u32, proto: Proto, dst: SocketAddr) -> Probe {
-        Probe { from: From::Local { uid, gid }, proto, src: None, sport: None, dst, peer_owner: None }
+        Probe { from: From::Local { uid, gid }, proto, src: None, sport: None, dst, peer_owner: None, tos: None, ttl: None, freebind: false }
     }
     pub(crate) fn peer(proto: Proto, dst: SocketAddr) -> Probe {
-        Probe { from: From::Peer, proto, src: None, sport: None, dst, peer_owner: None }
+        Probe { from: From::Peer, proto, src: None, sport: None, dst, peer_owner: None, tos: None, ttl: None, freebind: false }
+    }
+    /// A probe sent from the far namespace ([`LabConfig::far`]), as root.
+    pub(crate) fn far(proto: Proto, dst: SocketAddr) -> Probe {
+        Probe { from: From::Far, proto, src: None, sport: None, dst, peer_owner: None, tos: None, ttl: None, freebind: false }
     }
     /// A probe sent from the peer by a process with this uid and gid.
     pub(crate) fn peer_as(uid: u32, gid: u32, proto: Proto, dst: SocketAddr) -> Probe {
@@ -194,7 +214,29 @@ pub(crate) struct Observed {
     pub(crate) elapsed: Duration,
 }
 
+/// What a lab has besides the two namespaces; [`Lab::new`] uses the default (nothing more).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LabConfig {
+    /// `net.ipv4.ip_forward` in the pod.
+    pub(crate) forward: bool,
+    /// `net.ipv4.conf.{all,eth0,eth1}.rp_filter` in the pod (0 off, 1 strict, 2 loose).
+    pub(crate) rp_filter: u8,
+    /// A third namespace `far` behind the pod's eth1 (pod 10.1.0.5/24, far 10.1.0.9/24).
+    pub(crate) far: bool,
+    /// Raw ICMP sockets in every namespace that record the echo requests delivered there.
+    pub(crate) icmp: bool,
+    /// The peer's eth0 MAC address (for `-m mac`).
+    pub(crate) peer_mac: Option<String>,
+    /// ipsets created in the pod before the rules are loaded: name, type, members.
+    pub(crate) ipsets: Vec<(String, String, Vec<String>)>,
+    /// Policy routing in the pod: `ip rule add fwmark MARK/MASK lookup TABLE` and
+    /// `ip route add local 0.0.0.0/0 dev lo table TABLE` (what TPROXY needs).
+    pub(crate) tproxy_route: Option<(u32, u32, u32)>,
+}
+
 const POD_ADDR: &str = "10.0.0.5/24";
+const POD_ADDR_FAR: &str = "10.1.0.5/24";
+const FAR_ADDR: &str = "10.1.0.9/24";
 const PEER_ADDRS: [&str; 2] = ["10.0.0.1/24", "10.0.0.9/24"];
 const SPORT_FIRST: u16 = 40000;
 const SPORT_END: u16 = 50000;
@@ -262,7 +304,7 @@ fn delete_stale_namespaces() {
         let mut parts = rest.split('-');
         let (Some(pid), Some(n), Some(side), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { continue };
         let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !numeric(pid) || !numeric(n) || !(side == "pod" || side == "peer") {
+        if !numeric(pid) || !numeric(n) || !(side == "pod" || side == "peer" || side == "far") {
             continue;
         }
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -279,16 +321,37 @@ def watch():
     finally:
         os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
-proto, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+proto, addr, port, uid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+transparent = sys.argv[5] == "1"
+def drop():
+    if uid:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
 def out(d):
     sys.stdout.write(json.dumps(d) + "\n")
     sys.stdout.flush()
 def sa(a, p):
     return "%s:%d" % (a, p)
-if proto == "tcp":
+if proto == "icmp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    drop()
+    out("READY")
+    while True:
+        data, peer = s.recvfrom(65535)
+        ihl = (data[0] & 15) * 4
+        if len(data) < ihl + 8 or data[ihl] != 8:
+            continue
+        src, dst = socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20])
+        ident = struct.unpack("!H", data[ihl + 4:ihl + 6])[0]
+        out({"local": sa(dst, 0), "peer": sa(src, ident), "orig": None})
+elif proto == "tcp":
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if transparent:
+        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
     s.bind((addr, port))
+    drop()
     s.listen(64)
     out("READY")
     while True:
@@ -306,7 +369,10 @@ else:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_IP, 20, 1)  # IP_RECVORIGDSTADDR
+    if transparent:
+        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
     s.bind((addr, port))
+    drop()
     out("READY")
     while True:
         data, anc, flags, peer = s.recvmsg(65535, 256)
@@ -320,14 +386,33 @@ else:
 const SENDER_PY: &str = r#"
 import sys, socket, struct, json, errno
 proto, src, sport, dst, dport, tmo = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+tos, ttl, freebind = int(sys.argv[7]), int(sys.argv[8]), sys.argv[9] == "1"
 res = {"connected": False, "error": None}
 tcp = proto == "tcp"
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+if proto == "icmp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
 try:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if tos >= 0:
+        s.setsockopt(socket.SOL_IP, socket.IP_TOS, tos)
+    if ttl >= 0:
+        s.setsockopt(socket.SOL_IP, socket.IP_TTL, ttl)
+    if freebind:
+        s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT: route with a source we do not have
     s.bind((src, sport))
     s.settimeout(tmo)
-    if tcp:
+    if proto == "icmp":
+        # Echo request, 11 bytes of data as the UDP probe: the kernel sets the id (our port) and checksum.
+        s.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"nfsim-probe-" + b"x" * 20, (dst, 0))
+        try:
+            s.recv(64)
+            res["connected"] = True  # the echo reply came: the request was delivered somewhere
+        except TimeoutError:
+            pass
+    elif tcp:
         try:
             s.connect((dst, dport))
         except TimeoutError:
@@ -345,7 +430,7 @@ try:
                 pass
     else:
         s.connect((dst, dport))
-        s.send(b"nfsim-probe")
+        s.send(b"nfsim-probe-" + b"x" * 20)
         try:
             s.recv(64)
         except TimeoutError:
@@ -394,6 +479,7 @@ pub(crate) struct Lab {
     // Dropped after `Drop::drop` killed the listeners.
     pod: NsGuard,
     peer: NsGuard,
+    far: Option<NsGuard>,
 }
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -410,16 +496,36 @@ impl Lab {
         Lab::build(backend, rules_pod, Some(rules_peer))
     }
 
+    /// A lab with the extras of `cfg` (forwarding, the far namespace, ICMP receivers, ...).
+    pub(crate) fn with_config(backend: Backend, rules_v4: &str, cfg: &LabConfig) -> Result<Lab, String> {
+        Lab::build_with(backend, rules_v4, None, cfg)
+    }
+
     fn build(backend: Backend, rules_v4: &str, rules_peer: Option<&str>) -> Result<Lab, String> {
+        Lab::build_with(backend, rules_v4, rules_peer, &LabConfig::default())
+    }
+
+    fn build_with(backend: Backend, rules_v4: &str, rules_peer: Option<&str>, cfg: &LabConfig) -> Result<Lab, String> {
         static STALE: std::sync::Once = std::sync::Once::new();
         STALE.call_once(delete_stale_namespaces);
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let base = format!("nfsim-oracle-{}-{n}", std::process::id());
         let pod = NsGuard::new(format!("{base}-pod"))?;
         let peer = NsGuard::new(format!("{base}-peer"))?;
+        let far = if cfg.far { Some(NsGuard::new(format!("{base}-far"))?) } else { None };
         pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &peer.0])?;
-        let sysctls = ["net.ipv4.ip_unprivileged_port_start=0", "net.ipv4.icmp_ratelimit=0", "net.ipv4.tcp_synack_retries=0"];
-        for ns in [&pod, &peer] {
+        if let Some(mac) = &cfg.peer_mac {
+            peer.ip(&["link", "set", "eth0", "address", mac])?;
+        }
+        let sysctls = [
+            "net.ipv4.ip_unprivileged_port_start=0",
+            "net.ipv4.icmp_ratelimit=0",
+            "net.ipv4.tcp_synack_retries=0",
+            "net.ipv4.ping_group_range=0 2147483647",
+        ];
+        let mut namespaces = vec![&pod, &peer];
+        namespaces.extend(far.as_ref());
+        for ns in namespaces.iter().copied() {
             let mut cmd = vec!["sysctl", "-q", "-w"];
             cmd.extend_from_slice(&sysctls);
             ns.exec(&cmd, "")?;
@@ -432,8 +538,33 @@ impl Lab {
         for ns in [&pod, &peer] {
             ns.ip(&["link", "set", "eth0", "up"])?;
         }
+        if let Some(far) = &far {
+            pod.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &far.0])?;
+            pod.ip(&["addr", "add", POD_ADDR_FAR, "dev", "eth1"])?;
+            far.ip(&["addr", "add", FAR_ADDR, "dev", "eth0"])?;
+            pod.ip(&["link", "set", "eth1", "up"])?;
+            far.ip(&["link", "set", "eth0", "up"])?;
+            far.ip(&["route", "add", "default", "via", "10.1.0.5", "dev", "eth0"])?;
+        }
         pod.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "eth0"])?;
         peer.ip(&["route", "add", "default", "via", "10.0.0.5", "dev", "eth0"])?;
+        {
+            let mut cmd = vec!["sysctl".to_string(), "-q".into(), "-w".into(), format!("net.ipv4.ip_forward={}", u8::from(cfg.forward))];
+            let ifaces = if cfg.far { vec!["all", "eth0", "eth1"] } else { vec!["all", "eth0"] };
+            cmd.extend(ifaces.iter().map(|i| format!("net.ipv4.conf.{i}.rp_filter={}", cfg.rp_filter)));
+            pod.exec(&cmd.iter().map(String::as_str).collect::<Vec<_>>(), "")?;
+        }
+        if let Some((mark, mask, table)) = cfg.tproxy_route {
+            let (fw, t) = (format!("{mark:#x}/{mask:#x}"), table.to_string());
+            pod.ip(&["rule", "add", "fwmark", &fw, "lookup", &t])?;
+            pod.ip(&["route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", &t])?;
+        }
+        for (name, kind, members) in &cfg.ipsets {
+            pod.exec(&["ipset", "create", name, kind], "")?;
+            for m in members {
+                pod.exec(&["ipset", "add", name, m], "")?;
+            }
+        }
         let load = |ns: &NsGuard, rules: &str| -> Result<Vec<String>, String> {
             ns.exec(&[&backend.tool("-restore"), "--wait=10"], rules)?;
             let saved = ns.exec(&[&backend.tool("-save")], "")?;
@@ -454,6 +585,7 @@ impl Lab {
             tcp_timeout: Duration::from_millis(250),
             pod,
             peer,
+            far,
         })
     }
 
@@ -466,6 +598,7 @@ impl Lab {
         match side {
             Side::Pod => &self.pod.0,
             Side::Peer => &self.peer.0,
+            Side::Far => self.far.as_ref().map_or("", |f| f.0.as_str()),
         }
     }
 
@@ -493,18 +626,32 @@ impl Lab {
     pub(crate) fn save_side(&self, side: Side) -> Result<String, String> {
         let ns = match side {
             Side::Pod => &self.pod,
-            Side::Peer => &self.peer,
+            Side::Peer | Side::Far => &self.peer,
         };
         ns.exec(&[&self.backend.tool("-save"), "-c"], "")
     }
 
     /// Starts a listener on `addr:port` in `side`, running as `uid`/gid `uid`. Returns when it is bound.
     pub(crate) fn listen(&mut self, side: Side, proto: Proto, addr: IpAddr, port: u16, uid: u32) -> Result<(), String> {
+        self.listen_with(side, proto, addr, port, uid, false)
+    }
+
+    /// Like [`Lab::listen`]; with `transparent` the socket has `IP_TRANSPARENT` (what TPROXY
+    /// needs), so it is created as root and runs as `uid` only after binding. An ICMP listener
+    /// (a raw socket recording the echo requests delivered to `side`) ignores `addr` and `port`.
+    pub(crate) fn listen_with(&mut self, side: Side, proto: Proto, addr: IpAddr, port: u16, uid: u32, transparent: bool) -> Result<(), String> {
         let ns = self.ns_name(side).to_string();
         let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={uid}"));
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns, "setpriv", &reuid, &regid, "--clear-groups", python(), "-I", "-S", "-c", LISTENER_PY])
-            .args([proto.name(), &addr.to_string(), &port.to_string()])
+        let root = transparent || proto == Proto::Icmp;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns]);
+        if !root {
+            cmd.args(["setpriv", &reuid, &regid, "--clear-groups"]);
+        }
+        let drop_to = if root { uid.to_string() } else { "0".to_string() };
+        let mut child = cmd
+            .args([python(), "-I", "-S", "-c", LISTENER_PY])
+            .args([proto.name(), &addr.to_string(), &port.to_string(), &drop_to, if transparent { "1" } else { "0" }])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -587,19 +734,24 @@ impl Lab {
                 let (uid, gid) = p.peer_owner.unwrap_or((0, 0));
                 (self.peer.0.clone(), uid, gid)
             }
+            From::Far => match &self.far {
+                Some(f) => (f.0.clone(), 0, 0),
+                None => return Err("a probe from the far namespace needs LabConfig::far".into()),
+            },
         };
         self.zero_counters()?;
         let before: Vec<usize> = self.listeners.iter().map(|l| l.records.lock().unwrap().len()).collect();
         let new_records = |ls: &[Listener]| ls.iter().zip(&before).map(|(l, &b)| l.records.lock().unwrap().len() - b).sum::<usize>();
 
         let wait = match p.proto {
-            Proto::Udp => self.udp_wait,
+            Proto::Udp | Proto::Icmp => self.udp_wait,
             Proto::Tcp => self.tcp_timeout,
         };
         let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={gid}"));
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns, "setpriv", &reuid, &regid, "--clear-groups", python(), "-I", "-S", "-c", SENDER_PY])
             .args([p.proto.name(), &src, &sport.to_string(), &dst.ip().to_string(), &dst.port().to_string(), &format!("{:.3}", wait.as_secs_f64())])
+            .args([p.tos.map_or(-1, i32::from).to_string(), p.ttl.map_or(-1, i32::from).to_string(), if p.freebind { "1" } else { "0" }.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -612,7 +764,7 @@ impl Lab {
             if child.try_wait().map_err(|e| e.to_string())?.is_some() {
                 break;
             }
-            if p.proto == Proto::Udp && new_records(&self.listeners) > 0 {
+            if p.proto != Proto::Tcp && new_records(&self.listeners) > 0 {
                 let _ = child.kill();
                 killed_early = true;
                 break;
