@@ -311,9 +311,13 @@ fn apply_target(t: &TargetExt, st: &mut State, env: &Env<'_>) -> Effect {
             Effect::Continue
         }
         TargetExt::Connmark(c) => {
-            let (nf, ct) = c.apply(pkt.mark, pkt.ct_mark);
-            pkt.mark = nf;
-            pkt.ct_mark = ct;
+            // `connmark_tg_shift`: without a conntrack entry (INVALID, UNTRACKED, or any packet
+            // in raw, which runs before conntrack) the target does nothing.
+            if crate::matches::conntrack::state_bit(pkt.ct_state).1 {
+                let (nf, ct) = c.apply(pkt.mark, pkt.ct_mark);
+                pkt.mark = nf;
+                pkt.ct_mark = ct;
+            }
             Effect::Continue
         }
         TargetExt::Tos(x) => {

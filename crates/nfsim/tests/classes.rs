@@ -158,7 +158,12 @@ fn random_rules(rng: &mut Rng) -> String {
                     targets.extend(["-j DROP", "-j REJECT"]);
                 }
                 if t == "raw" {
-                    targets.extend(["-j CT --notrack", "-j DROP"]);
+                    // CONNMARK in raw finds no conntrack entry (raw runs before conntrack).
+                    targets.extend(["-j CT --notrack", "-j DROP", "-j CONNMARK --set-mark 0x1", "-j CONNMARK --restore-mark"]);
+                }
+                if t == "mangle" && matches!(c, "OUTPUT" | "U1") {
+                    // A TOS change in mangle OUTPUT routes the packet again (with the mark raw set).
+                    targets.push("-j TOS --set-tos 0x10");
                 }
                 let ports = proto == "tcp" || proto == "udp";
                 if t == "nat" && matches!(c, "OUTPUT" | "U1" | "U2") && proto == "tcp" {
@@ -500,4 +505,164 @@ fn renumbering_rules_is_not_a_change() {
             assert!(d.is_empty(), "LOG rules inserted first changed {} classes\nold:\n{old}\nnew:\n{text}", d.len());
         }
     }
+}
+
+/// Every class of `rules` (from each origin in `froms`) agrees with the concrete engine on its
+/// example and on sampled packets; returns the classes per origin.
+fn check_scopes(rules: &str, host: &Host, family: Family, froms: &[Option<&str>], rng: &mut Rng) -> Vec<(Scope, Vec<Class>)> {
+    let parsed = parse(rules);
+    assert!(!parsed.has_errors(), "{:?}\n{rules}", parsed.diagnostics);
+    let mut out = Vec::new();
+    for from in froms {
+        let scope = Scope::all(host, family, *from);
+        let cs = classes(&parsed.ruleset, host, &scope, &Options::default());
+        let mut inputs: Vec<Input> = cs.classes.iter().map(|c| c.example).collect();
+        for c in &cs.classes {
+            for _ in 0..4 {
+                inputs.push(sample_region(rng, &c.region));
+            }
+        }
+        for i in inputs {
+            let owners = containing(&cs.classes, &i);
+            assert_eq!(owners.len(), 1, "packet {i:?} lies in {} classes\n{rules}", owners.len());
+            let Some(conc) = concrete(&parsed.ruleset, host, &scope, &i) else { continue };
+            assert_eq!(outcomes(&owners[0].fates, &i, family), conc, "packet {i:?} from {from:?}\n{rules}");
+        }
+        out.push((scope, cs.classes));
+    }
+    out
+}
+
+/// The reasons of the fates of the class holding the packet `proto src -> dst:dport` (local, mark 0).
+fn reasons_of(cs: &[Class], family: Family, proto: u8, src: &str, dst: &str, dport: u16) -> Vec<Option<String>> {
+    let num = |a: &str| nfsim::classes::region::addr_num(a.parse().unwrap());
+    let i = Input { proto, src: num(src), dst: num(dst), sport: 40000, dport, uid: 1000, gid: 1000, mark: 0, state: nfsim::packet::CtState::New };
+    let owners = containing(cs, &i);
+    assert_eq!(owners.len(), 1, "{i:?} ({family:?})");
+    owners[0].fates.iter().map(|f| f.reason.clone()).collect()
+}
+
+/// raw runs before conntrack: the classes see INVALID (or UNTRACKED after notrack) there, as the
+/// concrete engine does, and CONNMARK finds no entry.
+#[test]
+fn classes_see_no_conntrack_entry_in_raw() {
+    let rules = "*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -p udp -m conntrack --ctstate NEW -j DROP
+-A OUTPUT -p udp -m conntrack --ctstate NEW -j DROP
+-A OUTPUT -p tcp -m conntrack --ctstate INVALID -j CT --notrack
+-A OUTPUT -j CONNMARK --set-mark 0x1
+-A OUTPUT -p tcp -m conntrack --ctstate UNTRACKED -j MARK --set-mark 0x2
+COMMIT
+*mangle
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -m connmark --mark 0x1 -j DROP
+-A OUTPUT -p tcp -m mark --mark 0x2 -j CONNMARK --set-mark 0x3
+-A OUTPUT -p tcp -m connmark --mark 0x3 -j DROP
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p udp -m conntrack --ctstate NEW -j DROP
+-A OUTPUT -p tcp -m conntrack --ctstate NEW -j DROP
+-A OUTPUT -p udp -m state --state INVALID -j DROP
+COMMIT
+";
+    let host = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1").listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    let mut rng = Rng(7);
+    let scopes = check_scopes(rules, &host, Family::V4, &[None, Some("eth0")], &mut rng);
+    let local = &scopes[0].1;
+    // A datagram out eth0 passes raw (NEW does not match there) and filter (it is NEW, not INVALID).
+    assert_eq!(reasons_of(local, Family::V4, 17, "0.0.0.0", "10.0.0.9", 53), [None]);
+    // One to the pod itself is dropped in raw PREROUTING: looped back, it carries its NEW entry.
+    assert_eq!(reasons_of(local, Family::V4, 17, "0.0.0.0", "10.0.0.5", 53), [Some("dropped by raw:PREROUTING:1".to_string())]);
+    // TCP is untracked in raw: no CONNMARK, no NEW in filter.
+    assert_eq!(reasons_of(local, Family::V4, 6, "0.0.0.0", "10.0.0.9", 80), [None]);
+    // Arriving datagrams: INVALID in raw, NEW in filter INPUT.
+    assert!(scopes[1].1.iter().any(|c| c.fates.iter().any(|f| f.reason.as_deref() == Some("dropped by filter:INPUT:1"))));
+    assert!(!scopes[1].1.iter().any(|c| c.fates.iter().any(|f| f.reason.as_deref().is_some_and(|r| r.contains("raw")))));
+}
+
+/// Re-routing inside OUTPUT: after mangle (mark, TOS) and after nat (a new destination address),
+/// dropping the packet there when the new route fails; the classes agree with the concrete engine.
+#[test]
+fn classes_re_route_after_mangle_and_nat_output() {
+    let rules = "*raw
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p tcp --dport 81 -j MARK --set-mark 0x1
+COMMIT
+*mangle
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -p tcp --dport 80 -j MARK --set-xmark 0x1/0x1
+-A OUTPUT -p tcp --dport 82 -j MARK --set-xmark 0x0/0x2
+-A OUTPUT -p tcp --dport 81 -m mark --mark 0x1/0x1 -j TOS --set-tos 0x10
+-A POSTROUTING -o lo
+COMMIT
+*nat
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p udp --dport 53 -j DNAT --to-destination 10.0.0.9
+-A OUTPUT -p udp --dport 54 -j DNAT --to-destination 127.0.0.1:53
+COMMIT
+*filter
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p tcp -m mark --mark 0x1/0x1 -o lo -j DROP
+-A OUTPUT -p tcp --dport 83 -j MARK --set-xmark 0x1/0x1
+COMMIT
+";
+    let mut host = Host::new("pod")
+        .iface("eth0", &["10.0.0.5/24"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 80, "web", 0, 0)
+        .listen(6, "0.0.0.0", 81, "web", 0, 0)
+        .listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    // Mark bit 0x1 delivers locally; mark bit 0x2 routes 203.0.113.0/24, which has no other route.
+    host.policy.push(PolicyRule { fwmark: 0x1, mask: 0x1, table: 100 });
+    host.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    host.policy.push(PolicyRule { fwmark: 0x2, mask: 0x2, table: 101 });
+    host.tables.insert(101, vec![Route { dst: "203.0.113.0/24".parse().unwrap(), via: Some("10.0.0.1".parse().unwrap()), dev: "eth0".into(), local: false }]);
+    host.gateway = None;
+    host.routes.push(Route { dst: "198.51.100.0/24".parse().unwrap(), via: Some("10.0.0.1".parse().unwrap()), dev: "eth0".into(), local: false });
+    let mut rng = Rng(11);
+    let scopes = check_scopes(rules, &host, Family::V4, &[None], &mut rng);
+    let cs = &scopes[0].1;
+    let mark_of = |cs: &[Class], mark: u32, proto: u8, src: &str, dst: &str, dport: u16| {
+        let num = |a: &str| nfsim::classes::region::addr_num(a.parse().unwrap());
+        let i = Input { proto, src: num(src), dst: num(dst), sport: 40000, dport, uid: 1000, gid: 1000, mark, state: nfsim::packet::CtState::New };
+        let c = containing(cs, &i);
+        assert_eq!(c.len(), 1);
+        outcomes(&c[0].fates, &i, Family::V4)
+    };
+    // Marked in mangle: re-routed to lo and delivered (filter OUTPUT still sees -o eth0).
+    let o = mark_of(cs, 0, 6, "0.0.0.0", "198.51.100.7", 80);
+    assert_eq!((o.len(), o[0].reason.as_deref(), o[0].delivered.is_some()), (1, None, true), "{o:?}");
+    // Marked in raw only: no re-route, out eth0; with a TOS change in mangle: re-routed to lo.
+    let o = mark_of(cs, 0, 6, "0.0.0.0", "198.51.100.7", 81);
+    assert!(o[0].delivered.as_deref().is_some_and(|d| !d.contains("eth0")), "{o:?}");
+    // Marked in filter: no re-route.
+    let o = mark_of(cs, 0, 6, "0.0.0.0", "198.51.100.7", 83);
+    assert!(o[0].delivered.as_deref().is_some_and(|d| d.contains("eth0")), "{o:?}");
+    // Mark bit 0x2 cleared in mangle: no route any more.
+    let o = mark_of(cs, 0x2, 6, "0.0.0.0", "203.0.113.9", 82);
+    assert_eq!(
+        o[0].reason.as_deref(),
+        Some("re-routing after mangle OUTPUT fails: no route to host (sendto returns ENETUNREACH; a TCP connect times out instead)")
+    );
+    // A loopback source DNATed off the host.
+    assert_eq!(
+        reasons_of(cs, Family::V4, 17, "127.0.0.1", "127.0.0.1", 53),
+        [Some(
+            "re-routing after nat OUTPUT fails: a loopback source cannot leave the host (sendto returns EINVAL; a TCP connect times out instead)".to_string()
+        )]
+    );
+    // DNAT to the same address: no re-route, delivered.
+    assert_eq!(reasons_of(cs, Family::V4, 17, "127.0.0.1", "127.0.0.1", 54), [None]);
+
+    // IPv6: ::1 DNATed away fails the same way.
+    let rules6 = "# Generated by ip6tables-save\n*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp --dport 53 -j DNAT --to-destination [fd00::9]\nCOMMIT\n";
+    let host6 = Host::new("pod").iface("eth0", &["fd00::5/64"]).listen(17, "::", 53, "dns", 0, 0);
+    let scopes = check_scopes(rules6, &host6, Family::V6, &[None], &mut rng);
+    let r = reasons_of(&scopes[0].1, Family::V6, 17, "::1", "::1", 53);
+    assert!(r[0].as_deref().is_some_and(|r| r.starts_with("re-routing after nat OUTPUT fails: a loopback source")), "{r:?}");
 }

@@ -248,3 +248,140 @@ fn tproxy_delivers_to_the_proxy_without_rewriting() {
     );
     assert_eq!(sim.branches[0].verdict, Verdict::Drop);
 }
+
+/// Simulates one UDP datagram and returns its only branch.
+fn run_udp(rules: &str, origin: Origin, src: &str, dst: &str, dport: u16) -> Branch {
+    let parsed = parse(rules);
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let host = pod().listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    let sim = simulate(&parsed.ruleset, &host, Packet::new(17, ip(src), 40000, ip(dst), dport), &origin, &Options::default());
+    assert_eq!(sim.branches.len(), 1, "{sim:#?}");
+    sim.branches.into_iter().next().unwrap()
+}
+
+/// Every rule that matched, as `table/CHAIN#n`, in order.
+fn rules_hit(b: &Branch) -> Vec<String> {
+    b.trace.iter().filter(|s| s.kind == nfsim::trace::StepKind::Rule).map(|s| format!("{}/{}#{}", s.table, s.chain, s.rule)).collect()
+}
+
+#[test]
+fn raw_runs_before_conntrack() {
+    // netfilter-facts §9.1: in raw a datagram has no conntrack entry yet: `--ctstate NEW` does not
+    // match, `--ctstate INVALID` and `! --ctstate NEW` do; filter OUTPUT sees NEW.
+    let rules = "*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -p udp -m conntrack --ctstate NEW
+-A PREROUTING -p udp -m conntrack --ctstate INVALID
+-A OUTPUT -p udp -m conntrack --ctstate NEW
+-A OUTPUT -p udp -m conntrack --ctstate INVALID
+-A OUTPUT -p udp -m conntrack ! --ctstate NEW
+-A OUTPUT -p udp -m conntrack --ctdir ORIGINAL
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p udp -m conntrack --ctstate NEW
+-A OUTPUT -p udp -m conntrack --ctstate NEW
+-A OUTPUT -p udp -m conntrack --ctstate INVALID
+COMMIT
+";
+    let b = run_udp(rules, local(1000), "0.0.0.0", "10.0.0.9", 53);
+    assert_eq!(rules_hit(&b), ["raw/OUTPUT#2", "raw/OUTPUT#3", "filter/OUTPUT#1"]);
+    assert_eq!(b.delivered, Some(Delivered::Egress { iface: "eth0".into(), next_hop: ip("10.0.0.9") }));
+    assert_eq!(b.packet.ct_state, CtState::New);
+
+    // Arriving on eth0: INVALID in raw PREROUTING, NEW in filter INPUT.
+    let b = run_udp(rules, Origin::Iface("eth0".into()), "10.0.0.1", "10.0.0.5", 53);
+    assert_eq!(rules_hit(&b), ["raw/PREROUTING#2", "filter/INPUT#1"]);
+
+    // Looped back to the pod's own address: raw PREROUTING sees the entry made on the way out.
+    let b = run_udp(rules, local(1000), "0.0.0.0", "10.0.0.5", 53);
+    assert_eq!(rules_hit(&b), ["raw/OUTPUT#2", "raw/OUTPUT#3", "filter/OUTPUT#1", "raw/PREROUTING#1", "filter/INPUT#1"]);
+    assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })));
+}
+
+#[test]
+fn notrack_in_raw_leaves_the_packet_untracked() {
+    let rules = "*raw
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p udp -j CT --notrack
+-A OUTPUT -p udp -m conntrack --ctstate UNTRACKED
+-A OUTPUT -p udp -m conntrack --ctstate INVALID
+COMMIT
+*filter
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p udp -m conntrack --ctstate NEW
+-A OUTPUT -p udp -m state --state UNTRACKED
+COMMIT
+";
+    let b = run_udp(rules, local(1000), "0.0.0.0", "10.0.0.9", 53);
+    assert_eq!(rules_hit(&b), ["raw/OUTPUT#1", "raw/OUTPUT#2", "filter/OUTPUT#2"]);
+    assert_eq!(b.packet.ct_state, CtState::Untracked);
+}
+
+#[test]
+fn a_loopback_source_dnated_off_the_host_fails_inside_output() {
+    // netfilter-facts §9.3: 127.0.0.1 -> 127.0.0.1 DNATed in nat OUTPUT to 10.0.0.9: only mangle and
+    // nat OUTPUT counters move; sendto returns EINVAL; filter OUTPUT and POSTROUTING are not traversed.
+    let rules = "*mangle
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -p udp
+-A POSTROUTING -p udp
+COMMIT
+*nat
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -p udp -j DNAT --to-destination 10.0.0.9
+-A POSTROUTING -p udp
+COMMIT
+*filter
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p udp
+COMMIT
+";
+    let b = run_udp(rules, local(1000), "127.0.0.1", "127.0.0.1", 53);
+    assert_eq!(rules_hit(&b), ["mangle/OUTPUT#1", "nat/OUTPUT#1"]);
+    assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
+    assert_eq!(
+        b.reason.as_deref(),
+        Some("re-routing after nat OUTPUT fails: a loopback source cannot leave the host (sendto returns EINVAL; a TCP connect times out instead)")
+    );
+    // From the pod's own address the same DNAT goes out eth0.
+    let b = run_udp(rules, local(1000), "0.0.0.0", "10.0.0.5", 53);
+    assert_eq!(rules_hit(&b), ["mangle/OUTPUT#1", "nat/OUTPUT#1", "filter/OUTPUT#1", "mangle/POSTROUTING#1", "nat/POSTROUTING#1"]);
+    assert_eq!(b.delivered, Some(Delivered::Egress { iface: "eth0".into(), next_hop: ip("10.0.0.9") }));
+}
+
+#[test]
+fn the_re_route_after_nat_output_sets_the_postrouting_device() {
+    // netfilter-facts §2 probe 4 and §9.7: REDIRECT in nat OUTPUT re-routes to lo; filter OUTPUT
+    // still sees `-o eth0`, mangle and nat POSTROUTING see `-o lo`, and the packet comes back in on lo.
+    let rules = "*mangle
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -o eth0 -p tcp
+-A OUTPUT -o lo -p tcp
+-A POSTROUTING -o eth0 -p tcp
+-A POSTROUTING -o lo -p tcp
+COMMIT
+*nat
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -p tcp --dport 9090 -j REDIRECT --to-ports 15001
+-A POSTROUTING -o eth0 -p tcp
+-A POSTROUTING -o lo -p tcp
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -p tcp
+-A OUTPUT -o eth0 -p tcp
+-A OUTPUT -o lo -p tcp
+COMMIT
+";
+    let b = run(rules, local(1000), "0.0.0.0", "10.0.0.9", 9090, Backend::Nft);
+    assert_eq!(rules_hit(&b), ["mangle/OUTPUT#1", "nat/OUTPUT#1", "filter/OUTPUT#1", "mangle/POSTROUTING#2", "nat/POSTROUTING#2", "filter/INPUT#1"]);
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("127.0.0.1"), port: 15001, process: Some("envoy".into()) }));
+}

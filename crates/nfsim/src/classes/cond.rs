@@ -334,7 +334,7 @@ fn mark_set(v: MarkValue) -> Bits {
 }
 
 /// The states with a conntrack entry (NEW, ESTABLISHED, RELATED).
-fn tracked() -> u8 {
+pub(crate) fn tracked() -> u8 {
     state_bit(CtState::New) | state_bit(CtState::Established) | state_bit(CtState::Related)
 }
 

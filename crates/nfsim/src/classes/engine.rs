@@ -10,11 +10,12 @@ use crate::host::{Host, Socket};
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 use crate::ruleset::{ChainId, Family, Hook, Policy, Rule, Ruleset, Table, TableName, Target};
+use crate::simulate::send_error;
 use crate::targets::TargetExt;
 use crate::trace::{RuleRef, Verdict};
 use crate::traverse::{Assumption, Options};
 
-use super::cond::{CondCtx, Fields, MatchCond, match_cond};
+use super::cond::{CondCtx, Fields, MatchCond, match_cond, tracked};
 use super::region::{self, AVal, Cube, Cur, Input, Lin, Region, Test, Val, addr_bits, addr_num, num_addr, state_bit};
 use super::set::{Bits, Ranges};
 
@@ -149,6 +150,22 @@ struct RouteSym {
     gateway: Option<IpAddr>,
     /// Preferred source: constant, or the destination itself (local routes of the main lookup).
     src: Option<AVal>,
+}
+
+/// What mangle OUTPUT compares to decide on a re-route (`simulate::RouteKey`), symbolically.
+#[derive(Clone, Copy, Debug)]
+struct RouteKey {
+    src: AVal,
+    dst: AVal,
+    mark: Lin,
+    tos: u8,
+    hop_limit: Option<u8>,
+}
+
+impl RouteKey {
+    fn of(st: &St, family: Family) -> RouteKey {
+        RouteKey { src: st.cur.src, dst: st.cur.dst, mark: st.cur.mark, tos: st.tos, hop_limit: (family == Family::V6).then_some(st.ttl) }
+    }
 }
 
 /// Inside a dispatch run: only this group's rules can match.
@@ -482,18 +499,23 @@ impl<'a> Engine<'a> {
     // ----- splitting -----
 
     /// Splits `st` by the union of disjoint `tests` on the current packet: (inside, outside).
-    fn split(&self, mut st: St, tests: &[Test]) -> (Option<St>, Option<St>) {
+    fn split(&self, st: St, tests: &[Test]) -> (Option<St>, Option<St>) {
         if tests.iter().all(|t| self.quick_miss(t, &st)) {
             return (None, Some(st));
         }
         let cubes: Vec<Cube> = tests.iter().filter_map(|t| t.to_input(&st.cur, &self.space)).collect();
+        self.split_input(st, &cubes)
+    }
+
+    /// Splits `st` by the union of disjoint cubes of *input* packets: (inside, outside).
+    fn split_input(&self, mut st: St, cubes: &[Cube]) -> (Option<St>, Option<St>) {
         let whole = std::mem::take(&mut st.region);
-        let inside = region::intersect(&whole, &cubes);
+        let inside = region::intersect(&whole, cubes);
         if inside.is_empty() {
             st.region = whole;
             return (None, Some(st));
         }
-        let outside = region::minus_owned(whole, &cubes);
+        let outside = region::minus_owned(whole, cubes);
         if outside.is_empty() {
             st.region = inside;
             return (Some(st), None);
@@ -615,53 +637,71 @@ impl<'a> Engine<'a> {
         self.leaves.push(Leaf { region: st.region, fate, root: st.root, dirty: st.dirty });
     }
 
-    fn run_hook(&mut self, st: St, hook: Hook, nat: NatCtx, skip_nat: bool) -> Vec<St> {
+    /// `Sim::run_hook`: every table of `hook` in order; `looped` as there.
+    fn run_hook(&mut self, st: St, hook: Hook, nat: NatCtx, looped: bool) -> Vec<St> {
         let mut alive = vec![st];
         for &tname in tables_at(hook, self.opts.backend) {
-            if tname == TableName::Nat && (skip_nat || !self.conntrack) {
-                continue;
-            }
-            let Some(table) = self.ruleset.table(self.family, tname) else { continue };
             let mut next = Vec::new();
             for st in alive {
-                let st = if tname == TableName::Nat {
-                    let new = Test { state: Some(state_bit(CtState::New)), ..Test::default() };
-                    let (walk_it, pass) = self.split(st, &[new]);
-                    next.extend(pass);
-                    match walk_it {
-                        Some(s) => s,
-                        None => continue,
-                    }
-                } else {
-                    st
-                };
-                for (st, end) in self.walk(table, hook, nat, st) {
-                    match end {
-                        End::Accept => next.push(st),
-                        End::Drop(by) => {
-                            let why = by.as_ref().map_or_else(|| format!("{tname} {} policy DROP", hook.chain_name()), |r| format!("dropped by {r}"));
-                            self.finish(st, Verdict::Drop, None, by, Some(why));
-                        }
-                        End::Reject(by) => {
-                            let why = format!("rejected by {by}");
-                            self.finish(st, Verdict::Reject, None, Some(by), Some(why));
-                        }
-                        End::Queue(by) => {
-                            let why = format!("queued by {by}");
-                            self.finish(st, Verdict::Queue, None, Some(by), Some(why));
-                        }
-                        End::Undecidable(by, why) => {
-                            let mut st = st;
-                            st.assumptions.push(Assumption { rule: by.clone(), matched: true, reason: why.clone() });
-                            let reason = format!("undecidable: {why} ({by})");
-                            self.finish(st, Verdict::Drop, None, Some(by), Some(reason));
-                        }
-                    }
-                }
+                next.extend(self.run_table(st, hook, tname, nat, looped));
             }
             alive = next;
         }
         alive
+    }
+
+    /// `Sim::run_table`: one table at `hook`; finishes what it drops, returns what it accepts.
+    fn run_table(&mut self, st: St, hook: Hook, tname: TableName, nat: NatCtx, looped: bool) -> Vec<St> {
+        if tname == TableName::Nat && (looped || !self.conntrack) {
+            return vec![st];
+        }
+        let Some(table) = self.ruleset.table(self.family, tname) else { return vec![st] };
+        let mut next = Vec::new();
+        let mut st = if tname == TableName::Nat {
+            // nat sees only the first packet of a connection.
+            let new = Test { state: Some(state_bit(CtState::New)), ..Test::default() };
+            let (walk_it, pass) = self.split(st, &[new]);
+            next.extend(pass);
+            match walk_it {
+                Some(s) => s,
+                None => return next,
+            }
+        } else {
+            st
+        };
+        // raw runs before conntrack: no entry yet (INVALID, or UNTRACKED after `CT --notrack`),
+        // except for a packet looped back on lo.
+        let real = st.cur.state;
+        let before_conntrack = tname == TableName::Raw && !looped;
+        if before_conntrack {
+            st.cur.state = Val::Const(CtState::Invalid);
+        }
+        for (mut st, end) in self.walk(table, hook, nat, st) {
+            if before_conntrack && st.cur.state != Val::Const(CtState::Untracked) {
+                st.cur.state = real;
+            }
+            match end {
+                End::Accept => next.push(st),
+                End::Drop(by) => {
+                    let why = by.as_ref().map_or_else(|| format!("{tname} {} policy DROP", hook.chain_name()), |r| format!("dropped by {r}"));
+                    self.finish(st, Verdict::Drop, None, by, Some(why));
+                }
+                End::Reject(by) => {
+                    let why = format!("rejected by {by}");
+                    self.finish(st, Verdict::Reject, None, Some(by), Some(why));
+                }
+                End::Queue(by) => {
+                    let why = format!("queued by {by}");
+                    self.finish(st, Verdict::Queue, None, Some(by), Some(why));
+                }
+                End::Undecidable(by, why) => {
+                    st.assumptions.push(Assumption { rule: by.clone(), matched: true, reason: why.clone() });
+                    let reason = format!("undecidable: {why} ({by})");
+                    self.finish(st, Verdict::Drop, None, Some(by), Some(reason));
+                }
+            }
+        }
+        next
     }
 
     fn masquerade_src(&self, r: &RouteSym) -> Option<AVal> {
@@ -716,28 +756,101 @@ impl<'a> Engine<'a> {
             }
             st.out_iface = Some(route.dev.clone());
             let nat = NatCtx { redirect_to: Some(loopback_num(self.family)), masquerade_src: route.src };
-            for st in self.run_hook(st, Hook::Output, nat, false) {
-                let parts = self.route_parts(true);
-                for (mut st, route) in self.partition(st, &parts) {
-                    let Some(route) = route else {
-                        self.finish(st, Verdict::Drop, None, None, Some("no route after OUTPUT rewrote the packet".into()));
-                        continue;
-                    };
-                    st.out_iface = Some(route.dev.clone());
-                    let nat = NatCtx { redirect_to: None, masquerade_src: self.masquerade_src(&route) };
-                    for mut st in self.run_hook(st, Hook::Postrouting, nat, false) {
-                        if route.local {
-                            st.in_iface = Some("lo".into());
-                            st.out_iface = None;
-                            self.arrive(st, true);
-                        } else {
-                            let iface = st.out_iface.clone().unwrap_or_default();
-                            self.finish(st, Verdict::Accept, Some(Place::Egress { iface, gateway: route.gateway }), None, None);
+            // As `Sim::local_out`: OUTPUT tables see the first route's device; re-routes after
+            // mangle and nat OUTPUT decide POSTROUTING's.
+            let mut alive = vec![(st, route.clone())];
+            for &tname in tables_at(Hook::Output, self.opts.backend) {
+                let mut next = Vec::new();
+                for (st, route) in alive {
+                    let before = RouteKey::of(&st, self.family);
+                    for st in self.run_table(st, Hook::Output, tname, nat, false) {
+                        let (again, keep) = self.reroutes(st, tname, &before);
+                        next.extend(keep.map(|s| (s, route.clone())));
+                        if let Some(st) = again {
+                            next.extend(self.reroute(st, tname));
                         }
+                    }
+                }
+                alive = next;
+            }
+            for (mut st, route) in alive {
+                st.out_iface = Some(route.dev.clone());
+                let nat = NatCtx { redirect_to: None, masquerade_src: self.masquerade_src(&route) };
+                for mut st in self.run_hook(st, Hook::Postrouting, nat, false) {
+                    if route.local {
+                        st.in_iface = Some("lo".into());
+                        st.out_iface = None;
+                        self.arrive(st, true);
+                    } else {
+                        let iface = st.out_iface.clone().unwrap_or_default();
+                        self.finish(st, Verdict::Accept, Some(Place::Egress { iface, gateway: route.gateway }), None, None);
                     }
                 }
             }
         }
+    }
+
+    /// `Sim::reroutes`: splits `st`, just out of OUTPUT table `tname`, into the packets the
+    /// kernel routes again and those that keep their route.
+    fn reroutes(&self, st: St, tname: TableName, before: &RouteKey) -> (Option<St>, Option<St>) {
+        match tname {
+            TableName::Mangle => {
+                let now = RouteKey::of(&st, self.family);
+                if (now.src, now.dst, now.tos, now.hop_limit) != (before.src, before.dst, before.tos, before.hop_limit) {
+                    return (Some(st), None);
+                }
+                // The mark is unchanged for the input marks m with (m & k1) ^ x1 == (m & k2) ^ x2,
+                // that is m & (k1 ^ k2) == x1 ^ x2.
+                let (diff, flip) = (before.mark.keep ^ now.mark.keep, before.mark.xor ^ now.mark.xor);
+                if diff == 0 && flip == 0 {
+                    return (None, Some(st));
+                }
+                if flip & !diff != 0 {
+                    return (Some(st), None);
+                }
+                let same = Cube { mark: Bits::pattern(flip, diff), ..self.space.clone() };
+                let (keep, again) = self.split_input(st, &[same]);
+                (again, keep)
+            }
+            TableName::Nat => match st.dnat.map(|(a, _)| a) {
+                None | Some(AVal::Dst) => (None, Some(st)),
+                Some(AVal::Const(c)) => {
+                    let same = Cube { dst: Ranges::point(c), ..self.space.clone() };
+                    let (keep, again) = self.split_input(st, &[same]);
+                    (again, keep)
+                }
+                // Never: nat OUTPUT's new address is a constant or the packet's own destination.
+                Some(AVal::Src) => (Some(st), None),
+            },
+            _ => (None, Some(st)),
+        }
+    }
+
+    /// `Sim::reroute`: the packets of `st` with their new route; those whose re-route fails
+    /// are finished.
+    fn reroute(&mut self, st: St, after: TableName) -> Vec<(St, RouteSym)> {
+        let parts = self.route_parts(true);
+        let mut out = Vec::new();
+        for (st, route) in self.partition(st, &parts) {
+            let Some(route) = route else {
+                let why = format!("re-routing after {after} OUTPUT fails: no route to host ({})", send_error("ENETUNREACH"));
+                self.finish(st, Verdict::Drop, None, None, Some(why));
+                continue;
+            };
+            let mut st = st;
+            if !route.local {
+                let lo = Test { src: Some(loopback_set(self.family)), ..Test::default() };
+                let (bad, fine) = self.split(st, &[lo]);
+                if let Some(bad) = bad {
+                    let why = format!("re-routing after {after} OUTPUT fails: a loopback source cannot leave the host ({})", send_error("EINVAL"));
+                    self.finish(bad, Verdict::Drop, None, None, Some(why));
+                }
+                let Some(fine) = fine else { continue };
+                st = fine;
+            }
+            out.push((st, route));
+        }
+        out
     }
 
     fn arrive(&mut self, st: St, looped: bool) {
@@ -1347,15 +1460,25 @@ impl<'a> Engine<'a> {
                 }
                 None => undecidable(st, "a MARK that is not bitwise is not analysed over a range of marks".into()),
             },
-            TargetExt::Connmark(c) => match affine2(|a, b| c.apply(a, b)) {
-                Some(((ka, kb, xa), (la, lb, ya))) => {
-                    let (m, ct) = (st.cur.mark, st.cur.ctmark);
-                    st.cur.mark = Lin { keep: (m.keep & ka) ^ (ct.keep & kb), xor: (m.xor & ka) ^ (ct.xor & kb) ^ xa };
-                    st.cur.ctmark = Lin { keep: (m.keep & la) ^ (ct.keep & lb), xor: (m.xor & la) ^ (ct.xor & lb) ^ ya };
-                    vec![(st, None)]
+            TargetExt::Connmark(c) => {
+                // Without a conntrack entry (INVALID, UNTRACKED, in raw) the target does nothing.
+                let with_entry = Test { state: Some(tracked()), ..Test::default() };
+                let (tracked, untracked) = self.split(st, &[with_entry]);
+                let mut out: Vec<(St, Option<End>)> = untracked.map(|s| (s, None)).into_iter().collect();
+                if let Some(mut st) = tracked {
+                    let first = match affine2(|a, b| c.apply(a, b)) {
+                        Some(((ka, kb, xa), (la, lb, ya))) => {
+                            let (m, ct) = (st.cur.mark, st.cur.ctmark);
+                            st.cur.mark = Lin { keep: (m.keep & ka) ^ (ct.keep & kb), xor: (m.xor & ka) ^ (ct.xor & kb) ^ xa };
+                            st.cur.ctmark = Lin { keep: (m.keep & la) ^ (ct.keep & lb), xor: (m.xor & la) ^ (ct.xor & lb) ^ ya };
+                            (st, None)
+                        }
+                        None => (st, Some(End::Undecidable(here.clone(), "CONNMARK with a shift is not analysed over a range of marks".into()))),
+                    };
+                    out.insert(0, first);
                 }
-                None => undecidable(st, "CONNMARK with a shift is not analysed over a range of marks".into()),
-            },
+                out
+            }
             TargetExt::Tos(x) => {
                 st.tos = x.apply(st.tos);
                 vec![(st, None)]
