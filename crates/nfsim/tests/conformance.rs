@@ -204,6 +204,19 @@ fn handwritten() -> Vec<(&'static str, Vec<Probe>)> {
             "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp --dport 9000 -j CT --notrack\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp -j REDIRECT --to-ports 15001\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -m conntrack --ctstate UNTRACKED\n-A OUTPUT -p udp -m state --state NEW\n-A OUTPUT -p udp -m conntrack --ctstate DNAT\nCOMMIT\n",
             vec![local("10.0.0.9:9000"), local("10.0.0.9:8080")],
         ),
+        (
+            // Referee root cause 1: raw runs before conntrack, so its conntrack and state matches
+            // see INVALID (no entry yet), except for a packet looped back on lo, which carries the
+            // entry made on its way out; filter sees NEW.
+            "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -p udp -m conntrack --ctstate NEW\n-A PREROUTING -p udp -m conntrack --ctstate INVALID\n-A PREROUTING -p udp -m state ! --state NEW\n-A OUTPUT -p udp -m conntrack --ctstate NEW\n-A OUTPUT -p udp -m conntrack --ctstate INVALID\n-A OUTPUT -p udp -m state --state INVALID\n-A OUTPUT -p udp -m conntrack --ctstate INVALID --ctproto udp\n-A OUTPUT -p udp -m connmark --mark 0x0\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -m conntrack --ctstate NEW\n-A INPUT -p udp -m conntrack --ctstate NEW\nCOMMIT\n",
+            vec![local("10.0.0.9:8080"), local("10.0.0.5:8080"), peer("10.0.0.5:8080")],
+        ),
+        (
+            // Referee root cause 2: the re-route right after nat OUTPUT fails for a loopback source
+            // sent off the host (sendto: EINVAL); filter OUTPUT and POSTROUTING never see it.
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp\n-A POSTROUTING -p udp\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp -d 127.0.0.1 --dport 9000 -j DNAT --to-destination 10.0.0.9\n-A OUTPUT -p udp -d 10.0.0.5 --dport 9000 -j DNAT --to-destination 10.0.0.9\n-A POSTROUTING -p udp\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp\nCOMMIT\n",
+            vec![local("127.0.0.1:9000"), local("10.0.0.5:9000"), local("127.0.0.1:8080")],
+        ),
     ]
 }
 

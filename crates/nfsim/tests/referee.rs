@@ -206,12 +206,16 @@ const MATCHES: &[Kind] = &[
     Kind {
         name: "udp",
         generate: |r, at| {
-            (at.guard == Guard::Udp).then(|| if r.chance(2) { format!("-m udp {}--dport {}", neg(r), port(r)) } else { format!("-m udp {}--sport {}", neg(r), port(r)) })
+            (at.guard == Guard::Udp)
+                .then(|| if r.chance(2) { format!("-m udp {}--dport {}", neg(r), port(r)) } else { format!("-m udp {}--sport {}", neg(r), port(r)) })
         },
     },
     Kind {
         name: "icmp",
-        generate: |r, at| (at.guard == Guard::Icmp).then(|| format!("-m icmp {}--icmp-type {}", neg(r), r.pick(&["8", "8/0", "any", "echo-reply", "port-unreachable", "8/1"]))),
+        generate: |r, at| {
+            (at.guard == Guard::Icmp)
+                .then(|| format!("-m icmp {}--icmp-type {}", neg(r), r.pick(&["8", "8/0", "any", "echo-reply", "port-unreachable", "8/1"])))
+        },
     },
     Kind {
         name: "multiport",
@@ -244,17 +248,26 @@ const MATCHES: &[Kind] = &[
         name: "conntrack",
         generate: |r, at| {
             Some(match r.below(8) {
-                0 | 1 => format!("-m conntrack {}--ctstate {}", neg(r), r.pick(&["NEW", "INVALID", "UNTRACKED", "NEW,ESTABLISHED", "ESTABLISHED,RELATED", "DNAT", "SNAT", "NEW,DNAT"])),
+                0 | 1 => format!(
+                    "-m conntrack {}--ctstate {}",
+                    neg(r),
+                    r.pick(&["NEW", "INVALID", "UNTRACKED", "NEW,ESTABLISHED", "ESTABLISHED,RELATED", "DNAT", "SNAT", "NEW,DNAT"])
+                ),
                 2 => format!("-m conntrack {}--ctproto {}", neg(r), r.pick(&["udp", "tcp", "icmp", "17"])),
                 3 => format!("-m conntrack {}{} {}", neg(r), r.pick(&["--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"]), addr(r)),
                 4 => format!("-m conntrack {}--ctstatus {}", neg(r), r.pick(&["CONFIRMED", "ASSURED", "EXPECTED", "SEEN_REPLY", "NONE"])),
                 5 => format!("-m conntrack --ctdir {}", r.pick(&["ORIGINAL", "REPLY"])),
-                6 if at.guard.ports() => format!("-m conntrack {}{} {}", neg(r), r.pick(&["--ctorigdstport", "--ctorigsrcport", "--ctreplsrcport", "--ctrepldstport"]), port(r)),
+                6 if at.guard.ports() => {
+                    format!("-m conntrack {}{} {}", neg(r), r.pick(&["--ctorigdstport", "--ctorigsrcport", "--ctreplsrcport", "--ctrepldstport"]), port(r))
+                }
                 _ => format!("-m conntrack --ctstate {} {}--ctproto {}", r.pick(&["NEW", "INVALID"]), neg(r), r.pick(&["udp", "tcp", "icmp"])),
             })
         },
     },
-    Kind { name: "state", generate: |r, _| Some(format!("-m state {}--state {}", neg(r), r.pick(&["NEW", "INVALID", "UNTRACKED", "ESTABLISHED,RELATED", "NEW,ESTABLISHED"]))) },
+    Kind {
+        name: "state",
+        generate: |r, _| Some(format!("-m state {}--state {}", neg(r), r.pick(&["NEW", "INVALID", "UNTRACKED", "ESTABLISHED,RELATED", "NEW,ESTABLISHED"]))),
+    },
     Kind {
         name: "addrtype",
         generate: |r, at| {
@@ -272,7 +285,11 @@ const MATCHES: &[Kind] = &[
         name: "statistic",
         generate: |r, _| {
             // Rare: every random statistic rule doubles the branches.
-            Some(if r.chance(2) { "-m statistic --mode random --probability 0.5".to_string() } else { format!("-m statistic --mode nth --every {}", r.pick(&["2", "3"])) })
+            Some(if r.chance(2) {
+                "-m statistic --mode random --probability 0.5".to_string()
+            } else {
+                format!("-m statistic --mode nth --every {}", r.pick(&["2", "3"]))
+            })
         },
     },
     Kind {
@@ -288,10 +305,15 @@ const MATCHES: &[Kind] = &[
     },
     Kind {
         name: "mac",
-        generate: |r, at| at.in_hooks(&["PREROUTING", "INPUT", "FORWARD"]).then(|| format!("-m mac {}--mac-source {}", neg(r), r.pick(&[PEER_MAC, "02:00:00:00:00:02"]))),
+        generate: |r, at| {
+            at.in_hooks(&["PREROUTING", "INPUT", "FORWARD"]).then(|| format!("-m mac {}--mac-source {}", neg(r), r.pick(&[PEER_MAC, "02:00:00:00:00:02"])))
+        },
     },
     Kind { name: "limit", generate: |r, _| Some(format!("-m limit --limit {}", r.pick(&["1/sec", "100/min"]))) },
-    Kind { name: "recent", generate: |r, _| Some(format!("-m recent --name {} {}", r.pick(&["ra", "rb"]), r.pick(&["--set", "--rcheck", "--update --seconds 60", "--remove"]))) },
+    Kind {
+        name: "recent",
+        generate: |r, _| Some(format!("-m recent --name {} {}", r.pick(&["ra", "rb"]), r.pick(&["--set", "--rcheck", "--update --seconds 60", "--remove"]))),
+    },
     Kind { name: "set", generate: |r, _| Some(format!("-m set {}--match-set {} {}", neg(r), r.pick(&["nfa", "nfb"]), r.pick(&["src", "dst"]))) },
     Kind {
         name: "physdev",
@@ -306,9 +328,23 @@ const MATCHES: &[Kind] = &[
     Kind { name: "pkttype", generate: |r, _| Some(format!("-m pkttype {}--pkt-type {}", neg(r), r.pick(&["unicast", "broadcast", "multicast"]))) },
     Kind { name: "length", generate: |r, _| Some(format!("-m length {}--length {}", neg(r), r.pick(&["60", "0:59", "61:65535", "40:100"]))) },
     Kind { name: "tos", generate: |r, _| Some(format!("-m tos {}--tos {}", neg(r), r.pick(&["0x10", "0x0/0xfc", "0x20/0xe0", "Minimize-Cost", "0x0"]))) },
-    Kind { name: "dscp", generate: |r, _| Some(format!("-m dscp {}{}", neg(r), r.pick(&["--dscp 0x4", "--dscp 0", "--dscp 0x2e", "--dscp-class AF11", "--dscp 0x8"]))) },
-    Kind { name: "ttl", generate: |r, _| Some(format!("-m ttl {}", r.pick(&["--ttl-eq 64", "--ttl-lt 64", "--ttl-gt 63", "--ttl-eq 63", "! --ttl-eq 64", "--ttl-lt 10"]))) },
-    Kind { name: "time", generate: |r, _| Some(format!("-m time {}", r.pick(&["--weekdays Mon,Tue,Wed,Thu,Fri,Sat,Sun", "--timestart 00:00 --timestop 23:59", "--datestart 2000-01-01", "--monthdays 1,2,3"]))) },
+    Kind {
+        name: "dscp",
+        generate: |r, _| Some(format!("-m dscp {}{}", neg(r), r.pick(&["--dscp 0x4", "--dscp 0", "--dscp 0x2e", "--dscp-class AF11", "--dscp 0x8"]))),
+    },
+    Kind {
+        name: "ttl",
+        generate: |r, _| Some(format!("-m ttl {}", r.pick(&["--ttl-eq 64", "--ttl-lt 64", "--ttl-gt 63", "--ttl-eq 63", "! --ttl-eq 64", "--ttl-lt 10"]))),
+    },
+    Kind {
+        name: "time",
+        generate: |r, _| {
+            Some(format!(
+                "-m time {}",
+                r.pick(&["--weekdays Mon,Tue,Wed,Thu,Fri,Sat,Sun", "--timestart 00:00 --timestop 23:59", "--datestart 2000-01-01", "--monthdays 1,2,3"])
+            ))
+        },
+    },
     Kind { name: "string", generate: |r, _| Some(format!("-m string --algo {} {}--string {}", r.pick(&["bm", "kmp"]), neg(r), r.pick(&["nfsim", "zzz"]))) },
 ];
 
@@ -387,16 +423,16 @@ const TARGETS: &[TargetKind] = &[
     TargetKind {
         name: "TPROXY",
         generate: |r, at| {
-            (at.table == "mangle" && at.guard.ports() && at.in_hooks(&["PREROUTING"])).then(|| {
-                format!("-j TPROXY --on-port {TPROXY_PORT} {}--tproxy-mark 0x100/0x100", if r.chance(2) { "--on-ip 127.0.0.1 " } else { "" })
-            })
+            (at.table == "mangle" && at.guard.ports() && at.in_hooks(&["PREROUTING"]))
+                .then(|| format!("-j TPROXY --on-port {TPROXY_PORT} {}--tproxy-mark 0x100/0x100", if r.chance(2) { "--on-ip 127.0.0.1 " } else { "" }))
         },
     },
     TargetKind {
         name: "REDIRECT",
         generate: |r, at| {
-            (at.table == "nat" && at.in_hooks(&["PREROUTING", "OUTPUT"]))
-                .then(|| if at.guard.ports() && r.chance(2) { format!("-j REDIRECT --to-ports {}", r.pick(&["15001", "15006", "9000"])) } else { "-j REDIRECT".into() })
+            (at.table == "nat" && at.in_hooks(&["PREROUTING", "OUTPUT"])).then(|| {
+                if at.guard.ports() && r.chance(2) { format!("-j REDIRECT --to-ports {}", r.pick(&["15001", "15006", "9000"])) } else { "-j REDIRECT".into() }
+            })
         },
     },
     TargetKind {
@@ -404,14 +440,19 @@ const TARGETS: &[TargetKind] = &[
         generate: |r, at| {
             (at.table == "nat" && at.in_hooks(&["PREROUTING", "OUTPUT"])).then(|| {
                 let a = r.pick(&["10.0.0.9", "10.0.0.5", "127.0.0.1", "10.1.0.9", "10.0.0.1"]);
-                if at.guard.ports() && r.chance(2) { format!("-j DNAT --to-destination {a}:{}", r.pick(&["8080", "9000", "15001"])) } else { format!("-j DNAT --to-destination {a}") }
+                if at.guard.ports() && r.chance(2) {
+                    format!("-j DNAT --to-destination {a}:{}", r.pick(&["8080", "9000", "15001"]))
+                } else {
+                    format!("-j DNAT --to-destination {a}")
+                }
             })
         },
     },
     TargetKind {
         name: "SNAT",
         generate: |r, at| {
-            (at.table == "nat" && at.in_hooks(&["POSTROUTING", "INPUT"])).then(|| format!("-j SNAT --to-source {}", r.pick(&["10.0.0.5", "10.1.0.5", "10.0.0.77", "127.0.0.1"])))
+            (at.table == "nat" && at.in_hooks(&["POSTROUTING", "INPUT"]))
+                .then(|| format!("-j SNAT --to-source {}", r.pick(&["10.0.0.5", "10.1.0.5", "10.0.0.77", "127.0.0.1"])))
         },
     },
     TargetKind { name: "MASQUERADE", generate: |_, at| (at.table == "nat" && at.in_hooks(&["POSTROUTING"])).then(|| "-j MASQUERADE".into()) },
@@ -423,7 +464,7 @@ const TARGETS: &[TargetKind] = &[
     TargetKind { name: "goto", generate: |_, _| None },
 ];
 
-const TABLES: [(&str, &[&'static str]); 5] = [
+const TABLES: [(&str, &[&str]); 5] = [
     ("raw", &["PREROUTING", "OUTPUT"]),
     ("mangle", &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]),
     ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
@@ -431,7 +472,7 @@ const TABLES: [(&str, &[&'static str]); 5] = [
     ("security", &["INPUT", "FORWARD", "OUTPUT"]),
 ];
 
-const USER_CHAINS: [&'static str; 3] = ["U1", "U2", "U3"];
+const USER_CHAINS: [&str; 3] = ["U1", "U2", "U3"];
 
 /// One generated rule: where it is, its reach counter, the kinds it uses.
 #[derive(Clone, Debug)]
@@ -522,7 +563,8 @@ fn random_rules(rng: &mut Rng) -> RuleSet {
                     }
                 }
                 // Jumps go to later user chains only, so the jump graph has no loop.
-                let later: Vec<&str> = if at.builtin() { users.to_vec() } else { users.iter().copied().filter(|u| chains.iter().position(|x| x == u) > Some(ci)).collect() };
+                let later: Vec<&str> =
+                    if at.builtin() { users.to_vec() } else { users.iter().copied().filter(|u| chains.iter().position(|x| x == u) > Some(ci)).collect() };
                 let target = if !later.is_empty() && rng.chance(4) {
                     let to = later[rng.below(later.len())];
                     reached.entry(to).or_default().extend(hooks.iter().copied());
@@ -665,7 +707,10 @@ fn kernel_arrival(o: &Observed, proto: Proto) -> Option<Arrival> {
 }
 
 fn branch_seen(b: &Branch, proto: Proto) -> Seen {
-    Seen { moved: b.trace.iter().filter(|s| s.kind == StepKind::Rule).map(|s| (s.table.to_string(), s.chain.clone(), s.rule)).collect(), arrived: branch_arrival(b, proto) }
+    Seen {
+        moved: b.trace.iter().filter(|s| s.kind == StepKind::Rule).map(|s| (s.table.to_string(), s.chain.clone(), s.rule)).collect(),
+        arrived: branch_arrival(b, proto),
+    }
 }
 
 /// Coverage: per (kind, table), probes that decided a rule of that kind: (reached, matched).
@@ -743,7 +788,14 @@ fn probe_text(p: &Probe) -> String {
 }
 
 /// Probes one packet in `lab` and compares; returns the kernel's view, or a divergence.
-fn check_probe(lab: &mut Lab, ruleset: &Ruleset, host: &Host, probe: &Probe, backend: Backend, ignore: &BTreeSet<(String, String, u32)>) -> Result<(Observed, Vec<Branch>), String> {
+fn check_probe(
+    lab: &mut Lab,
+    ruleset: &Ruleset,
+    host: &Host,
+    probe: &Probe,
+    backend: Backend,
+    ignore: &BTreeSet<(String, String, u32)>,
+) -> Result<(Observed, Vec<Branch>), String> {
     let mut seen = lab.probe(probe).map_err(|e| format!("probe failed to run: {e}"))?;
     seen.moved.retain(|r| !ignore.contains(r));
     let (pkt, origin) = sim_packet(probe, seen.sport);
@@ -751,9 +803,17 @@ fn check_probe(lab: &mut Lab, ruleset: &Ruleset, host: &Host, probe: &Probe, bac
     let kernel = Seen { moved: seen.moved.clone(), arrived: kernel_arrival(&seen, probe.proto) };
     let predicted: Vec<Seen> = sim.branches.iter().map(|b| branch_seen(b, probe.proto)).collect();
     if !predicted.contains(&kernel) {
-        let mut msg = format!("{backend:?} {}\n  kernel: moved {:?}, arrived {:?}, sender error {:?}\n", probe_text(probe), kernel.moved, kernel.arrived, seen.error);
+        let mut msg =
+            format!("{backend:?} {}\n  kernel: moved {:?}, arrived {:?}, sender error {:?}\n", probe_text(probe), kernel.moved, kernel.arrived, seen.error);
         for (b, p) in sim.branches.iter().zip(&predicted) {
-            let _ = writeln!(msg, "  nfsim:  moved {:?}, arrived {:?} ({:?}{})", p.moved, p.arrived, b.verdict, b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
+            let _ = writeln!(
+                msg,
+                "  nfsim:  moved {:?}, arrived {:?} ({:?}{})",
+                p.moved,
+                p.arrived,
+                b.verdict,
+                b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            );
         }
         return Err(msg);
     }
@@ -930,7 +990,7 @@ fn run_set(seed: u64, class_limit: usize, report: &Mutex<Report>) {
                 Err(d) => local.divergences.push(format!("{d}{}\nreplay: {replay}\n", set.text)),
             }
         }
-    for (probe, class_fates) in &classes {
+        for (probe, class_fates) in &classes {
             local.class_probes += 1;
             match check_probe(&mut lab, &parsed.ruleset, &host, probe, backend, &set.reply_rules) {
                 Ok((seen, branches)) => {
@@ -1055,7 +1115,12 @@ fn random_rule_sets_agree_with_the_kernel() {
     if !r.divergences.is_empty() {
         eprintln!("all {} divergences are in {}", r.divergences.len(), path.display());
     }
-    assert!(r.divergences.is_empty(), "{} divergences; the first:\n{}", r.divergences.len(), r.divergences.iter().take(8).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        r.divergences.is_empty(),
+        "{} divergences; the first:\n{}",
+        r.divergences.len(),
+        r.divergences.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
+    );
     if replay.is_none() {
         assert!(uncovered.is_empty(), "kinds the engine models that no probe decided: {uncovered:?}");
         assert_eq!(r.refused_by_both, r.refused, "nfsim loads rule sets the kernel refuses");

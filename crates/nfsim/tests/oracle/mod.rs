@@ -517,15 +517,11 @@ impl Lab {
         if let Some(mac) = &cfg.peer_mac {
             peer.ip(&["link", "set", "eth0", "address", mac])?;
         }
-        let sysctls = [
-            "net.ipv4.ip_unprivileged_port_start=0",
-            "net.ipv4.icmp_ratelimit=0",
-            "net.ipv4.tcp_synack_retries=0",
-            "net.ipv4.ping_group_range=0 2147483647",
-        ];
+        let sysctls =
+            ["net.ipv4.ip_unprivileged_port_start=0", "net.ipv4.icmp_ratelimit=0", "net.ipv4.tcp_synack_retries=0", "net.ipv4.ping_group_range=0 2147483647"];
         let mut namespaces = vec![&pod, &peer];
         namespaces.extend(far.as_ref());
-        for ns in namespaces.iter().copied() {
+        for ns in namespaces {
             let mut cmd = vec!["sysctl", "-q", "-w"];
             cmd.extend_from_slice(&sysctls);
             ns.exec(&cmd, "")?;
