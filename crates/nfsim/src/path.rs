@@ -339,13 +339,19 @@ impl World<'_> {
                         }
                         Ok((hop, None))
                     }
-                    _ => Ok((
+                    // Accepted by the stack but by no socket (nothing listens, or a listener that
+                    // cannot answer from a non-local address).
+                    None => {
+                        let reason = b2.reason.clone().unwrap_or_else(|| "not delivered".into());
+                        Ok((hop, Some(Outcome::Dropped { host: peer.host.name.clone(), reason })))
+                    }
+                    Some(Delivered::Egress { .. }) => Ok((
                         hop,
                         Some(Outcome::Dropped { host: peer.host.name.clone(), reason: "forwarded onwards: multi-router paths are not modelled".into() }),
                     )),
                 }
             }
-            None => Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: "not delivered".into() }))),
+            None => Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: b.reason.clone().unwrap_or_else(|| "not delivered".into()) }))),
         }
     }
 }

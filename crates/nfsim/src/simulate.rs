@@ -339,8 +339,10 @@ impl Sim<'_> {
     /// An arriving packet (or one looped back on `lo` when `looped`).
     fn arrive(&mut self, st: State, looped: bool) {
         let in_iface = st.pkt.in_iface.clone().unwrap_or_default();
-        if !looped && in_iface != "lo" && st.pkt.dst.is_loopback() && !self.host.sysctls.route_localnet {
-            return self.finish(st, Verdict::Drop, None, None, Some("martian destination: loopback address arriving on a non-loopback interface".into()));
+        let from_outside = !looped && in_iface != "lo";
+        if from_outside && self.family == Family::V6 && (st.pkt.dst.is_loopback() || st.pkt.src.is_loopback()) {
+            // `ip6_rcv_core`, before PREROUTING: ::1 never arrives on another interface.
+            return self.finish(st, Verdict::Drop, None, None, Some(LOOPBACK_V6_ARRIVING.into()));
         }
         if !looped && self.host.sysctls.rp_filter != 0 {
             // Reverse-path filter: the source must be reachable back through the input interface
@@ -361,6 +363,11 @@ impl Sim<'_> {
         }
         let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4), masquerade_src: None };
         for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
+            // The input route lookup sees the destination PREROUTING left (after DNAT/REDIRECT).
+            if from_outside && st.pkt.dst.is_loopback() && (self.family == Family::V6 || !self.host.sysctls.route_localnet) {
+                self.finish(st, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
+                continue;
+            }
             let route = self.host.route(st.pkt.dst, st.pkt.mark);
             match route {
                 Some(r) if r.local || st.tproxy.is_some() => self.local_in(st, looped),
@@ -370,6 +377,14 @@ impl Sim<'_> {
                         continue;
                     }
                     let mut st = st;
+                    // `ip_forward`/`ip6_forward`: a packet that would leave with TTL 0 dies here,
+                    // before FORWARD; the others go on with the TTL decremented.
+                    if st.pkt.ttl <= 1 {
+                        let why = ttl_exceeded(self.family, st.pkt.ttl);
+                        self.finish(st, Verdict::Drop, None, None, Some(why));
+                        continue;
+                    }
+                    st.pkt.ttl -= 1;
                     st.pkt.out_iface = Some(r.dev.clone());
                     for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
                         let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
@@ -393,6 +408,9 @@ impl Sim<'_> {
                 continue;
             }
             match self.host.socket_for(st.pkt.proto, addr, port) {
+                Some(sock) if self.cannot_answer(&st, sock) => {
+                    self.finish(st, Verdict::Accept, None, None, Some(NOT_TRANSPARENT.into()));
+                }
                 Some(sock) => {
                     let process = Some(sock.process.clone()).filter(|p| !p.is_empty());
                     // The accepted socket's local address is the packet's destination, also when
@@ -411,7 +429,41 @@ impl Sim<'_> {
             }
         }
     }
+
+    /// True when `sock` cannot accept the TCP connection `st` opens: its local address would be
+    /// the packet's destination, which is not an address of this host (policy routing delivered
+    /// it locally), and the listener is neither transparent nor assigned by TPROXY, so the
+    /// SYN-ACK's route lookup (`inet_csk_route_req` without `FLOWI_FLAG_ANYSRC`) fails and the
+    /// SYN is dropped. IPv4 only: IPv6's output route lookup does not check the source.
+    fn cannot_answer(&self, st: &State, sock: &crate::host::Socket) -> bool {
+        st.pkt.proto == 6 && self.family == Family::V4 && st.tproxy.is_none() && !sock.transparent && !self.host.is_local(st.pkt.dst)
+    }
 }
+
+/// Why IPv6 drops a packet arriving with the loopback address on another interface.
+pub(crate) const LOOPBACK_V6_ARRIVING: &str = "the loopback address ::1 arriving on a non-loopback interface is dropped (ip6_rcv_core)";
+
+/// Why the input route lookup drops a packet whose destination is (or PREROUTING made it) a
+/// loopback address arriving on another interface.
+pub(crate) fn martian_loopback(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "martian destination: loopback address arriving on a non-loopback interface (net.ipv4.conf.all.route_localnet=0)",
+        Family::V6 => "martian destination: no input route to ::1 from a non-loopback interface",
+    }
+}
+
+/// Why forwarding drops a packet with TTL (hop limit) `ttl` <= 1.
+pub(crate) fn ttl_exceeded(family: Family, ttl: u8) -> String {
+    let (field, icmp) = match family {
+        Family::V4 => ("TTL", "ICMP time exceeded"),
+        Family::V6 => ("hop limit", "ICMPv6 time exceeded"),
+    };
+    format!("{field} {ttl} expires in forwarding: dropped before FORWARD, the router answers with {icmp}")
+}
+
+/// Why a TCP connection to a non-local address delivered to a non-transparent listener fails.
+pub(crate) const NOT_TRANSPARENT: &str =
+    "the listener is not transparent and cannot answer from the non-local destination address: the SYN is dropped (no IP_TRANSPARENT, no TPROXY)";
 
 #[cfg(test)]
 mod tests {
@@ -526,6 +578,11 @@ COMMIT
         // Mark 0x1 is delivered locally (Istio's TPROXY table), mark 0x2 routed by table 101 only.
         h.policy.push(crate::host::PolicyRule { fwmark: 0x1, mask: 0x1, table: 100 });
         h.tables.insert(100, vec![crate::host::Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+        // A transparent listener: it can accept connections to the non-local addresses mark 0x1
+        // delivers here.
+        for s in &mut h.sockets {
+            s.transparent = true;
+        }
         h
     }
 
@@ -630,5 +687,213 @@ COMMIT
             b.reason.as_deref().unwrap().starts_with("re-routing after nat OUTPUT fails: a loopback source cannot leave the host (sendto returns EINVAL"),
             "{b:#?}"
         );
+    }
+
+    fn peer() -> Origin {
+        Origin::Iface("eth0".into())
+    }
+
+    fn router() -> Host {
+        let mut h = pod().iface("eth1", &["10.1.0.5/24"]);
+        h.sysctls.ip_forward = true;
+        h
+    }
+
+    /// TTL counters in mangle PREROUTING, FORWARD and POSTROUTING and filter FORWARD: rule 1
+    /// matches TTL 64, rule 2 TTL 63.
+    const TTL_COUNTERS: &str = "*mangle
+:PREROUTING ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -m ttl --ttl-eq 64
+-A PREROUTING -m ttl --ttl-eq 63
+-A FORWARD -m ttl --ttl-eq 64
+-A FORWARD -m ttl --ttl-eq 63
+-A POSTROUTING -m ttl --ttl-eq 64
+-A POSTROUTING -m ttl --ttl-eq 63
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+-A INPUT -m ttl --ttl-eq 64
+-A FORWARD -m ttl --ttl-lt 2
+-A FORWARD -m ttl --ttl-eq 63
+COMMIT
+";
+
+    #[test]
+    fn forwarding_decrements_the_ttl_before_forward() {
+        // ip_forward: ip_decrease_ttl runs before NF_HOOK(FORWARD).
+        let b = one(TTL_COUNTERS, &router(), udp("10.0.0.1", "10.1.0.9", 53), &peer());
+        assert_eq!(hits(&b), ["mangle/PREROUTING#1", "mangle/FORWARD#2", "filter/FORWARD#2", "mangle/POSTROUTING#2"]);
+        assert_eq!(b.packet.ttl, 63);
+        assert_eq!(b.delivered, Some(Delivered::Egress { iface: "eth1".into(), next_hop: "10.1.0.9".parse().unwrap() }));
+        // Delivered locally: no decrement.
+        let b = one(TTL_COUNTERS, &router(), udp("10.0.0.1", "10.0.0.5", 53), &peer());
+        assert_eq!(hits(&b), ["mangle/PREROUTING#1", "filter/INPUT#1"]);
+        assert_eq!(b.packet.ttl, 64);
+    }
+
+    #[test]
+    fn a_ttl_of_one_expires_before_forward() {
+        for ttl in [1, 0] {
+            let mut pkt = udp("10.0.0.1", "10.1.0.9", 53);
+            pkt.ttl = ttl;
+            let b = one(TTL_COUNTERS, &router(), pkt, &peer());
+            assert!(hits(&b).is_empty(), "only PREROUTING sees it: {:?}", hits(&b));
+            assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
+            assert_eq!(b.reason, Some(ttl_exceeded(Family::V4, ttl)));
+            assert!(b.reason.as_deref().unwrap().contains("ICMP time exceeded"));
+        }
+        // TTL 2 leaves with 1.
+        let mut pkt = udp("10.0.0.1", "10.1.0.9", 53);
+        pkt.ttl = 2;
+        let b = one(TTL_COUNTERS, &router(), pkt, &peer());
+        assert_eq!(hits(&b), ["filter/FORWARD#1"]);
+        assert_eq!((b.verdict, b.packet.ttl), (Verdict::Accept, 1));
+        // A TTL set to 1 in mangle PREROUTING expires too; to a local address it is delivered.
+        let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A PREROUTING -j TTL --ttl-set 1\n-A FORWARD\nCOMMIT\n";
+        let b = one(rules, &router(), udp("10.0.0.1", "10.1.0.9", 53), &peer());
+        assert_eq!((hits(&b), b.verdict), (vec!["mangle/PREROUTING#1".to_string()], Verdict::Drop));
+        assert_eq!(b.reason, Some(ttl_exceeded(Family::V4, 1)));
+        let b = one(rules, &router(), udp("10.0.0.1", "10.0.0.5", 53), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
+        // Forwarding off: the route lookup fails first.
+        let mut pkt = udp("10.0.0.1", "10.1.0.9", 53);
+        pkt.ttl = 1;
+        let b = one(TTL_COUNTERS, &pod().iface("eth1", &["10.1.0.5/24"]), pkt, &peer());
+        assert!(b.reason.as_deref().unwrap().contains("forwarding is off"), "{b:#?}");
+    }
+
+    #[test]
+    fn forwarding_decrements_the_ipv6_hop_limit() {
+        let rules = "# Generated by ip6tables-save
+*mangle
+:PREROUTING ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -m hl --hl-eq 64
+-A FORWARD -m hl --hl-eq 64
+-A FORWARD -m hl --hl-eq 63
+-A POSTROUTING -m hl --hl-eq 63
+COMMIT
+";
+        let mut host = Host::new("r").iface("eth0", &["fd00::5/64"]).iface("eth1", &["fd01::5/64"]);
+        host.sysctls.ip_forward = true;
+        let b = one(rules, &host, udp("fd00::1", "fd01::9", 53), &peer());
+        assert_eq!(hits(&b), ["mangle/PREROUTING#1", "mangle/FORWARD#2", "mangle/POSTROUTING#1"]);
+        assert_eq!(b.packet.ttl, 63);
+        let mut pkt = udp("fd00::1", "fd01::9", 53);
+        pkt.ttl = 1;
+        let b = one(rules, &host, pkt, &peer());
+        assert_eq!((hits(&b), b.verdict), (Vec::<String>::new(), Verdict::Drop));
+        assert_eq!(b.reason, Some(ttl_exceeded(Family::V6, 1)));
+        assert!(b.reason.as_deref().unwrap().starts_with("hop limit 1"));
+    }
+
+    /// `ip rule fwmark 0x100/0x100 lookup 100` with `local 0.0.0.0/0 dev lo table 100`, and mangle
+    /// PREROUTING marking TCP and UDP to port 8080 or 53.
+    fn anyip() -> (Host, &'static str) {
+        let mut h = pod().listen(17, "0.0.0.0", 8080, "udp-app", 0, 0);
+        h.policy.push(crate::host::PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+        h.tables.insert(100, vec![crate::host::Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+        let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-mark 0x100\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp\n-A INPUT -p udp\nCOMMIT\n";
+        (h, rules)
+    }
+
+    fn tcp(src: &str, dst: &str, dport: u16) -> Packet {
+        Packet::new(6, src.parse().unwrap(), 40000, dst.parse().unwrap(), dport)
+    }
+
+    #[test]
+    fn a_syn_to_a_non_local_address_needs_a_transparent_listener() {
+        let (host, rules) = anyip();
+        // Through INPUT to the 0.0.0.0 listener, which cannot answer from 10.0.0.99.
+        let b = one(rules, &host, tcp("10.0.0.1", "10.0.0.99", 8080), &peer());
+        assert_eq!(hits(&b), ["mangle/PREROUTING#1", "filter/INPUT#1"]);
+        assert_eq!((b.verdict, b.delivered.as_ref(), b.by.as_ref(), b.listener_port), (Verdict::Accept, None, None, None));
+        assert_eq!(b.reason.as_deref(), Some(NOT_TRANSPARENT));
+        // The same from a local process, looped back on lo.
+        let mut pkt = tcp("0.0.0.0", "10.0.0.99", 8080);
+        pkt.mark = 0x100;
+        let b = one(rules, &host, pkt, &owner());
+        assert_eq!(b.reason.as_deref(), Some(NOT_TRANSPARENT), "{b:#?}");
+        // To the host's own address it connects.
+        let b = one(rules, &host, tcp("10.0.0.1", "10.0.0.5", 8080), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 8080, .. })), "{b:#?}");
+        // A transparent listener accepts it.
+        let mut t = host.clone();
+        t.sockets.iter_mut().for_each(|s| s.transparent = true);
+        let b = one(rules, &t, tcp("10.0.0.1", "10.0.0.99", 8080), &peer());
+        assert_eq!(b.delivered, Some(Delivered::Local { addr: "10.0.0.99".parse().unwrap(), port: 8080, process: Some("app".into()) }));
+        // A UDP socket bound to 0.0.0.0 receives the datagram.
+        let b = one(rules, &host, udp("10.0.0.1", "10.0.0.99", 8080), &peer());
+        assert_eq!(b.delivered, Some(Delivered::Local { addr: "10.0.0.99".parse().unwrap(), port: 8080, process: Some("udp-app".into()) }));
+        // TPROXY assigns the socket: the connection is accepted.
+        let tproxy = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j TPROXY --on-port 8080 --tproxy-mark 0x100/0x100\nCOMMIT\n";
+        let b = one(tproxy, &host, tcp("10.0.0.1", "10.0.0.99", 80), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 80, .. })), "{b:#?}");
+        // IPv6's output route lookup does not check the source: the connection is accepted.
+        let mut h6 = Host::new("pod").iface("eth0", &["fd00::5/64"]).listen(6, "::", 8080, "app", 0, 0);
+        h6.policy.push(crate::host::PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+        h6.tables.insert(100, vec![crate::host::Route { dst: "::/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+        let rules6 = "# Generated by ip6tables-save\n*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-mark 0x100\nCOMMIT\n";
+        let b = one(rules6, &h6, tcp("fd00::1", "fd00::99", 8080), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 8080, .. })), "{b:#?}");
+    }
+
+    #[test]
+    fn a_destination_dnated_to_loopback_is_martian() {
+        // Only the nat PREROUTING counter moves; the input route lookup drops the packet.
+        let rules = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n-A PREROUTING -p udp -j DNAT --to-destination 127.0.0.1\n-A INPUT -p udp\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp\nCOMMIT\n";
+        let host = pod().listen(17, "0.0.0.0", 8080, "udp-app", 0, 0);
+        let b = one(rules, &host, udp("10.0.0.1", "10.0.0.5", 8080), &peer());
+        assert_eq!(hits(&b), ["nat/PREROUTING#1"]);
+        assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
+        assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V4)));
+        assert_eq!(b.packet.dst, "127.0.0.1".parse::<IpAddr>().unwrap());
+        // With route_localnet it is delivered to 127.0.0.1.
+        let mut h = host.clone();
+        h.sysctls.route_localnet = true;
+        let b = one(rules, &h, udp("10.0.0.1", "10.0.0.5", 8080), &peer());
+        assert_eq!(hits(&b), ["nat/PREROUTING#1", "filter/INPUT#1", "nat/INPUT#1"]);
+        assert_eq!(b.delivered, Some(Delivered::Local { addr: "127.0.0.1".parse().unwrap(), port: 8080, process: Some("udp-app".into()) }));
+        // Looped back on lo (a local sender to the host's own address) nat PREROUTING is skipped.
+        let b = one(rules, &host, udp("0.0.0.0", "127.0.0.1", 8080), &owner());
+        assert!(matches!(b.delivered, Some(Delivered::Local { .. })), "{b:#?}");
+    }
+
+    #[test]
+    fn a_loopback_destination_arriving_passes_prerouting_first() {
+        // IPv4 checks the loopback destination in the input route lookup, after PREROUTING: the
+        // PREROUTING chains see the packet, and a DNAT there rescues it.
+        let counters = "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp\nCOMMIT\n";
+        let b = one(counters, &pod(), udp("10.0.0.1", "127.0.0.1", 53), &peer());
+        assert_eq!((hits(&b), b.verdict), (vec!["raw/PREROUTING#1".to_string()], Verdict::Drop));
+        assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V4)));
+        let dnat = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -d 127.0.0.1 -j DNAT --to-destination 10.0.0.5\nCOMMIT\n";
+        let b = one(dnat, &pod(), udp("10.0.0.1", "127.0.0.1", 53), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
+    }
+
+    #[test]
+    fn ipv6_loopback_never_arrives_from_outside() {
+        let host = Host::new("pod").iface("eth0", &["fd00::5/64"]).listen(17, "::", 53, "dns", 0, 0);
+        let counters = "# Generated by ip6tables-save\n*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp\nCOMMIT\n";
+        // Dropped in ip6_rcv_core, before PREROUTING, whatever route_localnet says: to ::1 or from ::1.
+        let mut h = host.clone();
+        h.sysctls.route_localnet = true;
+        for (src, dst) in [("fd00::1", "::1"), ("::1", "fd00::5")] {
+            let b = one(counters, &h, udp(src, dst, 53), &peer());
+            assert_eq!((hits(&b), b.verdict), (Vec::<String>::new(), Verdict::Drop), "{src} -> {dst}");
+            assert_eq!(b.reason.as_deref(), Some(LOOPBACK_V6_ARRIVING));
+        }
+        // DNAT to ::1 in PREROUTING: the input route lookup finds no route, route_localnet or not.
+        let dnat = "# Generated by ip6tables-save\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -j DNAT --to-destination [::1]\nCOMMIT\n";
+        for h in [&host, &h] {
+            let b = one(dnat, h, udp("fd00::1", "fd00::5", 53), &peer());
+            assert_eq!((hits(&b), b.verdict), (vec!["nat/PREROUTING#1".to_string()], Verdict::Drop));
+            assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V6)));
+        }
     }
 }

@@ -340,14 +340,18 @@ fn apply_target(t: &TargetExt, st: &mut State, env: &Env<'_>) -> Effect {
             }
             Effect::Continue
         }
+        // Only a packet without a conntrack entry (INVALID in raw) becomes untracked; one looped
+        // back on lo keeps the entry it got on the way out (`if (skb->_nfct != 0) return XT_CONTINUE`).
         TargetExt::Ct(c) => {
-            if c.notrack {
+            if c.notrack && pkt.ct_state == CtState::Invalid {
                 pkt.ct_state = CtState::Untracked;
             }
             Effect::Continue
         }
         TargetExt::Notrack(_) => {
-            pkt.ct_state = CtState::Untracked;
+            if pkt.ct_state == CtState::Invalid {
+                pkt.ct_state = CtState::Untracked;
+            }
             Effect::Continue
         }
         TargetExt::Log(_)

@@ -617,6 +617,11 @@ COMMIT
         .listen(6, "0.0.0.0", 80, "web", 0, 0)
         .listen(6, "0.0.0.0", 81, "web", 0, 0)
         .listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    // The web listeners are transparent: they accept connections to the non-local addresses
+    // mark 0x1 delivers here.
+    for s in host.sockets.iter_mut().filter(|s| s.proto == 6) {
+        s.transparent = true;
+    }
     // Mark bit 0x1 delivers locally; mark bit 0x2 routes 203.0.113.0/24, which has no other route.
     host.policy.push(PolicyRule { fwmark: 0x1, mask: 0x1, table: 100 });
     host.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
@@ -665,4 +670,118 @@ COMMIT
     let scopes = check_scopes(rules6, &host6, Family::V6, &[None], &mut rng);
     let r = reasons_of(&scopes[0].1, Family::V6, 17, "::1", "::1", 53);
     assert!(r[0].as_deref().is_some_and(|r| r.starts_with("re-routing after nat OUTPUT fails: a loopback source")), "{r:?}");
+}
+
+/// The reasons of the fates of the class holding the arriving packet `proto src -> dst:dport`.
+fn arriving_reasons(cs: &[Class], family: Family, proto: u8, src: &str, dst: &str, dport: u16) -> Vec<Option<String>> {
+    let num = |a: &str| nfsim::classes::region::addr_num(a.parse().unwrap());
+    let i = Input { proto, src: num(src), dst: num(dst), sport: 40000, dport, uid: 0, gid: 0, mark: 0, state: nfsim::packet::CtState::New };
+    let owners = containing(cs, &i);
+    assert_eq!(owners.len(), 1, "{i:?} ({family:?})");
+    owners[0].fates.iter().map(|f| f.reason.clone()).collect()
+}
+
+/// The three kernel differentials: forwarding decrements the TTL (hop limit) before FORWARD and
+/// drops it at 1; a TCP SYN to a non-local address needs a transparent listener (IPv4); a
+/// destination PREROUTING rewrote to a loopback address is martian. The classes agree with the
+/// concrete engine on every class and say so in their reasons.
+#[test]
+fn classes_follow_forwarding_ttl_transparency_and_the_martian_check_after_prerouting() {
+    let rules = "*mangle
+:PREROUTING ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp -m multiport --dports 8080,9090 -j MARK --set-xmark 0x100/0x100
+-A PREROUTING -p udp --dport 8080 -j MARK --set-xmark 0x100/0x100
+-A PREROUTING -p tcp --dport 7 -j TTL --ttl-set 1
+-A PREROUTING -p tcp --dport 8 -j TTL --ttl-set 2
+-A FORWARD -m ttl --ttl-eq 64 -j DROP
+-A FORWARD -p tcp --dport 22 -m ttl --ttl-eq 63 -j DROP
+-A POSTROUTING -p udp -m ttl --ttl-gt 63 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp --dport 5353 -j DNAT --to-destination 127.0.0.1:53
+-A PREROUTING -p tcp --dport 9000 -j DNAT --to-destination 127.0.0.1
+-A PREROUTING -p udp -d 127.0.0.1 --dport 54 -j DNAT --to-destination 10.0.0.5:53
+COMMIT
+";
+    let mut host = Host::new("pod")
+        .iface("eth0", &["10.0.0.5/24"])
+        .iface("eth1", &["10.1.0.5/24"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 8080, "app", 0, 0)
+        .listen(17, "0.0.0.0", 8080, "udp-app", 0, 0)
+        .listen(6, "0.0.0.0", 9090, "proxy", 0, 0)
+        .listen(6, "127.0.0.1", 9000, "admin", 0, 0)
+        .listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    host.sockets.iter_mut().filter(|s| s.port == 9090).for_each(|s| s.transparent = true);
+    host.sysctls.ip_forward = true;
+    host.policy.push(PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+    host.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    let mut rng = Rng(13);
+    let scopes = check_scopes(rules, &host, Family::V4, &[Some("eth0"), None], &mut rng);
+    let cs = &scopes[0].1;
+    let r = |proto, dst, dport| arriving_reasons(cs, Family::V4, proto, "10.0.0.1", dst, dport);
+    let has = |v: Vec<Option<String>>, start: &str| v.len() == 1 && v[0].as_deref().is_some_and(|r| r.starts_with(start));
+    // Forwarded: FORWARD and POSTROUTING see TTL 63.
+    assert_eq!(r(6, "10.1.0.9", 80), [None]);
+    assert_eq!(r(17, "10.1.0.9", 80), [None]);
+    assert_eq!(r(6, "10.1.0.9", 22), [Some("dropped by mangle:FORWARD:2".to_string())]);
+    assert!(has(r(6, "10.1.0.9", 7), "TTL 1 expires in forwarding"));
+    assert_eq!(r(6, "10.1.0.9", 8), [None], "TTL 2 leaves with 1");
+    // Delivered locally without a decrement, whatever the TTL.
+    assert_eq!(r(6, "10.0.0.5", 7), [Some("no socket listens there: the kernel answers with a TCP reset".to_string())]);
+    // Policy-routed to the host: TCP needs a transparent listener; UDP is received.
+    assert!(has(r(6, "10.0.0.99", 8080), "the listener is not transparent"));
+    assert_eq!(r(6, "10.0.0.5", 8080), [None]);
+    assert_eq!(r(6, "10.0.0.99", 9090), [None]);
+    assert_eq!(r(17, "10.0.0.99", 8080), [None]);
+    // DNAT to 127.0.0.1 in PREROUTING: martian; a loopback destination DNATed away is delivered.
+    assert!(has(r(17, "10.0.0.5", 5353), "martian destination"));
+    assert!(has(r(6, "10.0.0.5", 9000), "martian destination"));
+    assert!(has(r(17, "127.0.0.1", 53), "martian destination"));
+    assert_eq!(r(17, "127.0.0.1", 54), [None]);
+    // A local sender's SYN to a non-local address routed back in by its mark.
+    let local = &scopes[1].1;
+    let num = |a: &str| nfsim::classes::region::addr_num(a.parse().unwrap());
+    let i = Input { proto: 6, src: 0, dst: num("10.0.0.99"), sport: 40000, dport: 8080, uid: 1000, gid: 1000, mark: 0x100, state: nfsim::packet::CtState::New };
+    let owners = containing(local, &i);
+    assert_eq!(owners.len(), 1);
+    assert!(owners[0].fates[0].reason.as_deref().is_some_and(|r| r.starts_with("the listener is not transparent")), "{:?}", owners[0].fates);
+
+    // route_localnet: the DNATed datagram is delivered to 127.0.0.1.
+    host.sysctls.route_localnet = true;
+    let scopes = check_scopes(rules, &host, Family::V4, &[Some("eth0")], &mut rng);
+    assert_eq!(arriving_reasons(&scopes[0].1, Family::V4, 17, "10.0.0.1", "10.0.0.5", 5353), [None]);
+
+    // IPv6: the hop limit, ::1 from outside (always), DNAT to ::1 (always), no source check for TCP.
+    let rules6 = "# Generated by ip6tables-save
+*mangle
+:PREROUTING ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+-A PREROUTING -p tcp --dport 8080 -j MARK --set-xmark 0x100/0x100
+-A PREROUTING -p tcp --dport 7 -j HL --hl-set 1
+-A FORWARD -m hl --hl-eq 64 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp --dport 5353 -j DNAT --to-destination [::1]:53
+COMMIT
+";
+    let mut host6 =
+        Host::new("pod").iface("eth0", &["fd00::5/64"]).iface("eth1", &["fd01::5/64"]).listen(6, "::", 8080, "app", 0, 0).listen(17, "::", 53, "dns", 0, 0);
+    host6.sysctls.ip_forward = true;
+    host6.sysctls.route_localnet = true;
+    host6.policy.push(PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+    host6.tables.insert(100, vec![Route { dst: "::/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    let scopes = check_scopes(rules6, &host6, Family::V6, &[Some("eth0")], &mut rng);
+    let cs = &scopes[0].1;
+    let r = |proto, src, dst, dport| arriving_reasons(cs, Family::V6, proto, src, dst, dport);
+    assert_eq!(r(6, "fd00::1", "fd01::9", 80), [None]);
+    assert!(has(r(6, "fd00::1", "fd01::9", 7), "hop limit 1 expires in forwarding"));
+    assert!(has(r(17, "fd00::1", "fd00::5", 5353), "martian destination"));
+    assert!(has(r(17, "fd00::1", "::1", 53), "the loopback address ::1"));
+    assert!(has(r(17, "::1", "fd00::5", 53), "the loopback address ::1"));
+    assert_eq!(r(6, "fd00::1", "fd00::99", 8080), [None]);
 }

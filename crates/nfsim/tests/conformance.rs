@@ -217,6 +217,12 @@ fn handwritten() -> Vec<(&'static str, Vec<Probe>)> {
             "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp\n-A POSTROUTING -p udp\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p udp -d 127.0.0.1 --dport 9000 -j DNAT --to-destination 10.0.0.9\n-A OUTPUT -p udp -d 10.0.0.5 --dport 9000 -j DNAT --to-destination 10.0.0.9\n-A POSTROUTING -p udp\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp\nCOMMIT\n",
             vec![local("127.0.0.1:9000"), local("10.0.0.5:9000"), local("127.0.0.1:8080")],
         ),
+        (
+            // Referee: NOTRACK and CT --notrack leave a packet that already has an entry (looped
+            // back on lo) tracked; an arriving one becomes untracked.
+            "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -p udp --dport 8080 -j NOTRACK\n-A PREROUTING -p udp --dport 9000 -j CT --notrack\n-A PREROUTING -p udp -m state --state UNTRACKED\n-A PREROUTING -p udp -m state --state NEW\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -p udp -m state --state NEW\n-A INPUT -p udp -m state --state UNTRACKED\nCOMMIT\n",
+            vec![local("10.0.0.5:8080"), local("127.0.0.1:9000"), peer("10.0.0.5:8080"), peer("10.0.0.5:9000")],
+        ),
     ]
 }
 

@@ -691,11 +691,15 @@ fn branch_arrival(b: &Branch, proto: Proto) -> Option<Arrival> {
         Delivered::Egress { iface, .. } => {
             let dst = b.packet.dst;
             let dport = if proto == Proto::Icmp { 0 } else { b.packet.dport };
-            let (side, ports): (Side, &[u16]) = match iface.as_str() {
-                "eth0" if dst == ip("10.0.0.1") || dst == ip("10.0.0.9") => (Side::Peer, &PEER_PORTS),
-                "eth1" if dst == ip("10.1.0.9") => (Side::Far, &FAR_PORTS),
+            let (side, ports, own): (Side, &[u16], &[&str]) = match iface.as_str() {
+                "eth0" if dst == ip("10.0.0.1") || dst == ip("10.0.0.9") => (Side::Peer, &PEER_PORTS, &["10.0.0.1", "10.0.0.9"]),
+                "eth1" if dst == ip("10.1.0.9") => (Side::Far, &FAR_PORTS, &["10.1.0.9"]),
                 _ => return None,
             };
+            // The receiver drops a martian source: loopback, or one of its own addresses.
+            if sa.is_loopback() || own.iter().any(|a| ip(a) == sa) {
+                return None;
+            }
             // A TTL that the forwarding decremented to 0 never left; the receiver listens on its ports.
             (proto == Proto::Icmp || ports.contains(&dport)).then_some((side, dst, dport, dport, sa, sp))
         }

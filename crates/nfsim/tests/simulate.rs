@@ -385,3 +385,103 @@ COMMIT
     assert_eq!(rules_hit(&b), ["mangle/OUTPUT#1", "nat/OUTPUT#1", "filter/OUTPUT#1", "mangle/POSTROUTING#2", "nat/POSTROUTING#2", "filter/INPUT#1"]);
     assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("127.0.0.1"), port: 15001, process: Some("envoy".into()) }));
 }
+
+/// Simulates `pkt` arriving on eth0 of `host` and returns its only branch.
+fn arriving(rules: &str, host: &Host, pkt: Packet) -> Branch {
+    let parsed = parse(rules);
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let sim = simulate(&parsed.ruleset, host, pkt, &Origin::Iface("eth0".into()), &Options::default());
+    assert_eq!(sim.branches.len(), 1, "{sim:#?}");
+    sim.branches.into_iter().next().unwrap()
+}
+
+#[test]
+fn forward_and_postrouting_see_the_decremented_ttl() {
+    // Kernel differential: `ip_forward` decrements the TTL before NF_HOOK(FORWARD), so
+    // `--ttl-eq 64` in mangle FORWARD misses a packet that arrived with TTL 64 and `--ttl-eq 63`
+    // matches; a TTL of 1 is dropped (ICMP time exceeded) after PREROUTING, before FORWARD.
+    let rules = "*mangle
+:PREROUTING ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -m ttl --ttl-eq 64
+-A PREROUTING -p tcp
+-A FORWARD -m ttl --ttl-eq 64
+-A FORWARD -m ttl --ttl-eq 63
+-A POSTROUTING -m ttl --ttl-eq 63
+COMMIT
+*filter
+:FORWARD ACCEPT [0:0]
+-A FORWARD -m ttl --ttl-eq 63
+COMMIT
+";
+    let mut host = pod();
+    host.sysctls.ip_forward = true;
+    let b = arriving(rules, &host, Packet::new(6, ip("10.0.0.1"), 40000, ip("10.1.0.9"), 8080));
+    assert_eq!(rules_hit(&b), ["mangle/PREROUTING#1", "mangle/PREROUTING#2", "mangle/FORWARD#2", "filter/FORWARD#1", "mangle/POSTROUTING#1"]);
+    assert_eq!(b.packet.ttl, 63);
+    assert_eq!(b.delivered, Some(Delivered::Egress { iface: "eth1".into(), next_hop: ip("10.1.0.9") }));
+
+    let mut pkt = Packet::new(6, ip("10.0.0.1"), 40000, ip("10.1.0.9"), 8080);
+    pkt.ttl = 1;
+    let b = arriving(rules, &host, pkt);
+    assert_eq!(rules_hit(&b), ["mangle/PREROUTING#2"], "only PREROUTING sees it");
+    assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
+    assert!(b.reason.as_deref().is_some_and(|r| r.starts_with("TTL 1 expires in forwarding") && r.contains("ICMP time exceeded")), "{b:#?}");
+}
+
+#[test]
+fn a_syn_to_a_non_local_address_needs_a_transparent_listener() {
+    // Kernel differential: `ip rule fwmark 0x100/0x100 lookup 100` with `local 0.0.0.0/0 dev lo
+    // table 100` delivers a peer's SYN to 10.0.0.99 locally, but the listener bound to 0.0.0.0
+    // cannot answer from 10.0.0.99 (no IP_TRANSPARENT): the SYN is dropped. A datagram is received.
+    let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-xmark 0x100/0x100\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT\nCOMMIT\n";
+    let mut host = pod().listen(17, "0.0.0.0", 8080, "udp-app", 0, 0);
+    host.policy.push(nfsim::host::PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+    host.tables.insert(100, vec![nfsim::host::Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    let b = arriving(rules, &host, Packet::new(6, ip("10.0.0.1"), 40000, ip("10.0.0.99"), 8080));
+    assert_eq!(rules_hit(&b), ["mangle/PREROUTING#1", "filter/INPUT#1"], "through INPUT");
+    assert_eq!((b.verdict, b.delivered.as_ref(), b.by.as_ref()), (Verdict::Accept, None, None));
+    assert!(b.reason.as_deref().is_some_and(|r| r.starts_with("the listener is not transparent") && r.contains("the SYN is dropped")), "{b:#?}");
+
+    let b = arriving(rules, &host, Packet::new(17, ip("10.0.0.1"), 40000, ip("10.0.0.99"), 8080));
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("10.0.0.99"), port: 8080, process: Some("udp-app".into()) }));
+
+    let b = arriving(rules, &host, Packet::new(6, ip("10.0.0.1"), 40000, ip("10.0.0.6"), 8080));
+    assert!(matches!(b.delivered, Some(Delivered::Local { port: 8080, .. })), "a local address: {b:#?}");
+
+    host.sockets.iter_mut().filter(|s| s.port == 8080 && s.proto == 6).for_each(|s| s.transparent = true);
+    let b = arriving(rules, &host, Packet::new(6, ip("10.0.0.1"), 40000, ip("10.0.0.99"), 8080));
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("10.0.0.99"), port: 8080, process: Some("app".into()) }));
+}
+
+#[test]
+fn a_destination_dnated_to_loopback_in_prerouting_is_martian() {
+    // Kernel differential: peer UDP -> 10.0.0.5:8080 DNATed to 127.0.0.1 in nat PREROUTING: only
+    // the nat PREROUTING counter moves; the input route lookup drops the martian destination.
+    let rules = "*mangle
+:INPUT ACCEPT [0:0]
+-A INPUT -p udp
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+-A PREROUTING -p udp -j DNAT --to-destination 127.0.0.1
+-A INPUT -p udp
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p udp
+COMMIT
+";
+    let mut host = pod().listen(17, "0.0.0.0", 8080, "udp-app", 0, 0);
+    let b = arriving(rules, &host, Packet::new(17, ip("10.0.0.1"), 40000, ip("10.0.0.5"), 8080));
+    assert_eq!(rules_hit(&b), ["nat/PREROUTING#1"]);
+    assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
+    assert!(b.reason.as_deref().is_some_and(|r| r.starts_with("martian destination")), "{b:#?}");
+
+    host.sysctls.route_localnet = true;
+    let b = arriving(rules, &host, Packet::new(17, ip("10.0.0.1"), 40000, ip("10.0.0.5"), 8080));
+    assert_eq!(rules_hit(&b), ["nat/PREROUTING#1", "mangle/INPUT#1", "filter/INPUT#1", "nat/INPUT#1"]);
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("127.0.0.1"), port: 8080, process: Some("udp-app".into()) }));
+}

@@ -10,7 +10,7 @@ use crate::host::{Host, Socket};
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 use crate::ruleset::{ChainId, Family, Hook, Policy, Rule, Ruleset, Table, TableName, Target};
-use crate::simulate::send_error;
+use crate::simulate::{LOOPBACK_V6_ARRIVING, NOT_TRANSPARENT, martian_loopback, send_error, ttl_exceeded};
 use crate::targets::TargetExt;
 use crate::trace::{RuleRef, Verdict};
 use crate::traverse::{Assumption, Options};
@@ -856,11 +856,15 @@ impl<'a> Engine<'a> {
     fn arrive(&mut self, st: St, looped: bool) {
         let in_iface = st.in_iface.clone().unwrap_or_default();
         let mut st = st;
-        if !looped && in_iface != "lo" && !self.host.sysctls.route_localnet {
-            let lo = Test { dst: Some(loopback_set(self.family)), ..Test::default() };
-            let (bad, fine) = self.split(st, &[lo]);
+        let from_outside = !looped && in_iface != "lo";
+        if from_outside && self.family == Family::V6 {
+            // As `Sim::arrive`: ::1 as source or destination never arrives on another interface.
+            let lo = loopback_set(self.family);
+            let other = Ranges::addr_space(addr_bits(self.family)).minus(&lo);
+            let tests = [Test { dst: Some(lo.clone()), ..Test::default() }, Test { src: Some(lo), dst: Some(other), ..Test::default() }];
+            let (bad, fine) = self.split(st, &tests);
             if let Some(bad) = bad {
-                self.finish(bad, Verdict::Drop, None, None, Some("martian destination: loopback address arriving on a non-loopback interface".into()));
+                self.finish(bad, Verdict::Drop, None, None, Some(LOOPBACK_V6_ARRIVING.into()));
             }
             let Some(fine) = fine else { return };
             st = fine;
@@ -888,8 +892,21 @@ impl<'a> Engine<'a> {
             ok_states.push(st);
         }
         let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4).map(addr_num), masquerade_src: None };
+        let martian = from_outside && (self.family == Family::V6 || !self.host.sysctls.route_localnet);
         for st in ok_states {
             for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
+                // As `Sim::arrive`: the input route lookup sees the destination PREROUTING left.
+                let st = if martian {
+                    let lo = Test { dst: Some(loopback_set(self.family)), ..Test::default() };
+                    let (bad, fine) = self.split(st, &[lo]);
+                    if let Some(bad) = bad {
+                        self.finish(bad, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
+                    }
+                    let Some(fine) = fine else { continue };
+                    fine
+                } else {
+                    st
+                };
                 let parts = self.route_parts(true);
                 for (st, route) in self.partition(st, &parts) {
                     match route {
@@ -900,6 +917,14 @@ impl<'a> Engine<'a> {
                                 continue;
                             }
                             let mut st = st;
+                            // As `Sim::arrive`: the TTL (a constant of the state) expires or is
+                            // decremented before FORWARD.
+                            if st.ttl <= 1 {
+                                let why = ttl_exceeded(self.family, st.ttl);
+                                self.finish(st, Verdict::Drop, None, None, Some(why));
+                                continue;
+                            }
+                            st.ttl -= 1;
                             st.out_iface = Some(r.dev.clone());
                             for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
                                 let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
@@ -929,7 +954,22 @@ impl<'a> Engine<'a> {
             for (st, sock) in self.partition(st, &parts) {
                 match sock {
                     Some(i) => {
-                        let process = Some(self.host.sockets[i].process.clone()).filter(|p| !p.is_empty());
+                        let sock = &self.host.sockets[i];
+                        let process = Some(sock.process.clone()).filter(|p| !p.is_empty());
+                        // As `Sim::cannot_answer`: a non-transparent listener cannot accept a TCP
+                        // connection to a non-local (IPv4) address that TPROXY did not assign.
+                        let st = if self.family == Family::V4 && st.tproxy.is_none() && !sock.transparent {
+                            let nonlocal = Ranges::addr_space(addr_bits(self.family)).minus(&self.local_set());
+                            let stuck = Test { proto: Some(Ranges::point(6)), dst: Some(nonlocal), ..Test::default() };
+                            let (bad, fine) = self.split(st, &[stuck]);
+                            if let Some(bad) = bad {
+                                self.finish(bad, Verdict::Accept, None, None, Some(NOT_TRANSPARENT.into()));
+                            }
+                            let Some(fine) = fine else { continue };
+                            fine
+                        } else {
+                            st
+                        };
                         self.finish(st, Verdict::Accept, Some(Place::Local { process }), None, None);
                     }
                     None => {
@@ -1499,15 +1539,19 @@ impl<'a> Engine<'a> {
                 }
                 vec![(st, None)]
             }
-            TargetExt::Ct(c) => {
-                if c.notrack {
-                    st.cur.state = Val::Const(CtState::Untracked);
+            TargetExt::Ct(c) if !c.notrack => vec![(st, None)],
+            TargetExt::Ct(_) | TargetExt::Notrack(_) => {
+                // Only a packet without an entry becomes untracked; one looped back on lo keeps the
+                // entry it got on the way out (`if (skb->_nfct != 0) return XT_CONTINUE`).
+                let no_entry = Test { state: Some(state_bit(CtState::Invalid)), ..Test::default() };
+                let (none, has) = self.split(st, &[no_entry]);
+                let mut out = Vec::new();
+                if let Some(mut s) = none {
+                    s.cur.state = Val::Const(CtState::Untracked);
+                    out.push((s, None));
                 }
-                vec![(st, None)]
-            }
-            TargetExt::Notrack(_) => {
-                st.cur.state = Val::Const(CtState::Untracked);
-                vec![(st, None)]
+                out.extend(has.map(|s| (s, None)));
+                out
             }
             TargetExt::Log(_)
             | TargetExt::Nflog(_)
