@@ -21,7 +21,7 @@
 //! For the same rule sets, the class analysis answers to the referee: one lab-sendable packet of
 //! every class is probed, and the kernel, the concrete engine and the class's fates must agree.
 //!
-//! Environment: `NFSIM_CONFORMANCE_CASES` (rule sets, default 24), `NFSIM_CONFORMANCE_SEED`
+//! Environment: `NFSIM_CONFORMANCE_CASES` (rule sets, default 40), `NFSIM_CONFORMANCE_SEED`
 //! (base seed), `NFSIM_CONFORMANCE_REPLAY` (run the one rule set of that seed, as printed with a
 //! divergence), `NFSIM_CONFORMANCE_JOBS` (labs run at once, default 4), `NFSIM_CONFORMANCE_CLASSES`
 //! (class probes per set, default 6). Needs root; skipped loudly elsewhere, failing under
@@ -423,7 +423,8 @@ const TARGETS: &[TargetKind] = &[
     TargetKind {
         name: "TPROXY",
         generate: |r, at| {
-            (at.table == "mangle" && at.guard.ports() && at.in_hooks(&["PREROUTING"]))
+            // UDP only: a TCP TPROXY needs `-m socket` rules for the rest of the handshake.
+            (at.table == "mangle" && at.guard == Guard::Udp && at.in_hooks(&["PREROUTING"]))
                 .then(|| format!("-j TPROXY --on-port {TPROXY_PORT} {}--tproxy-mark 0x100/0x100", if r.chance(2) { "--on-ip 127.0.0.1 " } else { "" }))
         },
     },
@@ -547,7 +548,7 @@ fn random_rules(rng: &mut Rng) -> RuleSet {
                 let mut kinds = Vec::new();
                 for _ in 0..rng.below(3) {
                     let k = &MATCHES[rng.below(MATCHES.len())];
-                    if FORKING.contains(&k.name) && (forks >= 1 || rng.chance(2)) {
+                    if FORKING.contains(&k.name) && forks >= 1 {
                         continue;
                     }
                     if kinds.contains(&k.name) {
@@ -578,7 +579,17 @@ fn random_rules(rng: &mut Rng) -> RuleSet {
                 } else {
                     let mut tries = 0;
                     loop {
-                        let k = &TARGETS[rng.below(TARGETS.len())];
+                        // NAT and the rarely-reached kinds are drawn more often where they can stand.
+                        let favour = match (t, rng.below(3)) {
+                            ("nat", 0) => Some(rng.pick(&["DNAT", "REDIRECT", "DNAT", "SNAT", "MASQUERADE", "NETMAP"])),
+                            ("filter", 0) if rng.chance(3) => Some(rng.pick(&["QUEUE", "REJECT"])),
+                            ("mangle", 0) if rng.chance(2) => Some(rng.pick(&["TCPMSS", "TPROXY", "TTL"])),
+                            _ => None,
+                        };
+                        let k = match favour {
+                            Some(name) => TARGETS.iter().find(|k| k.name == name).expect("a target kind"),
+                            None => &TARGETS[rng.below(TARGETS.len())],
+                        };
                         tries += 1;
                         if let Some(tg) = (k.generate)(rng, &at) {
                             if !tg.is_empty() {
@@ -617,7 +628,7 @@ fn random_probe(rng: &mut Rng) -> Probe {
         0..=4 => {
             let uid = [0, 1000, 1337, 1500][rng.below(4)];
             let gid = if rng.chance(4) { [0, 1000, 1337][rng.below(3)] } else { uid };
-            let dst = rng.pick(&["10.0.0.9", "10.0.0.1", "10.0.0.5", "127.0.0.1", "10.1.0.9", "10.1.0.5", "10.0.0.77", "192.0.2.1"]);
+            let dst = rng.pick(&["10.0.0.9", "10.0.0.1", "10.0.0.5", "127.0.0.1", "127.0.0.1", "10.1.0.9", "10.1.0.5", "10.0.0.77", "192.0.2.1"]);
             let mut p = Probe::local(uid, gid, proto, d(dst));
             if rng.chance(4) {
                 p = p.with_src(ip(rng.pick(&["127.0.0.1", "10.0.0.5", "10.1.0.5"])));
@@ -698,6 +709,13 @@ fn branch_arrival(b: &Branch, proto: Proto) -> Option<Arrival> {
             };
             // The receiver drops a martian source: loopback, or one of its own addresses.
             if sa.is_loopback() || own.iter().any(|a| ip(a) == sa) {
+                return None;
+            }
+            // A TCP listener answers the source; on the receiver's own subnet only the pod answers
+            // ARP, so a SYN from another address there never completes its handshake.
+            let subnet = if side == Side::Peer { "10.0.0." } else { "10.1.0." };
+            let pod_addr = if side == Side::Peer { ip("10.0.0.5") } else { ip("10.1.0.5") };
+            if proto == Proto::Tcp && sa.to_string().starts_with(subnet) && sa != pod_addr {
                 return None;
             }
             // A TTL that the forwarding decremented to 0 never left; the receiver listens on its ports.
@@ -1063,8 +1081,14 @@ fn coverage_table(cov: &Coverage) -> (String, Vec<String>) {
             uncovered.push(k.to_string());
         }
     }
+    for (k, why) in NOT_GENERATED {
+        let _ = writeln!(s, "{k:<14}  NOT COVERED: the referee has no {why} yet");
+    }
     (s, uncovered)
 }
+
+/// Kinds the engine models that this referee cannot probe yet (listed loudly in the report).
+const NOT_GENERATED: [(&str, &str); 4] = [("icmp6", "IPv6 probes"), ("hl", "IPv6 probes"), ("HL", "IPv6 probes"), ("sctp", "SCTP probes")];
 
 #[test]
 fn random_rule_sets_agree_with_the_kernel() {
@@ -1073,7 +1097,7 @@ fn random_rule_sets_agree_with_the_kernel() {
     }
     let base = env_num("NFSIM_CONFORMANCE_SEED", 0x5eed_2026_1204);
     let replay = std::env::var("NFSIM_CONFORMANCE_REPLAY").ok().map(|_| env_num("NFSIM_CONFORMANCE_REPLAY", 0));
-    let cases = env_num("NFSIM_CONFORMANCE_CASES", 24);
+    let cases = env_num("NFSIM_CONFORMANCE_CASES", 40);
     let jobs = env_num("NFSIM_CONFORMANCE_JOBS", 4).max(1);
     let class_limit = env_num("NFSIM_CONFORMANCE_CLASSES", 6) as usize;
     let seeds: Vec<u64> = match replay {
