@@ -229,10 +229,17 @@ pub(crate) struct LabConfig {
     pub(crate) peer_mac: Option<String>,
     /// ipsets created in the pod before the rules are loaded: name, type, members.
     pub(crate) ipsets: Vec<(String, String, Vec<String>)>,
+    /// Fixed MAC addresses on every veth end and permanent neighbour entries for the lab's
+    /// addresses, so that no probe's ARP (one with a source a NAT rule made martian, say) can
+    /// leave a failed neighbour entry behind for the next probes.
+    pub(crate) static_neighbours: bool,
     /// Policy routing in the pod: `ip rule add fwmark MARK/MASK lookup TABLE` and
     /// `ip route add local 0.0.0.0/0 dev lo table TABLE` (what TPROXY needs).
     pub(crate) tproxy_route: Option<(u32, u32, u32)>,
 }
+
+/// MACs with [`LabConfig::static_neighbours`]: pod eth0, peer eth0 (unless `peer_mac`), pod eth1, far eth0.
+const NEIGH_MACS: [&str; 4] = ["02:00:00:00:00:05", "02:00:00:00:00:01", "02:00:00:00:01:05", "02:00:00:00:01:09"];
 
 const POD_ADDR: &str = "10.0.0.5/24";
 const POD_ADDR_FAR: &str = "10.1.0.5/24";
@@ -544,6 +551,21 @@ impl Lab {
         }
         pod.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "eth0"])?;
         peer.ip(&["route", "add", "default", "via", "10.0.0.5", "dev", "eth0"])?;
+        if cfg.static_neighbours {
+            let peer_mac = cfg.peer_mac.as_deref().unwrap_or(NEIGH_MACS[1]);
+            pod.ip(&["link", "set", "eth0", "address", NEIGH_MACS[0]])?;
+            peer.ip(&["link", "set", "eth0", "address", peer_mac])?;
+            for a in ["10.0.0.1", "10.0.0.9"] {
+                pod.ip(&["neigh", "replace", a, "lladdr", peer_mac, "dev", "eth0", "nud", "permanent"])?;
+            }
+            peer.ip(&["neigh", "replace", "10.0.0.5", "lladdr", NEIGH_MACS[0], "dev", "eth0", "nud", "permanent"])?;
+            if let Some(far) = &far {
+                pod.ip(&["link", "set", "eth1", "address", NEIGH_MACS[2]])?;
+                far.ip(&["link", "set", "eth0", "address", NEIGH_MACS[3]])?;
+                pod.ip(&["neigh", "replace", "10.1.0.9", "lladdr", NEIGH_MACS[3], "dev", "eth1", "nud", "permanent"])?;
+                far.ip(&["neigh", "replace", "10.1.0.5", "lladdr", NEIGH_MACS[2], "dev", "eth0", "nud", "permanent"])?;
+            }
+        }
         {
             let mut cmd = vec!["sysctl".to_string(), "-q".into(), "-w".into(), format!("net.ipv4.ip_forward={}", u8::from(cfg.forward))];
             let ifaces = if cfg.far { vec!["all", "eth0", "eth1"] } else { vec!["all", "eth0"] };
