@@ -48,7 +48,7 @@ use oracle::{Backend, From as Src, Lab, LabConfig, Observed, Probe, Proto, Side}
 const POD_PORTS: [u16; 4] = [8080, 9000, 15001, 15006];
 const PEER_PORTS: [u16; 3] = [8080, 9000, 15001];
 const FAR_PORTS: [u16; 2] = [8080, 9000];
-const POD_ADDRS: [&str; 2] = ["10.0.0.5", "10.1.0.5"];
+const POD_ADDRS: [&str; 4] = ["10.0.0.5", "10.1.0.5", "fd00::5", "fd01::5"];
 /// The TPROXY listener (bound to 0.0.0.0, IP_TRANSPARENT) and the policy routing it needs.
 const TPROXY_PORT: u16 = 15006;
 const TPROXY_MARK: (u32, u32, u32) = (0x100, 0x100, 100);
@@ -73,10 +73,13 @@ fn ipsets() -> Vec<(String, String, Vec<String>)> {
         // Written by the SET target only: a set that SET changes is read by no match, since the
         // kernel keeps SET's changes across probes (and nfsim does not model SET's writes).
         ("nfc".into(), "hash:ip".into(), vec![]),
+        ("nfa6".into(), "hash:net family inet6".into(), vec!["fd00::9".into(), "::1".into(), "fd01::/64".into()]),
+        ("nfb6".into(), "hash:net family inet6".into(), vec!["fd00::/64".into()]),
+        ("nfc6".into(), "hash:ip family inet6".into(), vec![]),
     ]
 }
 
-fn lab_config(w: &World) -> LabConfig {
+fn lab_config(w: &World, rules_v6: &str) -> LabConfig {
     LabConfig {
         forward: w.forward,
         rp_filter: w.rp_filter,
@@ -86,15 +89,19 @@ fn lab_config(w: &World) -> LabConfig {
         ipsets: ipsets(),
         tproxy_route: Some(TPROXY_MARK),
         static_neighbours: true,
+        rules_v6: Some(rules_v6.to_string()),
     }
 }
 
 /// The simulator's view of the lab's pod namespace.
 fn pod_host(w: &World) -> Host {
-    let mut h = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).iface("eth1", &["10.1.0.5/24"]).gateway("10.0.0.1");
-    for proto in [6u8, 17] {
-        for p in POD_PORTS {
-            h = h.listen(proto, "0.0.0.0", p, "listener", 0, 0);
+    let mut h = Host::new("pod").iface("eth0", &["10.0.0.5/24", "fd00::5/64"]).iface("eth1", &["10.1.0.5/24", "fd01::5/64"]).gateway("10.0.0.1");
+    h.routes.push(Route { dst: "::/0".parse().unwrap(), via: Some(ip("fd00::1")), dev: "eth0".into(), local: false });
+    for any in ["0.0.0.0", "::"] {
+        for proto in [6u8, 17] {
+            for p in POD_PORTS {
+                h = h.listen(proto, any, p, "listener", 0, 0);
+            }
         }
     }
     for s in &mut h.sockets {
@@ -104,9 +111,16 @@ fn pod_host(w: &World) -> Host {
     h.sysctls.rp_filter = w.rp_filter;
     let (mark, mask, table) = TPROXY_MARK;
     h.policy.push(PolicyRule { fwmark: mark, mask, table });
-    h.tables.insert(table, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    h.tables.insert(
+        table,
+        vec![
+            Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true },
+            Route { dst: "::/0".parse().unwrap(), via: None, dev: "lo".into(), local: true },
+        ],
+    );
     for (name, _, members) in ipsets() {
-        h.ipsets.insert(name, members.iter().map(|m| if m.contains('/') { m.parse().unwrap() } else { format!("{m}/32").parse().unwrap() }).collect());
+        let net = |m: &String| -> ipnet::IpNet { if m.contains('/') { m.parse().unwrap() } else { ipnet::IpNet::from(ip(m)) } };
+        h.ipsets.insert(name, members.iter().map(net).collect());
     }
     h
 }
@@ -130,6 +144,13 @@ impl Guard {
             Guard::Icmp => "-p icmp --icmp-type echo-request",
         }
     }
+    /// The guard in a family's words.
+    fn text_in(self, v6: bool) -> &'static str {
+        match (self, v6) {
+            (Guard::Icmp, true) => "-p ipv6-icmp --icmpv6-type echo-request",
+            _ => self.text(),
+        }
+    }
     fn proto(self) -> Proto {
         match self {
             Guard::Udp => Proto::Udp,
@@ -149,6 +170,8 @@ struct At<'a> {
     guard: Guard,
     /// The hooks (built-in chains) from which this chain is reached.
     hooks: &'a BTreeSet<&'static str>,
+    /// An ip6tables rule set.
+    v6: bool,
 }
 
 impl At<'_> {
@@ -159,6 +182,10 @@ impl At<'_> {
     /// hook-restricted extension reachable from another hook; an unreached chain takes anything).
     fn in_hooks(&self, allowed: &[&str]) -> bool {
         self.hooks.iter().all(|h| allowed.contains(h))
+    }
+    /// One of `v4` or of `v6`, by the rule set's family.
+    fn pick(&self, r: &mut Rng, v4: &[&'static str], v6: &[&'static str]) -> &'static str {
+        r.pick(if self.v6 { v6 } else { v4 })
     }
 }
 
@@ -178,14 +205,18 @@ fn port(rng: &mut Rng) -> &'static str {
     rng.pick(&["8080", "9000", "15001", "15006", "8000:9000", "15000:15010", "40000:50000"])
 }
 
-fn addr(rng: &mut Rng) -> &'static str {
-    rng.pick(&["10.0.0.9", "10.0.0.5", "127.0.0.1", "10.0.0.0/24", "10.1.0.9", "10.1.0.0/16", "10.0.0.1/32", "127.0.0.0/8", "192.0.2.0/24"])
+fn addr(rng: &mut Rng, at: &At<'_>) -> &'static str {
+    at.pick(
+        rng,
+        &["10.0.0.9", "10.0.0.5", "127.0.0.1", "10.0.0.0/24", "10.1.0.9", "10.1.0.0/16", "10.0.0.1/32", "127.0.0.0/8", "192.0.2.0/24"],
+        &["fd00::9", "fd00::5", "::1", "fd00::/64", "fd01::9", "fd01::/63", "fd00::1/128", "::1/128", "2001:db8::/32"],
+    )
 }
 
 /// Every match kind the engine models (the coverage report's rows).
 const MATCHES: &[Kind] = &[
-    Kind { name: "src", generate: |r, _| Some(format!("{}-s {}", neg(r), addr(r))) },
-    Kind { name: "dst", generate: |r, _| Some(format!("{}-d {}", neg(r), addr(r))) },
+    Kind { name: "src", generate: |r, at| Some(format!("{}-s {}", neg(r), addr(r, at))) },
+    Kind { name: "dst", generate: |r, at| Some(format!("{}-d {}", neg(r), addr(r, at))) },
     Kind {
         name: "in-iface",
         generate: |r, at| at.in_hooks(&["PREROUTING", "INPUT", "FORWARD"]).then(|| format!("{}-i {}", neg(r), r.pick(&["eth0", "eth1", "lo", "eth+"]))),
@@ -215,8 +246,16 @@ const MATCHES: &[Kind] = &[
     Kind {
         name: "icmp",
         generate: |r, at| {
-            (at.guard == Guard::Icmp)
+            (at.guard == Guard::Icmp && !at.v6)
                 .then(|| format!("-m icmp {}--icmp-type {}", neg(r), r.pick(&["8", "8/0", "any", "echo-reply", "port-unreachable", "8/1"])))
+        },
+    },
+    Kind {
+        name: "icmp6",
+        generate: |r, at| {
+            (at.guard == Guard::Icmp && at.v6).then(|| {
+                format!("-m icmp6 {}--icmpv6-type {}", neg(r), r.pick(&["128", "128/0", "echo-reply", "port-unreachable", "128/1", "neighbour-solicitation"]))
+            })
         },
     },
     Kind {
@@ -255,14 +294,19 @@ const MATCHES: &[Kind] = &[
                     neg(r),
                     r.pick(&["NEW", "INVALID", "UNTRACKED", "NEW,ESTABLISHED", "ESTABLISHED,RELATED", "DNAT", "SNAT", "NEW,DNAT"])
                 ),
-                2 => format!("-m conntrack {}--ctproto {}", neg(r), r.pick(&["udp", "tcp", "icmp", "17"])),
-                3 => format!("-m conntrack {}{} {}", neg(r), r.pick(&["--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"]), addr(r)),
+                2 => format!("-m conntrack {}--ctproto {}", neg(r), at.pick(r, &["udp", "tcp", "icmp", "17"], &["udp", "tcp", "ipv6-icmp", "58"])),
+                3 => format!("-m conntrack {}{} {}", neg(r), r.pick(&["--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"]), addr(r, at)),
                 4 => format!("-m conntrack {}--ctstatus {}", neg(r), r.pick(&["CONFIRMED", "ASSURED", "EXPECTED", "SEEN_REPLY", "NONE"])),
                 5 => format!("-m conntrack --ctdir {}", r.pick(&["ORIGINAL", "REPLY"])),
                 6 if at.guard.ports() => {
                     format!("-m conntrack {}{} {}", neg(r), r.pick(&["--ctorigdstport", "--ctorigsrcport", "--ctreplsrcport", "--ctrepldstport"]), port(r))
                 }
-                _ => format!("-m conntrack --ctstate {} {}--ctproto {}", r.pick(&["NEW", "INVALID"]), neg(r), r.pick(&["udp", "tcp", "icmp"])),
+                _ => format!(
+                    "-m conntrack --ctstate {} {}--ctproto {}",
+                    r.pick(&["NEW", "INVALID"]),
+                    neg(r),
+                    at.pick(r, &["udp", "tcp", "icmp"], &["udp", "tcp", "ipv6-icmp"])
+                ),
             })
         },
     },
@@ -296,12 +340,16 @@ const MATCHES: &[Kind] = &[
     },
     Kind {
         name: "iprange",
-        generate: |r, _| {
+        generate: |r, at| {
             Some(format!(
                 "-m iprange {}{} {}",
                 neg(r),
                 r.pick(&["--src-range", "--dst-range"]),
-                r.pick(&["10.0.0.1-10.0.0.9", "10.0.0.5-10.0.0.5", "127.0.0.1-127.0.0.255", "10.1.0.0-10.1.0.255", "10.0.0.6-10.0.0.255"])
+                at.pick(
+                    r,
+                    &["10.0.0.1-10.0.0.9", "10.0.0.5-10.0.0.5", "127.0.0.1-127.0.0.255", "10.1.0.0-10.1.0.255", "10.0.0.6-10.0.0.255"],
+                    &["fd00::1-fd00::9", "fd00::5-fd00::5", "::1-::1", "fd01::-fd01::ffff", "fd00::6-fd00::ff"]
+                )
             ))
         },
     },
@@ -316,7 +364,10 @@ const MATCHES: &[Kind] = &[
         name: "recent",
         generate: |r, _| Some(format!("-m recent --name {} {}", r.pick(&["ra", "rb"]), r.pick(&["--set", "--rcheck", "--update --seconds 60", "--remove"]))),
     },
-    Kind { name: "set", generate: |r, _| Some(format!("-m set {}--match-set {} {}", neg(r), r.pick(&["nfa", "nfb"]), r.pick(&["src", "dst"]))) },
+    Kind {
+        name: "set",
+        generate: |r, at| Some(format!("-m set {}--match-set {} {}", neg(r), at.pick(r, &["nfa", "nfb"], &["nfa6", "nfb6"]), r.pick(&["src", "dst"]))),
+    },
     Kind {
         name: "physdev",
         generate: |r, at| {
@@ -328,7 +379,12 @@ const MATCHES: &[Kind] = &[
         },
     },
     Kind { name: "pkttype", generate: |r, _| Some(format!("-m pkttype {}--pkt-type {}", neg(r), r.pick(&["unicast", "broadcast", "multicast"]))) },
-    Kind { name: "length", generate: |r, _| Some(format!("-m length {}--length {}", neg(r), r.pick(&["60", "0:59", "61:65535", "40:100"]))) },
+    Kind {
+        name: "length",
+        generate: |r, at| {
+            Some(format!("-m length {}--length {}", neg(r), at.pick(r, &["60", "0:59", "61:65535", "40:100"], &["80", "0:79", "81:65535", "60:100"])))
+        },
+    },
     Kind { name: "tos", generate: |r, _| Some(format!("-m tos {}--tos {}", neg(r), r.pick(&["0x10", "0x0/0xfc", "0x20/0xe0", "Minimize-Cost", "0x0"]))) },
     Kind {
         name: "dscp",
@@ -336,7 +392,13 @@ const MATCHES: &[Kind] = &[
     },
     Kind {
         name: "ttl",
-        generate: |r, _| Some(format!("-m ttl {}", r.pick(&["--ttl-eq 64", "--ttl-lt 64", "--ttl-gt 63", "--ttl-eq 63", "! --ttl-eq 64", "--ttl-lt 10"]))),
+        generate: |r, at| {
+            (!at.v6).then(|| format!("-m ttl {}", r.pick(&["--ttl-eq 64", "--ttl-lt 64", "--ttl-gt 63", "--ttl-eq 63", "! --ttl-eq 64", "--ttl-lt 10"])))
+        },
+    },
+    Kind {
+        name: "hl",
+        generate: |r, at| at.v6.then(|| format!("-m hl {}", r.pick(&["--hl-eq 64", "--hl-lt 64", "--hl-gt 63", "--hl-eq 63", "! --hl-eq 64", "--hl-lt 10"]))),
     },
     Kind {
         name: "time",
@@ -366,7 +428,7 @@ const TARGETS: &[TargetKind] = &[
     TargetKind { name: "RETURN", generate: |_, _| Some("-j RETURN".into()) },
     TargetKind { name: "(none)", generate: |_, _| Some(String::new()) },
     // Rare: this kernel's iptables-nft cannot load QUEUE (no nft_queue), so such sets run on legacy only.
-    TargetKind { name: "QUEUE", generate: |r, at| (at.table == "filter" && r.chance(4)).then(|| "-j QUEUE".into()) },
+    TargetKind { name: "QUEUE", generate: |r, at| (at.table == "filter" && !at.v6 && r.chance(4)).then(|| "-j QUEUE".into()) },
     TargetKind {
         name: "REJECT",
         generate: |r, at| {
@@ -374,7 +436,11 @@ const TARGETS: &[TargetKind] = &[
                 let with = if at.guard == Guard::Tcp && r.chance(2) {
                     "tcp-reset"
                 } else {
-                    r.pick(&["icmp-port-unreachable", "icmp-host-prohibited", "icmp-net-unreachable", "icmp-admin-prohibited"])
+                    at.pick(
+                        r,
+                        &["icmp-port-unreachable", "icmp-host-prohibited", "icmp-net-unreachable", "icmp-admin-prohibited"],
+                        &["icmp6-port-unreachable", "icmp6-adm-prohibited", "icmp6-no-route", "icmp6-addr-unreachable"],
+                    )
                 };
                 format!("-j REJECT --reject-with {with}")
             })
@@ -411,7 +477,13 @@ const TARGETS: &[TargetKind] = &[
     TargetKind { name: "DSCP", generate: |r, at| (at.table == "mangle").then(|| format!("-j DSCP --set-dscp {}", r.pick(&["0x4", "0x0", "0x2e"]))) },
     TargetKind {
         name: "TTL",
-        generate: |r, at| (at.table == "mangle").then(|| format!("-j TTL {}", r.pick(&["--ttl-set 10", "--ttl-dec 1", "--ttl-inc 1", "--ttl-set 64"]))),
+        generate: |r, at| {
+            (at.table == "mangle" && !at.v6).then(|| format!("-j TTL {}", r.pick(&["--ttl-set 10", "--ttl-dec 1", "--ttl-inc 1", "--ttl-set 64"])))
+        },
+    },
+    TargetKind {
+        name: "HL",
+        generate: |r, at| (at.table == "mangle" && at.v6).then(|| format!("-j HL {}", r.pick(&["--hl-set 10", "--hl-dec 1", "--hl-inc 1", "--hl-set 64"]))),
     },
     TargetKind { name: "CHECKSUM", generate: |_, at| (at.table == "mangle").then(|| "-j CHECKSUM --checksum-fill".into()) },
     TargetKind {
@@ -421,13 +493,20 @@ const TARGETS: &[TargetKind] = &[
                 .then(|| "-j TCPMSS --set-mss 1000".into())
         },
     },
-    TargetKind { name: "SET", generate: |r, _| Some(format!("-j SET --{}-set nfc {}", r.pick(&["add", "del"]), r.pick(&["src", "dst"]))) },
+    TargetKind {
+        name: "SET",
+        generate: |r, at| Some(format!("-j SET --{}-set {} {}", r.pick(&["add", "del"]), at.pick(r, &["nfc"], &["nfc6"]), r.pick(&["src", "dst"]))),
+    },
     TargetKind {
         name: "TPROXY",
         generate: |r, at| {
             // UDP only: a TCP TPROXY needs `-m socket` rules for the rest of the handshake.
-            (at.table == "mangle" && at.guard == Guard::Udp && at.in_hooks(&["PREROUTING"]))
-                .then(|| format!("-j TPROXY --on-port {TPROXY_PORT} {}--tproxy-mark 0x100/0x100", if r.chance(2) { "--on-ip 127.0.0.1 " } else { "" }))
+            (at.table == "mangle" && at.guard == Guard::Udp && at.in_hooks(&["PREROUTING"])).then(|| {
+                format!(
+                    "-j TPROXY --on-port {TPROXY_PORT} {}--tproxy-mark 0x100/0x100",
+                    if r.chance(2) { at.pick(r, &["--on-ip 127.0.0.1 "], &["--on-ip ::1 "]) } else { "" }
+                )
+            })
         },
     },
     TargetKind {
@@ -442,9 +521,10 @@ const TARGETS: &[TargetKind] = &[
         name: "DNAT",
         generate: |r, at| {
             (at.table == "nat" && at.in_hooks(&["PREROUTING", "OUTPUT"])).then(|| {
-                let a = r.pick(&["10.0.0.9", "10.0.0.5", "127.0.0.1", "10.1.0.9", "10.0.0.1"]);
+                let a = at.pick(r, &["10.0.0.9", "10.0.0.5", "127.0.0.1", "10.1.0.9", "10.0.0.1"], &["fd00::9", "fd00::5", "::1", "fd01::9", "fd00::1"]);
                 if at.guard.ports() && r.chance(2) {
-                    format!("-j DNAT --to-destination {a}:{}", r.pick(&["8080", "9000", "15001"]))
+                    let p = r.pick(&["8080", "9000", "15001"]);
+                    if at.v6 { format!("-j DNAT --to-destination [{a}]:{p}") } else { format!("-j DNAT --to-destination {a}:{p}") }
                 } else {
                     format!("-j DNAT --to-destination {a}")
                 }
@@ -454,14 +534,22 @@ const TARGETS: &[TargetKind] = &[
     TargetKind {
         name: "SNAT",
         generate: |r, at| {
-            (at.table == "nat" && at.in_hooks(&["POSTROUTING", "INPUT"]))
-                .then(|| format!("-j SNAT --to-source {}", r.pick(&["10.0.0.5", "10.1.0.5", "10.0.0.77", "127.0.0.1"])))
+            (at.table == "nat" && at.in_hooks(&["POSTROUTING", "INPUT"])).then(|| {
+                format!("-j SNAT --to-source {}", at.pick(r, &["10.0.0.5", "10.1.0.5", "10.0.0.77", "127.0.0.1"], &["fd00::5", "fd01::5", "fd00::77", "::1"]))
+            })
         },
     },
     TargetKind { name: "MASQUERADE", generate: |_, at| (at.table == "nat" && at.in_hooks(&["POSTROUTING"])).then(|| "-j MASQUERADE".into()) },
     TargetKind {
         name: "NETMAP",
-        generate: |r, at| (at.table == "nat").then(|| format!("-j NETMAP --to {}", r.pick(&["10.0.0.0/24", "10.1.0.0/24", "10.0.0.9/32", "127.0.0.0/8"]))),
+        generate: |r, at| {
+            (at.table == "nat").then(|| {
+                format!(
+                    "-j NETMAP --to {}",
+                    at.pick(r, &["10.0.0.0/24", "10.1.0.0/24", "10.0.0.9/32", "127.0.0.0/8"], &["fd00::/64", "fd01::/64", "fd00::9/128", "::1/128"])
+                )
+            })
+        },
     },
     TargetKind { name: "jump", generate: |_, _| None },
     TargetKind { name: "goto", generate: |_, _| None },
@@ -502,7 +590,7 @@ struct RuleSet {
 /// Match kinds whose outcome the engine cannot know (each forks the walk): kept rare.
 const FORKING: [&str; 5] = ["statistic", "limit", "recent", "time", "string"];
 
-fn random_rules(rng: &mut Rng) -> RuleSet {
+fn random_rules(rng: &mut Rng, v6: bool) -> RuleSet {
     let mut text = String::new();
     let mut rules = Vec::new();
     let mut reply_rules = BTreeSet::new();
@@ -528,7 +616,11 @@ fn random_rules(rng: &mut Rng) -> RuleSet {
         if t != "nat" {
             for c in builtins {
                 let _ = writeln!(text, "-A {c} -p tcp ! --syn -j ACCEPT");
-                let _ = writeln!(text, "-A {c} -p icmp ! --icmp-type echo-request -j ACCEPT");
+                if v6 {
+                    let _ = writeln!(text, "-A {c} -p ipv6-icmp ! --icmpv6-type echo-request -j ACCEPT");
+                } else {
+                    let _ = writeln!(text, "-A {c} -p icmp ! --icmp-type echo-request -j ACCEPT");
+                }
                 first_pos.insert(c, 2);
                 reply_rules.insert((t.to_string(), c.to_string(), 1));
                 reply_rules.insert((t.to_string(), c.to_string(), 2));
@@ -545,8 +637,8 @@ fn random_rules(rng: &mut Rng) -> RuleSet {
             let hooks = reached.get(c).cloned().unwrap_or_default();
             for _ in 0..n {
                 let guard = guards[rng.below(guards.len())];
-                let at = At { table: t, chain: c, guard, hooks: &hooks };
-                let mut line = format!("-A {c} {}", guard.text());
+                let at = At { table: t, chain: c, guard, hooks: &hooks, v6 };
+                let mut line = format!("-A {c} {}", guard.text_in(v6));
                 let mut kinds = Vec::new();
                 for _ in 0..rng.below(3) {
                     let k = &MATCHES[rng.below(MATCHES.len())];
@@ -585,7 +677,7 @@ fn random_rules(rng: &mut Rng) -> RuleSet {
                         let favour = match (t, rng.below(3)) {
                             ("nat", 0) => Some(rng.pick(&["DNAT", "REDIRECT", "DNAT", "SNAT", "MASQUERADE", "NETMAP"])),
                             ("filter", 0) if rng.chance(3) => Some(rng.pick(&["QUEUE", "REJECT"])),
-                            ("mangle", 0) if rng.chance(2) => Some(rng.pick(&["TCPMSS", "TPROXY", "TTL"])),
+                            ("mangle", 0) if rng.chance(2) => Some(rng.pick(&["TCPMSS", "TPROXY", "TTL", "HL"])),
                             _ => None,
                         };
                         let k = match favour {
@@ -605,7 +697,7 @@ fn random_rules(rng: &mut Rng) -> RuleSet {
                         }
                     }
                 };
-                let _ = writeln!(text, "-A {c} {}", guard.text());
+                let _ = writeln!(text, "-A {c} {}", guard.text_in(v6));
                 pos += 1;
                 let reach = pos;
                 let _ = writeln!(text, "{line}");
@@ -623,30 +715,53 @@ fn random_world(rng: &mut Rng) -> World {
 }
 
 fn random_probe(rng: &mut Rng) -> Probe {
+    let v6 = rng.chance(3);
+    // Addresses of the lab by family: (v4, v6).
+    let f = |a: (&'static str, &'static str)| if v6 { a.1 } else { a.0 };
     let proto = [Proto::Udp, Proto::Udp, Proto::Tcp, Proto::Tcp, Proto::Icmp][rng.below(5)];
     let port: u16 = if proto == Proto::Icmp { 0 } else { [8080, 9000, 15001, 15006, 8080][rng.below(5)] };
     let d = |a: &str| SocketAddr::new(ip(a), port);
+    let pick = |rng: &mut Rng, options: &[(&'static str, &'static str)]| f(options[rng.below(options.len())]);
     let mut p = match rng.below(10) {
         0..=4 => {
             let uid = [0, 1000, 1337, 1500][rng.below(4)];
             let gid = if rng.chance(4) { [0, 1000, 1337][rng.below(3)] } else { uid };
-            let dst = rng.pick(&["10.0.0.9", "10.0.0.1", "10.0.0.5", "127.0.0.1", "127.0.0.1", "10.1.0.9", "10.1.0.5", "10.0.0.77", "192.0.2.1"]);
+            let dst = pick(
+                rng,
+                &[
+                    ("10.0.0.9", "fd00::9"),
+                    ("10.0.0.1", "fd00::1"),
+                    ("10.0.0.5", "fd00::5"),
+                    ("127.0.0.1", "::1"),
+                    ("127.0.0.1", "::1"),
+                    ("10.1.0.9", "fd01::9"),
+                    ("10.1.0.5", "fd01::5"),
+                    ("10.0.0.77", "fd00::77"),
+                    ("192.0.2.1", "2001:db8::1"),
+                ],
+            );
             let mut p = Probe::local(uid, gid, proto, d(dst));
             if rng.chance(4) {
-                p = p.with_src(ip(rng.pick(&["127.0.0.1", "10.0.0.5", "10.1.0.5"])));
+                p = p.with_src(ip(pick(rng, &[("127.0.0.1", "::1"), ("10.0.0.5", "fd00::5"), ("10.1.0.5", "fd01::5")])));
             }
             p
         }
         5..=7 => {
-            let mut p = Probe::peer(proto, d(rng.pick(&["10.0.0.5", "10.0.0.5", "10.1.0.5", "10.1.0.9", "192.0.2.9"])));
+            let dst =
+                pick(rng, &[("10.0.0.5", "fd00::5"), ("10.0.0.5", "fd00::5"), ("10.1.0.5", "fd01::5"), ("10.1.0.9", "fd01::9"), ("192.0.2.9", "2001:db8::9")]);
+            let mut p = Probe::peer(proto, d(dst));
             // A spoofed source gets no TCP handshake back; UDP and ICMP only.
             if rng.chance(5) && proto != Proto::Tcp {
-                p.src = Some(ip(rng.pick(&["10.0.0.9", "10.1.0.9", "192.0.2.7"])));
+                p.src = Some(ip(pick(rng, &[("10.0.0.9", "fd00::9"), ("10.1.0.9", "fd01::9"), ("192.0.2.7", "2001:db8::7")])));
                 p.freebind = true;
             }
             p
         }
-        _ => Probe::far(proto, d(rng.pick(&["10.1.0.5", "10.0.0.5", "10.0.0.9", "10.0.0.1", "192.0.2.9"]))),
+        _ => {
+            let dst =
+                pick(rng, &[("10.1.0.5", "fd01::5"), ("10.0.0.5", "fd00::5"), ("10.0.0.9", "fd00::9"), ("10.0.0.1", "fd00::1"), ("192.0.2.9", "2001:db8::9")]);
+            Probe::far(proto, d(dst))
+        }
     };
     if rng.chance(4) {
         p.tos = Some([0x10, 0x08, 0x20, 0xb8][rng.below(4)]);
@@ -671,23 +786,29 @@ struct Seen {
     arrived: Option<Arrival>,
 }
 
-fn sim_proto(p: Proto) -> u8 {
+fn sim_proto(p: Proto, v6: bool) -> u8 {
     match p {
         Proto::Udp => 17,
         Proto::Tcp => 6,
+        Proto::Icmp if v6 => 58,
         Proto::Icmp => 1,
     }
 }
 
 fn sim_packet(probe: &Probe, sport: u16) -> (Packet, Origin) {
-    let proto = sim_proto(probe.proto);
+    let v6 = probe.dst.is_ipv6();
+    let f = |v4: &str, v6a: &str| ip(if v6 { v6a } else { v4 });
+    let proto = sim_proto(probe.proto, v6);
     let (sport, dport) = if probe.proto == Proto::Icmp { (0, 0) } else { (sport, probe.dst.port()) };
     let (src, origin) = match &probe.from {
-        Src::Local { uid, gid } => (probe.src.unwrap_or(ip("0.0.0.0")), Origin::Local(Some(Owner { uid: *uid, gid: *gid, groups: Vec::new() }))),
-        Src::Peer => (probe.src.unwrap_or(ip("10.0.0.1")), Origin::Iface("eth0".into())),
-        Src::Far => (probe.src.unwrap_or(ip("10.1.0.9")), Origin::Iface("eth1".into())),
+        Src::Local { uid, gid } => (probe.src.unwrap_or(f("0.0.0.0", "::")), Origin::Local(Some(Owner { uid: *uid, gid: *gid, groups: Vec::new() }))),
+        // IPv6 source selection on the peer ties on prefix and picks the newest address, fd00::9.
+        Src::Peer => (probe.src.unwrap_or(f("10.0.0.1", "fd00::9")), Origin::Iface("eth0".into())),
+        Src::Far => (probe.src.unwrap_or(f("10.1.0.9", "fd01::9")), Origin::Iface("eth1".into())),
     };
     let mut pkt = Packet::new(proto, src, sport, probe.dst.ip(), dport);
+    // Every probe is 60 bytes long in IPv4 and 80 in IPv6 (the IPv6 header is 20 bytes longer).
+    pkt.len = if v6 { 80 } else { 60 };
     pkt.tos = probe.tos.unwrap_or(0);
     pkt.ttl = probe.ttl.unwrap_or(64);
     if matches!(probe.from, Src::Peer) {
@@ -703,25 +824,31 @@ fn branch_arrival(b: &Branch, proto: Proto) -> Option<Arrival> {
         // Every rule matches first packets only, so a mark that policy-routes a SYN to a local
         // socket for a non-local address is not set on the rest of the handshake: such a TCP
         // connection never completes in the lab (the SYN itself is compared by its counters).
-        Delivered::Local { addr, .. } if proto == Proto::Tcp && !POD_ADDRS.contains(&addr.to_string().as_str()) && !addr.is_loopback() => None,
+        Delivered::Local { addr, .. } if proto == Proto::Tcp && !POD_ADDRS.iter().any(|a| ip(a) == *addr) && !addr.is_loopback() => None,
         Delivered::Local { addr, port, .. } => Some((Side::Pod, *addr, *port, b.listener_port.unwrap_or(*port), sa, sp)),
         Delivered::Egress { iface, .. } => {
             let dst = b.packet.dst;
             let dport = if proto == Proto::Icmp { 0 } else { b.packet.dport };
-            let (side, ports, own): (Side, &[u16], &[&str]) = match iface.as_str() {
-                "eth0" if dst == ip("10.0.0.1") || dst == ip("10.0.0.9") => (Side::Peer, &PEER_PORTS, &["10.0.0.1", "10.0.0.9"]),
-                "eth1" if dst == ip("10.1.0.9") => (Side::Far, &FAR_PORTS, &["10.1.0.9"]),
+            let peer: [IpAddr; 4] = ["10.0.0.1", "10.0.0.9", "fd00::1", "fd00::9"].map(ip);
+            let far: [IpAddr; 2] = ["10.1.0.9", "fd01::9"].map(ip);
+            let (side, ports, own): (Side, &[u16], &[IpAddr]) = match iface.as_str() {
+                "eth0" if peer.contains(&dst) => (Side::Peer, &PEER_PORTS, &peer),
+                "eth1" if far.contains(&dst) => (Side::Far, &FAR_PORTS, &far),
                 _ => return None,
             };
             // The receiver drops a martian source: loopback, or one of its own addresses.
-            if sa.is_loopback() || own.iter().any(|a| ip(a) == sa) {
+            if sa.is_loopback() || own.contains(&sa) {
                 return None;
             }
             // A TCP listener answers the source; on the receiver's own subnet only the pod answers
             // ARP, so a SYN from another address there never completes its handshake.
-            let subnet = if side == Side::Peer { "10.0.0." } else { "10.1.0." };
-            let pod_addr = if side == Side::Peer { ip("10.0.0.5") } else { ip("10.1.0.5") };
-            if proto == Proto::Tcp && sa.to_string().starts_with(subnet) && sa != pod_addr {
+            let (subnet, pod_addr): (ipnet::IpNet, &str) = match (side, sa.is_ipv6()) {
+                (Side::Peer, false) => ("10.0.0.0/24".parse().unwrap(), "10.0.0.5"),
+                (Side::Peer, true) => ("fd00::/64".parse().unwrap(), "fd00::5"),
+                (_, false) => ("10.1.0.0/24".parse().unwrap(), "10.1.0.5"),
+                (_, true) => ("fd01::/64".parse().unwrap(), "fd01::5"),
+            };
+            if proto == Proto::Tcp && subnet.contains(&sa) && sa != ip(pod_addr) {
                 return None;
             }
             // A TTL that the forwarding decremented to 0 never left; the receiver listens on its ports.
@@ -789,9 +916,20 @@ fn start_listeners(lab: &mut Lab) -> Result<(), String> {
         for p in FAR_PORTS {
             lab.listen(Side::Far, proto, ip("0.0.0.0"), p, 0)?;
         }
+        // IPv6 listeners (IPV6_V6ONLY) beside the IPv4 ones.
+        for p in POD_PORTS {
+            lab.listen_with(Side::Pod, proto, ip("::"), p, 0, p == TPROXY_PORT)?;
+        }
+        for p in PEER_PORTS {
+            lab.listen(Side::Peer, proto, ip("::"), p, 0)?;
+        }
+        for p in FAR_PORTS {
+            lab.listen(Side::Far, proto, ip("::"), p, 0)?;
+        }
     }
     for side in [Side::Pod, Side::Peer, Side::Far] {
         lab.listen(side, Proto::Icmp, ip("0.0.0.0"), 0, 0)?;
+        lab.listen(side, Proto::Icmp, ip("::"), 0, 0)?;
     }
     Ok(())
 }
@@ -954,23 +1092,27 @@ fn run_set(seed: u64, class_limit: usize, report: &Mutex<Report>) {
     let replay = format!("NFSIM_CONFORMANCE_REPLAY={seed:#x} cargo test -p nfsim --test referee -- --nocapture");
     let opts = nfsim::ruleset::ParseOptions { ipsets: ipsets().into_iter().map(|s| s.0).collect(), ..Default::default() };
     let world = random_world(&mut rng);
-    // Draw until nfsim takes the set; the first set nfsim refuses must be refused by the kernel too.
+    // Draw until nfsim takes both rule sets (IPv4, IPv6); the first pair nfsim refuses must be
+    // refused by the kernel too.
+    let opts6 = nfsim::ruleset::ParseOptions { family: Some(Family::V6), ..opts.clone() };
     let mut tries = 0;
-    let (set, parsed) = loop {
-        let set = random_rules(&mut rng);
+    let (set, parsed, set6, parsed6) = loop {
+        let set = random_rules(&mut rng, false);
+        let set6 = random_rules(&mut rng, true);
         let parsed = nfsim::ruleset::parse_with(&set.text, &opts);
-        if !parsed.has_errors() {
-            break (set, parsed);
+        let parsed6 = nfsim::ruleset::parse_with(&set6.text, &opts6);
+        if !parsed.has_errors() && !parsed6.has_errors() {
+            break (set, parsed, set6, parsed6);
         }
         tries += 1;
         if tries == 1 {
-            let errs: Vec<String> = parsed.errors().map(|d| d.to_string()).collect();
+            let errs: Vec<String> = parsed.errors().chain(parsed6.errors()).map(|d| d.to_string()).collect();
             let mut r = report.lock().unwrap();
             r.refused += 1;
-            match Lab::with_config(Backend::Nft, &set.text, &lab_config(&world)) {
+            match Lab::with_config(Backend::Nft, &set.text, &lab_config(&world, &set6.text)) {
                 Err(e) if e.contains("restore") => r.refused_by_both += 1,
                 Err(e) => r.divergences.push(format!("lab setup failed: {e}")),
-                Ok(_) => r.divergences.push(format!("nfsim refuses rules the kernel loads: {errs:?}\n{}\nreplay: {replay}", set.text)),
+                Ok(_) => r.divergences.push(format!("nfsim refuses rules the kernel loads: {errs:?}\n{}\n{}\nreplay: {replay}", set.text, set6.text)),
             }
         }
         if tries > 50 {
@@ -982,7 +1124,7 @@ fn run_set(seed: u64, class_limit: usize, report: &Mutex<Report>) {
     let host = pod_host(&world);
     let classes = class_probes(&parsed.ruleset, &host, class_limit, &mut rng);
     for backend in [Backend::Nft, Backend::Legacy] {
-        let mut lab = match Lab::with_config(backend, &set.text, &lab_config(&world)) {
+        let mut lab = match Lab::with_config(backend, &set.text, &lab_config(&world, &set6.text)) {
             Ok(l) => l,
             Err(e) if backend == Backend::Nft && nft_refuses_only_queue(&e, &set.text) => {
                 // This kernel has no nft_queue: iptables-nft cannot load `-j QUEUE`; legacy still runs.
@@ -990,7 +1132,11 @@ fn run_set(seed: u64, class_limit: usize, report: &Mutex<Report>) {
                 continue;
             }
             Err(e) => {
-                report.lock().unwrap().divergences.push(format!("{backend:?}: the kernel refuses rules nfsim takes: {e}\n{}\nreplay: {replay}", set.text));
+                report
+                    .lock()
+                    .unwrap()
+                    .divergences
+                    .push(format!("{backend:?}: the kernel refuses rules nfsim takes: {e}\n{}\n{}\nreplay: {replay}", set.text, set6.text));
                 continue;
             }
         };
@@ -1003,11 +1149,12 @@ fn run_set(seed: u64, class_limit: usize, report: &Mutex<Report>) {
         let mut local = Report::default();
         for probe in &probes {
             local.probes += 1;
-            match check_probe(&mut lab, &parsed.ruleset, &host, probe, backend, &set.reply_rules) {
+            let (ruleset, drawn) = if probe.dst.is_ipv6() { (&parsed6.ruleset, &set6) } else { (&parsed.ruleset, &set) };
+            match check_probe(&mut lab, ruleset, &host, probe, backend, &drawn.reply_rules) {
                 Ok((seen, branches)) => {
                     local.forked += usize::from(branches.len() > 1);
                     local.delivered += usize::from(!seen.received.is_empty());
-                    for g in &set.rules {
+                    for g in &drawn.rules {
                         if g.guard.proto() != probe.proto {
                             continue;
                         }
@@ -1028,7 +1175,7 @@ fn run_set(seed: u64, class_limit: usize, report: &Mutex<Report>) {
                         }
                     }
                 }
-                Err(d) => local.divergences.push(format!("{d}{}\nreplay: {replay}\n", set.text)),
+                Err(d) => local.divergences.push(format!("{d}{}\nreplay: {replay}\n", drawn.text)),
             }
         }
         for (probe, class_fates) in &classes {
@@ -1107,7 +1254,7 @@ fn coverage_table(cov: &Coverage) -> (String, Vec<String>) {
 }
 
 /// Kinds the engine models that this referee cannot probe yet (listed loudly in the report).
-const NOT_GENERATED: [(&str, &str); 4] = [("icmp6", "IPv6 probes"), ("hl", "IPv6 probes"), ("HL", "IPv6 probes"), ("sctp", "SCTP probes")];
+const NOT_GENERATED: [(&str, &str); 1] = [("sctp", "SCTP probes")];
 
 #[test]
 fn random_rule_sets_agree_with_the_kernel() {

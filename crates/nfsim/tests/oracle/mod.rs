@@ -233,6 +233,10 @@ pub(crate) struct LabConfig {
     /// addresses, so that no probe's ARP (one with a source a NAT rule made martian, say) can
     /// leave a failed neighbour entry behind for the next probes.
     pub(crate) static_neighbours: bool,
+    /// IPv6 as well: pod eth0 fd00::5/64 (peer fd00::1, fd00::9), pod eth1 fd01::5/64 (far
+    /// fd01::9), default routes as for IPv4, `forwarding` as `forward`; this rule set is loaded
+    /// with ip6tables-restore, and an IPv6 probe reads the IPv6 counters.
+    pub(crate) rules_v6: Option<String>,
     /// Policy routing in the pod: `ip rule add fwmark MARK/MASK lookup TABLE` and
     /// `ip route add local 0.0.0.0/0 dev lo table TABLE` (what TPROXY needs).
     pub(crate) tproxy_route: Option<(u32, u32, u32)>,
@@ -330,6 +334,9 @@ def watch():
 threading.Thread(target=watch, daemon=True).start()
 proto, addr, port, uid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 transparent = sys.argv[5] == "1"
+v6 = ":" in addr
+fam = socket.AF_INET6 if v6 else socket.AF_INET
+SOL = socket.IPPROTO_IPV6 if v6 else socket.SOL_IP
 def drop():
     if uid:
         os.setgroups([])
@@ -339,8 +346,34 @@ def out(d):
     sys.stdout.write(json.dumps(d) + "\n")
     sys.stdout.flush()
 def sa(a, p):
-    return "%s:%d" % (a, p)
-if proto == "icmp":
+    return ("[%s]:%d" if ":" in a else "%s:%d") % (a, p)
+def sockaddr(d):
+    # struct sockaddr_in / sockaddr_in6 -> "addr:port"
+    if v6:
+        return sa(socket.inet_ntop(socket.AF_INET6, d[8:24]), struct.unpack("!H", d[2:4])[0])
+    return sa(socket.inet_ntoa(d[4:8]), struct.unpack("!H", d[2:4])[0])
+def opts(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if v6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if transparent:
+        s.setsockopt(SOL, 75 if v6 else 19, 1)  # IPV6_TRANSPARENT / IP_TRANSPARENT
+if proto == "icmp" and v6:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.setsockopt(socket.IPPROTO_IPV6, 49, 1)  # IPV6_RECVPKTINFO
+    drop()
+    out("READY")
+    while True:
+        data, anc, flags, peer = s.recvmsg(65535, 256)
+        if len(data) < 8 or data[0] != 128:
+            continue
+        dst = "::"
+        for lvl, typ, d in anc:
+            if lvl == socket.IPPROTO_IPV6 and typ == 50:  # IPV6_PKTINFO
+                dst = socket.inet_ntop(socket.AF_INET6, d[:16])
+        ident = struct.unpack("!H", data[4:6])[0]
+        out({"local": sa(dst, 0), "peer": sa(peer[0], ident), "orig": None})
+elif proto == "icmp":
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     drop()
     out("READY")
@@ -353,10 +386,8 @@ if proto == "icmp":
         ident = struct.unpack("!H", data[ihl + 4:ihl + 6])[0]
         out({"local": sa(dst, 0), "peer": sa(src, ident), "orig": None})
 elif proto == "tcp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if transparent:
-        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    opts(s)
     s.bind((addr, port))
     drop()
     s.listen(64)
@@ -365,29 +396,27 @@ elif proto == "tcp":
         c, peer = s.accept()
         la = c.getsockname()
         try:
-            od = c.getsockopt(socket.SOL_IP, 80, 16)  # SO_ORIGINAL_DST
-            orig = sa(socket.inet_ntoa(od[4:8]), struct.unpack("!H", od[2:4])[0])
+            orig = sockaddr(c.getsockopt(SOL, 80, 28 if v6 else 16))  # SO_ORIGINAL_DST
         except OSError:
             orig = None
-        out({"local": sa(*la), "peer": sa(*peer), "orig": orig})
+        out({"local": sa(la[0], la[1]), "peer": sa(peer[0], peer[1]), "orig": orig})
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
 else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_IP, 20, 1)  # IP_RECVORIGDSTADDR
-    if transparent:
-        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    opts(s)
+    s.setsockopt(SOL, 74 if v6 else 20, 1)  # IPV6_RECVORIGDSTADDR / IP_RECVORIGDSTADDR
     s.bind((addr, port))
     drop()
     out("READY")
     while True:
         data, anc, flags, peer = s.recvmsg(65535, 256)
-        local = sa(*s.getsockname())
+        ln = s.getsockname()
+        local = sa(ln[0], ln[1])
         for lvl, typ, d in anc:
-            if lvl == socket.SOL_IP and typ == 20:
-                local = sa(socket.inet_ntoa(d[4:8]), struct.unpack("!H", d[2:4])[0])
-        out({"local": local, "peer": sa(*peer), "orig": None})
+            if lvl == SOL and typ == (74 if v6 else 20):
+                local = sockaddr(d)
+        out({"local": local, "peer": sa(peer[0], peer[1]), "orig": None})
 "#;
 
 const SENDER_PY: &str = r#"
@@ -396,24 +425,28 @@ proto, src, sport, dst, dport, tmo = sys.argv[1], sys.argv[2], int(sys.argv[3]),
 tos, ttl, freebind = int(sys.argv[7]), int(sys.argv[8]), sys.argv[9] == "1"
 res = {"connected": False, "error": None}
 tcp = proto == "tcp"
+v6 = ":" in dst
+fam = socket.AF_INET6 if v6 else socket.AF_INET
+SOL = socket.IPPROTO_IPV6 if v6 else socket.SOL_IP
 if proto == "icmp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    s = socket.socket(fam, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
 else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    s = socket.socket(fam, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
 try:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if tos >= 0:
-        s.setsockopt(socket.SOL_IP, socket.IP_TOS, tos)
+        s.setsockopt(SOL, 67 if v6 else socket.IP_TOS, tos)  # IPV6_TCLASS / IP_TOS
     if ttl >= 0:
-        s.setsockopt(socket.SOL_IP, socket.IP_TTL, ttl)
+        s.setsockopt(SOL, 16 if v6 else socket.IP_TTL, ttl)  # IPV6_UNICAST_HOPS / IP_TTL
     if freebind:
-        s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
-        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT: route with a source we do not have
+        s.setsockopt(SOL, 78 if v6 else 15, 1)  # IPV6_FREEBIND / IP_FREEBIND
+        s.setsockopt(SOL, 75 if v6 else 19, 1)  # IPV6_TRANSPARENT / IP_TRANSPARENT: route with a source we do not have
     s.bind((src, sport))
     s.settimeout(tmo)
     if proto == "icmp":
-        # Echo request, 11 bytes of data as the UDP probe: the kernel sets the id (our port) and checksum.
-        s.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"nfsim-probe-" + b"x" * 20, (dst, 0))
+        # Echo request with 32 bytes of data, as the UDP probe (60 bytes in IPv4, 80 in IPv6): the
+        # kernel sets the id (our port) and checksum.
+        s.sendto(struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, 0, 1) + b"nfsim-probe-" + b"x" * 20, (dst, 0))
         try:
             s.recv(64)
             res["connected"] = True  # the echo reply came: the request was delivered somewhere
@@ -478,6 +511,8 @@ pub(crate) struct Lab {
     tables: Vec<String>,
     /// Tables present in the peer (empty unless made by [`Lab::new_pair`]).
     peer_tables: Vec<String>,
+    /// IPv6 tables present in the pod ([`LabConfig::rules_v6`]).
+    tables6: Vec<String>,
     next_sport: u16,
     /// How long a UDP sender waits for an ICMP error when no listener records the datagram.
     pub(crate) udp_wait: Duration,
@@ -551,6 +586,25 @@ impl Lab {
         }
         pod.ip(&["route", "add", "default", "via", "10.0.0.1", "dev", "eth0"])?;
         peer.ip(&["route", "add", "default", "via", "10.0.0.5", "dev", "eth0"])?;
+        if cfg.rules_v6.is_some() {
+            let v6 = |ns: &NsGuard, addr: &str, dev: &str| ns.ip(&["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+            v6(&pod, "fd00::5/64", "eth0")?;
+            v6(&peer, "fd00::1/64", "eth0")?;
+            v6(&peer, "fd00::9/64", "eth0")?;
+            pod.ip(&["-6", "route", "add", "default", "via", "fd00::1", "dev", "eth0"])?;
+            peer.ip(&["-6", "route", "add", "default", "via", "fd00::5", "dev", "eth0"])?;
+            if let Some(far) = &far {
+                v6(&pod, "fd01::5/64", "eth1")?;
+                v6(far, "fd01::9/64", "eth0")?;
+                far.ip(&["-6", "route", "add", "default", "via", "fd01::5", "dev", "eth0"])?;
+            }
+            pod.exec(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.all.forwarding={}", u8::from(cfg.forward))], "")?;
+            if let Some((mark, mask, table)) = cfg.tproxy_route {
+                let (fw, t) = (format!("{mark:#x}/{mask:#x}"), table.to_string());
+                pod.ip(&["-6", "rule", "add", "fwmark", &fw, "lookup", &t])?;
+                pod.ip(&["-6", "route", "add", "local", "::/0", "dev", "lo", "table", &t])?;
+            }
+        }
         if cfg.static_neighbours {
             let peer_mac = cfg.peer_mac.as_deref().unwrap_or(NEIGH_MACS[1]);
             pod.ip(&["link", "set", "eth0", "address", NEIGH_MACS[0]])?;
@@ -559,6 +613,16 @@ impl Lab {
                 pod.ip(&["neigh", "replace", a, "lladdr", peer_mac, "dev", "eth0", "nud", "permanent"])?;
             }
             peer.ip(&["neigh", "replace", "10.0.0.5", "lladdr", NEIGH_MACS[0], "dev", "eth0", "nud", "permanent"])?;
+            if cfg.rules_v6.is_some() {
+                for a in ["fd00::1", "fd00::9"] {
+                    pod.ip(&["-6", "neigh", "replace", a, "lladdr", peer_mac, "dev", "eth0", "nud", "permanent"])?;
+                }
+                peer.ip(&["-6", "neigh", "replace", "fd00::5", "lladdr", NEIGH_MACS[0], "dev", "eth0", "nud", "permanent"])?;
+                if let Some(far) = &far {
+                    pod.ip(&["-6", "neigh", "replace", "fd01::9", "lladdr", NEIGH_MACS[3], "dev", "eth1", "nud", "permanent"])?;
+                    far.ip(&["-6", "neigh", "replace", "fd01::5", "lladdr", NEIGH_MACS[2], "dev", "eth0", "nud", "permanent"])?;
+                }
+            }
             if let Some(far) = &far {
                 pod.ip(&["link", "set", "eth1", "address", NEIGH_MACS[2]])?;
                 far.ip(&["link", "set", "eth0", "address", NEIGH_MACS[3]])?;
@@ -578,7 +642,9 @@ impl Lab {
             pod.ip(&["route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", &t])?;
         }
         for (name, kind, members) in &cfg.ipsets {
-            pod.exec(&["ipset", "create", name, kind], "")?;
+            let mut cmd = vec!["ipset", "create", name.as_str()];
+            cmd.extend(kind.split_whitespace());
+            pod.exec(&cmd, "")?;
             for m in members {
                 pod.exec(&["ipset", "add", name, m], "")?;
             }
@@ -589,6 +655,18 @@ impl Lab {
             Ok(saved.lines().filter_map(|l| l.strip_prefix('*')).map(|t| t.trim().to_string()).collect())
         };
         let tables = load(&pod, rules_v4)?;
+        let tables6 = match &cfg.rules_v6 {
+            Some(rules) => {
+                let tool = match backend {
+                    Backend::Nft => "ip6tables-nft",
+                    Backend::Legacy => "ip6tables-legacy",
+                };
+                pod.exec(&[&format!("{tool}-restore"), "--wait=10"], rules)?;
+                let saved = pod.exec(&[&format!("{tool}-save")], "")?;
+                saved.lines().filter_map(|l| l.strip_prefix('*')).map(|t| t.trim().to_string()).collect()
+            }
+            None => Vec::new(),
+        };
         let peer_tables = match rules_peer {
             Some(rules) => load(&peer, rules)?,
             None => Vec::new(),
@@ -598,6 +676,7 @@ impl Lab {
             listeners: Vec::new(),
             tables,
             peer_tables,
+            tables6,
             next_sport: SPORT_FIRST,
             udp_wait: Duration::from_millis(100),
             tcp_timeout: Duration::from_millis(250),
@@ -732,14 +811,40 @@ impl Lab {
         Ok(())
     }
 
+    fn zero_counters6(&self) -> Result<(), String> {
+        if self.tables6.is_empty() {
+            return Ok(());
+        }
+        let tool = self.ip6tables("");
+        let script: Vec<String> = self.tables6.iter().map(|t| format!("{tool} -w 10 -t {t} -Z")).collect();
+        self.pod.exec(&["sh", "-ec", &script.join("\n")], "")?;
+        Ok(())
+    }
+
+    fn ip6tables(&self, what: &str) -> String {
+        match self.backend {
+            Backend::Nft => format!("ip6tables-nft{what}"),
+            Backend::Legacy => format!("ip6tables-legacy{what}"),
+        }
+    }
+
+    /// `ip6tables-save -c` of the pod (empty without [`LabConfig::rules_v6`]).
+    pub(crate) fn save6(&self) -> Result<String, String> {
+        if self.tables6.is_empty() {
+            return Ok(String::new());
+        }
+        self.pod.exec(&[&self.ip6tables("-save"), "-c"], "")
+    }
+
     /// Zeroes the counters, sends the probe, and reports counters and what the listeners got.
     pub(crate) fn probe(&mut self, p: &Probe) -> Result<Observed, String> {
         let start = Instant::now();
-        let SocketAddr::V4(dst) = p.dst else { return Err("only IPv4 probes are supported".into()) };
+        let dst = p.dst;
+        let v6 = dst.is_ipv6();
         let src = match p.src {
+            None if v6 => "::".to_string(),
             None => "0.0.0.0".to_string(),
-            Some(IpAddr::V4(a)) => a.to_string(),
-            Some(IpAddr::V6(_)) => return Err("only IPv4 probes are supported".into()),
+            Some(a) => a.to_string(),
         };
         let sport = p.sport.unwrap_or_else(|| {
             let s = self.next_sport;
@@ -757,7 +862,11 @@ impl Lab {
                 None => return Err("a probe from the far namespace needs LabConfig::far".into()),
             },
         };
-        self.zero_counters()?;
+        if v6 {
+            self.zero_counters6()?
+        } else {
+            self.zero_counters()?
+        };
         let before: Vec<usize> = self.listeners.iter().map(|l| l.records.lock().unwrap().len()).collect();
         let new_records = |ls: &[Listener]| ls.iter().zip(&before).map(|(l, &b)| l.records.lock().unwrap().len() - b).sum::<usize>();
 
@@ -811,7 +920,7 @@ impl Lab {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let saved = self.save()?;
+        let saved = if v6 { self.save6()? } else { self.save()? };
         let mut obs = parse_counters(&saved)?;
         if !self.peer_tables.is_empty() {
             let peer = parse_counters(&self.save_side(Side::Peer)?)?;
