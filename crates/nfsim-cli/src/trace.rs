@@ -58,8 +58,9 @@ pub(crate) fn build_host(args: &HostArgs) -> anyhow::Result<Host> {
             "net.ipv4.conf.all.route_localnet" | "route_localnet" => host.sysctls.route_localnet = on,
             "net.ipv4.conf.all.rp_filter" | "rp_filter" => host.sysctls.rp_filter = v.trim().parse().context("rp_filter is 0, 1 or 2")?,
             "net.ipv4.ip_nonlocal_bind" | "ip_nonlocal_bind" => host.sysctls.ip_nonlocal_bind = on,
+            "net.ipv4.conf.all.src_valid_mark" | "src_valid_mark" => host.sysctls.src_valid_mark = on,
             _ => bail!(
-                "unknown sysctl `{k}` (expected net.ipv4.ip_forward, net.ipv4.conf.all.route_localnet, net.ipv4.conf.all.rp_filter or net.ipv4.ip_nonlocal_bind)"
+                "unknown sysctl `{k}` (expected net.ipv4.ip_forward, net.ipv4.conf.all.route_localnet, net.ipv4.conf.all.rp_filter, net.ipv4.ip_nonlocal_bind or net.ipv4.conf.all.src_valid_mark)"
             ),
         }
     }

@@ -92,6 +92,10 @@ pub struct Sysctls {
     /// `net.ipv4.ip_nonlocal_bind`.
     #[serde(default)]
     pub ip_nonlocal_bind: bool,
+    /// `net.ipv4.conf.all.src_valid_mark`: the reverse-path lookup uses the packet's mark
+    /// (off: mark 0).
+    #[serde(default)]
+    pub src_valid_mark: bool,
 }
 
 /// A host. `lo` with 127.0.0.1/8 and ::1/128 is always present.

@@ -344,59 +344,69 @@ impl Sim<'_> {
             // `ip6_rcv_core`, before PREROUTING: ::1 never arrives on another interface.
             return self.finish(st, Verdict::Drop, None, None, Some(LOOPBACK_V6_ARRIVING.into()));
         }
-        if !looped && self.host.sysctls.rp_filter != 0 {
-            // Reverse-path filter: the source must be reachable back through the input interface
-            // (strict, 1) or through any interface (loose, 2).
-            let back = self.host.route(st.pkt.src, st.pkt.mark);
-            let ok = match (self.host.sysctls.rp_filter, back) {
-                (1, Some(r)) => r.dev == in_iface,
-                (_, Some(_)) => true,
-                (_, None) => false,
-            };
-            if !ok {
-                let why = format!(
-                    "reverse-path filter (rp_filter={}) drops the packet arriving on {in_iface}: its source is not routed back that way",
-                    self.host.sysctls.rp_filter
-                );
-                return self.finish(st, Verdict::Drop, None, None, Some(why));
-            }
-        }
         let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4), masquerade_src: None };
         for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
-            // The input route lookup sees the destination PREROUTING left (after DNAT/REDIRECT).
-            if from_outside && st.pkt.dst.is_loopback() && (self.family == Family::V6 || !self.host.sysctls.route_localnet) {
-                self.finish(st, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
-                continue;
-            }
-            let route = self.host.route(st.pkt.dst, st.pkt.mark);
-            match route {
-                Some(r) if r.local || st.tproxy.is_some() => self.local_in(st, looped),
-                Some(r) => {
-                    if !self.host.sysctls.ip_forward {
-                        self.finish(st, Verdict::Drop, None, None, Some("not for this host and forwarding is off (net.ipv4.ip_forward=0)".into()));
-                        continue;
-                    }
-                    let mut st = st;
-                    // `ip_forward`/`ip6_forward`: a packet that would leave with TTL 0 dies here,
-                    // before FORWARD; the others go on with the TTL decremented.
-                    if st.pkt.ttl <= 1 {
-                        let why = ttl_exceeded(self.family, st.pkt.ttl);
-                        self.finish(st, Verdict::Drop, None, None, Some(why));
-                        continue;
-                    }
-                    st.pkt.ttl -= 1;
-                    st.pkt.out_iface = Some(r.dev.clone());
-                    for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
-                        let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
-                        for st in self.run_hook(st, Hook::Postrouting, nat, false) {
-                            let iface = st.pkt.out_iface.clone().unwrap_or_default();
-                            self.finish(st, Verdict::Accept, Some(Delivered::Egress { iface, next_hop: r.next_hop }), None, None);
-                        }
-                    }
-                }
-                None => self.finish(st, Verdict::Drop, None, None, Some("no route for the arriving packet".into())),
+            if looped {
+                // `ip_rcv_finish`: a packet looped back on lo keeps the (local) route chosen on
+                // its way out; no input route lookup, so no martian or reverse-path check, and
+                // it is delivered locally whatever its destination.
+                self.local_in(st, true);
+            } else {
+                self.route_input(st, &in_iface, from_outside);
             }
         }
+    }
+
+    /// The input route lookup (`ip_route_input_slow`) of a packet PREROUTING accepted, and where
+    /// it sends the packet: the martian check on the destination PREROUTING left, the route
+    /// (with the mark PREROUTING left), the reverse-path check for a local or forwarded packet
+    /// (`fib_validate_source`), then INPUT, or FORWARD and POSTROUTING.
+    fn route_input(&mut self, mut st: State, in_iface: &str, from_outside: bool) {
+        if from_outside && st.pkt.dst.is_loopback() && (self.family == Family::V6 || !self.host.sysctls.route_localnet) {
+            return self.finish(st, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
+        }
+        let Some(r) = self.host.route(st.pkt.dst, st.pkt.mark) else {
+            return self.finish(st, Verdict::Drop, None, None, Some("no route for the arriving packet".into()));
+        };
+        let local = r.local || st.tproxy.is_some();
+        if !local && !self.host.sysctls.ip_forward {
+            // Checked before the source (`ip_route_input_slow`: EHOSTUNREACH).
+            return self.finish(st, Verdict::Drop, None, None, Some("not for this host and forwarding is off (net.ipv4.ip_forward=0)".into()));
+        }
+        if let Some(why) = self.reverse_path_fails(&st, in_iface) {
+            return self.finish(st, Verdict::Drop, None, None, Some(why));
+        }
+        if local {
+            return self.local_in(st, false);
+        }
+        // `ip_forward`/`ip6_forward`: a packet that would leave with TTL 0 dies here, before
+        // FORWARD; the others go on with the TTL decremented.
+        if st.pkt.ttl <= 1 {
+            let why = ttl_exceeded(self.family, st.pkt.ttl);
+            return self.finish(st, Verdict::Drop, None, None, Some(why));
+        }
+        st.pkt.ttl -= 1;
+        st.pkt.out_iface = Some(r.dev.clone());
+        for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
+            let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
+            for st in self.run_hook(st, Hook::Postrouting, nat, false) {
+                let iface = st.pkt.out_iface.clone().unwrap_or_default();
+                self.finish(st, Verdict::Accept, Some(Delivered::Egress { iface, next_hop: r.next_hop }), None, None);
+            }
+        }
+    }
+
+    /// Why the reverse-path filter drops `st` arriving on `in_iface`, if it does
+    /// (`fib_validate_source`, IPv4 only): the source is looked up as a destination, with the
+    /// packet's mark only under `src_valid_mark` (mark 0 otherwise).
+    fn reverse_path_fails(&self, st: &State, in_iface: &str) -> Option<String> {
+        let mode = self.host.sysctls.rp_filter;
+        if mode == 0 || self.family != Family::V4 {
+            return None;
+        }
+        let mark = if self.host.sysctls.src_valid_mark { st.pkt.mark } else { 0 };
+        let back = self.host.route(st.pkt.src, mark);
+        (!reverse_path_ok(mode, back.as_ref().map(|r| r.dev.as_str()), in_iface)).then(|| reverse_path_drop(mode, in_iface))
     }
 
     /// INPUT and delivery to a local socket.
@@ -408,10 +418,11 @@ impl Sim<'_> {
                 continue;
             }
             match self.host.socket_for(st.pkt.proto, addr, port) {
-                Some(sock) if self.cannot_answer(&st, sock) => {
-                    self.finish(st, Verdict::Accept, None, None, Some(NOT_TRANSPARENT.into()));
-                }
                 Some(sock) => {
+                    if let Some(why) = self.synack_route_fails(&st, sock) {
+                        self.finish(st, Verdict::Accept, None, None, Some(why.into()));
+                        continue;
+                    }
                     let process = Some(sock.process.clone()).filter(|p| !p.is_empty());
                     // The accepted socket's local address is the packet's destination, also when
                     // TPROXY handed it to a socket bound elsewhere.
@@ -430,13 +441,26 @@ impl Sim<'_> {
         }
     }
 
-    /// True when `sock` cannot accept the TCP connection `st` opens: its local address would be
-    /// the packet's destination, which is not an address of this host (policy routing delivered
-    /// it locally), and the listener is neither transparent nor assigned by TPROXY, so the
-    /// SYN-ACK's route lookup (`inet_csk_route_req` without `FLOWI_FLAG_ANYSRC`) fails and the
-    /// SYN is dropped. IPv4 only: IPv6's output route lookup does not check the source.
-    fn cannot_answer(&self, st: &State, sock: &crate::host::Socket) -> bool {
-        st.pkt.proto == 6 && self.family == Family::V4 && st.tproxy.is_none() && !sock.transparent && !self.host.is_local(st.pkt.dst)
+    /// Why `sock` cannot accept the TCP connection `st` opens, if it cannot: the listener's
+    /// SYN-ACK goes from the packet's destination to its source (both after NAT), and when that
+    /// route lookup (`inet_csk_route_req` → `ip_route_output_flow`) fails the SYN is dropped.
+    /// It fails when the destination is not an address of this host (policy routing delivered
+    /// it locally) and the listener is neither transparent nor assigned by TPROXY (no
+    /// `FLOWI_FLAG_ANYSRC`), and when the destination is a loopback address but the source is
+    /// not local, so that the reply would leave through another device than lo
+    /// (`__mkroute_output`: EINVAL, unless `route_localnet`). IPv4 only: IPv6's output route
+    /// lookup checks neither.
+    fn synack_route_fails(&self, st: &State, sock: &crate::host::Socket) -> Option<&'static str> {
+        if st.pkt.proto != 6 || self.family != Family::V4 {
+            return None;
+        }
+        if st.tproxy.is_none() && !sock.transparent && !self.host.is_local(st.pkt.dst) {
+            return Some(NOT_TRANSPARENT);
+        }
+        if st.pkt.dst.is_loopback() && !self.host.is_local(st.pkt.src) && !self.host.sysctls.route_localnet {
+            return Some(LOOPBACK_CANNOT_ANSWER);
+        }
+        None
     }
 }
 
@@ -464,6 +488,27 @@ pub(crate) fn ttl_exceeded(family: Family, ttl: u8) -> String {
 /// Why a TCP connection to a non-local address delivered to a non-transparent listener fails.
 pub(crate) const NOT_TRANSPARENT: &str =
     "the listener is not transparent and cannot answer from the non-local destination address: the SYN is dropped (no IP_TRANSPARENT, no TPROXY)";
+
+/// Why a TCP connection to a loopback address from a non-local source fails: the SYN-ACK would
+/// leave the host with a loopback source.
+pub(crate) const LOOPBACK_CANNOT_ANSWER: &str =
+    "the listener cannot route its SYN-ACK back (a loopback address cannot answer a non-local source): the SYN is dropped";
+
+/// Whether the reverse-path filter in `mode` (1 strict, 2 loose) passes a packet arriving on
+/// `in_iface` whose source routes back through `back_dev` (`None`: no route back).
+pub(crate) fn reverse_path_ok(mode: u8, back_dev: Option<&str>, in_iface: &str) -> bool {
+    match (mode, back_dev) {
+        (0, _) => true,
+        (1, Some(dev)) => dev == in_iface,
+        (_, Some(_)) => true,
+        (_, None) => false,
+    }
+}
+
+/// Why the reverse-path filter in `mode` drops a packet arriving on `in_iface`.
+pub(crate) fn reverse_path_drop(mode: u8, in_iface: &str) -> String {
+    format!("reverse-path filter (rp_filter={mode}) drops the packet arriving on {in_iface}: its source is not routed back that way")
+}
 
 #[cfg(test)]
 mod tests {
@@ -895,5 +940,129 @@ COMMIT
             assert_eq!((hits(&b), b.verdict), (vec!["nat/PREROUTING#1".to_string()], Verdict::Drop));
             assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V6)));
         }
+    }
+
+    /// A counting rule for UDP in raw, mangle and nat PREROUTING (with conntrack on) and filter
+    /// INPUT and FORWARD.
+    const PRE_COUNTERS: &str = "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp\nCOMMIT\n*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -m conntrack --ctstate NEW\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A INPUT -p udp\n-A FORWARD -p udp\nCOMMIT\n";
+
+    #[test]
+    fn rp_filter_runs_in_the_input_route_lookup_after_prerouting() {
+        // Kernel differential: a spoofed source the pod routes via eth1 arriving on eth0 with
+        // strict rp_filter: every PREROUTING chain sees it, then `fib_validate_source` drops it.
+        let mut host = router();
+        host.sysctls.rp_filter = 1;
+        let b = one(PRE_COUNTERS, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
+        assert_eq!(hits(&b), ["raw/PREROUTING#1", "mangle/PREROUTING#1", "nat/PREROUTING#1"]);
+        assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
+        assert_eq!(b.reason, Some(reverse_path_drop(1, "eth0")));
+        // Forwarded: checked before the TTL expires and before FORWARD.
+        let mut pkt = udp("10.1.0.9", "10.1.0.7", 53);
+        pkt.ttl = 1;
+        let b = one(PRE_COUNTERS, &host, pkt, &peer());
+        assert_eq!((hits(&b).len(), b.reason.clone()), (3, Some(reverse_path_drop(1, "eth0"))));
+        // The routes checked first win: forwarding off, a martian destination, no route.
+        host.sysctls.ip_forward = false;
+        let b = one(PRE_COUNTERS, &host, udp("10.1.0.9", "10.1.0.7", 53), &peer());
+        assert!(b.reason.as_deref().unwrap().contains("forwarding is off"), "{b:#?}");
+        let b = one(PRE_COUNTERS, &host, udp("10.1.0.9", "127.0.0.1", 53), &peer());
+        assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V4)));
+        // A PREROUTING DNAT happens first: its new destination is what the lookup routes.
+        let dnat = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -j DNAT --to-destination 127.0.0.1\nCOMMIT\n";
+        let b = one(dnat, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
+        assert_eq!((hits(&b), b.reason.as_deref()), (vec!["nat/PREROUTING#1".to_string()], Some(martian_loopback(Family::V4))));
+        // A source routed back through eth0 passes; loose mode takes any route back.
+        let b = one(PRE_COUNTERS, &host, udp("10.0.0.1", "10.0.0.5", 53), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
+        host.sysctls.rp_filter = 2;
+        let b = one(PRE_COUNTERS, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
+        // IPv6 has no rp_filter.
+        let mut h6 = Host::new("pod").iface("eth0", &["fd00::5/64"]).iface("eth1", &["fd01::5/64"]).listen(17, "::", 53, "dns", 0, 0);
+        h6.sysctls.rp_filter = 1;
+        let b = one("", &h6, udp("fd01::9", "fd00::5", 53), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
+    }
+
+    #[test]
+    fn the_reverse_path_lookup_uses_the_mark_only_with_src_valid_mark() {
+        // Mark 0x2 routes 10.1.0.0/24 back through eth0 (table 102); mangle PREROUTING sets it.
+        let mut host = router();
+        host.sysctls.rp_filter = 1;
+        host.policy.push(crate::host::PolicyRule { fwmark: 0x2, mask: 0x2, table: 102 });
+        host.tables.insert(
+            102,
+            vec![crate::host::Route { dst: "10.1.0.0/24".parse().unwrap(), via: Some("10.0.0.1".parse().unwrap()), dev: "eth0".into(), local: false }],
+        );
+        let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-mark 0x2\nCOMMIT\n";
+        let b = one(rules, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
+        assert_eq!(b.reason, Some(reverse_path_drop(1, "eth0")), "looked up with mark 0");
+        host.sysctls.src_valid_mark = true;
+        let b = one(rules, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "with the mark PREROUTING set: {b:#?}");
+        // An arriving packet's own mark is not used either without src_valid_mark.
+        host.sysctls.src_valid_mark = false;
+        let mut pkt = udp("10.1.0.9", "10.0.0.5", 53);
+        pkt.mark = 0x2;
+        assert_eq!(one("", &host, pkt, &peer()).reason, Some(reverse_path_drop(1, "eth0")));
+    }
+
+    #[test]
+    fn a_loopback_address_cannot_answer_a_non_local_source() {
+        // Kernel differential: 127.0.0.1 -> 127.0.0.1 with its source SNATed to 10.0.0.77 in nat
+        // POSTROUTING reaches INPUT, but the SYN-ACK's route lookup fails (a loopback source
+        // leaving through eth0): no connection.
+        let rules = "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -d 127.0.0.1 -j SNAT --to-source 10.0.0.77\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp\n-A INPUT -p udp\nCOMMIT\n";
+        let b = one(rules, &pod(), tcp("127.0.0.1", "127.0.0.1", 8080), &owner());
+        assert_eq!(hits(&b), ["nat/POSTROUTING#1", "filter/INPUT#1"]);
+        assert_eq!((b.verdict, b.delivered.as_ref(), b.by.as_ref()), (Verdict::Accept, None, None));
+        assert_eq!(b.reason.as_deref(), Some(LOOPBACK_CANNOT_ANSWER));
+        assert_eq!(b.packet.src, "10.0.0.77".parse::<IpAddr>().unwrap());
+        // A datagram is received; without the SNAT the connection is accepted.
+        let b = one(rules, &pod(), udp("127.0.0.1", "127.0.0.1", 53), &owner());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
+        let b = one("", &pod(), tcp("127.0.0.1", "127.0.0.1", 8080), &owner());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 8080, .. })), "{b:#?}");
+        // DNATed to 127.0.0.1 in nat OUTPUT and SNATed to 10.0.0.9: the same; SNATed to a local
+        // address (or not at all) it connects; route_localnet lets the loopback source out.
+        let dnat = |to: &str| {
+            format!(
+                "*nat\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -p tcp -d 10.0.0.77 -j DNAT --to-destination 127.0.0.1\n-A POSTROUTING -p tcp -d 127.0.0.1 -j SNAT --to-source {to}\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp\nCOMMIT\n"
+            )
+        };
+        let b = one(&dnat("10.0.0.9"), &pod(), tcp("0.0.0.0", "10.0.0.77", 8080), &owner());
+        assert_eq!(hits(&b), ["nat/OUTPUT#1", "nat/POSTROUTING#1", "filter/INPUT#1"]);
+        assert_eq!((b.reason.as_deref(), b.original_dst), (Some(LOOPBACK_CANNOT_ANSWER), Some(("10.0.0.77".parse().unwrap(), 8080))));
+        let b = one(&dnat("10.0.0.5"), &pod(), tcp("0.0.0.0", "10.0.0.77", 8080), &owner());
+        assert_eq!(b.delivered, Some(Delivered::Local { addr: "127.0.0.1".parse().unwrap(), port: 8080, process: Some("app".into()) }));
+        let mut h = pod();
+        h.sysctls.route_localnet = true;
+        let b = one(&dnat("10.0.0.9"), &h, tcp("0.0.0.0", "10.0.0.77", 8080), &owner());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 8080, .. })), "{b:#?}");
+    }
+
+    #[test]
+    fn a_packet_looped_back_keeps_its_local_route() {
+        // Kernel differential: mangle OUTPUT's mark 0x100 routes a connection to 10.0.0.1 over lo
+        // (table 100); mangle POSTROUTING clears the mark (no re-route there). Back in on lo the
+        // packet keeps its route: INPUT, not FORWARD, even with forwarding on.
+        let mut host = router();
+        for s in &mut host.sockets {
+            s.transparent = true;
+        }
+        host.policy.push(crate::host::PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+        host.tables.insert(100, vec![crate::host::Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+        let rules = "*mangle\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:PREROUTING ACCEPT [0:0]\n-A OUTPUT -j MARK --set-mark 0x100\n-A POSTROUTING -o lo -j MARK --set-mark 0x0\n-A PREROUTING -j MARK --set-mark 0x0\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A INPUT -i lo\n-A FORWARD\nCOMMIT\n";
+        for pkt in [tcp("0.0.0.0", "10.0.0.1", 8080), udp("0.0.0.0", "10.0.0.1", 53)] {
+            let b = one(rules, &host, pkt, &owner());
+            assert_eq!(hits(&b), ["mangle/OUTPUT#1", "mangle/POSTROUTING#1", "mangle/PREROUTING#1", "filter/INPUT#1"]);
+            assert_eq!(b.packet.mark, 0);
+            assert!(matches!(&b.delivered, Some(Delivered::Local { addr, .. }) if *addr == "10.0.0.1".parse::<IpAddr>().unwrap()), "{b:#?}");
+        }
+        // No reverse-path check either: a non-local source the pod routes via eth1 is received.
+        host.sysctls.rp_filter = 1;
+        host.sysctls.ip_nonlocal_bind = true;
+        let b = one(rules, &host, udp("10.1.0.9", "10.0.0.1", 53), &owner());
+        assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
     }
 }

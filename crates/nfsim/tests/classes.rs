@@ -31,7 +31,8 @@ fn host(rng: &mut Rng) -> Host {
         h.routes.push(Route { dst: "172.16.0.0/12".parse().unwrap(), via: Some("192.168.1.1".parse().unwrap()), dev: "eth1".into(), local: false });
     }
     if rng.chance(4) {
-        h.sysctls.rp_filter = 1;
+        h.sysctls.rp_filter = if rng.chance(3) { 2 } else { 1 };
+        h.sysctls.src_valid_mark = rng.chance(2);
     }
     if rng.chance(4) {
         h.sysctls.ip_forward = true;
@@ -168,12 +169,15 @@ fn random_rules(rng: &mut Rng) -> String {
                 let ports = proto == "tcp" || proto == "udp";
                 if t == "nat" && matches!(c, "OUTPUT" | "U1" | "U2") && proto == "tcp" {
                     targets.extend(["-j REDIRECT --to-ports 15001", "-j REDIRECT", "-j DNAT --to-destination 10.0.0.9:9000"]);
+                    // A loopback destination: with a non-local SNAT source after it, no SYN-ACK.
+                    targets.push("-j DNAT --to-destination 127.0.0.1:9000");
                 }
                 if t == "nat" && c == "PREROUTING" && ports {
                     targets.extend(["-j REDIRECT --to-ports 15006", "-j DNAT --to-destination 10.0.0.9", "-j DNAT --to-destination 127.0.0.1:9000"]);
                 }
                 if t == "nat" && c == "POSTROUTING" {
-                    targets.extend(["-j MASQUERADE", "-j SNAT --to-source 10.0.0.5"]);
+                    // 10.0.0.77 is not local: a loopback listener cannot answer it.
+                    targets.extend(["-j MASQUERADE", "-j SNAT --to-source 10.0.0.5", "-j SNAT --to-source 10.0.0.77"]);
                     if ports {
                         targets.extend(["-j MASQUERADE --to-ports 1024-2048", "-j SNAT --to-source 10.0.0.5:40000-40010"]);
                     }
@@ -784,4 +788,95 @@ COMMIT
     assert!(has(r(17, "fd00::1", "::1", 53), "the loopback address ::1"));
     assert!(has(r(17, "::1", "fd00::5", 53), "the loopback address ::1"));
     assert_eq!(r(6, "fd00::1", "fd00::99", 8080), [None]);
+}
+
+/// The fates of the class holding `input`, after checking it lies in exactly one.
+fn fates_at(cs: &[Class], input: &Input) -> Vec<nfsim::classes::Fate> {
+    let owners = containing(cs, input);
+    assert_eq!(owners.len(), 1, "{input:?}");
+    owners[0].fates.clone()
+}
+
+/// The three kernel differentials of the input route lookup and the SYN-ACK's route: rp_filter
+/// checks the source after PREROUTING (with mark 0 unless src_valid_mark), a loopback listener
+/// cannot answer a non-local source, and a packet looped back on lo keeps its local route. The
+/// classes agree with the concrete engine on every class and give the kernel's fates.
+#[test]
+fn classes_check_the_source_after_prerouting_answer_from_loopback_and_keep_looped_routes() {
+    let rules = "*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp --dport 99 -j DROP
+COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -i lo -j MARK --set-mark 0x0
+-A PREROUTING -i eth0 -p udp --dport 5353 -j MARK --set-mark 0x2
+-A OUTPUT -p tcp --dport 8081 -j MARK --set-mark 0x100
+COMMIT
+*nat
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -p tcp -d 10.0.0.77 -j DNAT --to-destination 127.0.0.1
+-A POSTROUTING -p tcp -d 127.0.0.1 --dport 8080 -j SNAT --to-source 10.0.0.9
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+-A INPUT -p tcp
+-A FORWARD -p tcp
+COMMIT
+";
+    let mut host = Host::new("pod")
+        .iface("eth0", &["10.0.0.5/24"])
+        .iface("eth1", &["10.1.0.5/24"])
+        .gateway("10.0.0.1")
+        .listen(6, "0.0.0.0", 8080, "app", 0, 0)
+        .listen(6, "0.0.0.0", 8081, "proxy", 0, 0)
+        .listen(6, "0.0.0.0", 9000, "admin", 0, 0)
+        .listen(17, "0.0.0.0", 53, "dns", 0, 0)
+        .listen(17, "0.0.0.0", 5353, "mdns", 0, 0);
+    host.sockets.iter_mut().filter(|s| s.port == 8081).for_each(|s| s.transparent = true);
+    host.sysctls.ip_forward = true;
+    host.sysctls.rp_filter = 1;
+    // Mark 0x100 delivers locally; mark 0x2 routes 10.1.0.0/24 through eth0.
+    host.policy.push(PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+    host.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    host.policy.push(PolicyRule { fwmark: 0x2, mask: 0x2, table: 102 });
+    host.tables.insert(102, vec![Route { dst: "10.1.0.0/24".parse().unwrap(), via: Some("10.0.0.1".parse().unwrap()), dev: "eth0".into(), local: false }]);
+    let rp_drop = || Some("reverse-path filter (rp_filter=1) drops the packet arriving on eth0: its source is not routed back that way".to_string());
+    let loopback = || Some("the listener cannot route its SYN-ACK back (a loopback address cannot answer a non-local source): the SYN is dropped".to_string());
+    let mut rng = Rng(17);
+    let scopes = check_scopes(rules, &host, Family::V4, &[Some("eth0"), None], &mut rng);
+    let (arriving, local) = (&scopes[0].1, &scopes[1].1);
+    let r = |src, proto, dst, dport| arriving_reasons(arriving, Family::V4, proto, src, dst, dport);
+    // A spoofed source routed via eth1: raw PREROUTING sees it first, then the source check drops
+    // it, for local delivery and forwarding alike; the mark PREROUTING set is not used.
+    assert_eq!(r("10.1.0.9", 17, "10.0.0.5", 99), [Some("dropped by raw:PREROUTING:1".to_string())]);
+    assert_eq!(r("10.1.0.9", 17, "10.0.0.5", 53), [rp_drop()]);
+    assert_eq!(r("10.1.0.9", 17, "10.0.0.5", 5353), [rp_drop()]);
+    assert_eq!(r("10.1.0.9", 6, "10.1.0.7", 80), [rp_drop()]);
+    assert_eq!(r("10.0.0.1", 17, "10.0.0.5", 53), [None]);
+    assert_eq!(r("10.0.0.1", 6, "10.1.0.7", 80), [None]);
+    // A loopback listener and a non-local source, by SNAT after a loopback connection or after a
+    // DNAT to 127.0.0.1 in nat OUTPUT: no connection. Without the SNAT it connects.
+    assert_eq!(reasons_of(local, Family::V4, 6, "127.0.0.1", "127.0.0.1", 8080), [loopback()]);
+    assert_eq!(reasons_of(local, Family::V4, 6, "0.0.0.0", "10.0.0.77", 8080), [loopback()]);
+    assert_eq!(reasons_of(local, Family::V4, 6, "0.0.0.0", "10.0.0.77", 9000), [None]);
+    // Marked in mangle OUTPUT, routed over lo, its mark cleared in PREROUTING: INPUT, not FORWARD.
+    let num = |a: &str| nfsim::classes::region::addr_num(a.parse().unwrap());
+    let i = Input { proto: 6, src: 0, dst: num("10.0.0.1"), sport: 40000, dport: 8081, uid: 1000, gid: 1000, mark: 0, state: nfsim::packet::CtState::New };
+    let f = fates_at(local, &i);
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].reason.as_deref(), &f[0].place), (None, &Some(nfsim::classes::Place::Local { process: Some("proxy".into()) })), "{f:?}");
+
+    // src_valid_mark: the reverse lookup uses the mark mangle PREROUTING set.
+    host.sysctls.src_valid_mark = true;
+    let scopes = check_scopes(rules, &host, Family::V4, &[Some("eth0")], &mut rng);
+    assert_eq!(arriving_reasons(&scopes[0].1, Family::V4, 17, "10.1.0.9", "10.0.0.5", 5353), [None]);
+    assert_eq!(arriving_reasons(&scopes[0].1, Family::V4, 17, "10.1.0.9", "10.0.0.5", 53), [rp_drop()]);
+    // route_localnet lets a loopback source leave: the SYN-ACK can be routed.
+    host.sysctls.route_localnet = true;
+    let scopes = check_scopes(rules, &host, Family::V4, &[None], &mut rng);
+    assert_eq!(reasons_of(&scopes[0].1, Family::V4, 6, "127.0.0.1", "127.0.0.1", 8080), [None]);
 }

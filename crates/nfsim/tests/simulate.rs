@@ -485,3 +485,113 @@ COMMIT
     assert_eq!(rules_hit(&b), ["nat/PREROUTING#1", "mangle/INPUT#1", "filter/INPUT#1", "nat/INPUT#1"]);
     assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("127.0.0.1"), port: 8080, process: Some("udp-app".into()) }));
 }
+
+#[test]
+fn rp_filter_drops_after_the_prerouting_chains() {
+    // Kernel differential: the peer sends UDP from the spoofed source 10.1.0.9 (routed via eth1)
+    // to the pod's eth0 with net.ipv4.conf.all.rp_filter=1: raw PREROUTING's counter moves, then
+    // the input route lookup's source validation drops it.
+    let rules = "*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp
+COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p udp --dport 54 -j DNAT --to-destination 127.0.0.1:53
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p udp
+COMMIT
+";
+    let mut host = pod().listen(17, "0.0.0.0", 53, "dns", 0, 0);
+    host.sysctls.rp_filter = 1;
+    let b = arriving(rules, &host, Packet::new(17, ip("10.1.0.9"), 40000, ip("10.0.0.5"), 53));
+    assert_eq!(rules_hit(&b), ["raw/PREROUTING#1", "mangle/PREROUTING#1"]);
+    assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
+    assert_eq!(b.reason.as_deref(), Some("reverse-path filter (rp_filter=1) drops the packet arriving on eth0: its source is not routed back that way"));
+    // The PREROUTING DNAT comes first, and the martian check on its new destination before the source.
+    let b = arriving(rules, &host, Packet::new(17, ip("10.1.0.9"), 40000, ip("10.0.0.5"), 54));
+    assert_eq!(rules_hit(&b), ["raw/PREROUTING#1", "mangle/PREROUTING#1", "nat/PREROUTING#1"]);
+    assert!(b.reason.as_deref().is_some_and(|r| r.starts_with("martian destination")), "{b:#?}");
+    // A source routed back through eth0 is received.
+    let b = arriving(rules, &host, Packet::new(17, ip("10.0.0.1"), 40000, ip("10.0.0.5"), 53));
+    assert_eq!(rules_hit(&b), ["raw/PREROUTING#1", "mangle/PREROUTING#1", "filter/INPUT#1"]);
+    assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })));
+}
+
+#[test]
+fn a_loopback_listener_cannot_answer_a_snated_source() {
+    // Kernel differential: the SYN reaches INPUT (its counter moves), but the SYN-ACK from a
+    // loopback address to a non-local source cannot be routed: no connection is accepted.
+    let reason = "the listener cannot route its SYN-ACK back (a loopback address cannot answer a non-local source): the SYN is dropped";
+    let rules = "*nat
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -p tcp -s 127.0.0.1 -j SNAT --to-source 10.0.0.77
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p tcp
+COMMIT
+";
+    let b = run(rules, local(1000), "127.0.0.1", "127.0.0.1", 8080, Backend::Nft);
+    assert_eq!(rules_hit(&b), ["nat/POSTROUTING#1", "filter/INPUT#1"]);
+    assert_eq!((b.verdict, b.delivered.as_ref(), b.reason.as_deref()), (Verdict::Accept, None, Some(reason)));
+    // DNATed to 127.0.0.1 in nat OUTPUT, SNATed to 10.0.0.9: the same.
+    let rules = "*nat
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -p tcp -j DNAT --to-destination 127.0.0.1
+-A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.9
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p tcp
+COMMIT
+";
+    let b = run(rules, local(1000), "0.0.0.0", "10.0.0.77", 8080, Backend::Nft);
+    assert_eq!(rules_hit(&b), ["nat/OUTPUT#1", "nat/POSTROUTING#1", "filter/INPUT#1"]);
+    assert_eq!((b.verdict, b.delivered.as_ref(), b.reason.as_deref()), (Verdict::Accept, None, Some(reason)));
+    // SNATed to one of the pod's own addresses it connects.
+    let b = run(&rules.replace("10.0.0.9", "10.0.0.6"), local(1000), "0.0.0.0", "10.0.0.77", 8080, Backend::Nft);
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("127.0.0.1"), port: 8080, process: Some("app".into()) }));
+}
+
+#[test]
+fn a_packet_looped_back_on_lo_is_delivered_by_its_output_route() {
+    // Kernel differential: mangle OUTPUT's MARK 0x100 routes a connection to 10.0.0.1 over lo
+    // (`ip rule fwmark 0x100/0x100 lookup 100`, `local 0.0.0.0/0 dev lo table 100`); mangle
+    // PREROUTING clears the mark, but the looped-back packet keeps its route: INPUT, not FORWARD.
+    let rules = "*mangle
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -i lo -j MARK --set-mark 0x0
+-A OUTPUT -p tcp -j MARK --set-mark 0x100
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+-A INPUT -p tcp
+-A FORWARD -p tcp
+COMMIT
+";
+    let parsed = parse(rules);
+    let mut host = pod();
+    host.sysctls.ip_forward = true;
+    host.policy.push(nfsim::host::PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+    host.tables.insert(100, vec![nfsim::host::Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    host.sockets.iter_mut().for_each(|s| s.transparent = true);
+    let sim = simulate(&parsed.ruleset, &host, Packet::new(6, ip("0.0.0.0"), 40000, ip("10.0.0.1"), 8080), &local(1000), &Options::default());
+    let b = &sim.branches[0];
+    assert_eq!(rules_hit(b), ["mangle/OUTPUT#1", "mangle/PREROUTING#1", "filter/INPUT#1"]);
+    assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("10.0.0.1"), port: 8080, process: Some("app".into()) }));
+    // A listener that is not transparent cannot answer from 10.0.0.1.
+    host.sockets.iter_mut().for_each(|s| s.transparent = false);
+    let sim = simulate(&parsed.ruleset, &host, Packet::new(6, ip("0.0.0.0"), 40000, ip("10.0.0.1"), 8080), &local(1000), &Options::default());
+    assert_eq!(rules_hit(&sim.branches[0]), ["mangle/OUTPUT#1", "mangle/PREROUTING#1", "filter/INPUT#1"]);
+    assert!(sim.branches[0].reason.as_deref().is_some_and(|r| r.starts_with("the listener is not transparent")), "{sim:#?}");
+}

@@ -10,7 +10,9 @@ use crate::host::{Host, Socket};
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 use crate::ruleset::{ChainId, Family, Hook, Policy, Rule, Ruleset, Table, TableName, Target};
-use crate::simulate::{LOOPBACK_V6_ARRIVING, NOT_TRANSPARENT, martian_loopback, send_error, ttl_exceeded};
+use crate::simulate::{
+    LOOPBACK_CANNOT_ANSWER, LOOPBACK_V6_ARRIVING, NOT_TRANSPARENT, martian_loopback, reverse_path_drop, reverse_path_ok, send_error, ttl_exceeded,
+};
 use crate::targets::TargetExt;
 use crate::trace::{RuleRef, Verdict};
 use crate::traverse::{Assumption, Options};
@@ -457,7 +459,7 @@ impl<'a> Engine<'a> {
     }
 
     fn with_partitions(mut self) -> Self {
-        self.routes = [self.compute_route_parts(true), self.compute_route_parts(false)];
+        self.routes = [self.compute_route_parts(true), self.compute_back_parts()];
         self.sockets = self.compute_socket_parts(AVal::Dst, Val::In);
         self
     }
@@ -869,76 +871,85 @@ impl<'a> Engine<'a> {
             let Some(fine) = fine else { return };
             st = fine;
         }
-        let mut ok_states = Vec::new();
-        if !looped && self.host.sysctls.rp_filter != 0 {
-            let parts = self.route_parts(false);
-            for (st, back) in self.partition(st, &parts) {
-                let ok = match (self.host.sysctls.rp_filter, back) {
-                    (1, Some(r)) => r.dev == in_iface,
-                    (_, Some(_)) => true,
-                    (_, None) => false,
-                };
-                if ok {
-                    ok_states.push(st);
-                } else {
-                    let why = format!(
-                        "reverse-path filter (rp_filter={}) drops the packet arriving on {in_iface}: its source is not routed back that way",
-                        self.host.sysctls.rp_filter
-                    );
-                    self.finish(st, Verdict::Drop, None, None, Some(why));
-                }
-            }
-        } else {
-            ok_states.push(st);
-        }
         let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4).map(addr_num), masquerade_src: None };
-        let martian = from_outside && (self.family == Family::V6 || !self.host.sysctls.route_localnet);
-        for st in ok_states {
-            for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
-                // As `Sim::arrive`: the input route lookup sees the destination PREROUTING left.
-                let st = if martian {
-                    let lo = Test { dst: Some(loopback_set(self.family)), ..Test::default() };
-                    let (bad, fine) = self.split(st, &[lo]);
-                    if let Some(bad) = bad {
-                        self.finish(bad, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
-                    }
-                    let Some(fine) = fine else { continue };
-                    fine
-                } else {
-                    st
-                };
-                let parts = self.route_parts(true);
-                for (st, route) in self.partition(st, &parts) {
-                    match route {
-                        Some(r) if r.local || st.tproxy.is_some() => self.local_in(st, looped),
-                        Some(r) => {
-                            if !self.host.sysctls.ip_forward {
-                                self.finish(st, Verdict::Drop, None, None, Some("not for this host and forwarding is off (net.ipv4.ip_forward=0)".into()));
-                                continue;
-                            }
-                            let mut st = st;
-                            // As `Sim::arrive`: the TTL (a constant of the state) expires or is
-                            // decremented before FORWARD.
-                            if st.ttl <= 1 {
-                                let why = ttl_exceeded(self.family, st.ttl);
-                                self.finish(st, Verdict::Drop, None, None, Some(why));
-                                continue;
-                            }
-                            st.ttl -= 1;
-                            st.out_iface = Some(r.dev.clone());
-                            for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
-                                let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
-                                for st in self.run_hook(st, Hook::Postrouting, nat, false) {
-                                    let iface = st.out_iface.clone().unwrap_or_default();
-                                    self.finish(st, Verdict::Accept, Some(Place::Egress { iface, gateway: r.gateway }), None, None);
-                                }
-                            }
-                        }
-                        None => self.finish(st, Verdict::Drop, None, None, Some("no route for the arriving packet".into())),
+        for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
+            if looped {
+                // As `Sim::arrive`: a looped-back packet keeps its local route; no input lookup.
+                self.local_in(st, true);
+            } else {
+                self.route_input(st, &in_iface, from_outside);
+            }
+        }
+    }
+
+    /// `Sim::route_input`: the martian check, the input route, the reverse-path check for local
+    /// and forwarded packets, then INPUT, or FORWARD and POSTROUTING.
+    fn route_input(&mut self, st: St, in_iface: &str, from_outside: bool) {
+        let st = if from_outside && (self.family == Family::V6 || !self.host.sysctls.route_localnet) {
+            let lo = Test { dst: Some(loopback_set(self.family)), ..Test::default() };
+            let (bad, fine) = self.split(st, &[lo]);
+            if let Some(bad) = bad {
+                self.finish(bad, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
+            }
+            let Some(fine) = fine else { return };
+            fine
+        } else {
+            st
+        };
+        let parts = self.route_parts(true);
+        for (st, route) in self.partition(st, &parts) {
+            let Some(r) = route else {
+                self.finish(st, Verdict::Drop, None, None, Some("no route for the arriving packet".into()));
+                continue;
+            };
+            let local = r.local || st.tproxy.is_some();
+            if !local && !self.host.sysctls.ip_forward {
+                self.finish(st, Verdict::Drop, None, None, Some("not for this host and forwarding is off (net.ipv4.ip_forward=0)".into()));
+                continue;
+            }
+            for st in self.reverse_path(st, in_iface) {
+                if local {
+                    self.local_in(st, false);
+                    continue;
+                }
+                let mut st = st;
+                // As `Sim::route_input`: the TTL (a constant of the state) expires or is
+                // decremented before FORWARD.
+                if st.ttl <= 1 {
+                    let why = ttl_exceeded(self.family, st.ttl);
+                    self.finish(st, Verdict::Drop, None, None, Some(why));
+                    continue;
+                }
+                st.ttl -= 1;
+                st.out_iface = Some(r.dev.clone());
+                for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
+                    let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
+                    for st in self.run_hook(st, Hook::Postrouting, nat, false) {
+                        let iface = st.out_iface.clone().unwrap_or_default();
+                        self.finish(st, Verdict::Accept, Some(Place::Egress { iface, gateway: r.gateway }), None, None);
                     }
                 }
             }
         }
+    }
+
+    /// `Sim::reverse_path_fails`: finishes the packets of `st` the reverse-path filter drops;
+    /// returns the others.
+    fn reverse_path(&mut self, st: St, in_iface: &str) -> Vec<St> {
+        let mode = self.host.sysctls.rp_filter;
+        if mode == 0 || self.family != Family::V4 {
+            return vec![st];
+        }
+        let parts = self.route_parts(false);
+        let mut ok = Vec::new();
+        for (st, back) in self.partition(st, &parts) {
+            if reverse_path_ok(mode, back.as_ref().map(|r| r.dev.as_str()), in_iface) {
+                ok.push(st);
+            } else {
+                self.finish(st, Verdict::Drop, None, None, Some(reverse_path_drop(mode, in_iface)));
+            }
+        }
+        ok
     }
 
     fn local_in(&mut self, st: St, looped: bool) {
@@ -956,20 +967,8 @@ impl<'a> Engine<'a> {
                     Some(i) => {
                         let sock = &self.host.sockets[i];
                         let process = Some(sock.process.clone()).filter(|p| !p.is_empty());
-                        // As `Sim::cannot_answer`: a non-transparent listener cannot accept a TCP
-                        // connection to a non-local (IPv4) address that TPROXY did not assign.
-                        let st = if self.family == Family::V4 && st.tproxy.is_none() && !sock.transparent {
-                            let nonlocal = Ranges::addr_space(addr_bits(self.family)).minus(&self.local_set());
-                            let stuck = Test { proto: Some(Ranges::point(6)), dst: Some(nonlocal), ..Test::default() };
-                            let (bad, fine) = self.split(st, &[stuck]);
-                            if let Some(bad) = bad {
-                                self.finish(bad, Verdict::Accept, None, None, Some(NOT_TRANSPARENT.into()));
-                            }
-                            let Some(fine) = fine else { continue };
-                            fine
-                        } else {
-                            st
-                        };
+                        let transparent = st.tproxy.is_some() || sock.transparent;
+                        let Some(st) = self.synack_route(st, transparent) else { continue };
                         self.finish(st, Verdict::Accept, Some(Place::Local { process }), None, None);
                     }
                     None => {
@@ -985,6 +984,36 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+    }
+
+    /// `Sim::synack_route_fails`: finishes the TCP packets of `st` whose listener cannot route
+    /// its SYN-ACK back (IPv4): to a non-local destination unless `transparent` (a transparent
+    /// listener or TPROXY's), or to a loopback destination from a non-local source (unless
+    /// `route_localnet`). Returns the others.
+    fn synack_route(&mut self, st: St, transparent: bool) -> Option<St> {
+        if self.family != Family::V4 {
+            return Some(st);
+        }
+        let tcp = Some(Ranges::point(6));
+        let nonlocal = Ranges::addr_space(addr_bits(self.family)).minus(&self.local_set());
+        let mut st = st;
+        if !transparent {
+            let stuck = Test { proto: tcp.clone(), dst: Some(nonlocal.clone()), ..Test::default() };
+            let (bad, fine) = self.split(st, &[stuck]);
+            if let Some(bad) = bad {
+                self.finish(bad, Verdict::Accept, None, None, Some(NOT_TRANSPARENT.into()));
+            }
+            st = fine?;
+        }
+        if self.host.sysctls.route_localnet {
+            return Some(st);
+        }
+        let stuck = Test { proto: tcp, dst: Some(loopback_set(self.family)), src: Some(nonlocal), ..Test::default() };
+        let (bad, fine) = self.split(st, &[stuck]);
+        if let Some(bad) = bad {
+            self.finish(bad, Verdict::Accept, None, None, Some(LOOPBACK_CANNOT_ANSWER.into()));
+        }
+        fine
     }
 
     // ----- routing and sockets as partitions -----
@@ -1019,6 +1048,24 @@ impl<'a> Engine<'a> {
     fn route_of(&self, via: Option<IpAddr>, dev: &str, local: bool) -> RouteSym {
         let src = self.host.primary_addr(dev, self.family == Family::V4);
         RouteSym { local, dev: dev.to_string(), gateway: via, src: src.map(|a| AVal::Const(addr_num(a))) }
+    }
+
+    /// The reverse-path lookup's partition of the source space: `Host::route` on the source, with
+    /// the packet's mark under `src_valid_mark` and with mark 0 otherwise (`fib_validate_source`).
+    fn compute_back_parts(&self) -> Vec<(Test, Option<RouteSym>)> {
+        let parts = self.compute_route_parts(false);
+        if self.host.sysctls.src_valid_mark {
+            return parts;
+        }
+        // The parts holding mark 0, without their mark test, partition the source space.
+        parts
+            .into_iter()
+            .filter(|(t, _)| t.mark.as_ref().is_none_or(|m| m.contains(0)))
+            .map(|(mut t, r)| {
+                t.mark = None;
+                (t, r)
+            })
+            .collect()
     }
 
     /// `Host::route` as a partition of (address, mark) space, on the destination (`dst`) or, for
