@@ -45,6 +45,10 @@ pub struct NatBinding {
     pub snat: Option<(IpAddr, u16)>,
     /// A note on choices the kernel makes at random (port or address ranges).
     pub note: Option<String>,
+    /// The entry is confirmed (`IPS_CONFIRMED`): the packet left POSTROUTING and came back in on
+    /// lo, carrying the entry `ipv4_confirm` inserted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
 }
 
 /// The packet as it was first seen, for SO_ORIGINAL_DST and the conntrack match.
@@ -75,6 +79,9 @@ pub fn conn_of(orig: &Original, pkt: &Packet, nat: &NatBinding) -> Conn {
     }
     if nat.snat.is_some() {
         status |= ct_status::SRC_NAT;
+    }
+    if nat.confirmed {
+        status |= ct_status::CONFIRMED;
     }
     match pkt.ct_state {
         crate::packet::CtState::Established => status |= ct_status::CONFIRMED | ct_status::SEEN_REPLY | ct_status::ASSURED,

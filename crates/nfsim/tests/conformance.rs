@@ -52,6 +52,7 @@ fn predict(rules: &str, probe: &Probe, sport: u16, backend: SimBackend) -> Resul
         Proto::Udp => 17,
         Proto::Tcp => 6,
         Proto::Icmp => 1,
+        Proto::Sctp => 132,
     };
     let host = pod_host(proto, |p| if p >= 15000 { 1337 } else { 1000 });
     let (src, origin) = match &probe.from {
@@ -126,12 +127,12 @@ fn compare(backend: Backend, rules: &str, probes: &[Probe], proto: Proto) -> Vec
             }
         };
         let kernel_moved: BTreeSet<(String, String, u32)> = match proto {
-            Proto::Udp | Proto::Icmp => seen.moved.clone(),
+            Proto::Udp | Proto::Icmp | Proto::Sctp => seen.moved.clone(),
             // TCP: the handshake's later packets also count; compare the nat table (first packet only).
             Proto::Tcp => seen.moved.iter().filter(|r| r.0 == "nat").cloned().collect(),
         };
         let sim_moved: BTreeSet<(String, String, u32)> = match proto {
-            Proto::Udp | Proto::Icmp => moved,
+            Proto::Udp | Proto::Icmp | Proto::Sctp => moved,
             Proto::Tcp => moved.into_iter().filter(|r| r.0 == "nat").collect(),
         };
         let kernel_arrived = observed_arrival(&seen);
@@ -222,6 +223,12 @@ fn handwritten() -> Vec<(&'static str, Vec<Probe>)> {
             // back on lo) tracked; an arriving one becomes untracked.
             "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -p udp --dport 8080 -j NOTRACK\n-A PREROUTING -p udp --dport 9000 -j CT --notrack\n-A PREROUTING -p udp -m state --state UNTRACKED\n-A PREROUTING -p udp -m state --state NEW\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -p udp -m state --state NEW\n-A INPUT -p udp -m state --state UNTRACKED\nCOMMIT\n",
             vec![local("10.0.0.5:8080"), local("127.0.0.1:9000"), peer("10.0.0.5:8080"), peer("10.0.0.5:9000")],
+        ),
+        (
+            // Referee: a packet looped back on lo carries the entry confirmed at the end of
+            // POSTROUTING; an arriving one is not confirmed before INPUT ends.
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -m conntrack --ctstatus CONFIRMED\n-A INPUT -p udp -m conntrack --ctstatus CONFIRMED\n-A OUTPUT -p udp -m conntrack --ctstatus CONFIRMED\nCOMMIT\n",
+            vec![local("10.0.0.5:8080"), local("127.0.0.1:9000"), peer("10.0.0.5:8080")],
         ),
     ]
 }

@@ -595,3 +595,21 @@ COMMIT
     assert_eq!(rules_hit(&sim.branches[0]), ["mangle/OUTPUT#1", "mangle/PREROUTING#1", "filter/INPUT#1"]);
     assert!(sim.branches[0].reason.as_deref().is_some_and(|r| r.starts_with("the listener is not transparent")), "{sim:#?}");
 }
+
+#[test]
+fn a_looped_back_packet_carries_a_confirmed_entry() {
+    // Kernel referee: the entry is confirmed at the end of POSTROUTING, so a packet looped back on
+    // lo matches `--ctstatus CONFIRMED` in PREROUTING and INPUT; on the way out and for an
+    // arriving packet it is not confirmed yet.
+    let rules = "*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -p udp -m conntrack --ctstatus CONFIRMED
+-A INPUT -p udp -m conntrack --ctstatus CONFIRMED
+-A OUTPUT -p udp -m conntrack --ctstatus CONFIRMED
+COMMIT
+";
+    assert_eq!(rules_hit(&run_udp(rules, local(1000), "0.0.0.0", "10.0.0.5", 8080)), ["mangle/PREROUTING#1", "mangle/INPUT#1"]);
+    assert!(rules_hit(&run_udp(rules, Origin::Iface("eth0".into()), "10.0.0.1", "10.0.0.5", 8080)).is_empty());
+}

@@ -128,6 +128,8 @@ struct St {
     tproxy: Option<(AVal, Val<u16>)>,
     tos: u8,
     ttl: u8,
+    /// The conntrack entry is confirmed (looped back on lo, as `NatBinding::confirmed`).
+    confirmed: bool,
     probability: f64,
     assumptions: Vec<Assumption>,
     root: Option<u32>,
@@ -485,6 +487,7 @@ impl<'a> Engine<'a> {
             tproxy: None,
             tos: 0,
             ttl: 64,
+            confirmed: false,
             probability: 1.0,
             assumptions: Vec::new(),
             root: None,
@@ -584,7 +587,7 @@ impl<'a> Engine<'a> {
         p.owner = self.owned.then(|| Owner { uid: i.uid, gid: i.gid, groups: Vec::new() });
         let orig = Original { src: num_addr(st.orig_src.at(&i), self.family), dst: num_addr(i.dst, self.family), sport: i.sport, dport: i.dport };
         let conc = |v: Option<(AVal, Val<u16>)>, port_in: u16| v.map(|(a, p)| (num_addr(a.at(&i), self.family), pick(p, port_in)));
-        let nat = NatBinding { dnat: conc(st.dnat, i.dport), snat: conc(st.snat, i.sport), note: None };
+        let nat = NatBinding { dnat: conc(st.dnat, i.dport), snat: conc(st.snat, i.sport), note: None, confirmed: st.confirmed };
         (p, orig, nat)
     }
 
@@ -707,7 +710,8 @@ impl<'a> Engine<'a> {
     }
 
     fn masquerade_src(&self, r: &RouteSym) -> Option<AVal> {
-        if r.dev != "lo" {
+        // IPv6 keeps the route's source on lo too (`Sim::masquerade_src`).
+        if r.dev != "lo" || self.family == Family::V6 {
             return r.src;
         }
         self.host.universe_addr(self.family == Family::V4).map(|a| AVal::Const(addr_num(a)))
@@ -738,7 +742,8 @@ impl<'a> Engine<'a> {
             let Some(fine) = fine else { return };
             st = fine;
         }
-        if !route.local {
+        // IPv4 only, as in `Sim::local_out`.
+        if !route.local && self.family == Family::V4 {
             let lo = Test { src: Some(loopback_set(self.family)), ..Test::default() };
             let (bad, fine) = self.split(st, &[lo]);
             if let Some(bad) = bad {
@@ -782,6 +787,7 @@ impl<'a> Engine<'a> {
                     if route.local {
                         st.in_iface = Some("lo".into());
                         st.out_iface = None;
+                        st.confirmed = true;
                         self.arrive(st, true);
                     } else {
                         let iface = st.out_iface.clone().unwrap_or_default();
@@ -840,7 +846,7 @@ impl<'a> Engine<'a> {
                 continue;
             };
             let mut st = st;
-            if !route.local {
+            if !route.local && self.family == Family::V4 {
                 let lo = Test { src: Some(loopback_set(self.family)), ..Test::default() };
                 let (bad, fine) = self.split(st, &[lo]);
                 if let Some(bad) = bad {

@@ -94,6 +94,9 @@ pub(crate) enum Proto {
     /// An ICMP echo request from a ping socket (no reply is waited for); delivery is seen by a raw
     /// ICMP socket in each namespace ([`LabConfig::icmp`]).
     Icmp,
+    /// An SCTP INIT from a raw socket (so sent as root); delivery is seen by a raw SCTP socket in
+    /// each namespace (this kernel has no SCTP stack, so nothing answers).
+    Sctp,
 }
 
 impl Proto {
@@ -102,6 +105,7 @@ impl Proto {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
             Proto::Icmp => "icmp",
+            Proto::Sctp => "sctp",
         }
     }
 }
@@ -373,6 +377,27 @@ if proto == "icmp" and v6:
                 dst = socket.inet_ntop(socket.AF_INET6, d[:16])
         ident = struct.unpack("!H", data[4:6])[0]
         out({"local": sa(dst, 0), "peer": sa(peer[0], ident), "orig": None})
+elif proto == "sctp":
+    s = socket.socket(fam, socket.SOCK_RAW, 132)
+    if v6:
+        s.setsockopt(socket.IPPROTO_IPV6, 49, 1)  # IPV6_RECVPKTINFO
+    drop()
+    out("READY")
+    while True:
+        data, anc, flags, peer = s.recvmsg(65535, 256)
+        if v6:
+            dst, off = "::", 0
+            for lvl, typ, d in anc:
+                if lvl == socket.IPPROTO_IPV6 and typ == 50:
+                    dst = socket.inet_ntop(socket.AF_INET6, d[:16])
+            src = peer[0]
+        else:
+            off = (data[0] & 15) * 4
+            src, dst = socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20])
+        if len(data) < off + 16 or data[off + 12] != 1:  # an INIT chunk
+            continue
+        sport, dport = struct.unpack("!HH", data[off:off + 4])
+        out({"local": sa(dst, dport), "peer": sa(src, sport), "orig": None})
 elif proto == "icmp":
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     drop()
@@ -430,6 +455,8 @@ fam = socket.AF_INET6 if v6 else socket.AF_INET
 SOL = socket.IPPROTO_IPV6 if v6 else socket.SOL_IP
 if proto == "icmp":
     s = socket.socket(fam, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+elif proto == "sctp":
+    s = socket.socket(fam, socket.SOCK_RAW, 132)
 else:
     s = socket.socket(fam, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
 try:
@@ -441,9 +468,26 @@ try:
     if freebind:
         s.setsockopt(SOL, 78 if v6 else 15, 1)  # IPV6_FREEBIND / IP_FREEBIND
         s.setsockopt(SOL, 75 if v6 else 19, 1)  # IPV6_TRANSPARENT / IP_TRANSPARENT: route with a source we do not have
-    s.bind((src, sport))
+    s.bind((src, 0 if proto == "sctp" else sport))
     s.settimeout(tmo)
-    if proto == "icmp":
+    if proto == "sctp":
+        # INIT with a Supported Address Types parameter: 40 bytes of SCTP, 60 of IPv4, 80 of IPv6.
+        def crc32c(b):
+            c = 0xFFFFFFFF
+            for x in b:
+                c ^= x
+                for _ in range(8):
+                    c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+            return c ^ 0xFFFFFFFF
+        init = struct.pack("!BBHIIHHI", 1, 0, 28, 0x4e465349, 65535, 1, 1, 1) + struct.pack("!HHHH", 12, 6, 5, 0)
+        pkt = struct.pack("!HHII", sport, dport, 0, 0) + init
+        pkt = pkt[:8] + struct.pack("<I", crc32c(pkt)) + pkt[12:]
+        s.sendto(pkt, (dst, 0))
+        try:
+            s.recv(64)
+        except TimeoutError:
+            pass
+    elif proto == "icmp":
         # Echo request with 32 bytes of data, as the UDP probe (60 bytes in IPv4, 80 in IPv6): the
         # kernel sets the id (our port) and checksum.
         s.sendto(struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, 0, 1) + b"nfsim-probe-" + b"x" * 20, (dst, 0))
@@ -871,7 +915,7 @@ impl Lab {
         let new_records = |ls: &[Listener]| ls.iter().zip(&before).map(|(l, &b)| l.records.lock().unwrap().len() - b).sum::<usize>();
 
         let wait = match p.proto {
-            Proto::Udp | Proto::Icmp => self.udp_wait,
+            Proto::Udp | Proto::Icmp | Proto::Sctp => self.udp_wait,
             Proto::Tcp => self.tcp_timeout,
         };
         let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={gid}"));
