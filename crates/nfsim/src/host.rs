@@ -292,6 +292,21 @@ impl Host {
         RouteResult { local, dev: dev.to_string(), next_hop: via.unwrap_or(dst), src }
     }
 
+    /// The main-table route for `dst` out of `dev` only, as IPv6 looks up an arriving packet to a
+    /// loopback, link-local or multicast address (`rt6_need_strict`: `RT6_LOOKUP_F_IFACE`): the
+    /// local `::1 dev lo` does not match a packet that came in on another device.
+    pub fn route_strict(&self, dst: IpAddr, dev: &str) -> Option<RouteResult> {
+        let connected = self.ifaces().filter(|i| i.name == dev).flat_map(|i| i.addrs.iter().map(move |a| (a.trunc(), None, i.name.as_str(), false)));
+        let explicit = self.routes.iter().filter(|r| r.dev == dev && !r.local).map(|r| (r.dst, r.via, r.dev.as_str(), r.local));
+        let default = self.gateway.and_then(|gw| {
+            let iface = self.ifaces().find(|i| i.name == dev && i.addrs.iter().any(|a| a.contains(&gw)))?;
+            let any = if gw.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+            Some((IpNet::new(any, 0).ok()?, Some(gw), iface.name.as_str(), false))
+        });
+        let best = connected.chain(explicit).chain(default).filter(|r| r.0.contains(&dst)).max_by_key(|r| r.0.prefix_len())?;
+        Some(self.result(best.1, best.2, best.3, dst))
+    }
+
     /// Longest-prefix match in one table.
     fn lookup(&self, table: &[Route], dst: IpAddr) -> Option<RouteResult> {
         let best = table.iter().filter(|r| r.dst.contains(&dst)).max_by_key(|r| r.dst.prefix_len())?;

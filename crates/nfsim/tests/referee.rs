@@ -21,7 +21,7 @@
 //! For the same rule sets, the class analysis answers to the referee: one lab-sendable packet of
 //! every class is probed, and the kernel, the concrete engine and the class's fates must agree.
 //!
-//! Environment: `NFSIM_CONFORMANCE_CASES` (rule sets, default 40), `NFSIM_CONFORMANCE_SEED`
+//! Environment: `NFSIM_CONFORMANCE_CASES` (rule sets, default 60), `NFSIM_CONFORMANCE_SEED`
 //! (base seed), `NFSIM_CONFORMANCE_REPLAY` (run the one rule set of that seed, as printed with a
 //! divergence), `NFSIM_CONFORMANCE_JOBS` (labs run at once, default 4), `NFSIM_CONFORMANCE_CLASSES`
 //! (class probes per set, default 6), `NFSIM_CONFORMANCE_VERBOSE` (print every probe). Needs root; skipped loudly elsewhere, failing under
@@ -442,8 +442,8 @@ const TARGETS: &[TargetKind] = &[
     TargetKind { name: "DROP", generate: |_, at| (at.table != "nat").then(|| "-j DROP".into()) },
     TargetKind { name: "RETURN", generate: |_, _| Some("-j RETURN".into()) },
     TargetKind { name: "(none)", generate: |_, _| Some(String::new()) },
-    // Rare: this kernel's iptables-nft cannot load QUEUE (no nft_queue), so such sets run on legacy only.
-    TargetKind { name: "QUEUE", generate: |r, at| (at.table == "filter" && !at.v6 && r.chance(4)).then(|| "-j QUEUE".into()) },
+    // Placed by `random_rules` itself (see `queue_at`).
+    TargetKind { name: "QUEUE", generate: |_, _| None },
     TargetKind {
         name: "REJECT",
         generate: |r, at| {
@@ -611,6 +611,9 @@ fn random_rules(rng: &mut Rng, v6: bool) -> RuleSet {
     let mut reply_rules = BTreeSet::new();
     let guards = [Guard::Udp, Guard::Udp, Guard::Tcp, Guard::Tcp, Guard::Icmp, Guard::Sctp];
     let mut forks = 0;
+    // QUEUE: one set in five ends one filter chain with it, where every UDP probe passing the
+    // chain reaches it (this kernel's iptables-nft cannot load QUEUE: those sets run on legacy).
+    let queue_at = (!v6 && rng.chance(5)).then(|| ["INPUT", "FORWARD", "OUTPUT"][rng.below(3)]);
     for (t, builtins) in TABLES {
         if rng.chance(5) || (t == "security" && rng.chance(2)) {
             continue;
@@ -655,6 +658,22 @@ fn random_rules(rng: &mut Rng, v6: bool) -> RuleSet {
                 let at = At { table: t, chain: c, guard, hooks: &hooks, v6 };
                 let mut line = format!("-A {c} {}", guard.text_in(v6));
                 let mut kinds = Vec::new();
+                // The guard's own protocol match is drawn more often: only its protocol's probes
+                // can reach it.
+                let own = match (guard, v6) {
+                    (Guard::Udp, _) => "udp",
+                    (Guard::Tcp, _) => "tcp",
+                    (Guard::Icmp, false) => "icmp",
+                    (Guard::Icmp, true) => "icmp6",
+                    (Guard::Sctp, _) => "sctp",
+                };
+                if rng.chance(3)
+                    && let Some(m) = MATCHES.iter().find(|k| k.name == own).and_then(|k| (k.generate)(rng, &at))
+                {
+                    line.push(' ');
+                    line.push_str(&m);
+                    kinds.push(own);
+                }
                 for _ in 0..rng.below(3) {
                     let k = &MATCHES[rng.below(MATCHES.len())];
                     if FORKING.contains(&k.name) && forks >= 1 {
@@ -691,7 +710,7 @@ fn random_rules(rng: &mut Rng, v6: bool) -> RuleSet {
                         // NAT and the rarely-reached kinds are drawn more often where they can stand.
                         let favour = match (t, rng.below(3)) {
                             ("nat", 0) => Some(rng.pick(&["DNAT", "REDIRECT", "DNAT", "SNAT", "MASQUERADE", "NETMAP"])),
-                            ("filter", 0) if rng.chance(3) => Some(rng.pick(&["QUEUE", "REJECT"])),
+                            ("filter", 0) if rng.chance(3) => Some("REJECT"),
                             ("mangle", 0) if rng.chance(2) => Some(rng.pick(&["TCPMSS", "TPROXY", "TTL", "HL"])),
                             _ => None,
                         };
@@ -718,6 +737,18 @@ fn random_rules(rng: &mut Rng, v6: bool) -> RuleSet {
                 let _ = writeln!(text, "{line}");
                 pos += 1;
                 rules.push(GenRule { table: t.into(), chain: c.to_string(), reach, pos, guard, matches: kinds, target });
+            }
+            if t == "filter" && queue_at == Some(*c) {
+                let _ = writeln!(text, "-A {c} -p udp\n-A {c} -p udp -j QUEUE");
+                rules.push(GenRule {
+                    table: t.into(),
+                    chain: c.to_string(),
+                    reach: pos + 1,
+                    pos: pos + 2,
+                    guard: Guard::Udp,
+                    matches: Vec::new(),
+                    target: "QUEUE",
+                });
             }
         }
         let _ = writeln!(text, "COMMIT");
@@ -1285,7 +1316,7 @@ fn random_rule_sets_agree_with_the_kernel() {
     }
     let base = env_num("NFSIM_CONFORMANCE_SEED", 0x5eed_2026_1204);
     let replay = std::env::var("NFSIM_CONFORMANCE_REPLAY").ok().map(|_| env_num("NFSIM_CONFORMANCE_REPLAY", 0));
-    let cases = env_num("NFSIM_CONFORMANCE_CASES", 40);
+    let cases = env_num("NFSIM_CONFORMANCE_CASES", 60);
     let jobs = env_num("NFSIM_CONFORMANCE_JOBS", 4).max(1);
     let class_limit = env_num("NFSIM_CONFORMANCE_CLASSES", 6) as usize;
     let seeds: Vec<u64> = match replay {

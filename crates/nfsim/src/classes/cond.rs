@@ -852,7 +852,10 @@ mod tests {
     /// least `min_symbolic` of them to have a symbolic answer.
     fn run(name: &str, cases: u32, min_symbolic: usize, matches: fn(&Env) -> BoxedStrategy<Match>) {
         let symbolic = AtomicUsize::new(0);
-        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+        // A fixed seed: the share of symbolic instances is a property of the draw, and a random
+        // draw near the threshold made this flaky.
+        let rng = proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha);
+        let mut runner = TestRunner::new_with_rng(Config { cases, failure_persistence: None, ..Config::default() }, rng);
         let strat = env().prop_flat_map(move |e| (Just(e.clone()), matches(&e), vec(packet(&e), 24)));
         runner
             .run(&strat, |(e, m, pkts)| {

@@ -891,19 +891,32 @@ impl<'a> Engine<'a> {
     /// `Sim::route_input`: the martian check, the input route, the reverse-path check for local
     /// and forwarded packets, then INPUT, or FORWARD and POSTROUTING.
     fn route_input(&mut self, st: St, in_iface: &str, from_outside: bool) {
+        let mut routed: Vec<(St, Option<RouteSym>)> = Vec::new();
         let st = if from_outside && (self.family == Family::V6 || !self.host.sysctls.route_localnet) {
             let lo = Test { dst: Some(loopback_set(self.family)), ..Test::default() };
             let (bad, fine) = self.split(st, &[lo]);
             if let Some(bad) = bad {
-                self.finish(bad, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
+                if self.family == Family::V6 {
+                    // As `Sim::route_input`: ::1 is looked up on the input device only.
+                    let r = self.host.route_strict(std::net::Ipv6Addr::LOCALHOST.into(), in_iface);
+                    routed.push((bad, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), &r.dev, r.local))));
+                } else {
+                    self.finish(bad, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
+                }
             }
-            let Some(fine) = fine else { return };
+            let Some(fine) = fine else { return self.route_input_on(routed, in_iface) };
             fine
         } else {
             st
         };
         let parts = self.route_parts(true);
-        for (st, route) in self.partition(st, &parts) {
+        routed.extend(self.partition(st, &parts));
+        self.route_input_on(routed, in_iface);
+    }
+
+    /// `route_input` after the route lookup.
+    fn route_input_on(&mut self, routed: Vec<(St, Option<RouteSym>)>, in_iface: &str) {
+        for (st, route) in routed {
             let Some(r) = route else {
                 self.finish(st, Verdict::Drop, None, None, Some("no route for the arriving packet".into()));
                 continue;
