@@ -886,8 +886,9 @@ fn branch_arrival(b: &Branch, proto: Proto) -> Option<Arrival> {
                 "eth1" if far.contains(&dst) => (Side::Far, &FAR_PORTS, &far),
                 _ => return None,
             };
-            // The receiver drops a martian source: loopback, or one of its own addresses.
-            if sa.is_loopback() || own.contains(&sa) {
+            // The receiver drops a martian source: loopback, or (IPv4, `fib_validate_source`) one
+            // of its own addresses; IPv6 takes its own address as a source.
+            if sa.is_loopback() || (sa.is_ipv4() && own.contains(&sa)) {
                 return None;
             }
             // A TCP listener answers the source; on the receiver's own subnet only the pod answers

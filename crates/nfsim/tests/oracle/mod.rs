@@ -558,6 +558,8 @@ pub(crate) struct Lab {
     /// IPv6 tables present in the pod ([`LabConfig::rules_v6`]).
     tables6: Vec<String>,
     next_sport: u16,
+    /// Source ports of the probes sent so far.
+    used_sports: BTreeSet<u16>,
     /// How long a UDP sender waits for an ICMP error when no listener records the datagram.
     pub(crate) udp_wait: Duration,
     /// TCP connect timeout (and the wait for the listener's RST after connecting).
@@ -617,13 +619,19 @@ impl Lab {
         for a in PEER_ADDRS {
             peer.ip(&["addr", "add", a, "dev", "eth0"])?;
         }
+        // No duplicate address detection: a link-local address still tentative delays the first
+        // IPv6 packets of a fresh lab past a probe's wait.
+        let no_dad = |ns: &NsGuard, dev: &str| ns.exec(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.{dev}.accept_dad=0")], "").map(|_| ());
         for ns in [&pod, &peer] {
+            no_dad(ns, "eth0")?;
             ns.ip(&["link", "set", "eth0", "up"])?;
         }
         if let Some(far) = &far {
             pod.ip(&["link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &far.0])?;
             pod.ip(&["addr", "add", POD_ADDR_FAR, "dev", "eth1"])?;
             far.ip(&["addr", "add", FAR_ADDR, "dev", "eth0"])?;
+            no_dad(&pod, "eth1")?;
+            no_dad(far, "eth0")?;
             pod.ip(&["link", "set", "eth1", "up"])?;
             far.ip(&["link", "set", "eth0", "up"])?;
             far.ip(&["route", "add", "default", "via", "10.1.0.5", "dev", "eth0"])?;
@@ -722,6 +730,7 @@ impl Lab {
             peer_tables,
             tables6,
             next_sport: SPORT_FIRST,
+            used_sports: BTreeSet::new(),
             udp_wait: Duration::from_millis(100),
             tcp_timeout: Duration::from_millis(250),
             pod,
@@ -973,6 +982,10 @@ impl Lab {
         for (l, &b) in self.listeners.iter().zip(&before) {
             obs.received.extend(l.records.lock().unwrap()[b..].iter().cloned());
         }
+        // A record from an earlier probe that arrived late (its source port is that probe's) is
+        // not this probe's; NAT keeps the source port unless it clashes.
+        obs.received.retain(|r| r.peer.port() == sport || !self.used_sports.contains(&r.peer.port()));
+        self.used_sports.insert(sport);
         obs.error = error;
         obs.sport = sport;
         obs.elapsed = start.elapsed();
