@@ -1345,7 +1345,7 @@ fn random_rule_sets_agree_with_the_kernel() {
     });
     let r = report.into_inner().unwrap();
     let (table, uncovered) = coverage_table(&r.coverage);
-    eprintln!(
+    let summary = format!(
         "kernel referee (seed {base:#x}): {} rule sets, {} refused by the kernel ({} also by nfsim), {} probes on both backends ({} delivered, {} with several nfsim branches), {} class probes, {} sets on legacy only (QUEUE), {} divergences, {:.0} s\ncoverage (probes that reached a rule of the kind; m = the rule matched):\n{table}",
         r.sets,
         r.refused,
@@ -1358,6 +1358,9 @@ fn random_rule_sets_agree_with_the_kernel() {
         r.divergences.len(),
         start.elapsed().as_secs_f64()
     );
+    eprintln!("{summary}");
+    // The report, also for a passing run (whose output the test harness keeps to itself); CI prints it.
+    let _ = std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("referee-report.txt"), &summary);
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("referee-divergences.txt");
     let _ = std::fs::write(&path, r.divergences.join("\n"));
     if !r.divergences.is_empty() {
