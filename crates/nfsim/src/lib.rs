@@ -26,8 +26,10 @@ pub mod host;
 pub mod matches;
 pub mod packet;
 pub mod path;
+pub mod reason;
 pub mod ruleset;
 pub mod simulate;
+pub(crate) mod stack;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 pub mod targets;

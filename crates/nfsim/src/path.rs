@@ -342,7 +342,7 @@ impl World<'_> {
                     // Accepted by the stack but by no socket (nothing listens, or a listener that
                     // cannot answer from a non-local address).
                     None => {
-                        let reason = b2.reason.clone().unwrap_or_else(|| "not delivered".into());
+                        let reason = b2.reason.as_ref().map_or_else(|| "not delivered".into(), ToString::to_string);
                         Ok((hop, Some(Outcome::Dropped { host: peer.host.name.clone(), reason })))
                     }
                     Some(Delivered::Egress { .. }) => Ok((
@@ -351,7 +351,9 @@ impl World<'_> {
                     )),
                 }
             }
-            None => Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: b.reason.clone().unwrap_or_else(|| "not delivered".into()) }))),
+            None => {
+                Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: b.reason.as_ref().map_or_else(|| "not delivered".into(), ToString::to_string) })))
+            }
         }
     }
 }
@@ -368,7 +370,9 @@ fn single<'b>(branches: &'b [Branch], host: &str) -> Result<&'b Branch, Outcome>
             Verdict::Accept if b.delivered.is_some() => Ok(b),
             Verdict::Accept => Err(Outcome::NoListener { host: host.into(), at: (b.packet.dst, b.packet.dport) }),
             Verdict::Reject => Err(Outcome::Rejected { host: host.into(), by: b.by.as_ref().map(|r| r.to_string()).unwrap_or_default() }),
-            Verdict::Drop | Verdict::Queue => Err(Outcome::Dropped { host: host.into(), reason: b.reason.clone().unwrap_or_default() }),
+            Verdict::Drop | Verdict::Queue => {
+                Err(Outcome::Dropped { host: host.into(), reason: b.reason.as_ref().map(ToString::to_string).unwrap_or_default() })
+            }
         },
         [] => Err(Outcome::Dropped { host: host.into(), reason: "no outcome".into() }),
         many => Err(Outcome::Undecidable {

@@ -1,18 +1,21 @@
 //! A packet's path through one host's network stack (`ip_output`, `ip_rcv`, `ip_forward`,
-//! `ip_local_deliver`): the hooks in order, routing decisions between them, NAT applied as
-//! conntrack applies it, and where the packet ends up.
+//! `ip_local_deliver`) for one packet: the stack of [`crate::stack`] and the walk of
+//! [`crate::traverse`] over the domain where every question has one answer and every step is
+//! recorded in the kernel's TRACE vocabulary.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::conntrack::conntrack_on;
-use crate::hook::tables_at;
-use crate::host::Host;
+use crate::conntrack::{NatBinding, Original, conn_of, conntrack_on};
+use crate::host::{Host, RouteResult};
+use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
-use crate::ruleset::{Family, Hook, Ruleset, TableName};
-use crate::trace::{Delivered, RuleRef, Step, Verdict};
-use crate::traverse::{Assumption, Env, NatCtx, Options, State, TableEnd, walk};
+use crate::reason::Reason;
+use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName};
+use crate::stack::{self, Domain, Fin, Flow, Pred, RouteQ, RouteView, Tested};
+use crate::trace::{Delivered, RuleRef, Step, StepKind, Verdict};
+use crate::traverse::{Assumption, CHANCE, Cursor, Enter, Options, base_fails};
 
 /// Where the packet comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,9 +41,12 @@ pub struct Branch {
     /// The rule that dropped, rejected or queued it (`None` for a policy or the stack).
     pub by: Option<RuleRef>,
     /// Why the packet did not arrive, when not by a rule (policy, no route, no listener, ...).
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// The destination before NAT (what `SO_ORIGINAL_DST` returns to the accepting socket).
     pub original_dst: Option<(IpAddr, u16)>,
+    /// The source before NAT, when SNAT, MASQUERADE or NETMAP rewrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_src: Option<(IpAddr, u16)>,
     /// Probability of this branch.
     pub probability: f64,
     /// Rules whose outcome was assumed (chance or undecidable).
@@ -70,16 +76,6 @@ impl Simulation {
     }
 }
 
-struct Sim<'a> {
-    ruleset: &'a Ruleset,
-    host: &'a Host,
-    opts: &'a Options,
-    family: Family,
-    conntrack: bool,
-    out: Vec<Branch>,
-    truncated: bool,
-}
-
 /// A rule set loaded on a host, ready to simulate packets (what is derived from the rules once,
 /// such as whether conntrack is on, is computed here and not per packet).
 #[derive(Debug)]
@@ -99,18 +95,19 @@ impl<'a> Simulator<'a> {
     /// Simulates `pkt` coming from `origin`.
     pub fn run(&self, mut pkt: Packet, origin: &Origin) -> Simulation {
         let family = pkt.family();
-        let mut sim = Sim { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack, out: Vec::new(), truncated: false };
+        let mut sim =
+            Sim { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack, out: Vec::new(), truncated: false, branches: 1 };
         match origin {
             Origin::Local(owner) => {
                 pkt.owner = owner.clone();
                 pkt.in_iface = None;
-                sim.local_out(State::new(pkt));
+                stack::local_out(&mut sim, State::new(pkt));
             }
             Origin::Iface(iface) => {
                 pkt.owner = None;
                 pkt.in_iface = Some(iface.clone());
                 pkt.out_iface = None;
-                sim.arrive(State::new(pkt), false);
+                stack::arrive(&mut sim, State::new(pkt), false);
             }
         }
         Simulation { branches: sim.out, truncated: sim.truncated }
@@ -122,11 +119,128 @@ pub fn simulate(ruleset: &Ruleset, host: &Host, pkt: Packet, origin: &Origin, op
     Simulator::new(ruleset, host, opts.clone()).run(pkt, origin)
 }
 
+/// One line of evolution of a packet: what it looks like now and what happened to it.
+#[derive(Clone, Debug)]
+pub(crate) struct State {
+    /// The packet as it is now.
+    pkt: Packet,
+    /// The packet as first seen.
+    orig: Original,
+    /// Steps so far.
+    steps: Vec<Step>,
+    /// NAT set up for the connection.
+    nat: NatBinding,
+    /// Probability of this branch (product of `statistic` chances taken).
+    probability: f64,
+    /// Rules whose outcome was assumed.
+    assumptions: Vec<Assumption>,
+    /// Socket assigned by TPROXY (address, port).
+    tproxy: Option<(IpAddr, u16)>,
+}
+
+impl State {
+    fn new(pkt: Packet) -> State {
+        State { orig: Original::of(&pkt), pkt, steps: Vec::new(), nat: NatBinding::default(), probability: 1.0, assumptions: Vec::new(), tproxy: None }
+    }
+}
+
+impl Flow for State {
+    type Addr = IpAddr;
+    type Port = u16;
+    type Ct = CtState;
+
+    fn in_iface(&self) -> Option<&str> {
+        self.pkt.in_iface.as_deref()
+    }
+    fn set_out_iface(&mut self, dev: Option<&str>) {
+        self.pkt.out_iface = dev.map(str::to_string);
+    }
+    fn loop_back(&mut self) {
+        self.pkt.in_iface = Some("lo".into());
+        self.pkt.out_iface = None;
+        self.nat.confirmed = true;
+    }
+    fn ttl(&self) -> u8 {
+        self.pkt.ttl
+    }
+    fn ttl_mut(&mut self) -> &mut u8 {
+        &mut self.pkt.ttl
+    }
+    fn tos_mut(&mut self) -> &mut u8 {
+        &mut self.pkt.tos
+    }
+    fn src(&self) -> IpAddr {
+        self.pkt.src
+    }
+    fn sport(&self) -> u16 {
+        self.pkt.sport
+    }
+    fn dst(&self) -> IpAddr {
+        self.pkt.dst
+    }
+    fn dport(&self) -> u16 {
+        self.pkt.dport
+    }
+    fn bind_src(&mut self, a: IpAddr) {
+        self.pkt.src = a;
+        self.orig.src = a;
+    }
+    fn tproxy(&self) -> Option<(IpAddr, u16)> {
+        self.tproxy
+    }
+    fn set_tproxy(&mut self, at: (IpAddr, u16)) {
+        self.tproxy = Some(at);
+    }
+    fn dnat(&mut self, addr: IpAddr, port: u16) {
+        self.nat.dnat = Some((addr, port));
+        self.pkt.dst = addr;
+        self.pkt.dport = port;
+    }
+    fn snat(&mut self, addr: IpAddr, port: u16) {
+        self.nat.snat = Some((addr, port));
+        self.pkt.src = addr;
+        self.pkt.sport = port;
+    }
+    fn hide_ct(&mut self) -> CtState {
+        std::mem::replace(&mut self.pkt.ct_state, CtState::Invalid)
+    }
+    fn restore_ct(&mut self, real: CtState) {
+        if self.pkt.ct_state != CtState::Untracked {
+            self.pkt.ct_state = real;
+        }
+    }
+    fn untrack(&mut self) {
+        self.pkt.ct_state = CtState::Untracked;
+    }
+    fn scale(&mut self, p: f64) {
+        self.probability *= p;
+    }
+    fn assume(&mut self, a: Assumption) {
+        self.assumptions.push(a);
+    }
+    fn note_range(&mut self) {
+        self.nat.note = Some("the kernel picks the address and port within the DNAT range; the first is shown".into());
+    }
+}
+
+impl RouteView for RouteResult {
+    type Addr = IpAddr;
+    fn local(&self) -> bool {
+        self.local
+    }
+    fn dev(&self) -> &str {
+        &self.dev
+    }
+    fn src(&self) -> Option<IpAddr> {
+        self.src
+    }
+}
+
 /// What mangle OUTPUT compares to decide whether to route the packet again (`ipt_mangle_out`,
 /// `ip6t_mangle_out`): addresses, mark, TOS (the traffic class, within IPv6's first word) and,
 /// for IPv6 only, the hop limit.
 #[derive(Debug, PartialEq, Eq)]
-struct RouteKey {
+pub(crate) struct RouteKey {
     src: IpAddr,
     dst: IpAddr,
     mark: u32,
@@ -140,88 +254,116 @@ impl RouteKey {
     }
 }
 
-/// How a locally generated packet dropped in OUTPUT with error `errno` shows to the sender:
-/// `sendto` returns the error; TCP ignores it and retransmits the SYN until `connect` times out
-/// (netfilter-facts §8).
-pub(crate) fn send_error(errno: &str) -> String {
-    format!("sendto returns {errno}; a TCP connect times out instead")
+/// The one-packet domain: a simulation in progress.
+struct Sim<'a> {
+    ruleset: &'a Ruleset,
+    host: &'a Host,
+    opts: &'a Options,
+    family: Family,
+    conntrack: bool,
+    out: Vec<Branch>,
+    truncated: bool,
+    /// Branches of the packet so far (forks taken plus one).
+    branches: usize,
 }
 
-fn loopback(family: Family) -> IpAddr {
-    match family {
-        Family::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Family::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-    }
-}
+impl<'a> Domain<'a> for Sim<'a> {
+    type State = State;
+    type Lane = ();
+    type Route = RouteResult;
+    type Key = RouteKey;
 
-impl Sim<'_> {
-    /// Runs every table of `hook` in order; returns the branches that got through. `looped`: the
-    /// packet came back in on `lo` after local output (it carries the conntrack entry made on its
-    /// way out, so nat is skipped and raw sees its real state).
-    fn run_hook(&mut self, st: State, hook: Hook, nat: NatCtx, looped: bool) -> Vec<State> {
-        let mut alive = vec![st];
-        for &tname in tables_at(hook, self.opts.backend) {
-            let mut next = Vec::new();
-            for st in alive {
-                next.extend(self.run_table(st, hook, tname, nat, looped));
+    fn ruleset(&self) -> &'a Ruleset {
+        self.ruleset
+    }
+    fn host(&self) -> &'a Host {
+        self.host
+    }
+    fn opts(&self) -> &'a Options {
+        self.opts
+    }
+    fn family(&self) -> Family {
+        self.family
+    }
+    fn conntrack(&self) -> bool {
+        self.conntrack
+    }
+    fn lift(&self, a: IpAddr) -> IpAddr {
+        a
+    }
+
+    fn split(&mut self, st: State, p: Pred) -> (Option<State>, Option<State>) {
+        let pkt = &st.pkt;
+        let yes = match p {
+            Pred::SrcUnspecified => pkt.src.is_unspecified(),
+            Pred::SrcLocalOrUnspecified => pkt.src.is_unspecified() || self.host.is_local(pkt.src),
+            Pred::SrcLoopback => pkt.src.is_loopback(),
+            Pred::DstLoopback => pkt.dst.is_loopback(),
+            Pred::EitherLoopback => pkt.src.is_loopback() || pkt.dst.is_loopback(),
+            Pred::HasPorts => pkt.has_ports(),
+            Pred::Tcp => pkt.proto == 6,
+            Pred::TcpToNonLocal => pkt.proto == 6 && !self.host.is_local(pkt.dst),
+            Pred::TcpLoopbackFromNonLocal => pkt.proto == 6 && pkt.dst.is_loopback() && !self.host.is_local(pkt.src),
+            Pred::New => pkt.ct_state == CtState::New,
+            Pred::Tracked => crate::matches::conntrack::state_bit(pkt.ct_state).1,
+            Pred::NoEntry => pkt.ct_state == CtState::Invalid,
+            Pred::SportIn(lo, hi) => (lo..=hi).contains(&pkt.sport),
+        };
+        if yes { (Some(st), None) } else { (None, Some(st)) }
+    }
+
+    fn route(&mut self, st: State, q: RouteQ<'_>) -> Vec<(State, Option<RouteResult>)> {
+        let r = match q {
+            RouteQ::Dst => self.host.route(st.pkt.dst, st.pkt.mark),
+            // `fib_validate_source`: the packet's mark only under `src_valid_mark`.
+            RouteQ::Back => self.host.route(st.pkt.src, if self.host.sysctls.src_valid_mark { st.pkt.mark } else { 0 }),
+            RouteQ::LoopbackOn(dev) => self.host.route_strict(st.pkt.dst, dev),
+        };
+        vec![(st, r)]
+    }
+
+    fn socket(&mut self, st: State, (addr, port): (IpAddr, u16)) -> Vec<(State, Option<usize>)> {
+        let sock = self.host.socket_for(st.pkt.proto, addr, port).and_then(|s| self.host.sockets.iter().position(|x| std::ptr::eq(x, s)));
+        vec![(st, sock)]
+    }
+
+    fn route_key(&self, st: &State) -> RouteKey {
+        RouteKey::of(&st.pkt)
+    }
+
+    /// After mangle when the mark, TOS, source or destination changed in it (and for IPv6 the
+    /// hop limit; `ipt_mangle_out`, the iptables-nft `type route` chain), after nat when the
+    /// connection's destination address was rewritten (`nf_nat_ipv4_local_fn`).
+    fn rerouted(&mut self, st: State, after: TableName, before: &RouteKey) -> (Option<State>, Option<State>) {
+        let again = match after {
+            TableName::Mangle => RouteKey::of(&st.pkt) != *before,
+            TableName::Nat => st.nat.dnat.is_some_and(|(addr, _)| addr != st.orig.dst),
+            _ => false,
+        };
+        if again { (Some(st), None) } else { (None, Some(st)) }
+    }
+
+    fn finish(&mut self, st: State, fin: Fin<RouteResult>) {
+        let (verdict, delivered, by, reason) = match fin {
+            Fin::Local(None) => {
+                let addr = st.tproxy.map_or(st.pkt.dst, |(a, _)| a);
+                (Verdict::Accept, Some(Delivered::Local { addr, port: 0, process: None }), None, None)
             }
-            self.cap(&mut next);
-            alive = next;
-        }
-        alive
-    }
-
-    /// Keeps at most `Options::max_branches` branches.
-    fn cap<T>(&mut self, branches: &mut Vec<T>) {
-        if branches.len() > self.opts.max_branches {
-            branches.truncate(self.opts.max_branches);
-            self.truncated = true;
-        }
-    }
-
-    /// Runs table `tname` at `hook`; finishes the branches it drops, rejects or queues and
-    /// returns those it accepts.
-    fn run_table(&mut self, mut st: State, hook: Hook, tname: TableName, nat: NatCtx, looped: bool) -> Vec<State> {
-        if tname == TableName::Nat && (looped || !self.conntrack || st.pkt.ct_state != CtState::New) {
-            // nat sees only the first packet of a connection (and none without conntrack).
-            return vec![st];
-        }
-        let Some(table) = self.ruleset.table(self.family, tname) else { return vec![st] };
-        let env = Env { host: self.host, hook, nat, conntrack: self.conntrack, opts: self.opts };
-        // raw (priority -300) runs before conntrack (-200): the packet has no entry yet, so the
-        // state matches see INVALID (UNTRACKED once `CT --notrack` ran) and connmark and
-        // CONNMARK find no connection. A looped-back packet already carries its entry.
-        let real = st.pkt.ct_state;
-        let before_conntrack = tname == TableName::Raw && !looped;
-        if before_conntrack {
-            st.pkt.ct_state = CtState::Invalid;
-        }
-        let mut alive = Vec::new();
-        for (mut st, end) in walk(table, &env, st) {
-            if before_conntrack && st.pkt.ct_state != CtState::Untracked {
-                st.pkt.ct_state = real;
+            Fin::Local(Some(i)) => {
+                let process = Some(self.host.sockets[i].process.clone()).filter(|p| !p.is_empty());
+                // The accepted socket's local address is the packet's destination, also when
+                // TPROXY handed it to a socket bound elsewhere.
+                (Verdict::Accept, Some(Delivered::Local { addr: st.pkt.dst, port: st.pkt.dport, process }), None, None)
             }
-            match end {
-                TableEnd::Accept => alive.push(st),
-                TableEnd::Drop(by) => {
-                    let why = by.as_ref().map_or_else(|| format!("{tname} {} policy DROP", hook.chain_name()), |r| format!("dropped by {r}"));
-                    self.finish(st, Verdict::Drop, None, by, Some(why));
-                }
-                TableEnd::Reject(by) => self.finish(st, Verdict::Reject, None, Some(by.clone()), Some(format!("rejected by {by}"))),
-                TableEnd::Queue(by) => self.finish(st, Verdict::Queue, None, Some(by.clone()), Some(format!("queued by {by}"))),
-                TableEnd::Undecidable(by, why) => {
-                    st.assumptions.push(Assumption { rule: by.clone(), matched: true, reason: why.clone() });
-                    self.finish(st, Verdict::Drop, None, Some(by.clone()), Some(format!("undecidable: {why} ({by})")));
-                }
+            Fin::Egress(r) => {
+                let iface = st.pkt.out_iface.clone().unwrap_or_default();
+                (Verdict::Accept, Some(Delivered::Egress { iface, next_hop: r.next_hop }), None, None)
             }
-        }
-        alive
-    }
-
-    fn finish(&mut self, st: State, verdict: Verdict, delivered: Option<Delivered>, by: Option<RuleRef>, reason: Option<String>) {
+            Fin::Stop(verdict, by, reason) => (verdict, None, by, Some(reason)),
+        };
         let original_dst = st.nat.dnat.map(|_| (st.orig.dst, st.orig.dport));
-        let undecidable =
-            st.assumptions.iter().any(|a| !a.reason.starts_with("matches with probability")) || reason.as_deref().is_some_and(|r| r.starts_with("undecidable"));
+        let original_src = st.nat.snat.map(|_| (st.orig.src, st.orig.sport));
+        let undecidable = st.assumptions.iter().any(|a| !a.reason.starts_with(CHANCE)) || reason.as_ref().is_some_and(Reason::is_undecidable);
         let listener_port = match &delivered {
             Some(Delivered::Local { .. }) => Some(st.tproxy.map_or(st.pkt.dport, |(_, p)| p)),
             _ => None,
@@ -235,293 +377,85 @@ impl Sim<'_> {
             by,
             reason,
             original_dst,
+            original_src,
             probability: st.probability,
             assumptions: st.assumptions,
             undecidable,
         });
     }
 
-    /// The source MASQUERADE picks (`inet_select_addr` with universe scope): the route's source,
-    /// or for `lo` in IPv4, whose addresses are host-scoped, the first address of another
-    /// interface. IPv6 (`ipv6_dev_get_saddr`) keeps the route's source, `::1` on lo.
-    fn masquerade_src(&self, route: &crate::host::RouteResult) -> Option<IpAddr> {
-        if route.dev != "lo" || self.family == Family::V6 {
-            return route.src;
-        }
-        self.host.universe_addr(self.family == Family::V4)
+    fn step_budget(&self) -> usize {
+        1_000_000
     }
 
-    /// A locally generated packet: route, OUTPUT, re-route, POSTROUTING, then out or back in on `lo`.
-    fn local_out(&mut self, mut st: State) {
-        let Some(route) = self.host.route(st.pkt.dst, st.pkt.mark) else {
-            return self.finish(st, Verdict::Drop, None, None, Some("no route to host (the send fails with ENETUNREACH)".into()));
-        };
-        if !st.pkt.src.is_unspecified() && !self.host.is_local(st.pkt.src) && !self.host.sysctls.ip_nonlocal_bind {
-            return self.finish(
-                st,
-                Verdict::Drop,
-                None,
-                None,
-                Some("the source address is not local: bind() fails with EADDRNOTAVAIL (net.ipv4.ip_nonlocal_bind=0)".into()),
-            );
+    /// Skips the rules whose base match fails, the bulk of a long chain.
+    #[inline]
+    fn enter(&mut self, table: &'a Table, _: Hook, cur: &Cursor<()>, st: State) -> Enter<State, ()> {
+        let rules = &table[cur.chain].rules;
+        let mut i = cur.rule;
+        while rules.get(i).is_some_and(|r| base_fails(r, &st.pkt)) {
+            i += 1;
         }
-        // IPv4 refuses a loopback source on a non-loopback route (`__mkroute_output`); IPv6 has no
-        // such check: the packet leaves, and the receiver drops it (`ip6_rcv_core`).
-        if self.family == Family::V4 && st.pkt.src.is_loopback() && !route.local {
-            return self.finish(st, Verdict::Drop, None, None, Some("a loopback source cannot leave the host: the send fails with EINVAL".into()));
+        Enter::At(st, i, ())
+    }
+
+    /// The rule's matches in order (`enter` has passed its base match).
+    fn test_rule(&mut self, table: &'a Table, hook: Hook, _: &Cursor<()>, rule: &'a Rule, st: State) -> Tested<State> {
+        if rule.matches.is_empty() {
+            return (None, Some((st, Eval::Match)));
         }
-        if st.pkt.src.is_unspecified() {
-            // To a local address the source is that address; otherwise the route's preferred source.
-            st.pkt.src = if route.local { st.pkt.dst } else { route.src.unwrap_or(st.pkt.src) };
-            st.orig.src = st.pkt.src;
-        }
-        st.pkt.out_iface = Some(route.dev.clone());
-        let nat = NatCtx { redirect_to: Some(loopback(self.family)), masquerade_src: route.src };
-        // Every OUTPUT table sees the out device of the first route (the hook's `state->out`);
-        // a re-route after mangle or nat OUTPUT changes the route POSTROUTING and delivery use.
-        let mut alive = vec![(st, route)];
-        for &tname in tables_at(Hook::Output, self.opts.backend) {
-            let mut next = Vec::new();
-            for (st, route) in alive {
-                let before = RouteKey::of(&st.pkt);
-                for st in self.run_table(st, Hook::Output, tname, nat, false) {
-                    if !self.reroutes(&st, tname, &before) {
-                        next.push((st, route.clone()));
-                        continue;
-                    }
-                    match self.reroute(&st, tname) {
-                        Ok(route) => next.push((st, route)),
-                        Err(why) => self.finish(st, Verdict::Drop, None, None, Some(why)),
-                    }
-                }
-            }
-            self.cap(&mut next);
-            alive = next;
-        }
-        for (mut st, route) in alive {
-            st.pkt.out_iface = Some(route.dev.clone());
-            let nat = NatCtx { redirect_to: None, masquerade_src: self.masquerade_src(&route) };
-            for mut st in self.run_hook(st, Hook::Postrouting, nat, false) {
-                if route.local {
-                    // Out on lo and back in: the receive side skips nat (the binding exists).
-                    st.pkt.in_iface = Some("lo".into());
-                    st.pkt.out_iface = None;
-                    st.nat.confirmed = true;
-                    self.arrive(st, true);
-                } else {
-                    let iface = st.pkt.out_iface.clone().unwrap_or_default();
-                    self.finish(st, Verdict::Accept, Some(Delivered::Egress { iface, next_hop: route.next_hop }), None, None);
-                }
+        // The conntrack entry the matches see.
+        let tracked = self.conntrack && !matches!(st.pkt.ct_state, CtState::Untracked | CtState::Invalid);
+        let conn = tracked.then(|| conn_of(&st.orig, &st.pkt, &st.nat));
+        let cx = EvalCtx { host: self.host, hook, table: table.name, family: table.family, conn: conn.as_ref() };
+        let mut acc = Eval::Match;
+        for m in &rule.matches {
+            acc = acc.and(m.eval(&st.pkt, &cx));
+            if acc == Eval::NoMatch {
+                return (Some(st), None);
             }
         }
+        (None, Some((st, acc)))
     }
 
-    /// True when the kernel routes the packet again (`ip_route_me_harder`) after OUTPUT table
-    /// `tname`: after mangle when the mark, TOS, source or destination changed in it (and for
-    /// IPv6 the hop limit; `ipt_mangle_out`, the iptables-nft `type route` chain), after nat
-    /// when the connection's destination address was rewritten (`nf_nat_ipv4_local_fn`).
-    fn reroutes(&self, st: &State, tname: TableName, before: &RouteKey) -> bool {
-        match tname {
-            TableName::Mangle => RouteKey::of(&st.pkt) != *before,
-            TableName::Nat => st.nat.dnat.is_some_and(|(addr, _)| addr != st.orig.dst),
-            _ => false,
+    fn fork(&mut self, _: &mut State) -> bool {
+        if self.branches >= self.opts.max_branches {
+            self.truncated = true;
+            return false;
         }
+        self.branches += 1;
+        true
     }
 
-    /// The new route of a packet re-routed after OUTPUT table `after`, or why the re-route
-    /// fails (the packet is dropped there: no later table sees it).
-    fn reroute(&self, st: &State, after: TableName) -> Result<crate::host::RouteResult, String> {
-        let Some(route) = self.host.route(st.pkt.dst, st.pkt.mark) else {
-            return Err(format!("re-routing after {after} OUTPUT fails: no route to host ({})", send_error("ENETUNREACH")));
-        };
-        if self.family == Family::V4 && st.pkt.src.is_loopback() && !route.local {
-            return Err(format!("re-routing after {after} OUTPUT fails: a loopback source cannot leave the host ({})", send_error("EINVAL")));
-        }
-        Ok(route)
+    fn record(&self, st: &mut State, table: &Table, hook: Hook, chain: ChainId, kind: StepKind, rule: u32) {
+        st.steps.push(Step { host: self.host.name.clone(), hook, table: table.name, chain: table[chain].name.to_string(), kind, rule });
     }
 
-    /// An arriving packet (or one looped back on `lo` when `looped`).
-    fn arrive(&mut self, st: State, looped: bool) {
-        let in_iface = st.pkt.in_iface.clone().unwrap_or_default();
-        let from_outside = !looped && in_iface != "lo";
-        if from_outside && self.family == Family::V6 && (st.pkt.dst.is_loopback() || st.pkt.src.is_loopback()) {
-            // `ip6_rcv_core`, before PREROUTING: ::1 never arrives on another interface.
-            return self.finish(st, Verdict::Drop, None, None, Some(LOOPBACK_V6_ARRIVING.into()));
-        }
-        let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4), masquerade_src: None };
-        for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
-            if looped {
-                // `ip_rcv_finish`: a packet looped back on lo keeps the (local) route chosen on
-                // its way out; no input route lookup, so no martian or reverse-path check, and
-                // it is delivered locally whatever its destination.
-                self.local_in(st, true);
-            } else {
-                self.route_input(st, &in_iface, from_outside);
-            }
-        }
+    fn lift_port(&self, p: u16) -> u16 {
+        p
     }
-
-    /// The input route lookup (`ip_route_input_slow`) of a packet PREROUTING accepted, and where
-    /// it sends the packet: the martian check on the destination PREROUTING left, the route
-    /// (with the mark PREROUTING left), the reverse-path check for a local or forwarded packet
-    /// (`fib_validate_source`), then INPUT, or FORWARD and POSTROUTING.
-    fn route_input(&mut self, mut st: State, in_iface: &str, from_outside: bool) {
-        if from_outside && st.pkt.dst.is_loopback() && self.family == Family::V4 && !self.host.sysctls.route_localnet {
-            return self.finish(st, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
-        }
-        // IPv6 looks ::1 up on the input device only (the kernel referee saw a PREROUTING DNAT to
-        // ::1 forwarded back out of eth0).
-        let strict = from_outside && st.pkt.dst.is_loopback() && self.family == Family::V6;
-        let route = if strict { self.host.route_strict(st.pkt.dst, in_iface) } else { self.host.route(st.pkt.dst, st.pkt.mark) };
-        let Some(r) = route else {
-            return self.finish(st, Verdict::Drop, None, None, Some("no route for the arriving packet".into()));
-        };
-        let local = r.local || st.tproxy.is_some();
-        if !local && !self.host.sysctls.ip_forward {
-            // Checked before the source (`ip_route_input_slow`: EHOSTUNREACH).
-            return self.finish(st, Verdict::Drop, None, None, Some("not for this host and forwarding is off (net.ipv4.ip_forward=0)".into()));
-        }
-        if let Some(why) = self.reverse_path_fails(&st, in_iface) {
-            return self.finish(st, Verdict::Drop, None, None, Some(why));
-        }
-        if local {
-            return self.local_in(st, false);
-        }
-        // `ip_forward`/`ip6_forward`: a packet that would leave with TTL 0 dies here, before
-        // FORWARD; the others go on with the TTL decremented.
-        if st.pkt.ttl <= 1 {
-            let why = ttl_exceeded(self.family, st.pkt.ttl);
-            return self.finish(st, Verdict::Drop, None, None, Some(why));
-        }
-        st.pkt.ttl -= 1;
-        st.pkt.out_iface = Some(r.dev.clone());
-        for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
-            let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
-            for st in self.run_hook(st, Hook::Postrouting, nat, false) {
-                let iface = st.pkt.out_iface.clone().unwrap_or_default();
-                self.finish(st, Verdict::Accept, Some(Delivered::Egress { iface, next_hop: r.next_hop }), None, None);
-            }
-        }
+    fn map_mark(&self, st: &mut State, f: impl Fn(u32) -> u32) -> Result<(), String> {
+        st.pkt.mark = f(st.pkt.mark);
+        Ok(())
     }
-
-    /// Why the reverse-path filter drops `st` arriving on `in_iface`, if it does
-    /// (`fib_validate_source`, IPv4 only): the source is looked up as a destination, with the
-    /// packet's mark only under `src_valid_mark` (mark 0 otherwise).
-    fn reverse_path_fails(&self, st: &State, in_iface: &str) -> Option<String> {
-        let mode = self.host.sysctls.rp_filter;
-        if mode == 0 || self.family != Family::V4 {
-            return None;
-        }
-        let mark = if self.host.sysctls.src_valid_mark { st.pkt.mark } else { 0 };
-        let back = self.host.route(st.pkt.src, mark);
-        (!reverse_path_ok(mode, back.as_ref().map(|r| r.dev.as_str()), in_iface)).then(|| reverse_path_drop(mode, in_iface))
+    fn map_marks(&self, st: &mut State, f: impl Fn(u32, u32) -> (u32, u32)) -> Result<(), String> {
+        (st.pkt.mark, st.pkt.ct_mark) = f(st.pkt.mark, st.pkt.ct_mark);
+        Ok(())
     }
-
-    /// INPUT and delivery to a local socket.
-    fn local_in(&mut self, st: State, looped: bool) {
-        for st in self.run_hook(st, Hook::Input, NatCtx { redirect_to: None, masquerade_src: None }, looped) {
-            let (addr, port) = st.tproxy.unwrap_or((st.pkt.dst, st.pkt.dport));
-            if !st.pkt.has_ports() {
-                self.finish(st, Verdict::Accept, Some(Delivered::Local { addr, port: 0, process: None }), None, None);
-                continue;
-            }
-            match self.host.socket_for(st.pkt.proto, addr, port) {
-                Some(sock) => {
-                    if let Some(why) = self.synack_route_fails(&st, sock) {
-                        self.finish(st, Verdict::Accept, None, None, Some(why.into()));
-                        continue;
-                    }
-                    let process = Some(sock.process.clone()).filter(|p| !p.is_empty());
-                    // The accepted socket's local address is the packet's destination, also when
-                    // TPROXY handed it to a socket bound elsewhere.
-                    let at = Delivered::Local { addr: st.pkt.dst, port: st.pkt.dport, process };
-                    self.finish(st, Verdict::Accept, Some(at), None, None);
-                }
-                None => {
-                    let why = if st.pkt.proto == 6 {
-                        "no socket listens there: the kernel answers with a TCP reset"
-                    } else {
-                        "no socket listens there: the kernel answers with ICMP port unreachable"
-                    };
-                    self.finish(st, Verdict::Accept, None, None, Some(why.into()));
-                }
-            }
-        }
+    fn one_addr(&self, st: &State, dst: bool) -> Option<IpAddr> {
+        Some(if dst { st.pkt.dst } else { st.pkt.src })
     }
-
-    /// Why `sock` cannot accept the TCP connection `st` opens, if it cannot: the listener's
-    /// SYN-ACK goes from the packet's destination to its source (both after NAT), and when that
-    /// route lookup (`inet_csk_route_req` → `ip_route_output_flow`) fails the SYN is dropped.
-    /// It fails when the destination is not an address of this host (policy routing delivered
-    /// it locally) and the listener is neither transparent nor assigned by TPROXY (no
-    /// `FLOWI_FLAG_ANYSRC`), and when the destination is a loopback address but the source is
-    /// not local, so that the reply would leave through another device than lo
-    /// (`__mkroute_output`: EINVAL, unless `route_localnet`). IPv4 only: IPv6's output route
-    /// lookup checks neither.
-    fn synack_route_fails(&self, st: &State, sock: &crate::host::Socket) -> Option<&'static str> {
-        if st.pkt.proto != 6 || self.family != Family::V4 {
-            return None;
-        }
-        if st.tproxy.is_none() && !sock.transparent && !self.host.is_local(st.pkt.dst) {
-            return Some(NOT_TRANSPARENT);
-        }
-        if st.pkt.dst.is_loopback() && !self.host.is_local(st.pkt.src) && !self.host.sysctls.route_localnet {
-            return Some(LOOPBACK_CANNOT_ANSWER);
-        }
-        None
-    }
-}
-
-/// Why IPv6 drops a packet arriving with the loopback address on another interface.
-pub(crate) const LOOPBACK_V6_ARRIVING: &str = "the loopback address ::1 arriving on a non-loopback interface is dropped (ip6_rcv_core)";
-
-/// Why the input route lookup drops a packet whose destination is (or PREROUTING made it) a
-/// loopback address arriving on another interface.
-pub(crate) fn martian_loopback(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "martian destination: loopback address arriving on a non-loopback interface (net.ipv4.conf.all.route_localnet=0)",
-        // IPv6 has no such drop: ::1 is looked up on the input device only (`Host::route_strict`).
-        Family::V6 => "martian destination: no input route to ::1 on the input interface",
-    }
-}
-
-/// Why forwarding drops a packet with TTL (hop limit) `ttl` <= 1.
-pub(crate) fn ttl_exceeded(family: Family, ttl: u8) -> String {
-    let (field, icmp) = match family {
-        Family::V4 => ("TTL", "ICMP time exceeded"),
-        Family::V6 => ("hop limit", "ICMPv6 time exceeded"),
-    };
-    format!("{field} {ttl} expires in forwarding: dropped before FORWARD, the router answers with {icmp}")
-}
-
-/// Why a TCP connection to a non-local address delivered to a non-transparent listener fails.
-pub(crate) const NOT_TRANSPARENT: &str =
-    "the listener is not transparent and cannot answer from the non-local destination address: the SYN is dropped (no IP_TRANSPARENT, no TPROXY)";
-
-/// Why a TCP connection to a loopback address from a non-local source fails: the SYN-ACK would
-/// leave the host with a loopback source.
-pub(crate) const LOOPBACK_CANNOT_ANSWER: &str =
-    "the listener cannot route its SYN-ACK back (a loopback address cannot answer a non-local source): the SYN is dropped";
-
-/// Whether the reverse-path filter in `mode` (1 strict, 2 loose) passes a packet arriving on
-/// `in_iface` whose source routes back through `back_dev` (`None`: no route back).
-pub(crate) fn reverse_path_ok(mode: u8, back_dev: Option<&str>, in_iface: &str) -> bool {
-    match (mode, back_dev) {
-        (0, _) => true,
-        (1, Some(dev)) => dev == in_iface,
-        (_, Some(_)) => true,
-        (_, None) => false,
-    }
-}
-
-/// Why the reverse-path filter in `mode` drops a packet arriving on `in_iface`.
-pub(crate) fn reverse_path_drop(mode: u8, in_iface: &str) -> String {
-    format!("reverse-path filter (rp_filter={mode}) drops the packet arriving on {in_iface}: its source is not routed back that way")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::Reason;
+
+    /// The reason's sentence.
+    fn why(b: &Branch) -> Option<String> {
+        b.reason.as_ref().map(|r| r.to_string())
+    }
     use crate::ruleset::parse;
     use crate::trace::StepKind;
 
@@ -708,7 +642,7 @@ COMMIT
         assert_eq!(hits(&b), ["raw/OUTPUT#1", "mangle/OUTPUT#1", "mangle/OUTPUT#3"], "nat, filter and POSTROUTING never see it");
         assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
         assert_eq!(
-            b.reason.as_deref(),
+            why(&b).as_deref(),
             Some("re-routing after mangle OUTPUT fails: no route to host (sendto returns ENETUNREACH; a TCP connect times out instead)")
         );
     }
@@ -722,7 +656,7 @@ COMMIT
         assert_eq!(hits(&b), ["raw/OUTPUT#2", "mangle/OUTPUT#2", "nat/OUTPUT#2", "nat/OUTPUT#3"]);
         assert_eq!(b.verdict, Verdict::Drop);
         assert_eq!(
-            b.reason.as_deref(),
+            why(&b).as_deref(),
             Some("re-routing after nat OUTPUT fails: a loopback source cannot leave the host (sendto returns EINVAL; a TCP connect times out instead)")
         );
         // A DNAT that keeps the address (only the port) does not route again.
@@ -805,8 +739,8 @@ COMMIT
             let b = one(TTL_COUNTERS, &router(), pkt, &peer());
             assert!(hits(&b).is_empty(), "only PREROUTING sees it: {:?}", hits(&b));
             assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
-            assert_eq!(b.reason, Some(ttl_exceeded(Family::V4, ttl)));
-            assert!(b.reason.as_deref().unwrap().contains("ICMP time exceeded"));
+            assert_eq!(b.reason, Some(Reason::TtlExceeded { family: Family::V4, ttl: ttl }));
+            assert!(why(&b).unwrap().contains("ICMP time exceeded"));
         }
         // TTL 2 leaves with 1.
         let mut pkt = udp("10.0.0.1", "10.1.0.9", 53);
@@ -818,14 +752,14 @@ COMMIT
         let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n-A PREROUTING -j TTL --ttl-set 1\n-A FORWARD\nCOMMIT\n";
         let b = one(rules, &router(), udp("10.0.0.1", "10.1.0.9", 53), &peer());
         assert_eq!((hits(&b), b.verdict), (vec!["mangle/PREROUTING#1".to_string()], Verdict::Drop));
-        assert_eq!(b.reason, Some(ttl_exceeded(Family::V4, 1)));
+        assert_eq!(b.reason, Some(Reason::TtlExceeded { family: Family::V4, ttl: 1 }));
         let b = one(rules, &router(), udp("10.0.0.1", "10.0.0.5", 53), &peer());
         assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
         // Forwarding off: the route lookup fails first.
         let mut pkt = udp("10.0.0.1", "10.1.0.9", 53);
         pkt.ttl = 1;
         let b = one(TTL_COUNTERS, &pod().iface("eth1", &["10.1.0.5/24"]), pkt, &peer());
-        assert!(b.reason.as_deref().unwrap().contains("forwarding is off"), "{b:#?}");
+        assert!(why(&b).unwrap().contains("forwarding is off"), "{b:#?}");
     }
 
     #[test]
@@ -850,8 +784,8 @@ COMMIT
         pkt.ttl = 1;
         let b = one(rules, &host, pkt, &peer());
         assert_eq!((hits(&b), b.verdict), (Vec::<String>::new(), Verdict::Drop));
-        assert_eq!(b.reason, Some(ttl_exceeded(Family::V6, 1)));
-        assert!(b.reason.as_deref().unwrap().starts_with("hop limit 1"));
+        assert_eq!(b.reason, Some(Reason::TtlExceeded { family: Family::V6, ttl: 1 }));
+        assert!(why(&b).unwrap().starts_with("hop limit 1"));
     }
 
     /// `ip rule fwmark 0x100/0x100 lookup 100` with `local 0.0.0.0/0 dev lo table 100`, and mangle
@@ -875,12 +809,12 @@ COMMIT
         let b = one(rules, &host, tcp("10.0.0.1", "10.0.0.99", 8080), &peer());
         assert_eq!(hits(&b), ["mangle/PREROUTING#1", "filter/INPUT#1"]);
         assert_eq!((b.verdict, b.delivered.as_ref(), b.by.as_ref(), b.listener_port), (Verdict::Accept, None, None, None));
-        assert_eq!(b.reason.as_deref(), Some(NOT_TRANSPARENT));
+        assert_eq!(b.reason.clone(), Some(Reason::NotTransparent));
         // The same from a local process, looped back on lo.
         let mut pkt = tcp("0.0.0.0", "10.0.0.99", 8080);
         pkt.mark = 0x100;
         let b = one(rules, &host, pkt, &owner());
-        assert_eq!(b.reason.as_deref(), Some(NOT_TRANSPARENT), "{b:#?}");
+        assert_eq!(b.reason.clone(), Some(Reason::NotTransparent), "{b:#?}");
         // To the host's own address it connects.
         let b = one(rules, &host, tcp("10.0.0.1", "10.0.0.5", 8080), &peer());
         assert!(matches!(b.delivered, Some(Delivered::Local { port: 8080, .. })), "{b:#?}");
@@ -913,7 +847,7 @@ COMMIT
         let b = one(rules, &host, udp("10.0.0.1", "10.0.0.5", 8080), &peer());
         assert_eq!(hits(&b), ["nat/PREROUTING#1"]);
         assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
-        assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V4)));
+        assert_eq!(b.reason.clone(), Some(Reason::MartianLoopback(Family::V4)));
         assert_eq!(b.packet.dst, "127.0.0.1".parse::<IpAddr>().unwrap());
         // With route_localnet it is delivered to 127.0.0.1.
         let mut h = host.clone();
@@ -933,7 +867,7 @@ COMMIT
         let counters = "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp\nCOMMIT\n";
         let b = one(counters, &pod(), udp("10.0.0.1", "127.0.0.1", 53), &peer());
         assert_eq!((hits(&b), b.verdict), (vec!["raw/PREROUTING#1".to_string()], Verdict::Drop));
-        assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V4)));
+        assert_eq!(b.reason.clone(), Some(Reason::MartianLoopback(Family::V4)));
         let dnat = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -d 127.0.0.1 -j DNAT --to-destination 10.0.0.5\nCOMMIT\n";
         let b = one(dnat, &pod(), udp("10.0.0.1", "127.0.0.1", 53), &peer());
         assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
@@ -949,7 +883,7 @@ COMMIT
         for (src, dst) in [("fd00::1", "::1"), ("::1", "fd00::5")] {
             let b = one(counters, &h, udp(src, dst, 53), &peer());
             assert_eq!((hits(&b), b.verdict), (Vec::<String>::new(), Verdict::Drop), "{src} -> {dst}");
-            assert_eq!(b.reason.as_deref(), Some(LOOPBACK_V6_ARRIVING));
+            assert_eq!(b.reason.clone(), Some(Reason::LoopbackV6Arriving));
         }
         // DNAT to ::1 in PREROUTING: ::1 is looked up on the input device only (kernel referee):
         // no route there, or, with a default route out of eth0 and forwarding, back out of eth0.
@@ -957,7 +891,7 @@ COMMIT
         for h in [&host, &h] {
             let b = one(dnat, h, udp("fd00::1", "fd00::5", 53), &peer());
             assert_eq!((hits(&b), b.verdict), (vec!["nat/PREROUTING#1".to_string()], Verdict::Drop));
-            assert_eq!(b.reason.as_deref(), Some("no route for the arriving packet"));
+            assert_eq!(b.reason.clone(), Some(Reason::NoInputRoute));
         }
         let mut router = host.clone();
         router.sysctls.ip_forward = true;
@@ -980,22 +914,22 @@ COMMIT
         let b = one(PRE_COUNTERS, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
         assert_eq!(hits(&b), ["raw/PREROUTING#1", "mangle/PREROUTING#1", "nat/PREROUTING#1"]);
         assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
-        assert_eq!(b.reason, Some(reverse_path_drop(1, "eth0")));
+        assert_eq!(b.reason, Some(Reason::ReversePath { mode: 1, iface: "eth0".into() }));
         // Forwarded: checked before the TTL expires and before FORWARD.
         let mut pkt = udp("10.1.0.9", "10.1.0.7", 53);
         pkt.ttl = 1;
         let b = one(PRE_COUNTERS, &host, pkt, &peer());
-        assert_eq!((hits(&b).len(), b.reason.clone()), (3, Some(reverse_path_drop(1, "eth0"))));
+        assert_eq!((hits(&b).len(), b.reason.clone()), (3, Some(Reason::ReversePath { mode: 1, iface: "eth0".into() })));
         // The routes checked first win: forwarding off, a martian destination, no route.
         host.sysctls.ip_forward = false;
         let b = one(PRE_COUNTERS, &host, udp("10.1.0.9", "10.1.0.7", 53), &peer());
-        assert!(b.reason.as_deref().unwrap().contains("forwarding is off"), "{b:#?}");
+        assert!(why(&b).unwrap().contains("forwarding is off"), "{b:#?}");
         let b = one(PRE_COUNTERS, &host, udp("10.1.0.9", "127.0.0.1", 53), &peer());
-        assert_eq!(b.reason.as_deref(), Some(martian_loopback(Family::V4)));
+        assert_eq!(b.reason.clone(), Some(Reason::MartianLoopback(Family::V4)));
         // A PREROUTING DNAT happens first: its new destination is what the lookup routes.
         let dnat = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p udp -j DNAT --to-destination 127.0.0.1\nCOMMIT\n";
         let b = one(dnat, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
-        assert_eq!((hits(&b), b.reason.as_deref()), (vec!["nat/PREROUTING#1".to_string()], Some(martian_loopback(Family::V4))));
+        assert_eq!((hits(&b), b.reason.clone()), (vec!["nat/PREROUTING#1".to_string()], Some(Reason::MartianLoopback(Family::V4))));
         // A source routed back through eth0 passes; loose mode takes any route back.
         let b = one(PRE_COUNTERS, &host, udp("10.0.0.1", "10.0.0.5", 53), &peer());
         assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "{b:#?}");
@@ -1021,7 +955,7 @@ COMMIT
         );
         let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-mark 0x2\nCOMMIT\n";
         let b = one(rules, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
-        assert_eq!(b.reason, Some(reverse_path_drop(1, "eth0")), "looked up with mark 0");
+        assert_eq!(b.reason, Some(Reason::ReversePath { mode: 1, iface: "eth0".into() }), "looked up with mark 0");
         host.sysctls.src_valid_mark = true;
         let b = one(rules, &host, udp("10.1.0.9", "10.0.0.5", 53), &peer());
         assert!(matches!(b.delivered, Some(Delivered::Local { port: 53, .. })), "with the mark PREROUTING set: {b:#?}");
@@ -1029,7 +963,7 @@ COMMIT
         host.sysctls.src_valid_mark = false;
         let mut pkt = udp("10.1.0.9", "10.0.0.5", 53);
         pkt.mark = 0x2;
-        assert_eq!(one("", &host, pkt, &peer()).reason, Some(reverse_path_drop(1, "eth0")));
+        assert_eq!(one("", &host, pkt, &peer()).reason, Some(Reason::ReversePath { mode: 1, iface: "eth0".into() }));
     }
 
     #[test]
@@ -1041,7 +975,7 @@ COMMIT
         let b = one(rules, &pod(), tcp("127.0.0.1", "127.0.0.1", 8080), &owner());
         assert_eq!(hits(&b), ["nat/POSTROUTING#1", "filter/INPUT#1"]);
         assert_eq!((b.verdict, b.delivered.as_ref(), b.by.as_ref()), (Verdict::Accept, None, None));
-        assert_eq!(b.reason.as_deref(), Some(LOOPBACK_CANNOT_ANSWER));
+        assert_eq!(b.reason.clone(), Some(Reason::LoopbackCannotAnswer));
         assert_eq!(b.packet.src, "10.0.0.77".parse::<IpAddr>().unwrap());
         // A datagram is received; without the SNAT the connection is accepted.
         let b = one(rules, &pod(), udp("127.0.0.1", "127.0.0.1", 53), &owner());
@@ -1057,7 +991,7 @@ COMMIT
         };
         let b = one(&dnat("10.0.0.9"), &pod(), tcp("0.0.0.0", "10.0.0.77", 8080), &owner());
         assert_eq!(hits(&b), ["nat/OUTPUT#1", "nat/POSTROUTING#1", "filter/INPUT#1"]);
-        assert_eq!((b.reason.as_deref(), b.original_dst), (Some(LOOPBACK_CANNOT_ANSWER), Some(("10.0.0.77".parse().unwrap(), 8080))));
+        assert_eq!((b.reason.clone(), b.original_dst), (Some(Reason::LoopbackCannotAnswer), Some(("10.0.0.77".parse().unwrap(), 8080))));
         let b = one(&dnat("10.0.0.5"), &pod(), tcp("0.0.0.0", "10.0.0.77", 8080), &owner());
         assert_eq!(b.delivered, Some(Delivered::Local { addr: "127.0.0.1".parse().unwrap(), port: 8080, process: Some("app".into()) }));
         let mut h = pod();

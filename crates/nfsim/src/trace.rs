@@ -81,7 +81,7 @@ pub enum Verdict {
 }
 
 /// Where the packet ended up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivered {
     /// Received by a local socket.

@@ -543,7 +543,7 @@ fn reasons_of(cs: &[Class], family: Family, proto: u8, src: &str, dst: &str, dpo
     let i = Input { proto, src: num(src), dst: num(dst), sport: 40000, dport, uid: 1000, gid: 1000, mark: 0, state: nfsim::packet::CtState::New };
     let owners = containing(cs, &i);
     assert_eq!(owners.len(), 1, "{i:?} ({family:?})");
-    owners[0].fates.iter().map(|f| f.reason.clone()).collect()
+    owners[0].fates.iter().map(|f| f.reason.as_ref().map(ToString::to_string)).collect()
 }
 
 /// raw runs before conntrack: the classes see INVALID (or UNTRACKED after notrack) there, as the
@@ -584,8 +584,8 @@ COMMIT
     // TCP is untracked in raw: no CONNMARK, no NEW in filter.
     assert_eq!(reasons_of(local, Family::V4, 6, "0.0.0.0", "10.0.0.9", 80), [None]);
     // Arriving datagrams: INVALID in raw, NEW in filter INPUT.
-    assert!(scopes[1].1.iter().any(|c| c.fates.iter().any(|f| f.reason.as_deref() == Some("dropped by filter:INPUT:1"))));
-    assert!(!scopes[1].1.iter().any(|c| c.fates.iter().any(|f| f.reason.as_deref().is_some_and(|r| r.contains("raw")))));
+    assert!(scopes[1].1.iter().any(|c| c.fates.iter().any(|f| f.reason.as_ref().map(ToString::to_string).as_deref() == Some("dropped by filter:INPUT:1"))));
+    assert!(!scopes[1].1.iter().any(|c| c.fates.iter().any(|f| f.reason.as_ref().map(ToString::to_string).as_deref().is_some_and(|r| r.contains("raw")))));
 }
 
 /// Re-routing inside OUTPUT: after mangle (mark, TOS) and after nat (a new destination address),
@@ -645,17 +645,17 @@ COMMIT
     };
     // Marked in mangle: re-routed to lo and delivered (filter OUTPUT still sees -o eth0).
     let o = mark_of(cs, 0, 6, "0.0.0.0", "198.51.100.7", 80);
-    assert_eq!((o.len(), o[0].reason.as_deref(), o[0].delivered.is_some()), (1, None, true), "{o:?}");
+    assert_eq!((o.len(), o[0].reason.as_ref().map(ToString::to_string).as_deref(), o[0].delivered.is_some()), (1, None, true), "{o:?}");
     // Marked in raw only: no re-route, out eth0; with a TOS change in mangle: re-routed to lo.
     let o = mark_of(cs, 0, 6, "0.0.0.0", "198.51.100.7", 81);
-    assert!(o[0].delivered.as_deref().is_some_and(|d| !d.contains("eth0")), "{o:?}");
+    assert!(o[0].delivered.as_ref().is_some_and(|d| !matches!(d, nfsim::trace::Delivered::Egress { iface, .. } if iface == "eth0")), "{o:?}");
     // Marked in filter: no re-route.
     let o = mark_of(cs, 0, 6, "0.0.0.0", "198.51.100.7", 83);
-    assert!(o[0].delivered.as_deref().is_some_and(|d| d.contains("eth0")), "{o:?}");
+    assert!(o[0].delivered.as_ref().is_some_and(|d| matches!(d, nfsim::trace::Delivered::Egress { iface, .. } if iface == "eth0")), "{o:?}");
     // Mark bit 0x2 cleared in mangle: no route any more.
     let o = mark_of(cs, 0x2, 6, "0.0.0.0", "203.0.113.9", 82);
     assert_eq!(
-        o[0].reason.as_deref(),
+        o[0].reason.as_ref().map(ToString::to_string).as_deref(),
         Some("re-routing after mangle OUTPUT fails: no route to host (sendto returns ENETUNREACH; a TCP connect times out instead)")
     );
     // A loopback source DNATed off the host.
@@ -682,7 +682,7 @@ fn arriving_reasons(cs: &[Class], family: Family, proto: u8, src: &str, dst: &st
     let i = Input { proto, src: num(src), dst: num(dst), sport: 40000, dport, uid: 0, gid: 0, mark: 0, state: nfsim::packet::CtState::New };
     let owners = containing(cs, &i);
     assert_eq!(owners.len(), 1, "{i:?} ({family:?})");
-    owners[0].fates.iter().map(|f| f.reason.clone()).collect()
+    owners[0].fates.iter().map(|f| f.reason.as_ref().map(ToString::to_string)).collect()
 }
 
 /// The three kernel differentials: forwarding decrements the TTL (hop limit) before FORWARD and
@@ -752,7 +752,7 @@ COMMIT
     let i = Input { proto: 6, src: 0, dst: num("10.0.0.99"), sport: 40000, dport: 8080, uid: 1000, gid: 1000, mark: 0x100, state: nfsim::packet::CtState::New };
     let owners = containing(local, &i);
     assert_eq!(owners.len(), 1);
-    assert!(owners[0].fates[0].reason.as_deref().is_some_and(|r| r.starts_with("the listener is not transparent")), "{:?}", owners[0].fates);
+    assert!(owners[0].fates[0].reason == Some(nfsim::reason::Reason::NotTransparent), "{:?}", owners[0].fates);
 
     // route_localnet: the DNATed datagram is delivered to 127.0.0.1.
     host.sysctls.route_localnet = true;
@@ -869,7 +869,7 @@ COMMIT
     let i = Input { proto: 6, src: 0, dst: num("10.0.0.1"), sport: 40000, dport: 8081, uid: 1000, gid: 1000, mark: 0, state: nfsim::packet::CtState::New };
     let f = fates_at(local, &i);
     assert_eq!(f.len(), 1);
-    assert_eq!((f[0].reason.as_deref(), &f[0].place), (None, &Some(nfsim::classes::Place::Local { process: Some("proxy".into()) })), "{f:?}");
+    assert_eq!((f[0].reason.as_ref(), &f[0].place), (None, &Some(nfsim::classes::Place::Local { process: Some("proxy".into()) })), "{f:?}");
 
     // src_valid_mark: the reverse lookup uses the mark mangle PREROUTING set.
     host.sysctls.src_valid_mark = true;

@@ -1042,7 +1042,7 @@ fn check_probe(
                 p.moved,
                 p.arrived,
                 b.verdict,
-                b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                b.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
             );
         }
         if sim.truncated {
@@ -1132,7 +1132,7 @@ fn class_covers(class: &[nfsim::classes::Outcome], conc: &[nfsim::classes::Outco
     let key = |o: &nfsim::classes::Outcome| (o.verdict.clone(), o.delivered.clone(), o.dnat);
     let class_set: BTreeSet<_> = class.iter().map(key).collect();
     let conc_set: BTreeSet<_> = conc.iter().map(key).collect();
-    let undecidable = class.iter().any(|o| o.reason.as_deref().is_some_and(|r| r.starts_with("undecidable")));
+    let undecidable = class.iter().any(|o| o.reason.as_ref().is_some_and(nfsim::reason::Reason::is_undecidable));
     let forked_more = class.iter().map(|o| o.assumptions.len()).sum::<usize>() > conc.iter().map(|o| o.assumptions.len()).sum::<usize>();
     if undecidable {
         return true;

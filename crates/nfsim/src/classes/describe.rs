@@ -211,12 +211,12 @@ pub fn describe_fate(f: &Fate, family: Family) -> String {
         let _ = write!(s, " ({r})");
     }
     if f.by.is_some()
-        && let Some(r) = f.reason.as_ref().filter(|r| r.starts_with("undecidable"))
+        && let Some(r) = f.reason.as_ref().filter(|r| r.is_undecidable())
     {
         let _ = write!(s, " ({r})");
     }
     for (rule, matched, why) in &f.assumptions {
-        if why.starts_with("matches with probability") {
+        if why.starts_with(crate::traverse::CHANCE) {
             continue;
         }
         let _ = write!(s, " [if {rule} {}: {why}]", if *matched { "matches" } else { "does not match" });

@@ -1,6 +1,9 @@
-//! The host stack and the `ipt_do_table` walk over regions instead of packets: the same stages,
-//! hooks, routing decisions, conntrack conditions and target effects as `simulate` and
-//! `traverse`, with every decision splitting the region into the packets that go each way.
+//! The all-packet domain of the stack (`crate::stack`) and of the `ipt_do_table` walk
+//! (`crate::traverse`): a state is a region of input packets, and every question the stack, a
+//! rule or a target asks splits the region into the packets that answer each way. Its own hooks
+//! into the walk: dispatching runs of rules keyed on disjoint destinations by address
+//! (kube-proxy's KUBE-SERVICES) and, for a diff, leaving packets that can no longer meet a
+//! differing chain.
 
 use std::net::IpAddr;
 
@@ -9,13 +12,12 @@ use crate::hook::tables_at;
 use crate::host::{Host, Socket};
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
-use crate::ruleset::{ChainId, Family, Hook, Policy, Rule, Ruleset, Table, TableName, Target};
-use crate::simulate::{
-    LOOPBACK_CANNOT_ANSWER, LOOPBACK_V6_ARRIVING, NOT_TRANSPARENT, martian_loopback, reverse_path_drop, reverse_path_ok, send_error, ttl_exceeded,
-};
-use crate::targets::TargetExt;
-use crate::trace::{RuleRef, Verdict};
-use crate::traverse::{Assumption, Options};
+pub use crate::reason::NOT_ANALYSED;
+use crate::reason::Reason;
+use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName, Target};
+use crate::stack::{self, Domain, Fin, Flow, Pred, RouteQ, RouteView, Tested};
+use crate::trace::{RuleRef, StepKind, Verdict};
+use crate::traverse::{Assumption, Cursor, Enter, Options};
 
 use super::cond::{CondCtx, Fields, MatchCond, match_cond, tracked};
 use super::region::{self, AVal, Cube, Cur, Input, Lin, Region, Test, Val, addr_bits, addr_num, num_addr, state_bit};
@@ -56,7 +58,7 @@ pub struct Fate {
     /// The rule that dropped, rejected or queued the packets.
     pub by: Option<RuleRef>,
     /// Why the packets did not arrive, when not by a rule.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Probability, as the bits of an `f64` (exact equality of products of the same chances).
     pub probability: u64,
     /// Assumed outcomes of rules (chance or undecidable): rule and whether it matched.
@@ -65,13 +67,9 @@ pub struct Fate {
     pub listener_port: Option<Val<u16>>,
 }
 
-/// The words every result the class analysis cannot compute (where the concrete engine can)
-/// carries, so that users and tests can tell it from what the kernel itself leaves open.
-pub const NOT_ANALYSED: &str = "is not analysed";
-
-/// A fate without rule positions: verdict, place, NAT, destination, listener, probability,
-/// whether a rule decided it, and which way each assumption went.
-pub type FateMeaning = (Verdict, Option<Place>, Option<(AVal, Val<u16>)>, (AVal, Val<u16>), Option<Val<u16>>, u64, bool, Vec<bool>);
+/// A fate without rule positions: verdict, place, DNAT, destination, SNAT, listener,
+/// probability, whether a rule decided it, and which way each assumption went.
+pub type FateMeaning = (Verdict, Option<Place>, Option<(AVal, Val<u16>)>, (AVal, Val<u16>), Option<(AVal, Val<u16>)>, Option<Val<u16>>, u64, bool, Vec<bool>);
 
 impl Fate {
     /// What the fate means for its packets, rule positions aside.
@@ -81,6 +79,7 @@ impl Fate {
             self.place.clone(),
             self.dnat,
             self.dst,
+            self.snat,
             self.listener_port,
             self.probability,
             self.by.is_some(),
@@ -92,7 +91,7 @@ impl Fate {
     /// packets it does not express, NETMAP over an address range, a CONNMARK shift): packets of
     /// the class may then get a definite outcome from the concrete engine.
     pub fn analysis_limit(&self) -> bool {
-        self.reason.as_deref().is_some_and(|r| r.contains(NOT_ANALYSED)) || self.assumptions.iter().any(|(_, _, why)| why.contains(NOT_ANALYSED))
+        self.reason.as_ref().is_some_and(Reason::not_analysed) || self.assumptions.iter().any(|(_, _, why)| why.contains(NOT_ANALYSED))
     }
 
     /// The probability.
@@ -117,7 +116,7 @@ pub(crate) struct Leaf {
 
 /// The symbolic state of a set of packets.
 #[derive(Clone, Debug)]
-struct St {
+pub(crate) struct St {
     region: Region,
     cur: Cur,
     orig_src: AVal,
@@ -148,7 +147,7 @@ pub(crate) struct Start {
 
 /// A route as the symbolic engine sees it.
 #[derive(Clone, Debug, PartialEq)]
-struct RouteSym {
+pub(crate) struct RouteSym {
     local: bool,
     dev: String,
     gateway: Option<IpAddr>,
@@ -158,7 +157,7 @@ struct RouteSym {
 
 /// What mangle OUTPUT compares to decide on a re-route (`simulate::RouteKey`), symbolically.
 #[derive(Clone, Copy, Debug)]
-struct RouteKey {
+pub(crate) struct RouteKey {
     src: AVal,
     dst: AVal,
     mark: Lin,
@@ -174,26 +173,11 @@ impl RouteKey {
 
 /// Inside a dispatch run: only this group's rules can match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Lane {
+pub(crate) struct Lane {
     chain: ChainId,
     run: u32,
     /// `u32::MAX`: the run is walked rule by rule.
     group: u32,
-}
-
-#[derive(Clone, Debug)]
-enum End {
-    Accept,
-    Drop(Option<RuleRef>),
-    Reject(RuleRef),
-    Queue(RuleRef),
-    Undecidable(RuleRef, String),
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct NatCtx {
-    redirect_to: Option<u128>,
-    masquerade_src: Option<AVal>,
 }
 
 /// The engine: one rule set on one host, for one family.
@@ -211,8 +195,13 @@ pub(crate) struct Engine<'a> {
     base: Vec<(TableName, Vec<std::cell::OnceCell<ChainIndex>>)>,
     /// The routing partitions on the destination and on the source.
     routes: [Vec<(Test, Option<RouteSym>)>; 2],
-    /// The socket partition for the packet's own destination.
-    sockets: Vec<(Test, Option<usize>)>,
+    /// The socket partition of the input packets' own destinations.
+    sockets: Vec<(Cube, Option<usize>)>,
+    /// Branches per fork family (the packets of one family are the branches of the same input
+    /// packets), capped as the concrete engine caps one packet's.
+    branches: std::collections::HashMap<u32, usize>,
+    /// True when a fork was refused by the cap.
+    pub(crate) truncated: bool,
     /// For a diff: the chains that differ, and per (hook, table) whether a later walk of the
     /// same packet may still reach one.
     focus: Option<(&'a super::focus::Focus, FutureHot)>,
@@ -349,13 +338,6 @@ fn base_test(rule: &Rule, family: Family) -> BaseTest {
     BaseTest { test: Some(vec![t]) }
 }
 
-fn loopback_num(family: Family) -> u128 {
-    match family {
-        Family::V4 => 0x7f00_0001,
-        Family::V6 => 1,
-    }
-}
-
 fn loopback_set(family: Family) -> Ranges<u128> {
     match family {
         Family::V4 => Ranges::from_prefix(0x7f00_0000, 8, 32),
@@ -387,6 +369,8 @@ impl<'a> Engine<'a> {
             base,
             routes: [Vec::new(), Vec::new()],
             sockets: Vec::new(),
+            branches: std::collections::HashMap::new(),
+            truncated: false,
             focus: None,
         }
         .with_partitions()
@@ -470,7 +454,7 @@ impl<'a> Engine<'a> {
         self.routes[usize::from(!dst)].clone()
     }
 
-    fn socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Test, Option<usize>)> {
+    fn socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Cube, Option<usize>)> {
         if addr == AVal::Dst && port == Val::In { self.sockets.clone() } else { self.compute_socket_parts(addr, port) }
     }
 
@@ -494,9 +478,9 @@ impl<'a> Engine<'a> {
             dirty: false,
         };
         if start.in_iface.is_some() {
-            self.arrive(st, false)
+            stack::arrive(&mut self, st, false)
         } else {
-            self.local_out(st)
+            stack::local_out(&mut self, st)
         }
         self.leaves
     }
@@ -504,7 +488,7 @@ impl<'a> Engine<'a> {
     // ----- splitting -----
 
     /// Splits `st` by the union of disjoint `tests` on the current packet: (inside, outside).
-    fn split(&self, st: St, tests: &[Test]) -> (Option<St>, Option<St>) {
+    fn split_by(&self, st: St, tests: &[Test]) -> (Option<St>, Option<St>) {
         if tests.iter().all(|t| self.quick_miss(t, &st)) {
             return (None, Some(st));
         }
@@ -538,7 +522,22 @@ impl<'a> Engine<'a> {
         let mut rest = Some(st);
         for (t, k) in parts {
             let Some(s) = rest.take() else { break };
-            let (inside, outside) = self.split(s, std::slice::from_ref(t));
+            let (inside, outside) = self.split_by(s, std::slice::from_ref(t));
+            if let Some(i) = inside {
+                out.push((i, k.clone()));
+            }
+            rest = outside;
+        }
+        out
+    }
+
+    /// Splits `st` by a partition of the input packet space: one state per non-empty part.
+    fn partition_input<K: Clone>(&self, st: St, parts: &[(Cube, K)]) -> Vec<(St, K)> {
+        let mut out = Vec::new();
+        let mut rest = Some(st);
+        for (c, k) in parts {
+            let Some(s) = rest.take() else { break };
+            let (inside, outside) = self.split_input(s, std::slice::from_ref(c));
             if let Some(i) = inside {
                 out.push((i, k.clone()));
             }
@@ -619,185 +618,6 @@ impl<'a> Engine<'a> {
                     && single(&|c| c.dst.single().is_some() && c.sport.single().is_some() && c.dport.single().is_some() && c.src.single().is_some())))
     }
 
-    // ----- the stack (simulate.rs) -----
-
-    fn finish(&mut self, st: St, verdict: Verdict, place: Option<Place>, by: Option<RuleRef>, reason: Option<String>) {
-        let listener_port = match (&place, st.tproxy) {
-            (Some(Place::Local { .. }), Some((_, p))) if p != st.cur.dport => Some(p),
-            _ => None,
-        };
-        let fate = Fate {
-            verdict,
-            place,
-            dnat: st.dnat,
-            snat: st.snat,
-            dst: (st.cur.dst, st.cur.dport),
-            src: (st.cur.src, st.cur.sport),
-            by,
-            reason,
-            probability: st.probability.to_bits(),
-            assumptions: st.assumptions.iter().map(|a| (a.rule.clone(), a.matched, a.reason.clone())).collect(),
-            listener_port,
-        };
-        self.leaves.push(Leaf { region: st.region, fate, root: st.root, dirty: st.dirty });
-    }
-
-    /// `Sim::run_hook`: every table of `hook` in order; `looped` as there.
-    fn run_hook(&mut self, st: St, hook: Hook, nat: NatCtx, looped: bool) -> Vec<St> {
-        let mut alive = vec![st];
-        for &tname in tables_at(hook, self.opts.backend) {
-            let mut next = Vec::new();
-            for st in alive {
-                next.extend(self.run_table(st, hook, tname, nat, looped));
-            }
-            alive = next;
-        }
-        alive
-    }
-
-    /// `Sim::run_table`: one table at `hook`; finishes what it drops, returns what it accepts.
-    fn run_table(&mut self, st: St, hook: Hook, tname: TableName, nat: NatCtx, looped: bool) -> Vec<St> {
-        if tname == TableName::Nat && (looped || !self.conntrack) {
-            return vec![st];
-        }
-        let Some(table) = self.ruleset.table(self.family, tname) else { return vec![st] };
-        let mut next = Vec::new();
-        let mut st = if tname == TableName::Nat {
-            // nat sees only the first packet of a connection.
-            let new = Test { state: Some(state_bit(CtState::New)), ..Test::default() };
-            let (walk_it, pass) = self.split(st, &[new]);
-            next.extend(pass);
-            match walk_it {
-                Some(s) => s,
-                None => return next,
-            }
-        } else {
-            st
-        };
-        // raw runs before conntrack: no entry yet (INVALID, or UNTRACKED after `CT --notrack`),
-        // except for a packet looped back on lo.
-        let real = st.cur.state;
-        let before_conntrack = tname == TableName::Raw && !looped;
-        if before_conntrack {
-            st.cur.state = Val::Const(CtState::Invalid);
-        }
-        for (mut st, end) in self.walk(table, hook, nat, st) {
-            if before_conntrack && st.cur.state != Val::Const(CtState::Untracked) {
-                st.cur.state = real;
-            }
-            match end {
-                End::Accept => next.push(st),
-                End::Drop(by) => {
-                    let why = by.as_ref().map_or_else(|| format!("{tname} {} policy DROP", hook.chain_name()), |r| format!("dropped by {r}"));
-                    self.finish(st, Verdict::Drop, None, by, Some(why));
-                }
-                End::Reject(by) => {
-                    let why = format!("rejected by {by}");
-                    self.finish(st, Verdict::Reject, None, Some(by), Some(why));
-                }
-                End::Queue(by) => {
-                    let why = format!("queued by {by}");
-                    self.finish(st, Verdict::Queue, None, Some(by), Some(why));
-                }
-                End::Undecidable(by, why) => {
-                    st.assumptions.push(Assumption { rule: by.clone(), matched: true, reason: why.clone() });
-                    let reason = format!("undecidable: {why} ({by})");
-                    self.finish(st, Verdict::Drop, None, Some(by), Some(reason));
-                }
-            }
-        }
-        next
-    }
-
-    fn masquerade_src(&self, r: &RouteSym) -> Option<AVal> {
-        // IPv6 keeps the route's source on lo too (`Sim::masquerade_src`).
-        if r.dev != "lo" || self.family == Family::V6 {
-            return r.src;
-        }
-        self.host.universe_addr(self.family == Family::V4).map(|a| AVal::Const(addr_num(a)))
-    }
-
-    fn local_out(&mut self, st: St) {
-        let parts = self.route_parts(true);
-        for (st, route) in self.partition(st, &parts) {
-            let Some(route) = route else {
-                self.finish(st, Verdict::Drop, None, None, Some("no route to host (the send fails with ENETUNREACH)".into()));
-                continue;
-            };
-            self.local_out_routed(st, route);
-        }
-    }
-
-    fn local_out_routed(&mut self, st: St, route: RouteSym) {
-        let unspec = Test { src: Some(Ranges::point(0)), ..Test::default() };
-        let local = self.local_set();
-        let mut st = st;
-        if !self.host.sysctls.ip_nonlocal_bind {
-            let ok = Test { src: Some(local.union(&Ranges::point(0))), ..Test::default() };
-            let (fine, bad) = self.split(st, &[ok]);
-            if let Some(bad) = bad {
-                let why = "the source address is not local: bind() fails with EADDRNOTAVAIL (net.ipv4.ip_nonlocal_bind=0)";
-                self.finish(bad, Verdict::Drop, None, None, Some(why.into()));
-            }
-            let Some(fine) = fine else { return };
-            st = fine;
-        }
-        // IPv4 only, as in `Sim::local_out`.
-        if !route.local && self.family == Family::V4 {
-            let lo = Test { src: Some(loopback_set(self.family)), ..Test::default() };
-            let (bad, fine) = self.split(st, &[lo]);
-            if let Some(bad) = bad {
-                self.finish(bad, Verdict::Drop, None, None, Some("a loopback source cannot leave the host: the send fails with EINVAL".into()));
-            }
-            let Some(fine) = fine else { return };
-            st = fine;
-        }
-        let (unbound, bound) = self.split(st, &[unspec]);
-        for (mut st, is_unbound) in unbound.map(|s| (s, true)).into_iter().chain(bound.map(|s| (s, false))) {
-            if is_unbound {
-                let chosen = if route.local { Some(st.cur.dst) } else { route.src };
-                if let Some(c) = chosen {
-                    st.cur.src = c;
-                    st.orig_src = c;
-                }
-            }
-            st.out_iface = Some(route.dev.clone());
-            let nat = NatCtx { redirect_to: Some(loopback_num(self.family)), masquerade_src: route.src };
-            // As `Sim::local_out`: OUTPUT tables see the first route's device; re-routes after
-            // mangle and nat OUTPUT decide POSTROUTING's.
-            let mut alive = vec![(st, route.clone())];
-            for &tname in tables_at(Hook::Output, self.opts.backend) {
-                let mut next = Vec::new();
-                for (st, route) in alive {
-                    let before = RouteKey::of(&st, self.family);
-                    for st in self.run_table(st, Hook::Output, tname, nat, false) {
-                        let (again, keep) = self.reroutes(st, tname, &before);
-                        next.extend(keep.map(|s| (s, route.clone())));
-                        if let Some(st) = again {
-                            next.extend(self.reroute(st, tname));
-                        }
-                    }
-                }
-                alive = next;
-            }
-            for (mut st, route) in alive {
-                st.out_iface = Some(route.dev.clone());
-                let nat = NatCtx { redirect_to: None, masquerade_src: self.masquerade_src(&route) };
-                for mut st in self.run_hook(st, Hook::Postrouting, nat, false) {
-                    if route.local {
-                        st.in_iface = Some("lo".into());
-                        st.out_iface = None;
-                        st.confirmed = true;
-                        self.arrive(st, true);
-                    } else {
-                        let iface = st.out_iface.clone().unwrap_or_default();
-                        self.finish(st, Verdict::Accept, Some(Place::Egress { iface, gateway: route.gateway }), None, None);
-                    }
-                }
-            }
-        }
-    }
-
     /// `Sim::reroutes`: splits `st`, just out of OUTPUT table `tname`, into the packets the
     /// kernel routes again and those that keep their route.
     fn reroutes(&self, st: St, tname: TableName, before: &RouteKey) -> (Option<St>, Option<St>) {
@@ -835,206 +655,6 @@ impl<'a> Engine<'a> {
     }
 
     /// `Sim::reroute`: the packets of `st` with their new route; those whose re-route fails
-    /// are finished.
-    fn reroute(&mut self, st: St, after: TableName) -> Vec<(St, RouteSym)> {
-        let parts = self.route_parts(true);
-        let mut out = Vec::new();
-        for (st, route) in self.partition(st, &parts) {
-            let Some(route) = route else {
-                let why = format!("re-routing after {after} OUTPUT fails: no route to host ({})", send_error("ENETUNREACH"));
-                self.finish(st, Verdict::Drop, None, None, Some(why));
-                continue;
-            };
-            let mut st = st;
-            if !route.local && self.family == Family::V4 {
-                let lo = Test { src: Some(loopback_set(self.family)), ..Test::default() };
-                let (bad, fine) = self.split(st, &[lo]);
-                if let Some(bad) = bad {
-                    let why = format!("re-routing after {after} OUTPUT fails: a loopback source cannot leave the host ({})", send_error("EINVAL"));
-                    self.finish(bad, Verdict::Drop, None, None, Some(why));
-                }
-                let Some(fine) = fine else { continue };
-                st = fine;
-            }
-            out.push((st, route));
-        }
-        out
-    }
-
-    fn arrive(&mut self, st: St, looped: bool) {
-        let in_iface = st.in_iface.clone().unwrap_or_default();
-        let mut st = st;
-        let from_outside = !looped && in_iface != "lo";
-        if from_outside && self.family == Family::V6 {
-            // As `Sim::arrive`: ::1 as source or destination never arrives on another interface.
-            let lo = loopback_set(self.family);
-            let other = Ranges::addr_space(addr_bits(self.family)).minus(&lo);
-            let tests = [Test { dst: Some(lo.clone()), ..Test::default() }, Test { src: Some(lo), dst: Some(other), ..Test::default() }];
-            let (bad, fine) = self.split(st, &tests);
-            if let Some(bad) = bad {
-                self.finish(bad, Verdict::Drop, None, None, Some(LOOPBACK_V6_ARRIVING.into()));
-            }
-            let Some(fine) = fine else { return };
-            st = fine;
-        }
-        let nat = NatCtx { redirect_to: self.host.primary_addr(&in_iface, self.family == Family::V4).map(addr_num), masquerade_src: None };
-        for st in self.run_hook(st, Hook::Prerouting, nat, looped) {
-            if looped {
-                // As `Sim::arrive`: a looped-back packet keeps its local route; no input lookup.
-                self.local_in(st, true);
-            } else {
-                self.route_input(st, &in_iface, from_outside);
-            }
-        }
-    }
-
-    /// `Sim::route_input`: the martian check, the input route, the reverse-path check for local
-    /// and forwarded packets, then INPUT, or FORWARD and POSTROUTING.
-    fn route_input(&mut self, st: St, in_iface: &str, from_outside: bool) {
-        let mut routed: Vec<(St, Option<RouteSym>)> = Vec::new();
-        let st = if from_outside && (self.family == Family::V6 || !self.host.sysctls.route_localnet) {
-            let lo = Test { dst: Some(loopback_set(self.family)), ..Test::default() };
-            let (bad, fine) = self.split(st, &[lo]);
-            if let Some(bad) = bad {
-                if self.family == Family::V6 {
-                    // As `Sim::route_input`: ::1 is looked up on the input device only.
-                    let r = self.host.route_strict(std::net::Ipv6Addr::LOCALHOST.into(), in_iface);
-                    routed.push((bad, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), &r.dev, r.local))));
-                } else {
-                    self.finish(bad, Verdict::Drop, None, None, Some(martian_loopback(self.family).into()));
-                }
-            }
-            let Some(fine) = fine else { return self.route_input_on(routed, in_iface) };
-            fine
-        } else {
-            st
-        };
-        let parts = self.route_parts(true);
-        routed.extend(self.partition(st, &parts));
-        self.route_input_on(routed, in_iface);
-    }
-
-    /// `route_input` after the route lookup.
-    fn route_input_on(&mut self, routed: Vec<(St, Option<RouteSym>)>, in_iface: &str) {
-        for (st, route) in routed {
-            let Some(r) = route else {
-                self.finish(st, Verdict::Drop, None, None, Some("no route for the arriving packet".into()));
-                continue;
-            };
-            let local = r.local || st.tproxy.is_some();
-            if !local && !self.host.sysctls.ip_forward {
-                self.finish(st, Verdict::Drop, None, None, Some("not for this host and forwarding is off (net.ipv4.ip_forward=0)".into()));
-                continue;
-            }
-            for st in self.reverse_path(st, in_iface) {
-                if local {
-                    self.local_in(st, false);
-                    continue;
-                }
-                let mut st = st;
-                // As `Sim::route_input`: the TTL (a constant of the state) expires or is
-                // decremented before FORWARD.
-                if st.ttl <= 1 {
-                    let why = ttl_exceeded(self.family, st.ttl);
-                    self.finish(st, Verdict::Drop, None, None, Some(why));
-                    continue;
-                }
-                st.ttl -= 1;
-                st.out_iface = Some(r.dev.clone());
-                for st in self.run_hook(st, Hook::Forward, NatCtx::default(), false) {
-                    let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
-                    for st in self.run_hook(st, Hook::Postrouting, nat, false) {
-                        let iface = st.out_iface.clone().unwrap_or_default();
-                        self.finish(st, Verdict::Accept, Some(Place::Egress { iface, gateway: r.gateway }), None, None);
-                    }
-                }
-            }
-        }
-    }
-
-    /// `Sim::reverse_path_fails`: finishes the packets of `st` the reverse-path filter drops;
-    /// returns the others.
-    fn reverse_path(&mut self, st: St, in_iface: &str) -> Vec<St> {
-        let mode = self.host.sysctls.rp_filter;
-        if mode == 0 || self.family != Family::V4 {
-            return vec![st];
-        }
-        let parts = self.route_parts(false);
-        let mut ok = Vec::new();
-        for (st, back) in self.partition(st, &parts) {
-            if reverse_path_ok(mode, back.as_ref().map(|r| r.dev.as_str()), in_iface) {
-                ok.push(st);
-            } else {
-                self.finish(st, Verdict::Drop, None, None, Some(reverse_path_drop(mode, in_iface)));
-            }
-        }
-        ok
-    }
-
-    fn local_in(&mut self, st: St, looped: bool) {
-        for st in self.run_hook(st, Hook::Input, NatCtx::default(), looped) {
-            let ports = Test { proto: Some(port_protos()), ..Test::default() };
-            let (with_ports, without) = self.split(st, &[ports]);
-            if let Some(st) = without {
-                self.finish(st, Verdict::Accept, Some(Place::Local { process: None }), None, None);
-            }
-            let Some(st) = with_ports else { continue };
-            let (addr, port) = st.tproxy.unwrap_or((st.cur.dst, st.cur.dport));
-            let parts = self.socket_parts(addr, port);
-            for (st, sock) in self.partition(st, &parts) {
-                match sock {
-                    Some(i) => {
-                        let sock = &self.host.sockets[i];
-                        let process = Some(sock.process.clone()).filter(|p| !p.is_empty());
-                        let transparent = st.tproxy.is_some() || sock.transparent;
-                        let Some(st) = self.synack_route(st, transparent) else { continue };
-                        self.finish(st, Verdict::Accept, Some(Place::Local { process }), None, None);
-                    }
-                    None => {
-                        let tcp = Test { proto: Some(Ranges::point(6)), ..Test::default() };
-                        let (t, other) = self.split(st, &[tcp]);
-                        if let Some(t) = t {
-                            self.finish(t, Verdict::Accept, None, None, Some("no socket listens there: the kernel answers with a TCP reset".into()));
-                        }
-                        if let Some(o) = other {
-                            self.finish(o, Verdict::Accept, None, None, Some("no socket listens there: the kernel answers with ICMP port unreachable".into()));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// `Sim::synack_route_fails`: finishes the TCP packets of `st` whose listener cannot route
-    /// its SYN-ACK back (IPv4): to a non-local destination unless `transparent` (a transparent
-    /// listener or TPROXY's), or to a loopback destination from a non-local source (unless
-    /// `route_localnet`). Returns the others.
-    fn synack_route(&mut self, st: St, transparent: bool) -> Option<St> {
-        if self.family != Family::V4 {
-            return Some(st);
-        }
-        let tcp = Some(Ranges::point(6));
-        let nonlocal = Ranges::addr_space(addr_bits(self.family)).minus(&self.local_set());
-        let mut st = st;
-        if !transparent {
-            let stuck = Test { proto: tcp.clone(), dst: Some(nonlocal.clone()), ..Test::default() };
-            let (bad, fine) = self.split(st, &[stuck]);
-            if let Some(bad) = bad {
-                self.finish(bad, Verdict::Accept, None, None, Some(NOT_TRANSPARENT.into()));
-            }
-            st = fine?;
-        }
-        if self.host.sysctls.route_localnet {
-            return Some(st);
-        }
-        let stuck = Test { proto: tcp, dst: Some(loopback_set(self.family)), src: Some(nonlocal), ..Test::default() };
-        let (bad, fine) = self.split(st, &[stuck]);
-        if let Some(bad) = bad {
-            self.finish(bad, Verdict::Accept, None, None, Some(LOOPBACK_CANNOT_ANSWER.into()));
-        }
-        fine
-    }
-
     // ----- routing and sockets as partitions -----
 
     /// The host's local addresses (`Host::is_local`).
@@ -1104,7 +724,9 @@ impl<'a> Engine<'a> {
         // Packets not yet decided: a union of (addresses, marks) pairs.
         let mut rest: Vec<(Ranges<u128>, Bits)> = vec![(space.clone(), Bits::full())];
         for rule in &self.host.policy {
-            let Some(table) = self.host.tables.get(&rule.table) else { continue };
+            // As `Host::route`: `mark & mask == fwmark`, never true with bits of the fwmark
+            // outside the mask.
+            let Some(table) = self.host.tables.get(&rule.table).filter(|_| rule.fwmark & !rule.mask == 0) else { continue };
             let routes = table.iter().map(|r| (r.dst, self.route_of(r.via, &r.dev, r.local))).collect();
             let wins = self.lpm(routes);
             let covered = wins.iter().fold(Ranges::empty(), |a, (s, _)| a.union(s));
@@ -1174,9 +796,10 @@ impl<'a> Engine<'a> {
         parts
     }
 
-    /// `Host::socket_for` as a partition of (protocol, address, port) space; `addr`/`port` say
-    /// which address and port are looked up (the destination, or TPROXY's).
-    fn compute_socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Test, Option<usize>)> {
+    /// `Host::socket_for` as a partition of the input packets' (protocol, address, port) space;
+    /// `addr`/`port` say which address and port are looked up, in terms of the input packet (the
+    /// current destination, or the one TPROXY saw before a later DNAT).
+    fn compute_socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Cube, Option<usize>)> {
         let socks: &[Socket] = &self.host.sockets;
         let space = Ranges::addr_space(addr_bits(self.family));
         let mut protos: Vec<u8> = socks.iter().map(|s| s.proto).collect();
@@ -1192,7 +815,7 @@ impl<'a> Engine<'a> {
         let proto_atoms: Vec<(Ranges<u8>, u8)> = atoms(&protos, Ranges::full());
         let port_atoms: Vec<(Ranges<u16>, u16)> = atoms(&ports, Ranges::full());
         let addr_atoms: Vec<(Ranges<u128>, u128)> = atoms(&addrs, space);
-        let mut parts: Vec<(Test, Option<usize>)> = Vec::new();
+        let mut parts: Vec<(Cube, Option<usize>)> = Vec::new();
         for (pset, p) in &proto_atoms {
             for (qset, q) in &port_atoms {
                 for (aset, a) in &addr_atoms {
@@ -1215,16 +838,16 @@ impl<'a> Engine<'a> {
                         _ => *a,
                     };
                     let found = self.host.socket_for(*p, num_addr(a, self.family), q).and_then(|s| socks.iter().position(|x| std::ptr::eq(x, s)));
-                    let mut t = Test { proto: Some(pset.clone()), ..Test::default() };
+                    let mut c = Cube { proto: pset.clone(), ..self.space.clone() };
                     if port == Val::In {
-                        t.dport = Some(qset.clone());
+                        c.dport = qset.clone();
                     }
                     match addr {
                         AVal::Const(_) => {}
-                        AVal::Src => t.src = Some(aset.clone()),
-                        AVal::Dst => t.dst = Some(aset.clone()),
+                        AVal::Src => c.src = aset.clone(),
+                        AVal::Dst => c.dst = aset.clone(),
                     }
-                    parts.push((t, found));
+                    parts.push((c, found));
                 }
             }
         }
@@ -1386,166 +1009,6 @@ impl<'a> Engine<'a> {
         (tests, acc)
     }
 
-    fn walk(&mut self, table: &Table, hook: Hook, nat: NatCtx, st: St) -> Vec<(St, End)> {
-        let Some(start) = table.builtin(hook) else { return vec![(st, End::Accept)] };
-        let mut work = vec![(st, start, 0usize, Vec::<(ChainId, usize)>::new(), None::<Lane>)];
-        let mut done = Vec::new();
-        let mut budget = 10_000_000usize;
-        // Branches per fork family in this walk, capped as the concrete walk caps a packet's.
-        let mut forks: std::collections::HashMap<Option<u32>, usize> = std::collections::HashMap::new();
-        'work: while let Some((mut st, mut chain_id, mut idx, mut stack, mut lane)) = work.pop() {
-            let end = loop {
-                if budget == 0 {
-                    break End::Undecidable(rule_ref(table, chain_id, idx), "step budget exhausted".into());
-                }
-                budget -= 1;
-                if idx == 0 && self.focus.is_some() {
-                    if self.focus.as_ref().is_some_and(|(f, _)| f.differs(table.name, chain_id)) {
-                        st.dirty = true;
-                    } else if self.clean_for_good(table, hook, chain_id, &stack, &st) {
-                        continue 'work;
-                    }
-                }
-                if lane.is_some_and(|l| l.chain != chain_id) {
-                    lane = None;
-                }
-                if self.chain_index(table, chain_id).run_at.get(idx).is_some_and(|r| *r != u32::MAX) {
-                    let mut next = self.dispatch(table, chain_id, idx, lane, st);
-                    if self.focus.is_some() {
-                        next.retain(|(s, i, l)| !self.clean_in_run(table, hook, chain_id, *i, *l, &stack, s));
-                    }
-                    let Some((s, i, l)) = next.pop() else { continue 'work };
-                    for (s2, i2, l2) in next {
-                        work.push((s2, chain_id, i2, stack.clone(), l2));
-                    }
-                    st = s;
-                    lane = l;
-                    if i != idx {
-                        idx = i;
-                        continue;
-                    }
-                }
-                let chain = &table[chain_id];
-                let Some(rule) = chain.rules.get(idx) else {
-                    match stack.pop() {
-                        Some((c, r)) if chain.hook.is_none() => {
-                            chain_id = c;
-                            idx = r;
-                            continue;
-                        }
-                        _ => {
-                            let builtin = table.builtin(hook).unwrap_or(chain_id);
-                            break match table[builtin].policy {
-                                Policy::Accept => End::Accept,
-                                Policy::Drop => End::Drop(None),
-                            };
-                        }
-                    }
-                };
-                let (tests, extra) = self.rule_cond(table, chain_id, idx, rule, hook, &st);
-                if extra == Eval::NoMatch || tests.is_empty() {
-                    idx += 1;
-                    continue;
-                }
-                let (inside, outside) = self.split(st, &tests);
-                if let Some(o) = outside {
-                    work.push((o, chain_id, idx + 1, stack.clone(), lane));
-                }
-                let Some(inside) = inside else {
-                    // Nothing matches: the state moved on with `outside`.
-                    continue 'work;
-                };
-                st = inside;
-                let here = rule_ref(table, chain_id, idx);
-                match extra {
-                    Eval::Match => {}
-                    Eval::NoMatch => unreachable!("handled above"),
-                    Eval::Chance(p) => {
-                        self.new_root(&mut st);
-                        let n = forks.entry(st.root).or_insert(1);
-                        if *n < self.opts.max_branches {
-                            *n += 1;
-                            let mut other = st.clone();
-                            other.probability *= 1.0 - p;
-                            other.assumptions.push(Assumption { rule: here.clone(), matched: false, reason: format!("matches with probability {p:.6}") });
-                            other.root = st.root;
-                            work.push((other, chain_id, idx + 1, stack.clone(), lane));
-                        }
-                        st.probability *= p;
-                        st.assumptions.push(Assumption { rule: here.clone(), matched: true, reason: format!("matches with probability {p:.6}") });
-                    }
-                    Eval::Unknown(reason) => match self.opts.assume {
-                        Some(m) => {
-                            st.assumptions.push(Assumption { rule: here.clone(), matched: m, reason });
-                            if !m {
-                                idx += 1;
-                                continue;
-                            }
-                        }
-                        None => {
-                            self.new_root(&mut st);
-                            let n = forks.entry(st.root).or_insert(1);
-                            if *n < self.opts.max_branches {
-                                *n += 1;
-                                let mut other = st.clone();
-                                other.assumptions.push(Assumption { rule: here.clone(), matched: false, reason: reason.clone() });
-                                other.root = st.root;
-                                work.push((other, chain_id, idx + 1, stack.clone(), lane));
-                            }
-                            st.assumptions.push(Assumption { rule: here.clone(), matched: true, reason });
-                        }
-                    },
-                }
-                match &rule.target {
-                    Target::None => idx += 1,
-                    Target::Accept => break End::Accept,
-                    Target::Drop => break End::Drop(Some(here)),
-                    Target::Queue => break End::Queue(here),
-                    Target::Return => match stack.pop() {
-                        Some((c, r)) if table[chain_id].hook.is_none() => {
-                            chain_id = c;
-                            idx = r;
-                        }
-                        _ => {
-                            idx = usize::MAX;
-                            chain_id = table.builtin(hook).unwrap_or(chain_id);
-                            stack.clear();
-                        }
-                    },
-                    Target::Jump(c) => {
-                        stack.push((chain_id, idx + 1));
-                        chain_id = *c;
-                        idx = 0;
-                    }
-                    Target::Goto(c) => {
-                        chain_id = *c;
-                        idx = 0;
-                    }
-                    Target::Unreadable(u) => break End::Undecidable(here, format!("unreadable rule: {}", u.reason)),
-                    Target::Ext(t) => {
-                        let mut results = self.apply_target(t, st, hook, nat, &here);
-                        // The first result continues here; others (split by the target) are queued.
-                        let (first, effect) = results.remove(0);
-                        for (s, e) in results {
-                            match e {
-                                None => work.push((s, chain_id, idx + 1, stack.clone(), lane)),
-                                Some(end) => done.push((s, end)),
-                            }
-                        }
-                        st = first;
-                        match effect {
-                            None => idx += 1,
-                            Some(end) => break end,
-                        }
-                    }
-                }
-            };
-            done.push((st, end));
-        }
-        done.reverse();
-        done
-    }
-
     /// Gives `st` a fork family of its own if it has none yet.
     fn new_root(&mut self, st: &mut St) {
         if st.root.is_none() {
@@ -1554,179 +1017,299 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// A target's effect on `st`: `None` = continue with the next rule, `Some(end)` = verdict.
-    /// Several results when the effect depends on the packet (SNAT port ranges).
-    fn apply_target(&self, t: &TargetExt, mut st: St, hook: Hook, nat: NatCtx, here: &RuleRef) -> Vec<(St, Option<End>)> {
-        let undecidable = |st: St, why: String| vec![(st, Some(End::Undecidable(here.clone(), why)))];
-        match t {
-            TargetExt::Mark(m) => match affine1(|x| m.apply(x)) {
-                Some((k, x)) => {
-                    st.cur.mark = compose(st.cur.mark, k, x);
-                    vec![(st, None)]
-                }
-                None => undecidable(st, "a MARK that is not bitwise is not analysed over a range of marks".into()),
-            },
-            TargetExt::Connmark(c) => {
-                // Without a conntrack entry (INVALID, UNTRACKED, in raw) the target does nothing.
-                let with_entry = Test { state: Some(tracked()), ..Test::default() };
-                let (tracked, untracked) = self.split(st, &[with_entry]);
-                let mut out: Vec<(St, Option<End>)> = untracked.map(|s| (s, None)).into_iter().collect();
-                if let Some(mut st) = tracked {
-                    let first = match affine2(|a, b| c.apply(a, b)) {
-                        Some(((ka, kb, xa), (la, lb, ya))) => {
-                            let (m, ct) = (st.cur.mark, st.cur.ctmark);
-                            st.cur.mark = Lin { keep: (m.keep & ka) ^ (ct.keep & kb), xor: (m.xor & ka) ^ (ct.xor & kb) ^ xa };
-                            st.cur.ctmark = Lin { keep: (m.keep & la) ^ (ct.keep & lb), xor: (m.xor & la) ^ (ct.xor & lb) ^ ya };
-                            (st, None)
-                        }
-                        None => (st, Some(End::Undecidable(here.clone(), "CONNMARK with a shift is not analysed over a range of marks".into()))),
-                    };
-                    out.insert(0, first);
-                }
-                out
-            }
-            TargetExt::Tos(x) => {
-                st.tos = x.apply(st.tos);
-                vec![(st, None)]
-            }
-            TargetExt::Dscp(x) => {
-                st.tos = x.apply(st.tos);
-                vec![(st, None)]
-            }
-            TargetExt::Ttl(x) => {
-                if let Some(a) = x.action {
-                    st.ttl = a.apply(st.ttl);
-                }
-                vec![(st, None)]
-            }
-            TargetExt::Hl(x) => {
-                if let Some(a) = x.action {
-                    st.ttl = a.apply(st.ttl);
-                }
-                vec![(st, None)]
-            }
-            TargetExt::Ct(c) if !c.notrack => vec![(st, None)],
-            TargetExt::Ct(_) | TargetExt::Notrack(_) => {
-                // Only a packet without an entry becomes untracked; one looped back on lo keeps the
-                // entry it got on the way out (`if (skb->_nfct != 0) return XT_CONTINUE`).
-                let no_entry = Test { state: Some(state_bit(CtState::Invalid)), ..Test::default() };
-                let (none, has) = self.split(st, &[no_entry]);
-                let mut out = Vec::new();
-                if let Some(mut s) = none {
-                    s.cur.state = Val::Const(CtState::Untracked);
-                    out.push((s, None));
-                }
-                out.extend(has.map(|s| (s, None)));
-                out
-            }
-            TargetExt::Log(_)
-            | TargetExt::Nflog(_)
-            | TargetExt::Ulog(_)
-            | TargetExt::Trace(_)
-            | TargetExt::Audit(_)
-            | TargetExt::Checksum(_)
-            | TargetExt::Tcpmss(_)
-            | TargetExt::Set(_) => vec![(st, None)],
-            TargetExt::Reject(_) => vec![(st, Some(End::Reject(here.clone())))],
-            TargetExt::Dnat(d) => {
-                let Some(to) = d.to.as_deref() else { return vec![(st, None)] };
-                let addr = to.addrs.map_or(st.cur.dst, |a| AVal::Const(addr_num(a.first)));
-                let port = to.ports.map_or(st.cur.dport, |p| Val::Const(p.lo));
-                set_dnat(&mut st, addr, port);
-                vec![(st, Some(End::Accept))]
-            }
-            TargetExt::Redirect(r) => {
-                let Some(addr) = nat.redirect_to else { return vec![(st, Some(End::Drop(Some(here.clone()))))] };
-                let port = r.ports.map_or(st.cur.dport, |p| Val::Const(p.lo));
-                set_dnat(&mut st, AVal::Const(addr), port);
-                vec![(st, Some(End::Accept))]
-            }
-            TargetExt::Snat(s) => {
-                let Some(to) = s.to.as_deref() else { return vec![(st, None)] };
-                let addr = to.addrs.map_or(st.cur.src, |a| AVal::Const(addr_num(a.first)));
-                self.snat_ports(st, addr, to.ports.map(|p| (p.lo, p.hi)))
-            }
-            TargetExt::Masquerade(m) => {
-                let Some(addr) = nat.masquerade_src else { return vec![(st, Some(End::Drop(Some(here.clone()))))] };
-                self.snat_ports(st, addr, m.ports.map(|p| (p.lo, p.hi)))
-            }
-            TargetExt::Netmap(n) => {
-                let Some(to) = n.to else { return vec![(st, None)] };
-                let dst_side = matches!(hook, Hook::Prerouting | Hook::Output);
-                let fields = if dst_side { Fields::DST } else { Fields::SRC };
-                if !self.constant(&st, fields) {
-                    return undecidable(st, "NETMAP over a range of addresses is not analysed".into());
-                }
-                let (p, _, _) = self.current_packet(&st);
-                let (m, net) = (addr_num(to.netmask()), addr_num(to.network()));
-                if dst_side {
-                    let d = (addr_num(p.dst) & !m) | (net & m);
-                    let port = st.cur.dport;
-                    set_dnat(&mut st, AVal::Const(d), port);
-                } else {
-                    let s = (addr_num(p.src) & !m) | (net & m);
-                    let port = st.cur.sport;
-                    set_snat(&mut st, AVal::Const(s), port);
-                }
-                vec![(st, Some(End::Accept))]
-            }
-            TargetExt::Tproxy(tp) => {
-                let addr = tp.addr.filter(|a| !a.is_unspecified()).map_or(st.cur.dst, |a| AVal::Const(addr_num(a)));
-                let port = tp.port.filter(|p| *p != 0).map_or(st.cur.dport, Val::Const);
-                let parts = self.socket_parts(addr, port);
-                let mut out = Vec::new();
-                for (mut s, sock) in self.partition(st, &parts) {
-                    match sock {
-                        Some(_) => {
-                            if let Some((v, m)) = tp.mark {
-                                s.cur.mark = compose(s.cur.mark, !m, v);
-                            }
-                            s.tproxy = Some((addr, port));
-                            out.push((s, Some(End::Accept)));
-                        }
-                        None => out.push((s, Some(End::Drop(Some(here.clone()))))),
-                    }
-                }
-                out
-            }
-            TargetExt::Opaque(o) => undecidable(st, format!("target `{}` is not modelled", o.name)),
-        }
-    }
-
-    /// SNAT/MASQUERADE's port choice: the source port is kept when inside the range.
-    fn snat_ports(&self, st: St, addr: AVal, range: Option<(u16, u16)>) -> Vec<(St, Option<End>)> {
-        let Some((lo, hi)) = range else {
-            let mut st = st;
-            let port = st.cur.sport;
-            set_snat(&mut st, addr, port);
-            return vec![(st, Some(End::Accept))];
+    /// The end of a branch: its leaf.
+    fn leaf(&mut self, st: St, verdict: Verdict, place: Option<Place>, by: Option<RuleRef>, reason: Option<Reason>) {
+        let listener_port = match (&place, st.tproxy) {
+            (Some(Place::Local { .. }), Some((_, p))) if p != st.cur.dport => Some(p),
+            _ => None,
         };
-        let inside = Test { sport: Some(Ranges::range(lo, hi)), ..Test::default() };
-        let (keep, change) = self.split(st, &[inside]);
-        let mut out = Vec::new();
-        if let Some(mut s) = keep {
-            let port = s.cur.sport;
-            set_snat(&mut s, addr, port);
-            out.push((s, Some(End::Accept)));
+        let fate = Fate {
+            verdict,
+            place,
+            dnat: st.dnat,
+            snat: st.snat,
+            dst: (st.cur.dst, st.cur.dport),
+            src: (st.cur.src, st.cur.sport),
+            by,
+            reason,
+            probability: st.probability.to_bits(),
+            assumptions: st.assumptions.iter().map(|a| (a.rule.clone(), a.matched, a.reason.clone())).collect(),
+            listener_port,
+        };
+        self.leaves.push(Leaf { region: st.region, fate, root: st.root, dirty: st.dirty });
+    }
+
+    /// The test of a question the stack asks, on the current packet (disjoint tests, united).
+    fn pred_tests(&self, p: Pred) -> Vec<Test> {
+        let lo = || loopback_set(self.family);
+        let nonlocal = || Ranges::addr_space(addr_bits(self.family)).minus(&self.local_set());
+        let tcp = || Some(Ranges::point(6));
+        let one = |t: Test| vec![t];
+        match p {
+            Pred::SrcUnspecified => one(Test { src: Some(Ranges::point(0)), ..Test::default() }),
+            Pred::SrcLocalOrUnspecified => one(Test { src: Some(self.local_set().union(&Ranges::point(0))), ..Test::default() }),
+            Pred::SrcLoopback => one(Test { src: Some(lo()), ..Test::default() }),
+            Pred::DstLoopback => one(Test { dst: Some(lo()), ..Test::default() }),
+            Pred::EitherLoopback => {
+                let other = Ranges::addr_space(addr_bits(self.family)).minus(&lo());
+                vec![Test { dst: Some(lo()), ..Test::default() }, Test { src: Some(lo()), dst: Some(other), ..Test::default() }]
+            }
+            Pred::HasPorts => one(Test { proto: Some(port_protos()), ..Test::default() }),
+            Pred::Tcp => one(Test { proto: tcp(), ..Test::default() }),
+            Pred::TcpToNonLocal => one(Test { proto: tcp(), dst: Some(nonlocal()), ..Test::default() }),
+            Pred::TcpLoopbackFromNonLocal => one(Test { proto: tcp(), dst: Some(lo()), src: Some(nonlocal()), ..Test::default() }),
+            Pred::New => one(Test { state: Some(state_bit(CtState::New)), ..Test::default() }),
+            Pred::Tracked => one(Test { state: Some(tracked()), ..Test::default() }),
+            Pred::NoEntry => one(Test { state: Some(state_bit(CtState::Invalid)), ..Test::default() }),
+            Pred::SportIn(lo, hi) => one(Test { sport: Some(Ranges::range(lo, hi)), ..Test::default() }),
         }
-        if let Some(mut s) = change {
-            set_snat(&mut s, addr, Val::Const(lo));
-            out.push((s, Some(End::Accept)));
-        }
-        out
     }
 }
 
-fn set_dnat(st: &mut St, addr: AVal, port: Val<u16>) {
-    st.dnat = Some((addr, port));
-    st.cur.dst = addr;
-    st.cur.dport = port;
+impl Flow for St {
+    type Addr = AVal;
+    type Port = Val<u16>;
+    type Ct = Val<CtState>;
+
+    fn in_iface(&self) -> Option<&str> {
+        self.in_iface.as_deref()
+    }
+    fn set_out_iface(&mut self, dev: Option<&str>) {
+        self.out_iface = dev.map(str::to_string);
+    }
+    fn loop_back(&mut self) {
+        self.in_iface = Some("lo".into());
+        self.out_iface = None;
+        self.confirmed = true;
+    }
+    fn ttl(&self) -> u8 {
+        self.ttl
+    }
+    fn ttl_mut(&mut self) -> &mut u8 {
+        &mut self.ttl
+    }
+    fn tos_mut(&mut self) -> &mut u8 {
+        &mut self.tos
+    }
+    fn src(&self) -> AVal {
+        self.cur.src
+    }
+    fn sport(&self) -> Val<u16> {
+        self.cur.sport
+    }
+    fn dst(&self) -> AVal {
+        self.cur.dst
+    }
+    fn dport(&self) -> Val<u16> {
+        self.cur.dport
+    }
+    fn bind_src(&mut self, a: AVal) {
+        self.cur.src = a;
+        self.orig_src = a;
+    }
+    fn tproxy(&self) -> Option<(AVal, Val<u16>)> {
+        self.tproxy
+    }
+    fn set_tproxy(&mut self, at: (AVal, Val<u16>)) {
+        self.tproxy = Some(at);
+    }
+    fn dnat(&mut self, addr: AVal, port: Val<u16>) {
+        self.dnat = Some((addr, port));
+        self.cur.dst = addr;
+        self.cur.dport = port;
+    }
+    fn snat(&mut self, addr: AVal, port: Val<u16>) {
+        self.snat = Some((addr, port));
+        self.cur.src = addr;
+        self.cur.sport = port;
+    }
+    fn hide_ct(&mut self) -> Val<CtState> {
+        std::mem::replace(&mut self.cur.state, Val::Const(CtState::Invalid))
+    }
+    fn restore_ct(&mut self, real: Val<CtState>) {
+        if self.cur.state != Val::Const(CtState::Untracked) {
+            self.cur.state = real;
+        }
+    }
+    fn untrack(&mut self) {
+        self.cur.state = Val::Const(CtState::Untracked);
+    }
+    fn scale(&mut self, p: f64) {
+        self.probability *= p;
+    }
+    fn assume(&mut self, a: Assumption) {
+        self.assumptions.push(a);
+    }
 }
 
-fn set_snat(st: &mut St, addr: AVal, port: Val<u16>) {
-    st.snat = Some((addr, port));
-    st.cur.src = addr;
-    st.cur.sport = port;
+impl RouteView for RouteSym {
+    type Addr = AVal;
+    fn local(&self) -> bool {
+        self.local
+    }
+    fn dev(&self) -> &str {
+        &self.dev
+    }
+    fn src(&self) -> Option<AVal> {
+        self.src
+    }
+}
+
+impl<'a> Domain<'a> for Engine<'a> {
+    type State = St;
+    type Lane = Option<Lane>;
+    type Route = RouteSym;
+    type Key = RouteKey;
+
+    fn ruleset(&self) -> &'a Ruleset {
+        self.ruleset
+    }
+    fn host(&self) -> &'a Host {
+        self.host
+    }
+    fn opts(&self) -> &'a Options {
+        self.opts
+    }
+    fn family(&self) -> Family {
+        self.family
+    }
+    fn conntrack(&self) -> bool {
+        self.conntrack
+    }
+    fn lift(&self, a: IpAddr) -> AVal {
+        AVal::Const(addr_num(a))
+    }
+
+    fn split(&mut self, st: St, p: Pred) -> (Option<St>, Option<St>) {
+        let tests = self.pred_tests(p);
+        self.split_by(st, &tests)
+    }
+
+    fn route(&mut self, st: St, q: RouteQ<'_>) -> Vec<(St, Option<RouteSym>)> {
+        match q {
+            RouteQ::Dst => {
+                let parts = self.route_parts(true);
+                self.partition(st, &parts)
+            }
+            RouteQ::Back => {
+                let parts = self.route_parts(false);
+                self.partition(st, &parts)
+            }
+            RouteQ::LoopbackOn(dev) => {
+                // The packets here have the destination ::1 (`Pred::DstLoopback` for IPv6).
+                let r = self.host.route_strict(std::net::Ipv6Addr::LOCALHOST.into(), dev);
+                vec![(st, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), &r.dev, r.local)))]
+            }
+        }
+    }
+
+    fn socket(&mut self, st: St, (addr, port): (AVal, Val<u16>)) -> Vec<(St, Option<usize>)> {
+        let parts = self.socket_parts(addr, port);
+        self.partition_input(st, &parts)
+    }
+
+    fn route_key(&self, st: &St) -> RouteKey {
+        RouteKey::of(st, self.family)
+    }
+
+    fn rerouted(&mut self, st: St, after: TableName, before: &RouteKey) -> (Option<St>, Option<St>) {
+        self.reroutes(st, after, before)
+    }
+
+    fn finish(&mut self, st: St, fin: Fin<RouteSym>) {
+        match fin {
+            Fin::Local(sock) => {
+                let process = sock.and_then(|i| Some(self.host.sockets[i].process.clone()).filter(|p| !p.is_empty()));
+                self.leaf(st, Verdict::Accept, Some(Place::Local { process }), None, None);
+            }
+            Fin::Egress(r) => {
+                let iface = st.out_iface.clone().unwrap_or_default();
+                self.leaf(st, Verdict::Accept, Some(Place::Egress { iface, gateway: r.gateway }), None, None);
+            }
+            Fin::Stop(verdict, by, reason) => self.leaf(st, verdict, None, by, Some(reason)),
+        }
+    }
+
+    fn step_budget(&self) -> usize {
+        10_000_000
+    }
+
+    /// A diff's shortcut at a chain's start (packets that can no longer meet a difference are
+    /// left), and the dispatch of runs of rules keyed on disjoint destinations.
+    fn enter(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Option<Lane>>, st: St) -> Enter<St, Option<Lane>> {
+        let mut st = st;
+        let chain = cur.chain;
+        if cur.rule == 0 && self.focus.is_some() {
+            if self.focus.as_ref().is_some_and(|(f, _)| f.differs(table.name, chain)) {
+                st.dirty = true;
+            } else if self.clean_for_good(table, hook, chain, &cur.stack, &st) {
+                return Enter::Gone;
+            }
+        }
+        let (mut idx, mut lane) = (cur.rule, cur.lane.filter(|l| l.chain == chain));
+        loop {
+            if !self.chain_index(table, chain).run_at.get(idx).is_some_and(|r| *r != u32::MAX) {
+                return Enter::At(st, idx, lane);
+            }
+            let mut next = self.dispatch(table, chain, idx, lane, st);
+            if self.focus.is_some() {
+                next.retain(|(s, i, l)| !self.clean_in_run(table, hook, chain, *i, *l, &cur.stack, s));
+            }
+            if next.len() != 1 {
+                return if next.is_empty() { Enter::Gone } else { Enter::Split(next) };
+            }
+            let (s, i, l) = next.pop().expect("one part");
+            if i == idx {
+                return Enter::At(s, i, l);
+            }
+            (st, idx, lane) = (s, i, l);
+        }
+    }
+
+    fn test_rule(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Option<Lane>>, rule: &'a Rule, st: St) -> Tested<St> {
+        let (tests, extra) = self.rule_cond(table, cur.chain, cur.rule, rule, hook, &st);
+        if extra == Eval::NoMatch || tests.is_empty() {
+            return (Some(st), None);
+        }
+        let (inside, outside) = self.split_by(st, &tests);
+        (outside, inside.map(|s| (s, extra)))
+    }
+
+    fn fork(&mut self, st: &mut St) -> bool {
+        self.new_root(st);
+        let n = self.branches.entry(st.root.expect("a root was just given")).or_insert(1);
+        if *n >= self.opts.max_branches {
+            self.truncated = true;
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn record(&self, _: &mut St, _: &Table, _: Hook, _: ChainId, _: StepKind, _: u32) {}
+
+    fn lift_port(&self, p: u16) -> Val<u16> {
+        Val::Const(p)
+    }
+    fn map_mark(&self, st: &mut St, f: impl Fn(u32) -> u32) -> Result<(), String> {
+        let (k, x) = affine1(f).ok_or_else(|| format!("a MARK that is not bitwise {NOT_ANALYSED} over a range of marks"))?;
+        st.cur.mark = compose(st.cur.mark, k, x);
+        Ok(())
+    }
+    fn map_marks(&self, st: &mut St, f: impl Fn(u32, u32) -> (u32, u32)) -> Result<(), String> {
+        let ((ka, kb, xa), (la, lb, ya)) = affine2(f).ok_or_else(|| format!("CONNMARK with a shift {NOT_ANALYSED} over a range of marks"))?;
+        let (m, ct) = (st.cur.mark, st.cur.ctmark);
+        st.cur.mark = Lin { keep: (m.keep & ka) ^ (ct.keep & kb), xor: (m.xor & ka) ^ (ct.xor & kb) ^ xa };
+        st.cur.ctmark = Lin { keep: (m.keep & la) ^ (ct.keep & lb), xor: (m.xor & la) ^ (ct.xor & lb) ^ ya };
+        Ok(())
+    }
+    fn one_addr(&self, st: &St, dst: bool) -> Option<IpAddr> {
+        if !self.constant(st, if dst { Fields::DST } else { Fields::SRC }) {
+            return None;
+        }
+        let (p, _, _) = self.current_packet(st);
+        Some(if dst { p.dst } else { p.src })
+    }
 }
 
 /// A port: the input's (`port_in`) when kept, or the constant.
@@ -1772,8 +1355,4 @@ fn atoms<T: super::set::Int>(values: &[T], space: Ranges<T>) -> Vec<(Ranges<T>, 
         out.push((other, m));
     }
     out
-}
-
-fn rule_ref(table: &Table, chain: ChainId, rule: usize) -> RuleRef {
-    RuleRef { table: table.name, chain: table[chain].name.to_string(), rule: rule.saturating_add(1) as u32 }
 }

@@ -39,9 +39,10 @@ use std::net::IpAddr;
 
 use crate::host::Host;
 use crate::packet::{CtState, Owner, Packet};
+use crate::reason::Reason;
 use crate::ruleset::{Family, Ruleset};
 use crate::simulate::{Branch, Origin};
-use crate::trace::{Delivered, RuleRef};
+use crate::trace::{Delivered, RuleRef, Verdict};
 use crate::traverse::Options;
 
 pub use describe::{describe_fate, describe_region};
@@ -223,43 +224,41 @@ fn input_key(i: &Input) -> (u8, u128, u16, u128, u16, u32, u32, u32, u8) {
     (i.proto, i.dst, i.dport, i.src, i.sport, i.uid, i.gid, i.mark, state_bit(i.state))
 }
 
-/// A fate made concrete for one input packet, comparable with a concrete branch.
+/// A fate made concrete for one input packet, comparable with a concrete branch: the same typed
+/// outcome from both engines.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Outcome {
     /// Verdict.
-    pub verdict: String,
+    pub verdict: Verdict,
     /// Delivery, in the trace contract's terms.
-    pub delivered: Option<String>,
+    pub delivered: Option<Delivered>,
     /// Destination after NAT, when rewritten.
     pub dnat: Option<(IpAddr, u16)>,
+    /// Source after NAT, when rewritten.
+    pub snat: Option<(IpAddr, u16)>,
     /// The deciding rule.
-    pub by: Option<String>,
+    pub by: Option<RuleRef>,
     /// Why not delivered.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Probability (rounded to 1e-9).
     pub probability: u64,
-    /// Assumptions: rule and whether it matched.
-    pub assumptions: Vec<(String, bool)>,
-}
-
-fn delivered_text(d: &Delivered) -> String {
-    match d {
-        Delivered::Local { addr, port, process } => format!("local {addr}:{port} {}", process.as_deref().unwrap_or("-")),
-        Delivered::Egress { iface, next_hop } => format!("egress {iface} via {next_hop}"),
-    }
+    /// Assumptions: rule (`None` in a meaning, which leaves rule positions aside) and whether it
+    /// matched.
+    pub assumptions: Vec<(Option<RuleRef>, bool)>,
 }
 
 impl Outcome {
     /// The outcome of a concrete branch.
     pub fn of_branch(b: &Branch) -> Outcome {
         Outcome {
-            verdict: format!("{:?}", b.verdict),
-            delivered: b.delivered.as_ref().map(delivered_text),
+            verdict: b.verdict,
+            delivered: b.delivered.clone(),
             dnat: b.original_dst.map(|_| (b.packet.dst, b.packet.dport)),
-            by: b.by.as_ref().map(RuleRef::to_string),
+            snat: b.original_src.map(|_| (b.packet.src, b.packet.sport)),
+            by: b.by.clone(),
             reason: b.reason.clone(),
             probability: (b.probability * 1e9).round() as u64,
-            assumptions: b.assumptions.iter().map(|a| (a.rule.to_string(), a.matched)).collect(),
+            assumptions: b.assumptions.iter().map(|a| (Some(a.rule.clone()), a.matched)).collect(),
         }
     }
 
@@ -270,7 +269,7 @@ impl Outcome {
             o.reason = None;
         }
         for a in &mut o.assumptions {
-            a.0.clear();
+            a.0 = None;
         }
         o
     }
@@ -287,13 +286,14 @@ impl Outcome {
             Place::Egress { iface, gateway } => Delivered::Egress { iface: iface.clone(), next_hop: gateway.unwrap_or(dst) },
         });
         Outcome {
-            verdict: format!("{:?}", f.verdict),
-            delivered: delivered.as_ref().map(delivered_text),
+            verdict: f.verdict,
+            delivered,
             dnat: f.dnat.map(|_| (dst, dport)),
-            by: f.by.as_ref().map(RuleRef::to_string),
+            snat: f.snat.map(|_| (num_addr(f.src.0.at(i), family), pick(f.src.1, i.sport))),
+            by: f.by.clone(),
             reason: f.reason.clone(),
             probability: (f.probability() * 1e9).round() as u64,
-            assumptions: f.assumptions.iter().map(|(r, m, _)| (r.to_string(), *m)).collect(),
+            assumptions: f.assumptions.iter().map(|(r, m, _)| (Some(r.clone()), *m)).collect(),
         }
     }
 }
@@ -320,7 +320,7 @@ pub struct Change {
 
 /// What a fate means for its packets, without the positions of the rules involved (inserting a
 /// rule above a DROP renumbers it, but the packets are dropped all the same).
-type Meaning = (engine::FateMeaning, Option<String>);
+type Meaning = (engine::FateMeaning, Option<Reason>);
 
 fn meanings(fates: &[Fate]) -> Vec<Meaning> {
     let mut v: Vec<Meaning> = fates.iter().map(|f| (f.meaning(), if f.by.is_some() { None } else { f.reason.clone() })).collect();

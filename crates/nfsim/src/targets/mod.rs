@@ -7,6 +7,7 @@ pub mod connmark;
 pub mod ct;
 pub mod dnat;
 pub mod dscp;
+pub(crate) mod effect;
 pub mod hl;
 pub mod log;
 pub mod mark;
