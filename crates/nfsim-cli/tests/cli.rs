@@ -336,3 +336,19 @@ fn classes_diff_and_verify_print_the_same_bytes_every_time() {
     let args = ["verify", "--json", "--example", "istio-fortio-loop"];
     assert_eq!(nfsim(&args, "").1, nfsim(&args, "").1);
 }
+
+#[test]
+fn diff_sees_a_source_nat_change_alone() {
+    // MASQUERADE (the route's source 10.0.0.5) against SNAT to 10.0.0.77: the same verdicts and
+    // places, another source address.
+    let dir = std::env::temp_dir().join(format!("nfsim-snat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (old, new) = (dir.join("old.rules"), dir.join("new.rules"));
+    std::fs::write(&old, "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n").unwrap();
+    std::fs::write(&new, "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j SNAT --to-source 10.0.0.77\nCOMMIT\n").unwrap();
+    let (code, out, err) = nfsim(&["diff", old.to_str().unwrap(), new.to_str().unwrap(), "--iface", "eth0=10.0.0.5/24", "--gateway", "10.0.0.1"], "");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!out.contains("no packet's fate changes"), "{out}");
+    assert!(out.contains("src rewritten to 10.0.0.77"), "{out}");
+}

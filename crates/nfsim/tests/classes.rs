@@ -881,3 +881,85 @@ COMMIT
     let scopes = check_scopes(rules, &host, Family::V4, &[None], &mut rng);
     assert_eq!(reasons_of(&scopes[0].1, Family::V4, 6, "127.0.0.1", "127.0.0.1", 8080), [None]);
 }
+
+/// Review bug: TPROXY's socket is the one it looked up, also when a later nat PREROUTING DNAT
+/// rewrites the destination port (the class engine looked the listener up on the rewritten one).
+#[test]
+fn tproxy_keeps_the_socket_it_found_across_a_later_dnat() {
+    let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 8080 -j TPROXY --on-port 0 --tproxy-mark 0x100/0x100\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination 10.0.0.99:9090\nCOMMIT\n";
+    let mut host = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1").listen(6, "0.0.0.0", 8080, "proxy", 0, 0);
+    host.sockets[0].transparent = true;
+    host.policy.push(PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });
+    host.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    let mut rng = Rng(11);
+    let scopes = check_scopes(rules, &host, Family::V4, &[Some("eth0")], &mut rng);
+    let num = |a: &str| nfsim::classes::region::addr_num(a.parse().unwrap());
+    let i =
+        Input { proto: 6, src: num("10.0.0.1"), dst: num("10.0.0.5"), sport: 40000, dport: 8080, uid: 0, gid: 0, mark: 0, state: nfsim::packet::CtState::New };
+    let f = fates_at(&scopes[0].1, &i);
+    assert_eq!((f.len(), f[0].reason.as_ref(), &f[0].place), (1, None, &Some(nfsim::classes::Place::Local { process: Some("proxy".into()) })), "{f:?}");
+}
+
+/// Review bug: the branch cap is per packet over the whole stack, as in the concrete engine (the
+/// class engine capped each table's walk on its own).
+#[test]
+fn the_branch_cap_is_per_packet() {
+    let coin = "-A OUTPUT -m statistic --mode random --probability 0.5 -j MARK --set-xmark 0x0/0x0\n";
+    let rules = format!("*mangle\n:OUTPUT ACCEPT [0:0]\n{}COMMIT\n*filter\n:OUTPUT ACCEPT [0:0]\n{}COMMIT\n", coin.repeat(3), coin.repeat(3));
+    let host = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1");
+    let parsed = parse(&rules);
+    let opts = Options { max_branches: 8, ..Options::default() };
+    let scope = Scope::all(&host, Family::V4, None);
+    let cs = classes(&parsed.ruleset, &host, &scope, &opts);
+    let most = cs.classes.iter().map(|c| c.fates.len()).max().unwrap();
+    assert_eq!(most, 8, "each packet has at most max_branches fates");
+    let i = cs.classes[0].example;
+    let sim = simulate(&parsed.ruleset, &host, scope.packet(&i), &scope.origin(&i), &opts);
+    assert_eq!((sim.branches.len(), sim.truncated, cs.truncated), (8, true, true));
+}
+
+/// Review bug: a policy rule whose fwmark has bits outside its mask never matches
+/// (`mark & mask == fwmark`), in the class engine as in `Host::route`.
+#[test]
+fn a_fwmark_with_bits_outside_the_mask_never_matches() {
+    let rules = "*mangle\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j MARK --set-mark 0x3\nCOMMIT\n";
+    let mut host = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1").listen(6, "0.0.0.0", 80, "web", 0, 0);
+    host.policy.push(PolicyRule { fwmark: 0x3, mask: 0x1, table: 100 });
+    host.tables.insert(100, vec![Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
+    let mut rng = Rng(13);
+    let scopes = check_scopes(rules, &host, Family::V4, &[None], &mut rng);
+    let num = |a: &str| nfsim::classes::region::addr_num(a.parse().unwrap());
+    let i = Input { proto: 6, src: 0, dst: num("198.51.100.7"), sport: 40000, dport: 80, uid: 0, gid: 0, mark: 0, state: nfsim::packet::CtState::New };
+    let f = fates_at(&scopes[0].1, &i);
+    assert!(matches!(&f[0].place, Some(nfsim::classes::Place::Egress { iface, .. }) if iface == "eth0"), "{f:?}");
+}
+
+/// Review bug: a diff sees a change of the source NAT alone (MASQUERADE to the route's source
+/// against SNAT to another address).
+#[test]
+fn a_diff_sees_a_source_nat_change() {
+    let old = parse("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n").ruleset;
+    let new = parse("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j SNAT --to-source 10.0.0.77\nCOMMIT\n").ruleset;
+    let host = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1");
+    let scope = Scope::all(&host, Family::V4, None);
+    let changes = nfsim::classes::diff_rulesets(&old, &new, &host, &scope, &Options::default());
+    assert!(!changes.is_empty());
+    let c = &changes[0];
+    let src = |f: &[nfsim::classes::Fate]| f[0].snat.map(|(a, _)| nfsim::classes::addr_at(a, &c.example, Family::V4));
+    assert_eq!((src(&c.old), src(&c.new)), (Some("10.0.0.5".parse().unwrap()), Some("10.0.0.77".parse().unwrap())));
+}
+
+/// Review bug: fates that differ only in form (the packet's own destination against the same
+/// address written as a constant) are no change.
+#[test]
+fn a_diff_ignores_changes_of_form() {
+    let old = parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 10.0.0.9/32 -p tcp --dport 80 -j DNAT --to-destination :8080\nCOMMIT\n").ruleset;
+    let new = parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 10.0.0.9/32 -p tcp --dport 80 -j DNAT --to-destination 10.0.0.9:8080\nCOMMIT\n").ruleset;
+    let host = Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1");
+    let scope = Scope::all(&host, Family::V4, None);
+    let changes = nfsim::classes::diff_rulesets(&old, &new, &host, &scope, &Options::default());
+    assert!(changes.is_empty(), "{changes:?}");
+    // A real change of the address is still one.
+    let moved = parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 10.0.0.9/32 -p tcp --dport 80 -j DNAT --to-destination 10.0.0.10:8080\nCOMMIT\n").ruleset;
+    assert!(!nfsim::classes::diff_rulesets(&old, &moved, &host, &scope, &Options::default()).is_empty());
+}

@@ -201,7 +201,7 @@ pub(crate) struct Engine<'a> {
     /// packets), capped as the concrete engine caps one packet's.
     branches: std::collections::HashMap<u32, usize>,
     /// True when a fork was refused by the cap.
-    pub(crate) truncated: bool,
+    truncated: bool,
     /// For a diff: the chains that differ, and per (hook, table) whether a later walk of the
     /// same packet may still reach one.
     focus: Option<(&'a super::focus::Focus, FutureHot)>,
@@ -458,8 +458,8 @@ impl<'a> Engine<'a> {
         if addr == AVal::Dst && port == Val::In { self.sockets.clone() } else { self.compute_socket_parts(addr, port) }
     }
 
-    /// Pushes `start` through the stack; returns every leaf.
-    pub(crate) fn run(mut self, start: Start) -> Vec<Leaf> {
+    /// Pushes `start` through the stack; returns every leaf, and whether the branch cap cut some.
+    pub(crate) fn run(mut self, start: Start) -> (Vec<Leaf>, bool) {
         let st = St {
             region: start.region,
             cur: Cur::INPUT,
@@ -482,7 +482,7 @@ impl<'a> Engine<'a> {
         } else {
             stack::local_out(&mut self, st)
         }
-        self.leaves
+        (self.leaves, self.truncated)
     }
 
     // ----- splitting -----

@@ -48,7 +48,7 @@ use crate::traverse::Options;
 pub use describe::{describe_fate, describe_region};
 use engine::{Engine, Leaf, Start};
 pub use engine::{Fate, FateMeaning, NOT_ANALYSED, Place, pick, port_protos};
-use region::{AVal, Cube, Input, Region, num_addr, state_bit};
+use region::{AVal, Cube, Input, Region, Val, num_addr, state_bit};
 use set::{Bits, Ranges};
 
 /// Which packets are analysed.
@@ -146,14 +146,16 @@ pub struct Classes {
     pub scope: Scope,
     /// The classes, ordered by example packet.
     pub classes: Vec<Class>,
+    /// True when some packet had more branches than `Options::max_branches`: the rest were cut.
+    pub truncated: bool,
 }
 
 /// Computes the classes of `scope` for `ruleset` on `host`.
 pub fn classes(ruleset: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> Classes {
     let engine = Engine::new(ruleset, host, opts, scope.family, scope.from.is_none());
-    let leaves = engine.run(Start { region: scope.region.clone(), in_iface: scope.from.clone() });
+    let (leaves, truncated) = engine.run(Start { region: scope.region.clone(), in_iface: scope.from.clone() });
     let classes = assemble(leaves);
-    Classes { scope: scope.clone(), classes }
+    Classes { scope: scope.clone(), classes, truncated }
 }
 
 fn sort_fates(f: &mut [Fate]) {
@@ -333,6 +335,32 @@ pub fn same_meaning(a: &[Fate], b: &[Fate]) -> bool {
     meanings(a) == meanings(b)
 }
 
+/// `f` with each input field that is one value over `region` written as that value.
+fn pinned(f: &Fate, region: &Region) -> Fate {
+    fn one<T: PartialEq + Copy>(region: &Region, get: impl Fn(&Cube) -> Option<T>) -> Option<T> {
+        let first = get(region.first()?)?;
+        region.iter().all(|c| get(c) == Some(first)).then_some(first)
+    }
+    let (src, dst) = (one(region, |c| c.src.single()), one(region, |c| c.dst.single()));
+    let (sport, dport) = (one(region, |c| c.sport.single()), one(region, |c| c.dport.single()));
+    let addr = |v: AVal| match v {
+        AVal::Src => src.map_or(v, AVal::Const),
+        AVal::Dst => dst.map_or(v, AVal::Const),
+        AVal::Const(_) => v,
+    };
+    let port = |v: Val<u16>, input: Option<u16>| match v {
+        Val::In => input.map_or(v, Val::Const),
+        Val::Const(_) => v,
+    };
+    let mut f = f.clone();
+    f.dnat = f.dnat.map(|(a, p)| (addr(a), port(p, dport)));
+    f.dst = (addr(f.dst.0), port(f.dst.1, dport));
+    f.snat = f.snat.map(|(a, p)| (addr(a), port(p, sport)));
+    f.src = (addr(f.src.0), port(f.src.1, sport));
+    f.listener_port = f.listener_port.map(|p| port(p, dport));
+    f
+}
+
 /// Every set of packets whose fates differ between `old` and `new` (class by class).
 pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
     // Classes present identically on both sides cannot hold a change.
@@ -351,6 +379,12 @@ pub fn diff(old: &Classes, new: &Classes) -> Vec<Change> {
             }
             let both = region::intersect(&o.region, &n.region);
             if both.is_empty() {
+                continue;
+            }
+            // Fates that name the same value in different forms (the input's destination on one
+            // side, the constant the packets hold on the other) are the same fates.
+            let pin = |fates: &[Fate]| fates.iter().map(|f| pinned(f, &both)).collect::<Vec<_>>();
+            if same_meaning(&pin(&o.fates), &pin(&n.fates)) {
                 continue;
             }
             let Some(example) = both.iter().filter_map(Cube::example).min_by(|a, b| input_key(a).cmp(&input_key(b))) else { continue };
@@ -393,10 +427,10 @@ impl DiffPlan {
         // enter one.
         let side = |rules: &Ruleset, f: &focus::Focus| -> Classes {
             let start = Start { region: scope.region.clone(), in_iface: scope.from.clone() };
-            let leaves = Engine::new(rules, host, opts, scope.family, scope.from.is_none()).with_focus(f).run(start);
+            let (leaves, truncated) = Engine::new(rules, host, opts, scope.family, scope.from.is_none()).with_focus(f).run(start);
             let hot_roots: std::collections::HashSet<u32> = leaves.iter().filter(|l| l.dirty).filter_map(|l| l.root).collect();
             let kept: Vec<Leaf> = leaves.into_iter().filter(|l| l.dirty || l.root.is_some_and(|r| hot_roots.contains(&r))).collect();
-            Classes { scope: scope.clone(), classes: assemble(kept) }
+            Classes { scope: scope.clone(), classes: assemble(kept), truncated }
         };
         diff(&side(old, fo), &side(new, fn_))
     }
