@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::conntrack::{NatBinding, Original, conn_of, conntrack_on};
-use crate::host::{Host, RouteResult};
+use crate::host::Host;
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 use crate::reason::Reason;
-use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName};
-use crate::stack::{self, Domain, Fin, Flow, Pred, RouteQ, RouteView, Tested};
+use crate::ruleset::{ChainId, Hook, Rule, Ruleset, Table, TableName};
+use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Pred, Route, RouteQ, Tested};
 use crate::trace::{Delivered, RuleRef, Step, StepKind, Verdict};
 use crate::traverse::{Assumption, CHANCE, Cursor, Enter, Options, base_fails};
 
@@ -95,8 +95,8 @@ impl<'a> Simulator<'a> {
     /// Simulates `pkt` coming from `origin`.
     pub fn run(&self, mut pkt: Packet, origin: &Origin) -> Simulation {
         let family = pkt.family();
-        let mut sim =
-            Sim { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack, out: Vec::new(), truncated: false, branches: 1 };
+        let ld = Loaded { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack };
+        let mut sim = Sim { ld, out: Vec::new(), truncated: false, branches: 1 };
         match origin {
             Origin::Local(owner) => {
                 pkt.owner = owner.clone();
@@ -130,17 +130,13 @@ pub(crate) struct State {
     steps: Vec<Step>,
     /// NAT set up for the connection.
     nat: NatBinding,
-    /// Probability of this branch (product of `statistic` chances taken).
-    probability: f64,
-    /// Rules whose outcome was assumed.
-    assumptions: Vec<Assumption>,
-    /// Socket assigned by TPROXY (address, port).
-    tproxy: Option<(IpAddr, u16)>,
+    /// TPROXY's socket, probability, assumptions.
+    ledger: Ledger<IpAddr, u16>,
 }
 
 impl State {
     fn new(pkt: Packet) -> State {
-        State { orig: Original::of(&pkt), pkt, steps: Vec::new(), nat: NatBinding::default(), probability: 1.0, assumptions: Vec::new(), tproxy: None }
+        State { orig: Original::of(&pkt), pkt, steps: Vec::new(), nat: NatBinding::default(), ledger: Ledger::default() }
     }
 }
 
@@ -185,11 +181,11 @@ impl Flow for State {
         self.pkt.src = a;
         self.orig.src = a;
     }
-    fn tproxy(&self) -> Option<(IpAddr, u16)> {
-        self.tproxy
+    fn ledger(&self) -> &Ledger<IpAddr, u16> {
+        &self.ledger
     }
-    fn set_tproxy(&mut self, at: (IpAddr, u16)) {
-        self.tproxy = Some(at);
+    fn ledger_mut(&mut self) -> &mut Ledger<IpAddr, u16> {
+        &mut self.ledger
     }
     fn dnat(&mut self, addr: IpAddr, port: u16) {
         self.nat.dnat = Some((addr, port));
@@ -212,27 +208,8 @@ impl Flow for State {
     fn untrack(&mut self) {
         self.pkt.ct_state = CtState::Untracked;
     }
-    fn scale(&mut self, p: f64) {
-        self.probability *= p;
-    }
-    fn assume(&mut self, a: Assumption) {
-        self.assumptions.push(a);
-    }
     fn note_range(&mut self) {
         self.nat.note = Some("the kernel picks the address and port within the DNAT range; the first is shown".into());
-    }
-}
-
-impl RouteView for RouteResult {
-    type Addr = IpAddr;
-    fn local(&self) -> bool {
-        self.local
-    }
-    fn dev(&self) -> &str {
-        &self.dev
-    }
-    fn src(&self) -> Option<IpAddr> {
-        self.src
     }
 }
 
@@ -256,11 +233,7 @@ impl RouteKey {
 
 /// The one-packet domain: a simulation in progress.
 struct Sim<'a> {
-    ruleset: &'a Ruleset,
-    host: &'a Host,
-    opts: &'a Options,
-    family: Family,
-    conntrack: bool,
+    ld: Loaded<'a>,
     out: Vec<Branch>,
     truncated: bool,
     /// Branches of the packet so far (forks taken plus one).
@@ -270,23 +243,11 @@ struct Sim<'a> {
 impl<'a> Domain<'a> for Sim<'a> {
     type State = State;
     type Lane = ();
-    type Route = RouteResult;
+    type Hop = IpAddr;
     type Key = RouteKey;
 
-    fn ruleset(&self) -> &'a Ruleset {
-        self.ruleset
-    }
-    fn host(&self) -> &'a Host {
-        self.host
-    }
-    fn opts(&self) -> &'a Options {
-        self.opts
-    }
-    fn family(&self) -> Family {
-        self.family
-    }
-    fn conntrack(&self) -> bool {
-        self.conntrack
+    fn loaded(&self) -> &Loaded<'a> {
+        &self.ld
     }
     fn lift(&self, a: IpAddr) -> IpAddr {
         a
@@ -296,14 +257,14 @@ impl<'a> Domain<'a> for Sim<'a> {
         let pkt = &st.pkt;
         let yes = match p {
             Pred::SrcUnspecified => pkt.src.is_unspecified(),
-            Pred::SrcLocalOrUnspecified => pkt.src.is_unspecified() || self.host.is_local(pkt.src),
+            Pred::SrcLocalOrUnspecified => pkt.src.is_unspecified() || self.ld.host.is_local(pkt.src),
             Pred::SrcLoopback => pkt.src.is_loopback(),
             Pred::DstLoopback => pkt.dst.is_loopback(),
             Pred::EitherLoopback => pkt.src.is_loopback() || pkt.dst.is_loopback(),
             Pred::HasPorts => pkt.has_ports(),
             Pred::Tcp => pkt.proto == 6,
-            Pred::TcpToNonLocal => pkt.proto == 6 && !self.host.is_local(pkt.dst),
-            Pred::TcpLoopbackFromNonLocal => pkt.proto == 6 && pkt.dst.is_loopback() && !self.host.is_local(pkt.src),
+            Pred::TcpToNonLocal => pkt.proto == 6 && !self.ld.host.is_local(pkt.dst),
+            Pred::TcpLoopbackFromNonLocal => pkt.proto == 6 && pkt.dst.is_loopback() && !self.ld.host.is_local(pkt.src),
             Pred::New => pkt.ct_state == CtState::New,
             Pred::Tracked => crate::matches::conntrack::state_bit(pkt.ct_state).1,
             Pred::NoEntry => pkt.ct_state == CtState::Invalid,
@@ -312,18 +273,18 @@ impl<'a> Domain<'a> for Sim<'a> {
         if yes { (Some(st), None) } else { (None, Some(st)) }
     }
 
-    fn route(&mut self, st: State, q: RouteQ<'_>) -> Vec<(State, Option<RouteResult>)> {
+    fn route(&mut self, st: State, q: RouteQ<'_>) -> Vec<(State, Option<Route<IpAddr, IpAddr>>)> {
         let r = match q {
-            RouteQ::Dst => self.host.route(st.pkt.dst, st.pkt.mark),
+            RouteQ::Dst => self.ld.host.route(st.pkt.dst, st.pkt.mark),
             // `fib_validate_source`: the packet's mark only under `src_valid_mark`.
-            RouteQ::Back => self.host.route(st.pkt.src, if self.host.sysctls.src_valid_mark { st.pkt.mark } else { 0 }),
-            RouteQ::LoopbackOn(dev) => self.host.route_strict(st.pkt.dst, dev),
+            RouteQ::Back => self.ld.host.route(st.pkt.src, if self.ld.host.sysctls.src_valid_mark { st.pkt.mark } else { 0 }),
+            RouteQ::LoopbackOn(dev) => self.ld.host.route_strict(st.pkt.dst, dev),
         };
-        vec![(st, r)]
+        vec![(st, r.map(|r| Route { local: r.local, dev: r.dev, src: r.src, hop: r.next_hop }))]
     }
 
     fn socket(&mut self, st: State, (addr, port): (IpAddr, u16)) -> Vec<(State, Option<usize>)> {
-        let sock = self.host.socket_for(st.pkt.proto, addr, port).and_then(|s| self.host.sockets.iter().position(|x| std::ptr::eq(x, s)));
+        let sock = self.ld.host.socket_for(st.pkt.proto, addr, port).and_then(|s| self.ld.host.sockets.iter().position(|x| std::ptr::eq(x, s)));
         vec![(st, sock)]
     }
 
@@ -343,29 +304,29 @@ impl<'a> Domain<'a> for Sim<'a> {
         if again { (Some(st), None) } else { (None, Some(st)) }
     }
 
-    fn finish(&mut self, st: State, fin: Fin<RouteResult>) {
+    fn finish(&mut self, st: State, fin: Fin<Route<IpAddr, IpAddr>>) {
         let (verdict, delivered, by, reason) = match fin {
             Fin::Local(None) => {
-                let addr = st.tproxy.map_or(st.pkt.dst, |(a, _)| a);
+                let addr = st.ledger.tproxy.map_or(st.pkt.dst, |(a, _)| a);
                 (Verdict::Accept, Some(Delivered::Local { addr, port: 0, process: None }), None, None)
             }
             Fin::Local(Some(i)) => {
-                let process = Some(self.host.sockets[i].process.clone()).filter(|p| !p.is_empty());
+                let process = Some(self.ld.host.sockets[i].process.clone()).filter(|p| !p.is_empty());
                 // The accepted socket's local address is the packet's destination, also when
                 // TPROXY handed it to a socket bound elsewhere.
                 (Verdict::Accept, Some(Delivered::Local { addr: st.pkt.dst, port: st.pkt.dport, process }), None, None)
             }
             Fin::Egress(r) => {
                 let iface = st.pkt.out_iface.clone().unwrap_or_default();
-                (Verdict::Accept, Some(Delivered::Egress { iface, next_hop: r.next_hop }), None, None)
+                (Verdict::Accept, Some(Delivered::Egress { iface, next_hop: r.hop }), None, None)
             }
             Fin::Stop(verdict, by, reason) => (verdict, None, by, Some(reason)),
         };
         let original_dst = st.nat.dnat.map(|_| (st.orig.dst, st.orig.dport));
         let original_src = st.nat.snat.map(|_| (st.orig.src, st.orig.sport));
-        let undecidable = st.assumptions.iter().any(|a| !a.reason.starts_with(CHANCE)) || reason.as_ref().is_some_and(Reason::is_undecidable);
+        let undecidable = st.ledger.assumptions.iter().any(|a| !a.reason.starts_with(CHANCE)) || reason.as_ref().is_some_and(Reason::is_undecidable);
         let listener_port = match &delivered {
-            Some(Delivered::Local { .. }) => Some(st.tproxy.map_or(st.pkt.dport, |(_, p)| p)),
+            Some(Delivered::Local { .. }) => Some(st.ledger.tproxy.map_or(st.pkt.dport, |(_, p)| p)),
             _ => None,
         };
         self.out.push(Branch {
@@ -378,8 +339,8 @@ impl<'a> Domain<'a> for Sim<'a> {
             reason,
             original_dst,
             original_src,
-            probability: st.probability,
-            assumptions: st.assumptions,
+            probability: st.ledger.probability,
+            assumptions: st.ledger.assumptions,
             undecidable,
         });
     }
@@ -405,9 +366,9 @@ impl<'a> Domain<'a> for Sim<'a> {
             return (None, Some((st, Eval::Match)));
         }
         // The conntrack entry the matches see.
-        let tracked = self.conntrack && !matches!(st.pkt.ct_state, CtState::Untracked | CtState::Invalid);
+        let tracked = self.ld.conntrack && !matches!(st.pkt.ct_state, CtState::Untracked | CtState::Invalid);
         let conn = tracked.then(|| conn_of(&st.orig, &st.pkt, &st.nat));
-        let cx = EvalCtx { host: self.host, hook, table: table.name, family: table.family, conn: conn.as_ref() };
+        let cx = EvalCtx { host: self.ld.host, hook, table: table.name, family: table.family, conn: conn.as_ref() };
         let mut acc = Eval::Match;
         for m in &rule.matches {
             acc = acc.and(m.eval(&st.pkt, &cx));
@@ -419,7 +380,7 @@ impl<'a> Domain<'a> for Sim<'a> {
     }
 
     fn fork(&mut self, _: &mut State) -> bool {
-        if self.branches >= self.opts.max_branches {
+        if self.branches >= self.ld.opts.max_branches {
             self.truncated = true;
             return false;
         }
@@ -428,7 +389,7 @@ impl<'a> Domain<'a> for Sim<'a> {
     }
 
     fn record(&self, st: &mut State, table: &Table, hook: Hook, chain: ChainId, kind: StepKind, rule: u32) {
-        st.steps.push(Step { host: self.host.name.clone(), hook, table: table.name, chain: table[chain].name.to_string(), kind, rule });
+        st.steps.push(Step { host: self.ld.host.name.clone(), hook, table: table.name, chain: table[chain].name.to_string(), kind, rule });
     }
 
     fn lift_port(&self, p: u16) -> u16 {

@@ -65,16 +65,18 @@ pub(crate) enum RouteQ<'q> {
     LoopbackOn(&'q str),
 }
 
-/// What the stack reads of a route.
-pub(crate) trait RouteView: Clone {
-    /// An address of the domain.
-    type Addr;
+/// A route as the stack reads it, in a domain's addresses (`A`) and next hops (`H`: the next
+/// hop of one packet, or the gateway of a region's route).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Route<A, H> {
     /// Delivered to this host.
-    fn local(&self) -> bool;
+    pub local: bool,
     /// The output device.
-    fn dev(&self) -> &str;
+    pub dev: String,
     /// The preferred source.
-    fn src(&self) -> Option<Self::Addr>;
+    pub src: Option<A>,
+    /// Where the packet goes next.
+    pub hop: H,
 }
 
 /// What NAT targets need to know about where the packet is.
@@ -102,6 +104,39 @@ pub(crate) enum Fin<R> {
     Egress(R),
     /// Stopped with a verdict: by a rule, a policy or the stack.
     Stop(Verdict, Option<RuleRef>, Reason),
+}
+
+/// A rule set loaded on a host, for packets of one family: what every domain runs on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Loaded<'a> {
+    /// The rule set.
+    pub ruleset: &'a Ruleset,
+    /// The host.
+    pub host: &'a Host,
+    /// The options.
+    pub opts: &'a Options,
+    /// The family of the packets.
+    pub family: Family,
+    /// Whether conntrack is on (`conntrack_on`, computed once).
+    pub conntrack: bool,
+}
+
+/// What a branch has gathered on its way, in any domain: the socket TPROXY assigned, its
+/// probability, and the assumptions it rests on.
+#[derive(Clone, Debug)]
+pub(crate) struct Ledger<A, P> {
+    /// The socket TPROXY assigned (address, port).
+    pub tproxy: Option<(A, P)>,
+    /// The product of the `statistic` chances taken.
+    pub probability: f64,
+    /// Rules whose outcome was assumed.
+    pub assumptions: Vec<Assumption>,
+}
+
+impl<A, P> Default for Ledger<A, P> {
+    fn default() -> Self {
+        Ledger { tproxy: None, probability: 1.0, assumptions: Vec::new() }
+    }
 }
 
 /// The per-branch state of the packets the stack carries.
@@ -135,10 +170,18 @@ pub(crate) trait Flow: Clone {
     fn dport(&self) -> Self::Port;
     /// An unbound socket's source is chosen: the packet's source and the original one.
     fn bind_src(&mut self, a: Self::Addr);
+    /// What the branch has gathered.
+    fn ledger(&self) -> &Ledger<Self::Addr, Self::Port>;
+    /// What the branch has gathered, to add to.
+    fn ledger_mut(&mut self) -> &mut Ledger<Self::Addr, Self::Port>;
     /// The socket TPROXY assigned.
-    fn tproxy(&self) -> Option<(Self::Addr, Self::Port)>;
+    fn tproxy(&self) -> Option<(Self::Addr, Self::Port)> {
+        self.ledger().tproxy
+    }
     /// TPROXY assigns a socket.
-    fn set_tproxy(&mut self, at: (Self::Addr, Self::Port));
+    fn set_tproxy(&mut self, at: (Self::Addr, Self::Port)) {
+        self.ledger_mut().tproxy = Some(at);
+    }
     /// DNAT: the destination becomes `(addr, port)`.
     fn dnat(&mut self, addr: Self::Addr, port: Self::Port);
     /// SNAT: the source becomes `(addr, port)`.
@@ -150,9 +193,13 @@ pub(crate) trait Flow: Clone {
     /// The packet becomes UNTRACKED (`CT --notrack`).
     fn untrack(&mut self);
     /// Multiplies the branch's probability.
-    fn scale(&mut self, p: f64);
+    fn scale(&mut self, p: f64) {
+        self.ledger_mut().probability *= p;
+    }
     /// Records an assumed outcome.
-    fn assume(&mut self, a: Assumption);
+    fn assume(&mut self, a: Assumption) {
+        self.ledger_mut().assumptions.push(a);
+    }
     /// The kernel picks the NAT address or port within a range; the first is taken.
     fn note_range(&mut self) {}
 }
@@ -169,27 +216,39 @@ pub(crate) trait Domain<'a> {
     /// The domain's mark on a walk's cursor.
     type Lane: Copy + Default + std::fmt::Debug;
     /// A route.
-    type Route: RouteView<Addr = <Self::State as Flow>::Addr>;
+    type Hop: Clone;
     /// What mangle OUTPUT compares to decide on a re-route.
     type Key;
 
+    /// The rule set and host the domain runs on.
+    fn loaded(&self) -> &Loaded<'a>;
     /// The rule set.
-    fn ruleset(&self) -> &'a Ruleset;
+    fn ruleset(&self) -> &'a Ruleset {
+        self.loaded().ruleset
+    }
     /// The host.
-    fn host(&self) -> &'a Host;
+    fn host(&self) -> &'a Host {
+        self.loaded().host
+    }
     /// The options.
-    fn opts(&self) -> &'a Options;
+    fn opts(&self) -> &'a Options {
+        self.loaded().opts
+    }
     /// The family of the packets.
-    fn family(&self) -> Family;
+    fn family(&self) -> Family {
+        self.loaded().family
+    }
     /// Whether conntrack is on.
-    fn conntrack(&self) -> bool;
+    fn conntrack(&self) -> bool {
+        self.loaded().conntrack
+    }
     /// An address as the domain holds it.
     fn lift(&self, a: IpAddr) -> <Self::State as Flow>::Addr;
 
     /// Splits `st` by `p`: (the packets for which it holds, the others).
     fn split(&mut self, st: Self::State, p: Pred) -> (Option<Self::State>, Option<Self::State>);
     /// The route lookup `q`, per part of `st`.
-    fn route(&mut self, st: Self::State, q: RouteQ<'_>) -> Vec<(Self::State, Option<Self::Route>)>;
+    fn route(&mut self, st: Self::State, q: RouteQ<'_>) -> Vec<(Self::State, Option<Route<<Self::State as Flow>::Addr, Self::Hop>>)>;
     /// The socket lookup (`Host::socket_for`) at `at`, per part of `st`: the socket's index.
     fn socket(&mut self, st: Self::State, at: (<Self::State as Flow>::Addr, <Self::State as Flow>::Port)) -> Vec<(Self::State, Option<usize>)>;
     /// What mangle OUTPUT compares, before the table.
@@ -197,7 +256,7 @@ pub(crate) trait Domain<'a> {
     /// After OUTPUT table `after`: (the packets routed again, those that keep their route).
     fn rerouted(&mut self, st: Self::State, after: TableName, before: &Self::Key) -> (Option<Self::State>, Option<Self::State>);
     /// The end of a branch.
-    fn finish(&mut self, st: Self::State, fin: Fin<Self::Route>);
+    fn finish(&mut self, st: Self::State, fin: Fin<Route<<Self::State as Flow>::Addr, Self::Hop>>);
 
     // ----- the chain walk (`traverse::walk`) -----
 
@@ -227,6 +286,7 @@ pub(crate) trait Domain<'a> {
 }
 
 type Addr<'a, D> = <<D as Domain<'a>>::State as Flow>::Addr;
+type RouteOf<'a, D> = Route<Addr<'a, D>, <D as Domain<'a>>::Hop>;
 
 fn loopback(family: Family) -> IpAddr {
     match family {
@@ -310,9 +370,9 @@ fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: Tabl
 /// The source MASQUERADE picks (`inet_select_addr` with universe scope): the route's source, or
 /// for `lo` in IPv4, whose addresses are host-scoped, the first address of another interface.
 /// IPv6 (`ipv6_dev_get_saddr`) keeps the route's source, `::1` on lo.
-fn masquerade_src<'a, D: Domain<'a>>(d: &D, route: &D::Route) -> Option<Addr<'a, D>> {
-    if route.dev() != "lo" || d.family() == Family::V6 {
-        return route.src();
+fn masquerade_src<'a, D: Domain<'a>>(d: &D, route: &RouteOf<'a, D>) -> Option<Addr<'a, D>> {
+    if route.dev.as_str() != "lo" || d.family() == Family::V6 {
+        return route.src;
     }
     d.host().universe_addr(d.family() == Family::V4).map(|a| d.lift(a))
 }
@@ -327,7 +387,7 @@ pub(crate) fn local_out<'a, D: Domain<'a>>(d: &mut D, st: D::State) {
     }
 }
 
-fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: D::Route) {
+fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'a, D>) {
     let mut st = st;
     if !d.host().sysctls.ip_nonlocal_bind {
         let (fine, bad) = d.split(st, Pred::SrcLocalOrUnspecified);
@@ -339,7 +399,7 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: D::Route)
     }
     // IPv4 refuses a loopback source on a non-loopback route (`__mkroute_output`); IPv6 has no
     // such check: the packet leaves, and the receiver drops it (`ip6_rcv_core`).
-    if d.family() == Family::V4 && !route.local() {
+    if d.family() == Family::V4 && !route.local {
         let Some(fine) = refuse(d, st, Pred::SrcLoopback, Verdict::Drop, Reason::LoopbackSourceLeaves) else { return };
         st = fine;
     }
@@ -347,13 +407,13 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: D::Route)
     for (mut st, is_unbound) in unbound.map(|s| (s, true)).into_iter().chain(bound.map(|s| (s, false))) {
         if is_unbound {
             // To a local address the source is that address; otherwise the route's source.
-            let chosen = if route.local() { Some(st.dst()) } else { route.src() };
+            let chosen = if route.local { Some(st.dst()) } else { route.src };
             if let Some(c) = chosen {
                 st.bind_src(c);
             }
         }
-        st.set_out_iface(Some(route.dev()));
-        let nat = NatCtx { redirect_to: Some(d.lift(loopback(d.family()))), masquerade_src: route.src() };
+        st.set_out_iface(Some(route.dev.as_str()));
+        let nat = NatCtx { redirect_to: Some(d.lift(loopback(d.family()))), masquerade_src: route.src };
         // Every OUTPUT table sees the out device of the first route (the hook's `state->out`); a
         // re-route after mangle or nat OUTPUT changes the route POSTROUTING and delivery use.
         let mut alive = vec![(st, route.clone())];
@@ -372,10 +432,10 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: D::Route)
             alive = next;
         }
         for (mut st, route) in alive {
-            st.set_out_iface(Some(route.dev()));
+            st.set_out_iface(Some(route.dev.as_str()));
             let nat = NatCtx { redirect_to: None, masquerade_src: masquerade_src(d, &route) };
             for mut st in run_hook(d, st, Hook::Postrouting, nat, false) {
-                if route.local() {
+                if route.local {
                     // Out on lo and back in: the receive side skips nat (the binding exists).
                     st.loop_back();
                     arrive(d, st, true);
@@ -389,14 +449,14 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: D::Route)
 
 /// The new route of packets re-routed after OUTPUT table `after`; those whose re-route fails
 /// are dropped there (no later table sees them).
-fn reroute<'a, D: Domain<'a>>(d: &mut D, st: D::State, after: TableName) -> Vec<(D::State, D::Route)> {
+fn reroute<'a, D: Domain<'a>>(d: &mut D, st: D::State, after: TableName) -> Vec<(D::State, RouteOf<'a, D>)> {
     let mut out = Vec::new();
     for (st, route) in d.route(st, RouteQ::Dst) {
         let Some(route) = route else {
             stop(d, st, Verdict::Drop, Reason::RerouteFails { after, cause: RerouteCause::NoRoute });
             continue;
         };
-        let st = if d.family() == Family::V4 && !route.local() {
+        let st = if d.family() == Family::V4 && !route.local {
             let why = Reason::RerouteFails { after, cause: RerouteCause::LoopbackSource };
             let Some(fine) = refuse(d, st, Pred::SrcLoopback, Verdict::Drop, why) else { continue };
             fine
@@ -460,7 +520,7 @@ fn route_input<'a, D: Domain<'a>>(d: &mut D, st: D::State, in_iface: &str, from_
             stop(d, st, Verdict::Drop, Reason::NoInputRoute);
             continue;
         };
-        let local = r.local() || st.tproxy().is_some();
+        let local = r.local || st.tproxy().is_some();
         if !local && !d.host().sysctls.ip_forward {
             // Checked before the source (`ip_route_input_slow`: EHOSTUNREACH).
             stop(d, st, Verdict::Drop, Reason::ForwardingOff);
@@ -478,15 +538,15 @@ fn route_input<'a, D: Domain<'a>>(d: &mut D, st: D::State, in_iface: &str, from_
 
 /// `ip_forward`/`ip6_forward`: a packet that would leave with TTL 0 dies here, before FORWARD;
 /// the others go on with the TTL decremented, through FORWARD and POSTROUTING.
-fn forward<'a, D: Domain<'a>>(d: &mut D, mut st: D::State, r: &D::Route) {
+fn forward<'a, D: Domain<'a>>(d: &mut D, mut st: D::State, r: &RouteOf<'a, D>) {
     let ttl = st.ttl();
     if ttl <= 1 {
         return stop(d, st, Verdict::Drop, Reason::TtlExceeded { family: d.family(), ttl });
     }
     *st.ttl_mut() -= 1;
-    st.set_out_iface(Some(r.dev()));
+    st.set_out_iface(Some(r.dev.as_str()));
     for st in run_hook(d, st, Hook::Forward, NatCtx::none(), false) {
-        let nat = NatCtx { redirect_to: None, masquerade_src: r.src() };
+        let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
         for st in run_hook(d, st, Hook::Postrouting, nat, false) {
             d.finish(st, Fin::Egress(r.clone()));
         }
@@ -502,7 +562,7 @@ fn reverse_path<'a, D: Domain<'a>>(d: &mut D, st: D::State, in_iface: &str) -> V
     }
     let mut ok = Vec::new();
     for (st, back) in d.route(st, RouteQ::Back) {
-        if reverse_path_ok(mode, back.as_ref().map(|r| r.dev()), in_iface) {
+        if reverse_path_ok(mode, back.as_ref().map(|r| r.dev.as_str()), in_iface) {
             ok.push(st);
         } else {
             stop(d, st, Verdict::Drop, Reason::ReversePath { mode, iface: in_iface.to_string() });

@@ -15,9 +15,9 @@ use crate::packet::{CtState, Owner, Packet};
 pub use crate::reason::NOT_ANALYSED;
 use crate::reason::Reason;
 use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName, Target};
-use crate::stack::{self, Domain, Fin, Flow, Pred, RouteQ, RouteView, Tested};
+use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Pred, Route, RouteQ, Tested};
 use crate::trace::{RuleRef, StepKind, Verdict};
-use crate::traverse::{Assumption, Cursor, Enter, Options};
+use crate::traverse::{Cursor, Enter, Options};
 
 use super::cond::{CondCtx, Fields, MatchCond, match_cond, tracked};
 use super::region::{self, AVal, Cube, Cur, Input, Lin, Region, Test, Val, addr_bits, addr_num, num_addr, state_bit};
@@ -124,13 +124,13 @@ pub(crate) struct St {
     out_iface: Option<String>,
     dnat: Option<(AVal, Val<u16>)>,
     snat: Option<(AVal, Val<u16>)>,
-    tproxy: Option<(AVal, Val<u16>)>,
+
     tos: u8,
     ttl: u8,
     /// The conntrack entry is confirmed (looped back on lo, as `NatBinding::confirmed`).
     confirmed: bool,
-    probability: f64,
-    assumptions: Vec<Assumption>,
+    /// TPROXY's socket, probability, assumptions.
+    ledger: Ledger<AVal, Val<u16>>,
     root: Option<u32>,
     /// True once the packets entered a chain that differs from the other rule set (diffs only).
     dirty: bool,
@@ -145,15 +145,9 @@ pub(crate) struct Start {
     pub in_iface: Option<String>,
 }
 
-/// A route as the symbolic engine sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct RouteSym {
-    local: bool,
-    dev: String,
-    gateway: Option<IpAddr>,
-    /// Preferred source: constant, or the destination itself (local routes of the main lookup).
-    src: Option<AVal>,
-}
+/// A route as the symbolic engine sees it: the preferred source is constant, or the
+/// destination itself (local routes of the main lookup); the hop is the gateway (`None` on the link).
+pub(crate) type RouteSym = Route<AVal, Option<IpAddr>>;
 
 /// What mangle OUTPUT compares to decide on a re-route (`simulate::RouteKey`), symbolically.
 #[derive(Clone, Copy, Debug)]
@@ -182,11 +176,7 @@ pub(crate) struct Lane {
 
 /// The engine: one rule set on one host, for one family.
 pub(crate) struct Engine<'a> {
-    ruleset: &'a Ruleset,
-    host: &'a Host,
-    opts: &'a Options,
-    family: Family,
-    conntrack: bool,
+    ld: Loaded<'a>,
     owned: bool,
     space: Cube,
     leaves: Vec<Leaf>,
@@ -289,7 +279,7 @@ struct BaseTest {
 
 impl std::fmt::Debug for Engine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("host", &self.host.name).field("family", &self.family).finish()
+        f.debug_struct("Engine").field("host", &self.ld.host.name).field("family", &self.ld.family).finish()
     }
 }
 
@@ -357,11 +347,7 @@ impl<'a> Engine<'a> {
         let base =
             ruleset.tables.iter().filter(|t| t.family == family).map(|t| (t.name, t.chains().iter().map(|_| std::cell::OnceCell::new()).collect())).collect();
         Engine {
-            ruleset,
-            host,
-            opts,
-            family,
-            conntrack: crate::conntrack::conntrack_on(ruleset),
+            ld: Loaded { ruleset, host, opts, family, conntrack: crate::conntrack::conntrack_on(ruleset) },
             owned,
             space: full_cube(family),
             leaves: Vec::new(),
@@ -382,10 +368,10 @@ impl<'a> Engine<'a> {
         let local = self.owned;
         let mut future = Vec::new();
         for hook in Hook::ALL {
-            for &t in tables_at(hook, self.opts.backend) {
+            for &t in tables_at(hook, self.ld.opts.backend) {
                 // The walks that may follow this one: later tables at this hook, then the hooks
                 // the packet can still pass (a local packet comes back in on lo with nat skipped).
-                let later_here = tables_at(hook, self.opts.backend).iter().skip_while(|x| **x != t).skip(1).map(|x| (hook, *x, true));
+                let later_here = tables_at(hook, self.ld.opts.backend).iter().skip_while(|x| **x != t).skip(1).map(|x| (hook, *x, true));
                 let later_hooks: Vec<(Hook, bool)> = match (local, hook) {
                     (true, Hook::Output) => vec![(Hook::Postrouting, true), (Hook::Prerouting, false), (Hook::Input, false)],
                     (true, Hook::Postrouting) => vec![(Hook::Prerouting, false), (Hook::Input, false)],
@@ -394,11 +380,11 @@ impl<'a> Engine<'a> {
                     (false, Hook::Forward) => vec![(Hook::Postrouting, true)],
                     _ => Vec::new(),
                 };
-                let later = later_hooks.into_iter().flat_map(|(h, with_nat)| tables_at(h, self.opts.backend).iter().map(move |x| (h, *x, with_nat)));
+                let later = later_hooks.into_iter().flat_map(|(h, with_nat)| tables_at(h, self.ld.opts.backend).iter().map(move |x| (h, *x, with_nat)));
                 let hot = later_here
                     .chain(later)
                     .filter(|(_, x, with_nat)| *with_nat || *x != TableName::Nat)
-                    .any(|(h, x, _)| focus.hot(self.ruleset, self.family, x, h));
+                    .any(|(h, x, _)| focus.hot(self.ld.ruleset, self.ld.family, x, h));
                 future.push(((hook, t), hot));
             }
         }
@@ -468,12 +454,11 @@ impl<'a> Engine<'a> {
             out_iface: None,
             dnat: None,
             snat: None,
-            tproxy: None,
+
             tos: 0,
             ttl: 64,
             confirmed: false,
-            probability: 1.0,
-            assumptions: Vec::new(),
+            ledger: Ledger::default(),
             root: None,
             dirty: false,
         };
@@ -576,7 +561,7 @@ impl<'a> Engine<'a> {
     fn current_packet(&self, st: &St) -> (Packet, Original, NatBinding) {
         let i = self.example(st);
         let c = st.cur.at(&i);
-        let mut p = c.packet(self.family);
+        let mut p = c.packet(self.ld.family);
         p.ct_state = c.state;
         p.ct_mark = st.cur.ctmark.at(i.mark);
         p.tos = st.tos;
@@ -584,8 +569,8 @@ impl<'a> Engine<'a> {
         p.in_iface = st.in_iface.clone();
         p.out_iface = st.out_iface.clone();
         p.owner = self.owned.then(|| Owner { uid: i.uid, gid: i.gid, groups: Vec::new() });
-        let orig = Original { src: num_addr(st.orig_src.at(&i), self.family), dst: num_addr(i.dst, self.family), sport: i.sport, dport: i.dport };
-        let conc = |v: Option<(AVal, Val<u16>)>, port_in: u16| v.map(|(a, p)| (num_addr(a.at(&i), self.family), pick(p, port_in)));
+        let orig = Original { src: num_addr(st.orig_src.at(&i), self.ld.family), dst: num_addr(i.dst, self.ld.family), sport: i.sport, dport: i.dport };
+        let conc = |v: Option<(AVal, Val<u16>)>, port_in: u16| v.map(|(a, p)| (num_addr(a.at(&i), self.ld.family), pick(p, port_in)));
         let nat = NatBinding { dnat: conc(st.dnat, i.dport), snat: conc(st.snat, i.sport), note: None, confirmed: st.confirmed };
         (p, orig, nat)
     }
@@ -623,7 +608,7 @@ impl<'a> Engine<'a> {
     fn reroutes(&self, st: St, tname: TableName, before: &RouteKey) -> (Option<St>, Option<St>) {
         match tname {
             TableName::Mangle => {
-                let now = RouteKey::of(&st, self.family);
+                let now = RouteKey::of(&st, self.ld.family);
                 if (now.src, now.dst, now.tos, now.hop_limit) != (before.src, before.dst, before.tos, before.hop_limit) {
                     return (Some(st), None);
                 }
@@ -659,20 +644,20 @@ impl<'a> Engine<'a> {
 
     /// The host's local addresses (`Host::is_local`).
     fn local_set(&self) -> Ranges<u128> {
-        super::local_set(self.host, self.family)
+        super::local_set(self.ld.host, self.ld.family)
     }
 
     /// Longest-prefix match over `routes` (ties: the later route, as `max_by_key`): the set of
     /// addresses each route wins.
     fn lpm(&self, routes: Vec<(ipnet::IpNet, RouteSym)>) -> Vec<(Ranges<u128>, RouteSym)> {
-        let bits = addr_bits(self.family);
+        let bits = addr_bits(self.ld.family);
         let mut order: Vec<usize> = (0..routes.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(routes[i].0.prefix_len()), std::cmp::Reverse(i)));
         let mut taken = Ranges::empty();
         let mut out = Vec::new();
         for i in order {
             let (net, r) = &routes[i];
-            if net.addr().is_ipv4() != (self.family == Family::V4) {
+            if net.addr().is_ipv4() != (self.ld.family == Family::V4) {
                 continue;
             }
             let set = Ranges::from_prefix(addr_num(net.network()), net.prefix_len(), bits).minus(&taken);
@@ -685,15 +670,15 @@ impl<'a> Engine<'a> {
     }
 
     fn route_of(&self, via: Option<IpAddr>, dev: &str, local: bool) -> RouteSym {
-        let src = self.host.primary_addr(dev, self.family == Family::V4);
-        RouteSym { local, dev: dev.to_string(), gateway: via, src: src.map(|a| AVal::Const(addr_num(a))) }
+        let src = self.ld.host.primary_addr(dev, self.ld.family == Family::V4);
+        RouteSym { local, dev: dev.to_string(), hop: via, src: src.map(|a| AVal::Const(addr_num(a))) }
     }
 
     /// The reverse-path lookup's partition of the source space: `Host::route` on the source, with
     /// the packet's mark under `src_valid_mark` and with mark 0 otherwise (`fib_validate_source`).
     fn compute_back_parts(&self) -> Vec<(Test, Option<RouteSym>)> {
         let parts = self.compute_route_parts(false);
-        if self.host.sysctls.src_valid_mark {
+        if self.ld.host.sysctls.src_valid_mark {
             return parts;
         }
         // The parts holding mark 0, without their mark test, partition the source space.
@@ -719,14 +704,14 @@ impl<'a> Engine<'a> {
             }
             t
         };
-        let space = Ranges::addr_space(addr_bits(self.family));
+        let space = Ranges::addr_space(addr_bits(self.ld.family));
         let mut parts = Vec::new();
         // Packets not yet decided: a union of (addresses, marks) pairs.
         let mut rest: Vec<(Ranges<u128>, Bits)> = vec![(space.clone(), Bits::full())];
-        for rule in &self.host.policy {
+        for rule in &self.ld.host.policy {
             // As `Host::route`: `mark & mask == fwmark`, never true with bits of the fwmark
             // outside the mask.
-            let Some(table) = self.host.tables.get(&rule.table).filter(|_| rule.fwmark & !rule.mask == 0) else { continue };
+            let Some(table) = self.ld.host.tables.get(&rule.table).filter(|_| rule.fwmark & !rule.mask == 0) else { continue };
             let routes = table.iter().map(|r| (r.dst, self.route_of(r.via, &r.dev, r.local))).collect();
             let wins = self.lpm(routes);
             let covered = wins.iter().fold(Ranges::empty(), |a, (s, _)| a.union(s));
@@ -756,16 +741,16 @@ impl<'a> Engine<'a> {
         // The local table, then the main table.
         let local = self.local_set();
         let mut main: Vec<(ipnet::IpNet, RouteSym)> = Vec::new();
-        for i in self.host.ifaces() {
+        for i in self.ld.host.ifaces() {
             for a in &i.addrs {
                 main.push((a.trunc(), self.route_of(None, &i.name, false)));
             }
         }
-        for r in &self.host.routes {
+        for r in &self.ld.host.routes {
             main.push((r.dst, self.route_of(r.via, &r.dev, r.local)));
         }
-        if let Some(gw) = self.host.gateway
-            && let Some(dev) = self.host.ifaces().find(|i| i.addrs.iter().any(|a| a.contains(&gw)))
+        if let Some(gw) = self.ld.host.gateway
+            && let Some(dev) = self.ld.host.ifaces().find(|i| i.addrs.iter().any(|a| a.contains(&gw)))
         {
             let any = if gw.is_ipv4() { IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) };
             if let Ok(net) = ipnet::IpNet::new(any, 0) {
@@ -773,7 +758,7 @@ impl<'a> Engine<'a> {
             }
         }
         let wins = self.lpm(main);
-        let local_route = RouteSym { local: true, dev: "lo".into(), gateway: None, src: Some(if dst { AVal::Dst } else { AVal::Src }) };
+        let local_route = RouteSym { local: true, dev: "lo".into(), hop: None, src: Some(if dst { AVal::Dst } else { AVal::Src }) };
         for (a, m) in rest {
             let l = a.intersect(&local);
             if !l.is_empty() {
@@ -800,15 +785,15 @@ impl<'a> Engine<'a> {
     /// `addr`/`port` say which address and port are looked up, in terms of the input packet (the
     /// current destination, or the one TPROXY saw before a later DNAT).
     fn compute_socket_parts(&self, addr: AVal, port: Val<u16>) -> Vec<(Cube, Option<usize>)> {
-        let socks: &[Socket] = &self.host.sockets;
-        let space = Ranges::addr_space(addr_bits(self.family));
+        let socks: &[Socket] = &self.ld.host.sockets;
+        let space = Ranges::addr_space(addr_bits(self.ld.family));
         let mut protos: Vec<u8> = socks.iter().map(|s| s.proto).collect();
         protos.sort_unstable();
         protos.dedup();
         let mut ports: Vec<u16> = socks.iter().map(|s| s.port).collect();
         ports.sort_unstable();
         ports.dedup();
-        let mut addrs: Vec<u128> = socks.iter().filter(|s| s.addr.is_ipv4() == (self.family == Family::V4)).map(|s| addr_num(s.addr)).collect();
+        let mut addrs: Vec<u128> = socks.iter().filter(|s| s.addr.is_ipv4() == (self.ld.family == Family::V4)).map(|s| addr_num(s.addr)).collect();
         addrs.sort_unstable();
         addrs.dedup();
         // Atoms: each listed value, and "any other" (represented by a value outside the list).
@@ -837,7 +822,7 @@ impl<'a> Engine<'a> {
                         }
                         _ => *a,
                     };
-                    let found = self.host.socket_for(*p, num_addr(a, self.family), q).and_then(|s| socks.iter().position(|x| std::ptr::eq(x, s)));
+                    let found = self.ld.host.socket_for(*p, num_addr(a, self.ld.family), q).and_then(|s| socks.iter().position(|x| std::ptr::eq(x, s)));
                     let mut c = Cube { proto: pset.clone(), ..self.space.clone() };
                     if port == Val::In {
                         c.dport = qset.clone();
@@ -859,7 +844,7 @@ impl<'a> Engine<'a> {
     /// The chain's base tests and dispatch runs, computed on its first visit.
     fn chain_index(&self, table: &Table, chain: ChainId) -> &ChainIndex {
         let t = self.base.iter().find(|(n, _)| *n == table.name).map(|(_, v)| v).expect("tables are indexed at creation");
-        t[chain.0 as usize].get_or_init(|| index_chain(table[chain].rules.iter().map(|r| base_test(r, self.family)).collect()))
+        t[chain.0 as usize].get_or_init(|| index_chain(table[chain].rules.iter().map(|r| base_test(r, self.ld.family)).collect()))
     }
 
     fn base_tests(&self, table: &Table, chain: ChainId, idx: usize) -> &BaseTest {
@@ -971,10 +956,10 @@ impl<'a> Engine<'a> {
             }
         };
         let cx = CondCtx {
-            host: self.host,
+            host: self.ld.host,
             hook,
             table: table.name,
-            family: self.family,
+            family: self.ld.family,
             in_iface: st.in_iface.as_deref(),
             out_iface: st.out_iface.as_deref(),
             has_owner: self.owned,
@@ -994,8 +979,8 @@ impl<'a> Engine<'a> {
                 MatchCond::Concrete(fields) => {
                     if self.constant(st, fields) {
                         let (p, orig, nat) = self.current_packet(st);
-                        let conn = (self.conntrack && !matches!(p.ct_state, CtState::Untracked | CtState::Invalid)).then(|| conn_of(&orig, &p, &nat));
-                        let ecx = EvalCtx { host: self.host, hook, table: table.name, family: self.family, conn: conn.as_ref() };
+                        let conn = (self.ld.conntrack && !matches!(p.ct_state, CtState::Untracked | CtState::Invalid)).then(|| conn_of(&orig, &p, &nat));
+                        let ecx = EvalCtx { host: self.ld.host, hook, table: table.name, family: self.ld.family, conn: conn.as_ref() };
                         acc = acc.and(m.eval(&p, &ecx));
                     } else {
                         acc = acc.and(Eval::Unknown(format!("`-m {}` is not analysed over a range of packets", m.name())));
@@ -1019,7 +1004,7 @@ impl<'a> Engine<'a> {
 
     /// The end of a branch: its leaf.
     fn leaf(&mut self, st: St, verdict: Verdict, place: Option<Place>, by: Option<RuleRef>, reason: Option<Reason>) {
-        let listener_port = match (&place, st.tproxy) {
+        let listener_port = match (&place, st.ledger.tproxy) {
             (Some(Place::Local { .. }), Some((_, p))) if p != st.cur.dport => Some(p),
             _ => None,
         };
@@ -1032,8 +1017,8 @@ impl<'a> Engine<'a> {
             src: (st.cur.src, st.cur.sport),
             by,
             reason,
-            probability: st.probability.to_bits(),
-            assumptions: st.assumptions.iter().map(|a| (a.rule.clone(), a.matched, a.reason.clone())).collect(),
+            probability: st.ledger.probability.to_bits(),
+            assumptions: st.ledger.assumptions.iter().map(|a| (a.rule.clone(), a.matched, a.reason.clone())).collect(),
             listener_port,
         };
         self.leaves.push(Leaf { region: st.region, fate, root: st.root, dirty: st.dirty });
@@ -1041,8 +1026,8 @@ impl<'a> Engine<'a> {
 
     /// The test of a question the stack asks, on the current packet (disjoint tests, united).
     fn pred_tests(&self, p: Pred) -> Vec<Test> {
-        let lo = || loopback_set(self.family);
-        let nonlocal = || Ranges::addr_space(addr_bits(self.family)).minus(&self.local_set());
+        let lo = || loopback_set(self.ld.family);
+        let nonlocal = || Ranges::addr_space(addr_bits(self.ld.family)).minus(&self.local_set());
         let tcp = || Some(Ranges::point(6));
         let one = |t: Test| vec![t];
         match p {
@@ -1051,7 +1036,7 @@ impl<'a> Engine<'a> {
             Pred::SrcLoopback => one(Test { src: Some(lo()), ..Test::default() }),
             Pred::DstLoopback => one(Test { dst: Some(lo()), ..Test::default() }),
             Pred::EitherLoopback => {
-                let other = Ranges::addr_space(addr_bits(self.family)).minus(&lo());
+                let other = Ranges::addr_space(addr_bits(self.ld.family)).minus(&lo());
                 vec![Test { dst: Some(lo()), ..Test::default() }, Test { src: Some(lo()), dst: Some(other), ..Test::default() }]
             }
             Pred::HasPorts => one(Test { proto: Some(port_protos()), ..Test::default() }),
@@ -1107,11 +1092,11 @@ impl Flow for St {
         self.cur.src = a;
         self.orig_src = a;
     }
-    fn tproxy(&self) -> Option<(AVal, Val<u16>)> {
-        self.tproxy
+    fn ledger(&self) -> &Ledger<AVal, Val<u16>> {
+        &self.ledger
     }
-    fn set_tproxy(&mut self, at: (AVal, Val<u16>)) {
-        self.tproxy = Some(at);
+    fn ledger_mut(&mut self) -> &mut Ledger<AVal, Val<u16>> {
+        &mut self.ledger
     }
     fn dnat(&mut self, addr: AVal, port: Val<u16>) {
         self.dnat = Some((addr, port));
@@ -1134,47 +1119,16 @@ impl Flow for St {
     fn untrack(&mut self) {
         self.cur.state = Val::Const(CtState::Untracked);
     }
-    fn scale(&mut self, p: f64) {
-        self.probability *= p;
-    }
-    fn assume(&mut self, a: Assumption) {
-        self.assumptions.push(a);
-    }
-}
-
-impl RouteView for RouteSym {
-    type Addr = AVal;
-    fn local(&self) -> bool {
-        self.local
-    }
-    fn dev(&self) -> &str {
-        &self.dev
-    }
-    fn src(&self) -> Option<AVal> {
-        self.src
-    }
 }
 
 impl<'a> Domain<'a> for Engine<'a> {
     type State = St;
     type Lane = Option<Lane>;
-    type Route = RouteSym;
+    type Hop = Option<IpAddr>;
     type Key = RouteKey;
 
-    fn ruleset(&self) -> &'a Ruleset {
-        self.ruleset
-    }
-    fn host(&self) -> &'a Host {
-        self.host
-    }
-    fn opts(&self) -> &'a Options {
-        self.opts
-    }
-    fn family(&self) -> Family {
-        self.family
-    }
-    fn conntrack(&self) -> bool {
-        self.conntrack
+    fn loaded(&self) -> &Loaded<'a> {
+        &self.ld
     }
     fn lift(&self, a: IpAddr) -> AVal {
         AVal::Const(addr_num(a))
@@ -1197,7 +1151,7 @@ impl<'a> Domain<'a> for Engine<'a> {
             }
             RouteQ::LoopbackOn(dev) => {
                 // The packets here have the destination ::1 (`Pred::DstLoopback` for IPv6).
-                let r = self.host.route_strict(std::net::Ipv6Addr::LOCALHOST.into(), dev);
+                let r = self.ld.host.route_strict(std::net::Ipv6Addr::LOCALHOST.into(), dev);
                 vec![(st, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), &r.dev, r.local)))]
             }
         }
@@ -1209,7 +1163,7 @@ impl<'a> Domain<'a> for Engine<'a> {
     }
 
     fn route_key(&self, st: &St) -> RouteKey {
-        RouteKey::of(st, self.family)
+        RouteKey::of(st, self.ld.family)
     }
 
     fn rerouted(&mut self, st: St, after: TableName, before: &RouteKey) -> (Option<St>, Option<St>) {
@@ -1219,12 +1173,12 @@ impl<'a> Domain<'a> for Engine<'a> {
     fn finish(&mut self, st: St, fin: Fin<RouteSym>) {
         match fin {
             Fin::Local(sock) => {
-                let process = sock.and_then(|i| Some(self.host.sockets[i].process.clone()).filter(|p| !p.is_empty()));
+                let process = sock.and_then(|i| Some(self.ld.host.sockets[i].process.clone()).filter(|p| !p.is_empty()));
                 self.leaf(st, Verdict::Accept, Some(Place::Local { process }), None, None);
             }
             Fin::Egress(r) => {
                 let iface = st.out_iface.clone().unwrap_or_default();
-                self.leaf(st, Verdict::Accept, Some(Place::Egress { iface, gateway: r.gateway }), None, None);
+                self.leaf(st, Verdict::Accept, Some(Place::Egress { iface, gateway: r.hop }), None, None);
             }
             Fin::Stop(verdict, by, reason) => self.leaf(st, verdict, None, by, Some(reason)),
         }
@@ -1278,7 +1232,7 @@ impl<'a> Domain<'a> for Engine<'a> {
     fn fork(&mut self, st: &mut St) -> bool {
         self.new_root(st);
         let n = self.branches.entry(st.root.expect("a root was just given")).or_insert(1);
-        if *n >= self.opts.max_branches {
+        if *n >= self.ld.opts.max_branches {
             self.truncated = true;
             return false;
         }
