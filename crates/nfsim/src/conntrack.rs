@@ -15,7 +15,7 @@ use crate::targets::TargetExt;
 /// True when some loaded rule switches connection tracking on: a NAT target, a conntrack-based
 /// match or target. Without it the nat chains are never traversed (the kernel registers the
 /// nat hooks only with conntrack).
-pub fn conntrack_on(ruleset: &Ruleset) -> bool {
+pub(crate) fn conntrack_on(ruleset: &Ruleset) -> bool {
     ruleset.tables.iter().flat_map(|t| t.chains()).flat_map(|c| &c.rules).any(|r| {
         r.matches.iter().any(|m| {
             matches!(m, Match::Conntrack(_) | Match::State(_) | Match::Connmark(_))
@@ -38,7 +38,7 @@ pub fn conntrack_on(ruleset: &Ruleset) -> bool {
 
 /// The NAT a new connection got: new destination and source (address, port).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct NatBinding {
+pub(crate) struct NatBinding {
     /// Destination after DNAT / REDIRECT.
     pub dnat: Option<(IpAddr, u16)>,
     /// Source after SNAT / MASQUERADE.
@@ -53,7 +53,7 @@ pub struct NatBinding {
 
 /// The packet as it was first seen, for SO_ORIGINAL_DST and the conntrack match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Original {
+pub(crate) struct Original {
     /// Source address.
     pub src: IpAddr,
     /// Destination address.
@@ -66,13 +66,13 @@ pub struct Original {
 
 impl Original {
     /// The tuple of `pkt`.
-    pub fn of(pkt: &Packet) -> Original {
+    pub(crate) fn of(pkt: &Packet) -> Original {
         Original { src: pkt.src, dst: pkt.dst, sport: pkt.sport, dport: pkt.dport }
     }
 }
 
 /// The conntrack entry of a packet: original tuple, reply tuple after NAT, status.
-pub fn conn_of(orig: &Original, pkt: &Packet, nat: &NatBinding) -> Conn {
+pub(crate) fn conn_of(orig: &Original, pkt: &Packet, nat: &NatBinding) -> Conn {
     let mut status = 0;
     if nat.dnat.is_some() {
         status |= ct_status::DST_NAT;

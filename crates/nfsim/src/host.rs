@@ -158,14 +158,36 @@ pub enum AddrType {
     Multicast,
 }
 
+/// A YAML or JSON text that does not describe what it should, located.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextError {
+    /// The problem, with its line and column.
+    pub message: String,
+}
+
+impl TextError {
+    /// Reads `T` from JSON (text starting with `{`) or YAML.
+    pub(crate) fn read<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, TextError> {
+        if text.trim_start().starts_with('{') {
+            return serde_json::from_str(text).map_err(|e| TextError { message: format!("line {}, column {}: {e}", e.line(), e.column()) });
+        }
+        serde_saphyr::from_str(text).map_err(|e| TextError { message: e.to_string() })
+    }
+}
+
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TextError {}
+
 impl Host {
     /// Reads a host description from JSON or YAML text (YAML is a superset of JSON); the error
     /// names the line and column.
-    pub fn from_text(text: &str) -> Result<Host, String> {
-        if text.trim_start().starts_with('{') {
-            return serde_json::from_str(text).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()));
-        }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    pub fn from_text(text: &str) -> Result<Host, TextError> {
+        TextError::read(text)
     }
 
     /// A host called `name` with no interface but `lo`.
@@ -366,7 +388,7 @@ mod tests {
         let json = serde_json::to_string(&h).unwrap();
         assert_eq!(Host::from_text(&json).unwrap(), h);
         let err = Host::from_text("name: pod\ninterfaces: 7\n").unwrap_err();
-        assert!(err.contains('2'), "{err}");
+        assert!(err.message.contains('2'), "{err}");
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   through a scenario, every packet at once, and loop-freedom for every connection.
 //! - [`diag`]: located problems and their rendering.
 //!
+//! The front door re-exports what a user needs for each operation: [`parse`] a rule set,
+//! [`simulate`] one packet on a [`Host`], follow a [`Scenario`]'s flows ([`simulate_flows`]),
+//! compute [`classes`] of packets, [`diff_rulesets`], and [`verify`] that no connection loops.
+//!
 //! ```
 //! let parsed = nfsim::ruleset::parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n");
 //! assert!(parsed.diagnostics.is_empty());
@@ -19,7 +23,7 @@
 //! ```
 
 pub mod classes;
-pub mod conntrack;
+pub(crate) mod conntrack;
 pub mod diag;
 pub mod hook;
 pub mod host;
@@ -38,8 +42,20 @@ pub mod trace;
 pub mod traverse;
 pub mod verify;
 
+pub use classes::{Classes, Scope, classes, diff_rulesets};
+pub use host::Host;
+pub use packet::{Owner, Packet};
+pub use path::{Path, simulate_flow, simulate_flows};
+pub use reason::Reason;
+pub use ruleset::{Parsed, Ruleset, parse};
+pub use simulate::{Branch, Origin, Simulation, Simulator, simulate};
+pub use topology::Scenario;
+pub use traverse::Options;
+pub use verify::{Verification, verify};
+
 /// Parses arbitrary bytes as a rule file and prints what was read, panicking on any internal
 /// inconsistency; the shared body of the `parse` fuzz target and of the seed replay test.
+#[doc(hidden)]
 pub fn fuzz_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let parsed = ruleset::parse(&text);
@@ -51,6 +67,7 @@ pub fn fuzz_parse(data: &[u8]) {
 
 /// Parses, prints, parses the printed text again and asserts both models print the same; the
 /// shared body of the `roundtrip` fuzz target.
+#[doc(hidden)]
 pub fn fuzz_roundtrip(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let first = ruleset::parse(&text);
@@ -84,6 +101,7 @@ fn has_lossy_nat_base(ruleset: &ruleset::Ruleset) -> bool {
 /// Parses the input as a rule set and simulates packets derived from its first bytes through a
 /// small host, from each origin; must never panic and always end. The shared body of the
 /// `simulate` fuzz target.
+#[doc(hidden)]
 pub fn fuzz_simulate(data: &[u8]) {
     use std::net::{IpAddr, Ipv4Addr};
     let text = String::from_utf8_lossy(data);
@@ -108,6 +126,7 @@ pub fn fuzz_simulate(data: &[u8]) {
 /// Computes the classes of arbitrary rules (both origins) and diffs them against themselves,
 /// checking that the classes partition the packets and every example lies in its class; the
 /// shared body of the `classes` fuzz target.
+#[doc(hidden)]
 pub fn fuzz_classes(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let parsed = ruleset::parse(&text);

@@ -412,6 +412,7 @@ impl<'a> Domain<'a> for Sim<'a> {
 mod tests {
     use super::*;
     use crate::reason::Reason;
+    use crate::ruleset::Family;
 
     /// The reason's sentence.
     fn why(b: &Branch) -> Option<String> {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Host, Interface, PolicyRule, Route, Socket, Sysctls};
+use crate::host::{Host, Interface, PolicyRule, Route, Socket, Sysctls, TextError};
 use crate::packet::Owner;
 use crate::ruleset::{Ruleset, parse};
 
@@ -137,35 +137,32 @@ pub struct LoadedHost {
 
 impl Scenario {
     /// Reads a scenario from YAML or JSON text; errors name the line and column.
-    pub fn from_text(text: &str) -> Result<Scenario, String> {
-        if text.trim_start().starts_with('{') {
-            return serde_json::from_str(text).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()));
-        }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    pub fn from_text(text: &str) -> Result<Scenario, TextError> {
+        TextError::read(text)
     }
 
     /// Fills in the rules of hosts that name a `rules_file`, through `read` (which resolves the
     /// name relative to the scenario file; the core does no I/O itself).
-    pub fn read_rule_files(&mut self, read: impl Fn(&str) -> Result<String, String>) -> Result<(), String> {
+    pub fn read_rule_files(&mut self, read: impl Fn(&str) -> Result<String, String>) -> Result<(), LoadError> {
         for h in &mut self.hosts {
             if let Some(f) = &h.rules_file {
                 if !h.rules.is_empty() {
-                    return Err(format!("host `{}` has both `rules` and `rules_file`", h.name));
+                    return Err(LoadError::RulesTwice { host: h.name.clone() });
                 }
-                h.rules = read(f).map_err(|e| format!("host `{}`: {f}: {e}", h.name))?;
+                h.rules = read(f).map_err(|why| LoadError::RulesFile { host: h.name.clone(), file: f.clone(), why })?;
             }
         }
         Ok(())
     }
 
     /// Builds every host, parsing its rules; an error names the host and the first rule problem.
-    pub fn load(&self) -> Result<Vec<LoadedHost>, String> {
+    pub fn load(&self) -> Result<Vec<LoadedHost>, LoadError> {
         self.hosts
             .iter()
             .map(|h| {
                 let parsed = parse(&h.rules);
                 if let Some(e) = parsed.errors().next() {
-                    return Err(format!("host `{}`: rules line {}: {}", h.name, e.line, e.message));
+                    return Err(LoadError::Rules { host: h.name.clone(), line: e.line, message: e.message.clone() });
                 }
                 let sockets = h
                     .processes
@@ -213,6 +210,52 @@ impl Scenario {
     /// The primary address of host `name`.
     pub fn host_addr(&self, name: &str) -> Option<IpAddr> {
         self.hosts.iter().find(|h| h.name == name)?.interfaces.iter().flat_map(|i| &i.addrs).map(IpNet::addr).next()
+    }
+}
+
+/// Why a scenario's hosts cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// A host has both `rules` and `rules_file`.
+    RulesTwice {
+        /// The host.
+        host: String,
+    },
+    /// A host's `rules_file` cannot be read.
+    RulesFile {
+        /// The host.
+        host: String,
+        /// The file as named.
+        file: String,
+        /// Why.
+        why: String,
+    },
+    /// A host's rules have an error.
+    Rules {
+        /// The host.
+        host: String,
+        /// The line of the first error.
+        line: u32,
+        /// The error.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::RulesTwice { host } => write!(f, "host `{host}` has both `rules` and `rules_file`"),
+            LoadError::RulesFile { host, file, why } => write!(f, "host `{host}`: {file}: {why}"),
+            LoadError::Rules { host, line, message } => write!(f, "host `{host}`: rules line {line}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<LoadError> for String {
+    fn from(e: LoadError) -> String {
+        e.to_string()
     }
 }
 
