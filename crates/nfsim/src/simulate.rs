@@ -701,7 +701,7 @@ COMMIT
             let b = one(TTL_COUNTERS, &router(), pkt, &peer());
             assert!(hits(&b).is_empty(), "only PREROUTING sees it: {:?}", hits(&b));
             assert_eq!((b.verdict, b.by.as_ref(), b.delivered.as_ref()), (Verdict::Drop, None, None));
-            assert_eq!(b.reason, Some(Reason::TtlExceeded { family: Family::V4, ttl: ttl }));
+            assert_eq!(b.reason, Some(Reason::TtlExceeded { family: Family::V4, ttl }));
             assert!(why(&b).unwrap().contains("ICMP time exceeded"));
         }
         // TTL 2 leaves with 1.

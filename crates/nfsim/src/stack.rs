@@ -208,6 +208,9 @@ pub(crate) trait Flow: Clone {
 /// what the rest of the rule answers).
 pub(crate) type Tested<S> = (Option<S>, Option<(S, Eval)>);
 
+/// The parts of a state with their route (`None`: no route).
+pub(crate) type Routed<S, H> = Vec<(S, Option<Route<<S as Flow>::Addr, H>>)>;
+
 /// What the stack runs on: one packet, or a region of packets. Every question splits the state
 /// into the parts answering each way (one part for one packet).
 pub(crate) trait Domain<'a> {
@@ -248,7 +251,7 @@ pub(crate) trait Domain<'a> {
     /// Splits `st` by `p`: (the packets for which it holds, the others).
     fn split(&mut self, st: Self::State, p: Pred) -> (Option<Self::State>, Option<Self::State>);
     /// The route lookup `q`, per part of `st`.
-    fn route(&mut self, st: Self::State, q: RouteQ<'_>) -> Vec<(Self::State, Option<Route<<Self::State as Flow>::Addr, Self::Hop>>)>;
+    fn route(&mut self, st: Self::State, q: RouteQ<'_>) -> Routed<Self::State, Self::Hop>;
     /// The socket lookup (`Host::socket_for`) at `at`, per part of `st`: the socket's index.
     fn socket(&mut self, st: Self::State, at: (<Self::State as Flow>::Addr, <Self::State as Flow>::Port)) -> Vec<(Self::State, Option<usize>)>;
     /// What mangle OUTPUT compares, before the table.

@@ -603,7 +603,7 @@ impl<'a> Engine<'a> {
                     && single(&|c| c.dst.single().is_some() && c.sport.single().is_some() && c.dport.single().is_some() && c.src.single().is_some())))
     }
 
-    /// `Sim::reroutes`: splits `st`, just out of OUTPUT table `tname`, into the packets the
+    /// After OUTPUT table `tname` (as `Domain::rerouted`): splits `st`, just out of OUTPUT table `tname`, into the packets the
     /// kernel routes again and those that keep their route.
     fn reroutes(&self, st: St, tname: TableName, before: &RouteKey) -> (Option<St>, Option<St>) {
         match tname {
@@ -639,7 +639,6 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// `Sim::reroute`: the packets of `st` with their new route; those whose re-route fails
     // ----- routing and sockets as partitions -----
 
     /// The host's local addresses (`Host::is_local`).
@@ -1202,7 +1201,7 @@ impl<'a> Domain<'a> for Engine<'a> {
         }
         let (mut idx, mut lane) = (cur.rule, cur.lane.filter(|l| l.chain == chain));
         loop {
-            if !self.chain_index(table, chain).run_at.get(idx).is_some_and(|r| *r != u32::MAX) {
+            if self.chain_index(table, chain).run_at.get(idx).is_none_or(|r| *r == u32::MAX) {
                 return Enter::At(st, idx, lane);
             }
             let mut next = self.dispatch(table, chain, idx, lane, st);
