@@ -1129,7 +1129,7 @@ fn class_probes(ruleset: &Ruleset, host: &Host, limit: usize, rng: &mut Rng) -> 
 /// (verdict, delivery, NAT) fates, or, where the analysis says a rule is beyond it (it forks on the
 /// rule, or ends undecidable: a limit of the analysis, reported), fates that include them.
 fn class_covers(class: &[nfsim::classes::Outcome], conc: &[nfsim::classes::Outcome]) -> bool {
-    let key = |o: &nfsim::classes::Outcome| (o.verdict.clone(), o.delivered.clone(), o.dnat);
+    let key = |o: &nfsim::classes::Outcome| (o.verdict, o.delivered.clone(), o.dnat);
     let class_set: BTreeSet<_> = class.iter().map(key).collect();
     let conc_set: BTreeSet<_> = conc.iter().map(key).collect();
     let undecidable = class.iter().any(|o| o.reason.as_ref().is_some_and(nfsim::reason::Reason::is_undecidable));
