@@ -788,10 +788,13 @@ COMMIT
         // A UDP socket bound to 0.0.0.0 receives the datagram.
         let b = one(rules, &host, udp("10.0.0.1", "10.0.0.99", 8080), &peer());
         assert_eq!(b.delivered, Some(Delivered::Local { addr: "10.0.0.99".parse().unwrap(), port: 8080, process: Some("udp-app".into()) }));
-        // TPROXY assigns the socket: the connection is accepted.
+        // TPROXY assigns only a transparent socket (`nf_tproxy_sk_is_transparent`); the
+        // connection is then accepted. A non-transparent listener: TPROXY drops the packet.
         let tproxy = "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j TPROXY --on-port 8080 --tproxy-mark 0x100/0x100\nCOMMIT\n";
-        let b = one(tproxy, &host, tcp("10.0.0.1", "10.0.0.99", 80), &peer());
+        let b = one(tproxy, &t, tcp("10.0.0.1", "10.0.0.99", 80), &peer());
         assert!(matches!(b.delivered, Some(Delivered::Local { port: 80, .. })), "{b:#?}");
+        let b = one(tproxy, &host, tcp("10.0.0.1", "10.0.0.99", 80), &peer());
+        assert_eq!((b.verdict, hits(&b), b.by.map(|r| r.rule)), (Verdict::Drop, vec!["mangle/PREROUTING#1".to_string()], Some(1)));
         // IPv6's output route lookup does not check the source: the connection is accepted.
         let mut h6 = Host::new("pod").iface("eth0", &["fd00::5/64"]).listen(6, "::", 8080, "app", 0, 0);
         h6.policy.push(crate::host::PolicyRule { fwmark: 0x100, mask: 0x100, table: 100 });

@@ -118,11 +118,15 @@ pub(crate) fn apply<'a, D: Domain<'a>>(d: &mut D, t: &TargetExt, mut st: D::Stat
             Applied::One(st, Some(End::Accept))
         }
         TargetExt::Tproxy(tp) => {
-            let addr = tp.addr.filter(|a| !a.is_unspecified()).map_or(st.dst(), |a| d.lift(a));
+            // `nf_tproxy_laddr4`/`6`: without `--on-ip`, the primary address of the input
+            // interface (what REDIRECT would pick), else the packet's destination.
+            let addr = tp.addr.filter(|a| !a.is_unspecified()).map_or(nat.redirect_to.unwrap_or(st.dst()), |a| d.lift(a));
             let port = tp.port.filter(|p| *p != 0).map_or(st.dport(), |p| d.lift_port(p));
             let mut parts: Vec<(D::State, Option<End>)> = Vec::new();
             for (mut s, sock) in d.socket(st, (addr, port)) {
-                if sock.is_none() {
+                // `tproxy_tg4`: only a transparent socket is assigned (`nf_tproxy_sk_is_transparent`);
+                // without one the packet is dropped.
+                if !sock.is_some_and(|i| d.host().sockets[i].transparent) {
                     parts.push((s, Some(End::Drop(Some(here.clone())))));
                     continue;
                 }
