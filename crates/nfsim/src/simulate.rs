@@ -9,13 +9,14 @@ use serde::Serialize;
 
 use crate::conntrack::{NatBinding, Original, conn_of, conntrack_on};
 use crate::host::Host;
+use crate::matches::eval::Conn;
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 use crate::reason::Reason;
 use crate::ruleset::{ChainId, Hook, Rule, Ruleset, Table, TableName};
-use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Pred, Route, RouteQ, Tested};
+use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Parts, Pred, Route, RouteQ, Routed};
 use crate::trace::{Delivered, RuleRef, Step, StepKind, Verdict};
-use crate::traverse::{Assumption, CHANCE, Cursor, Enter, Options, base_fails};
+use crate::traverse::{Assumption, CHANCE, Cursor, Enter, Options, Tested, base_fails};
 
 /// Where the packet comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -101,13 +102,13 @@ impl<'a> Simulator<'a> {
             Origin::Local(owner) => {
                 pkt.owner = owner.clone();
                 pkt.in_iface = None;
-                stack::local_out(&mut sim, State::new(pkt));
+                stack::local_out(&mut sim, Line::new(pkt));
             }
             Origin::Iface(iface) => {
                 pkt.owner = None;
                 pkt.in_iface = Some(iface.clone());
                 pkt.out_iface = None;
-                stack::arrive(&mut sim, State::new(pkt), false);
+                stack::arrive(&mut sim, Line::new(pkt), false);
             }
         }
         Simulation { branches: sim.out, truncated: sim.truncated }
@@ -119,9 +120,13 @@ pub fn simulate(ruleset: &Ruleset, host: &Host, pkt: Packet, origin: &Origin, op
     Simulator::new(ruleset, host, opts.clone()).run(pkt, origin)
 }
 
+/// A branch of the simulation, boxed: the stack and the walk pass states by value, and a box
+/// moves as a pointer.
+pub(crate) type State = Box<Line>;
+
 /// One line of evolution of a packet: what it looks like now and what happened to it.
 #[derive(Clone, Debug)]
-pub(crate) struct State {
+pub(crate) struct Line {
     /// The packet as it is now.
     pkt: Packet,
     /// The packet as first seen.
@@ -132,15 +137,17 @@ pub(crate) struct State {
     nat: NatBinding,
     /// TPROXY's socket, probability, assumptions.
     ledger: Ledger<IpAddr, u16>,
+    /// The conntrack entry the matches see, once computed (cleared when NAT or the state change).
+    conn: Option<Conn>,
 }
 
-impl State {
+impl Line {
     fn new(pkt: Packet) -> State {
-        State { orig: Original::of(&pkt), pkt, steps: Vec::new(), nat: NatBinding::default(), ledger: Ledger::default() }
+        Box::new(Line { orig: Original::of(&pkt), pkt, steps: Vec::new(), nat: NatBinding::default(), ledger: Ledger::default(), conn: None })
     }
 }
 
-impl Flow for State {
+impl Flow for Box<Line> {
     type Addr = IpAddr;
     type Port = u16;
     type Ct = CtState;
@@ -152,6 +159,7 @@ impl Flow for State {
         self.pkt.out_iface = dev.map(str::to_string);
     }
     fn loop_back(&mut self) {
+        self.conn = None;
         self.pkt.in_iface = Some("lo".into());
         self.pkt.out_iface = None;
         self.nat.confirmed = true;
@@ -178,6 +186,7 @@ impl Flow for State {
         self.pkt.dport
     }
     fn bind_src(&mut self, a: IpAddr) {
+        self.conn = None;
         self.pkt.src = a;
         self.orig.src = a;
     }
@@ -188,24 +197,29 @@ impl Flow for State {
         &mut self.ledger
     }
     fn dnat(&mut self, addr: IpAddr, port: u16) {
+        self.conn = None;
         self.nat.dnat = Some((addr, port));
         self.pkt.dst = addr;
         self.pkt.dport = port;
     }
     fn snat(&mut self, addr: IpAddr, port: u16) {
+        self.conn = None;
         self.nat.snat = Some((addr, port));
         self.pkt.src = addr;
         self.pkt.sport = port;
     }
     fn hide_ct(&mut self) -> CtState {
+        self.conn = None;
         std::mem::replace(&mut self.pkt.ct_state, CtState::Invalid)
     }
     fn restore_ct(&mut self, real: CtState) {
+        self.conn = None;
         if self.pkt.ct_state != CtState::Untracked {
             self.pkt.ct_state = real;
         }
     }
     fn untrack(&mut self) {
+        self.conn = None;
         self.pkt.ct_state = CtState::Untracked;
     }
     fn note_range(&mut self) {
@@ -273,19 +287,19 @@ impl<'a> Domain<'a> for Sim<'a> {
         if yes { (Some(st), None) } else { (None, Some(st)) }
     }
 
-    fn route(&mut self, st: State, q: RouteQ<'_>) -> Vec<(State, Option<Route<IpAddr, IpAddr>>)> {
+    fn route(&mut self, st: State, q: RouteQ<'_>) -> Routed<State, IpAddr> {
         let r = match q {
             RouteQ::Dst => self.ld.host.route(st.pkt.dst, st.pkt.mark),
             // `fib_validate_source`: the packet's mark only under `src_valid_mark`.
             RouteQ::Back => self.ld.host.route(st.pkt.src, if self.ld.host.sysctls.src_valid_mark { st.pkt.mark } else { 0 }),
             RouteQ::LoopbackOn(dev) => self.ld.host.route_strict(st.pkt.dst, dev),
         };
-        vec![(st, r.map(|r| Route { local: r.local, dev: r.dev, src: r.src, hop: r.next_hop }))]
+        Parts::One(Some((st, r.map(|r| Route { local: r.local, dev: r.dev, src: r.src, hop: r.next_hop }))))
     }
 
-    fn socket(&mut self, st: State, (addr, port): (IpAddr, u16)) -> Vec<(State, Option<usize>)> {
+    fn socket(&mut self, st: State, (addr, port): (IpAddr, u16)) -> Parts<(State, Option<usize>)> {
         let sock = self.ld.host.socket_for(st.pkt.proto, addr, port).and_then(|s| self.ld.host.sockets.iter().position(|x| std::ptr::eq(x, s)));
-        vec![(st, sock)]
+        Parts::One(Some((st, sock)))
     }
 
     fn route_key(&self, st: &State) -> RouteKey {
@@ -351,32 +365,34 @@ impl<'a> Domain<'a> for Sim<'a> {
 
     /// Skips the rules whose base match fails, the bulk of a long chain.
     #[inline]
-    fn enter(&mut self, table: &'a Table, _: Hook, cur: &Cursor<()>, st: State) -> Enter<State, ()> {
+    fn enter(&mut self, table: &'a Table, _: Hook, cur: &Cursor<()>, st: &mut State) -> Enter<State, ()> {
         let rules = &table[cur.chain].rules;
         let mut i = cur.rule;
         while rules.get(i).is_some_and(|r| base_fails(r, &st.pkt)) {
             i += 1;
         }
-        Enter::At(st, i, ())
+        Enter::At(i, ())
     }
 
     /// The rule's matches in order (`enter` has passed its base match).
-    fn test_rule(&mut self, table: &'a Table, hook: Hook, _: &Cursor<()>, rule: &'a Rule, st: State) -> Tested<State> {
+    fn test_rule(&mut self, table: &'a Table, hook: Hook, _: &Cursor<()>, rule: &'a Rule, st: &mut State) -> Tested<State> {
         if rule.matches.is_empty() {
-            return (None, Some((st, Eval::Match)));
+            return Tested::Hit(Eval::Match);
         }
-        // The conntrack entry the matches see.
+        // The conntrack entry the matches see, computed once while the packet keeps it.
         let tracked = self.ld.conntrack && !matches!(st.pkt.ct_state, CtState::Untracked | CtState::Invalid);
-        let conn = tracked.then(|| conn_of(&st.orig, &st.pkt, &st.nat));
-        let cx = EvalCtx { host: self.ld.host, hook, table: table.name, family: table.family, conn: conn.as_ref() };
+        if tracked && st.conn.is_none() {
+            st.conn = Some(conn_of(&st.orig, &st.pkt, &st.nat));
+        }
+        let cx = EvalCtx { host: self.ld.host, hook, table: table.name, family: table.family, conn: st.conn.as_ref().filter(|_| tracked) };
         let mut acc = Eval::Match;
         for m in &rule.matches {
             acc = acc.and(m.eval(&st.pkt, &cx));
             if acc == Eval::NoMatch {
-                return (Some(st), None);
+                return Tested::Miss;
             }
         }
-        (None, Some((st, acc)))
+        Tested::Hit(acc)
     }
 
     fn fork(&mut self, _: &mut State) -> bool {

@@ -14,13 +14,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::hook::tables_at;
 use crate::host::Host;
-use crate::matches::Eval;
 use crate::reason::{Reason, RerouteCause};
 use crate::ruleset::{ChainId, Rule, Table};
 use crate::ruleset::{Family, Hook, Ruleset, TableName};
 use crate::trace::StepKind;
 use crate::trace::{RuleRef, Verdict};
-use crate::traverse::{Assumption, Cursor, End, Enter, Options, walk};
+use crate::traverse::{Assumption, Cursor, End, Enter, Options, Tested, walk};
 
 /// A question the stack asks about the current packet; the domain answers it by splitting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,12 +203,32 @@ pub(crate) trait Flow: Clone {
     fn note_range(&mut self) {}
 }
 
-/// What testing a rule gives: (the packets it does not match, the packets it may match with
-/// what the rest of the rule answers).
-pub(crate) type Tested<S> = (Option<S>, Option<(S, Eval)>);
+/// The parts of a state, each with its answer: one for one packet, any number for a region.
+pub(crate) enum Parts<T> {
+    /// One part.
+    One(Option<T>),
+    /// Several.
+    Many(std::vec::IntoIter<T>),
+}
+
+impl<T> Iterator for Parts<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        match self {
+            Parts::One(t) => t.take(),
+            Parts::Many(it) => it.next(),
+        }
+    }
+}
+
+impl<T> From<Vec<T>> for Parts<T> {
+    fn from(v: Vec<T>) -> Parts<T> {
+        Parts::Many(v.into_iter())
+    }
+}
 
 /// The parts of a state with their route (`None`: no route).
-pub(crate) type Routed<S, H> = Vec<(S, Option<Route<<S as Flow>::Addr, H>>)>;
+pub(crate) type Routed<S, H> = Parts<(S, Option<Route<<S as Flow>::Addr, H>>)>;
 
 /// What the stack runs on: one packet, or a region of packets. Every question splits the state
 /// into the parts answering each way (one part for one packet).
@@ -253,7 +272,7 @@ pub(crate) trait Domain<'a> {
     /// The route lookup `q`, per part of `st`.
     fn route(&mut self, st: Self::State, q: RouteQ<'_>) -> Routed<Self::State, Self::Hop>;
     /// The socket lookup (`Host::socket_for`) at `at`, per part of `st`: the socket's index.
-    fn socket(&mut self, st: Self::State, at: (<Self::State as Flow>::Addr, <Self::State as Flow>::Port)) -> Vec<(Self::State, Option<usize>)>;
+    fn socket(&mut self, st: Self::State, at: (<Self::State as Flow>::Addr, <Self::State as Flow>::Port)) -> Parts<(Self::State, Option<usize>)>;
     /// What mangle OUTPUT compares, before the table.
     fn route_key(&self, st: &Self::State) -> Self::Key;
     /// After OUTPUT table `after`: (the packets routed again, those that keep their route).
@@ -267,10 +286,9 @@ pub(crate) trait Domain<'a> {
     fn step_budget(&self) -> usize;
     /// Before the rule at `cur`: where the state goes (the domain's shortcuts over rules that
     /// cannot match).
-    fn enter(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Self::Lane>, st: Self::State) -> Enter<Self::State, Self::Lane>;
-    /// Tests `rule` (at `cur`) on `st`: (the packets it does not match, the packets it may
-    /// match with what the rest of the rule answers).
-    fn test_rule(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Self::Lane>, rule: &'a Rule, st: Self::State) -> Tested<Self::State>;
+    fn enter(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Self::Lane>, st: &mut Self::State) -> Enter<Self::State, Self::Lane>;
+    /// Tests `rule` (at `cur`) on `st`, leaving in `st` the packets it may match.
+    fn test_rule(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Self::Lane>, rule: &'a Rule, st: &mut Self::State) -> Tested<Self::State>;
     /// Whether `st` may fork once more (the branch cap, per packet); registers the fork.
     fn fork(&mut self, st: &mut Self::State) -> bool;
     /// Records a step of the walk (the trace of one packet).

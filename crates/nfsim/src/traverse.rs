@@ -82,12 +82,24 @@ impl<L: Copy> Cursor<L> {
 
 /// Where a state goes before a rule is tested (the domain's shortcuts).
 pub(crate) enum Enter<S, L> {
-    /// On, at this rule and lane.
-    At(S, usize, L),
-    /// Split: each part at its rule and lane.
+    /// On (the state as the domain left it), at this rule and lane.
+    At(usize, L),
+    /// Split: each part at its rule and lane (the state itself is done with).
     Split(Vec<(S, usize, L)>),
     /// Nothing more to learn about these packets (a diff's packets that can no longer meet a
     /// difference).
+    Gone,
+}
+
+/// What testing a rule on a state gives.
+pub(crate) enum Tested<S> {
+    /// The rule does not match (the state as the domain left it).
+    Miss,
+    /// The state may match, with what the rest of the rule answers.
+    Hit(Eval),
+    /// The state (as the domain left it) may match as `Hit`; these other packets do not.
+    Both(S, Eval),
+    /// Nothing is left of the state.
     Gone,
 }
 
@@ -119,20 +131,16 @@ pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, n
                 break End::Undecidable(rule_ref(table, cur.chain, cur.rule), "step budget exhausted".into());
             }
             budget -= 1;
-            match d.enter(table, hook, &cur, st) {
-                Enter::At(s, rule, lane) => {
-                    st = s;
+            match d.enter(table, hook, &cur, &mut st) {
+                Enter::At(rule, lane) => {
                     cur.rule = rule;
                     cur.lane = lane;
                 }
-                Enter::Split(mut parts) => {
-                    let Some((s, rule, lane)) = parts.pop() else { continue 'work };
-                    for (s2, r2, l2) in parts {
-                        work.push((s2, cur.at(r2, l2)));
+                Enter::Split(parts) => {
+                    for (s, rule, lane) in parts {
+                        work.push((s, cur.at(rule, lane)));
                     }
-                    st = s;
-                    cur.rule = rule;
-                    cur.lane = lane;
+                    continue 'work;
                 }
                 Enter::Gone => continue 'work,
             }
@@ -160,22 +168,18 @@ pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, n
                     }
                 }
             };
-            let (miss, hit) = d.test_rule(table, hook, &cur, rule, st);
-            let (hit, verdict) = match (miss, hit) {
-                (Some(m), None) => {
-                    st = m;
+            let verdict = match d.test_rule(table, hook, &cur, rule, &mut st) {
+                Tested::Miss => {
                     cur.rule += 1;
                     continue;
                 }
-                (miss, Some(hit)) => {
-                    if let Some(m) = miss {
-                        work.push((m, cur.at(cur.rule + 1, cur.lane)));
-                    }
-                    hit
+                Tested::Hit(v) => v,
+                Tested::Both(miss, v) => {
+                    work.push((miss, cur.at(cur.rule + 1, cur.lane)));
+                    v
                 }
-                (None, None) => continue 'work,
+                Tested::Gone => continue 'work,
             };
-            st = hit;
             let matched = match verdict {
                 Eval::Match => true,
                 Eval::NoMatch => false,

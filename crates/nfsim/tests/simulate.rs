@@ -230,8 +230,14 @@ fn tproxy_delivers_to_the_proxy_without_rewriting() {
     let mut host = pod();
     host.tables.insert(133, vec![nfsim::host::Route { dst: "0.0.0.0/0".parse().unwrap(), via: None, dev: "lo".into(), local: true }]);
     host.policy.push(nfsim::host::PolicyRule { fwmark: 1, mask: 1, table: 133 });
-    let sim =
-        simulate(&parsed.ruleset, &host, Packet::new(6, ip("10.0.0.1"), 40000, ip("10.0.0.99"), 8080), &Origin::Iface("eth0".into()), &Options::default());
+    let arrive = |host: &nfsim::host::Host| {
+        simulate(&parsed.ruleset, host, Packet::new(6, ip("10.0.0.1"), 40000, ip("10.0.0.99"), 8080), &Origin::Iface("eth0".into()), &Options::default())
+    };
+    // TPROXY assigns only a transparent socket (Envoy sets IP_TRANSPARENT): without it, it drops.
+    let b = arrive(&host).branches.remove(0);
+    assert_eq!((b.verdict, b.by.map(|r| r.rule)), (Verdict::Drop, Some(1)));
+    host.sockets.iter_mut().filter(|s| s.port == 15006).for_each(|s| s.transparent = true);
+    let sim = arrive(&host);
     let b = &sim.branches[0];
     // The proxy's socket on 15006 accepts a connection whose local address is the original one.
     assert_eq!(b.delivered, Some(Delivered::Local { addr: ip("10.0.0.99"), port: 8080, process: Some("envoy".into()) }));

@@ -15,9 +15,9 @@ use crate::packet::{CtState, Owner, Packet};
 pub use crate::reason::NOT_ANALYSED;
 use crate::reason::Reason;
 use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName, Target};
-use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Pred, Route, RouteQ, Tested};
+use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Parts, Pred, Route, RouteQ, Routed};
 use crate::trace::{RuleRef, StepKind, Verdict};
-use crate::traverse::{Cursor, Enter, Options};
+use crate::traverse::{Cursor, Enter, Options, Tested};
 
 use super::cond::{CondCtx, Fields, MatchCond, match_cond, tracked};
 use super::region::{self, AVal, Cube, Cur, Input, Lin, Region, Test, Val, addr_bits, addr_num, num_addr, state_bit};
@@ -1050,6 +1050,28 @@ impl<'a> Engine<'a> {
     }
 }
 
+impl St {
+    /// Takes the state out of `st`, leaving an empty one (a state about no packets) in its place.
+    fn take(st: &mut St) -> St {
+        let hollow = St {
+            region: Vec::new(),
+            cur: Cur::INPUT,
+            orig_src: AVal::Src,
+            in_iface: None,
+            out_iface: None,
+            dnat: None,
+            snat: None,
+            tos: 0,
+            ttl: 0,
+            confirmed: false,
+            ledger: Ledger::default(),
+            root: None,
+            dirty: false,
+        };
+        std::mem::replace(st, hollow)
+    }
+}
+
 impl Flow for St {
     type Addr = AVal;
     type Port = Val<u16>;
@@ -1138,27 +1160,27 @@ impl<'a> Domain<'a> for Engine<'a> {
         self.split_by(st, &tests)
     }
 
-    fn route(&mut self, st: St, q: RouteQ<'_>) -> Vec<(St, Option<RouteSym>)> {
+    fn route(&mut self, st: St, q: RouteQ<'_>) -> Routed<St, Option<IpAddr>> {
         match q {
             RouteQ::Dst => {
                 let parts = self.route_parts(true);
-                self.partition(st, &parts)
+                self.partition(st, &parts).into()
             }
             RouteQ::Back => {
                 let parts = self.route_parts(false);
-                self.partition(st, &parts)
+                self.partition(st, &parts).into()
             }
             RouteQ::LoopbackOn(dev) => {
                 // The packets here have the destination ::1 (`Pred::DstLoopback` for IPv6).
                 let r = self.ld.host.route_strict(std::net::Ipv6Addr::LOCALHOST.into(), dev);
-                vec![(st, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), &r.dev, r.local)))]
+                Parts::One(Some((st, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), &r.dev, r.local)))))
             }
         }
     }
 
-    fn socket(&mut self, st: St, (addr, port): (AVal, Val<u16>)) -> Vec<(St, Option<usize>)> {
+    fn socket(&mut self, st: St, (addr, port): (AVal, Val<u16>)) -> Parts<(St, Option<usize>)> {
         let parts = self.socket_parts(addr, port);
-        self.partition_input(st, &parts)
+        self.partition_input(st, &parts).into()
     }
 
     fn route_key(&self, st: &St) -> RouteKey {
@@ -1189,43 +1211,55 @@ impl<'a> Domain<'a> for Engine<'a> {
 
     /// A diff's shortcut at a chain's start (packets that can no longer meet a difference are
     /// left), and the dispatch of runs of rules keyed on disjoint destinations.
-    fn enter(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Option<Lane>>, st: St) -> Enter<St, Option<Lane>> {
-        let mut st = st;
+    fn enter(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Option<Lane>>, st: &mut St) -> Enter<St, Option<Lane>> {
         let chain = cur.chain;
         if cur.rule == 0 && self.focus.is_some() {
             if self.focus.as_ref().is_some_and(|(f, _)| f.differs(table.name, chain)) {
                 st.dirty = true;
-            } else if self.clean_for_good(table, hook, chain, &cur.stack, &st) {
+            } else if self.clean_for_good(table, hook, chain, &cur.stack, st) {
                 return Enter::Gone;
             }
         }
         let (mut idx, mut lane) = (cur.rule, cur.lane.filter(|l| l.chain == chain));
         loop {
             if self.chain_index(table, chain).run_at.get(idx).is_none_or(|r| *r == u32::MAX) {
-                return Enter::At(st, idx, lane);
+                return Enter::At(idx, lane);
             }
-            let mut next = self.dispatch(table, chain, idx, lane, st);
+            let mut next = self.dispatch(table, chain, idx, lane, St::take(st));
             if self.focus.is_some() {
                 next.retain(|(s, i, l)| !self.clean_in_run(table, hook, chain, *i, *l, &cur.stack, s));
             }
             if next.len() != 1 {
                 return if next.is_empty() { Enter::Gone } else { Enter::Split(next) };
             }
-            let (s, i, l) = next.pop().expect("one part");
+            let Some((s, i, l)) = next.pop() else { return Enter::Gone };
+            *st = s;
             if i == idx {
-                return Enter::At(s, i, l);
+                return Enter::At(i, l);
             }
-            (st, idx, lane) = (s, i, l);
+            (idx, lane) = (i, l);
         }
     }
 
-    fn test_rule(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Option<Lane>>, rule: &'a Rule, st: St) -> Tested<St> {
-        let (tests, extra) = self.rule_cond(table, cur.chain, cur.rule, rule, hook, &st);
+    fn test_rule(&mut self, table: &'a Table, hook: Hook, cur: &Cursor<Option<Lane>>, rule: &'a Rule, st: &mut St) -> Tested<St> {
+        let (tests, extra) = self.rule_cond(table, cur.chain, cur.rule, rule, hook, st);
         if extra == Eval::NoMatch || tests.is_empty() {
-            return (Some(st), None);
+            return Tested::Miss;
         }
-        let (inside, outside) = self.split_by(st, &tests);
-        (outside, inside.map(|s| (s, extra)))
+        match self.split_by(St::take(st), &tests) {
+            (Some(inside), outside) => {
+                *st = inside;
+                match outside {
+                    None => Tested::Hit(extra),
+                    Some(o) => Tested::Both(o, extra),
+                }
+            }
+            (None, Some(outside)) => {
+                *st = outside;
+                Tested::Miss
+            }
+            (None, None) => Tested::Gone,
+        }
     }
 
     fn fork(&mut self, st: &mut St) -> bool {
