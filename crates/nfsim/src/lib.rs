@@ -9,7 +9,9 @@
 //! - [`matches`](mod@matches): one file per match extension (`-m tcp`, `-m owner`, ...).
 //! - [`targets`]: one file per target extension (`-j REDIRECT`, `-j MARK`, ...).
 //! - [`simulate`], [`path`], [`classes`], [`verify`]: one packet through a host, a request
-//!   through a scenario, every packet at once, and loop-freedom for every connection.
+//!   through a scenario, every packet at once, and loop-freedom for every connection; [`mesh`]:
+//!   what a scenario's processes do with the connections they accept, shared by `path` and
+//!   `verify`.
 //! - [`diag`]: located problems and their rendering.
 //!
 //! The front door re-exports what a user needs for each operation: [`parse`] a rule set,
@@ -28,6 +30,7 @@ pub mod diag;
 pub mod hook;
 pub mod host;
 pub mod matches;
+pub mod mesh;
 pub mod packet;
 pub mod path;
 pub mod reason;

@@ -1,7 +1,8 @@
 //! Following a request hop by hop across a scenario: every connection from its process through
 //! its host's netfilter, across the network, through the receiving host, to the accepting process,
-//! whose behaviour (application or sidecar proxy) opens the next connection. Redirect loops are
-//! found as a repeated state and reported with the hops that form the cycle.
+//! whose behaviour (application or sidecar proxy, [`crate::mesh`]'s step) opens the next
+//! connection. Redirect loops are found as a repeated state and reported with the hops that form
+//! the cycle.
 //!
 //! Unit-testing a rule change reads like this:
 //!
@@ -23,13 +24,14 @@
 //! assert!(matches!(path.outcome, Outcome::Loop { .. }));
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::mesh::{self, Accepted, Concrete, Conn, Next, Trail};
 use crate::packet::{Owner, Packet};
 use crate::simulate::{Branch, Origin, Simulator};
-use crate::topology::{LoadedHost, Role, Scenario};
+use crate::topology::{LoadedHost, Process, Scenario};
 use crate::trace::{Delivered, Step, Verdict};
 use crate::traverse::Options;
 
@@ -130,11 +132,8 @@ pub struct Path {
     pub outcome: Outcome,
 }
 
-/// What makes a hop repeat: the accepting host and process, the original and the current destination.
-type LoopState = (String, String, (IpAddr, u16), (IpAddr, u16));
-
-/// The most hops a path may take.
-pub const HOP_BUDGET: usize = 64;
+/// The most hops a path may take (kept here for compatibility; [`crate::mesh`] owns it).
+pub use crate::mesh::HOP_BUDGET;
 
 struct World<'a> {
     scenario: &'a Scenario,
@@ -178,22 +177,25 @@ impl World<'_> {
         self.scenario.host_addr(name).map(|a| (a, port)).ok_or_else(|| format!("call `{call}`: no service or host `{name}`"))
     }
 
+    fn process(&self, host: &str, process: &str) -> Result<&Process, String> {
+        let lh = self.host(host).ok_or_else(|| format!("no host `{host}`"))?;
+        lh.processes.iter().find(|p| p.name == process).ok_or_else(|| format!("no process `{process}` on `{host}`"))
+    }
+
     fn follow(&self, flow_name: &str) -> Result<Path, String> {
         let flow = self.scenario.flows.iter().find(|f| f.name == flow_name).ok_or_else(|| format!("no flow `{flow_name}`"))?;
         let mut path = Path { flow: flow.name.clone(), hops: Vec::new(), outcome: Outcome::Delivered };
-        let mut host = flow.host.clone();
-        let mut process = flow.process.clone();
         let mut calls = flow.calls.iter();
         let Some(first) = calls.next() else { return Ok(path) };
-        let mut target = self.resolve(first)?;
-        let mut src: Option<IpAddr> = None;
-        let mut seen: Vec<LoopState> = Vec::new();
+        let target = self.resolve(first)?;
+        let mut conn = Conn::new(&flow.host, self.process(&flow.host, &flow.process)?, target);
+        let mut trail: Trail<Concrete> = Trail::new();
         loop {
-            if path.hops.len() >= HOP_BUDGET {
+            if trail.budget().is_err() {
                 path.outcome = Outcome::HopBudget;
                 return Ok(path);
             }
-            let (hop, end) = self.connect(&host, &process, src, target)?;
+            let (hop, end) = self.connect(&conn)?;
             path.hops.push(hop);
             let hop = path.hops.last().expect("just pushed");
             if let Some(o) = end {
@@ -201,75 +203,43 @@ impl World<'_> {
                 return Ok(path);
             }
             let (Some(next_host), Some(next_proc)) = (hop.accepted_host.clone(), hop.accepted_by.clone()) else {
-                path.outcome = Outcome::Dropped { host: host.clone(), reason: "not accepted".into() };
+                path.outcome = Outcome::Dropped { host: conn.host.clone(), reason: "not accepted".into() };
                 return Ok(path);
             };
-            // A loop: the same process on the same host holds a connection with the same original
-            // and current destination as before.
-            let state = (next_host.clone(), next_proc.clone(), hop.original_dst, (hop.after.dst, hop.after.dport));
-            if let Some(i) = seen.iter().position(|s| *s == state) {
-                path.outcome = Outcome::Loop { cycle_start: i, cycle: (i..path.hops.len()).collect() };
-                return Ok(path);
-            }
-            seen.push(state);
             let lh = self.host(&next_host).ok_or("accepting host vanished")?;
             let proc = lh.processes.iter().find(|p| p.name == next_proc).ok_or("accepting process vanished")?;
-            if matches!(proc.role, Role::Sidecar { .. }) && proc.listen.contains(&hop.original_dst.1) {
-                // Istio's listeners send connections addressed to the sidecar's own ports to a
-                // black hole instead of proxying them back to themselves.
-                path.outcome = Outcome::Dropped {
-                    host: next_host.clone(),
-                    reason: format!("{next_proc} refuses to proxy a connection addressed to its own port {}", hop.original_dst.1),
-                };
-                return Ok(path);
+            let accepted = Accepted {
+                host: &next_host,
+                process: proc,
+                listener: hop.listener_port,
+                original: hop.original_dst,
+                current: (hop.after.dst, hop.after.dport),
+            };
+            match mesh::accept_one(self.scenario, &trail, &accepted)? {
+                Next::Loop { cycle_start } => {
+                    path.outcome = Outcome::Loop { cycle_start, cycle: (cycle_start..path.hops.len()).collect() };
+                    return Ok(path);
+                }
+                Next::Refuse(why) => {
+                    path.outcome = Outcome::Dropped { host: next_host.clone(), reason: format!("{next_proc} {why}") };
+                    return Ok(path);
+                }
+                Next::Connect(next) => conn = next,
+                // An application: this call is done; it makes the next one, if any.
+                Next::End => match calls.next() {
+                    None => return Ok(path),
+                    Some(c) => conn = Conn::new(&next_host, proc, self.resolve(c)?),
+                },
             }
-            match proc.role {
-                Role::Sidecar { outbound_port, .. } if hop.listener_port == outbound_port => {
-                    // Outbound: connect to the original destination (a service's first endpoint).
-                    let (od, op) = hop.original_dst;
-                    let dst = match self.scenario.service_by_vip(od) {
-                        Some(s) => s
-                            .endpoints
-                            .first()
-                            .and_then(|e| self.scenario.host_addr(e))
-                            .ok_or_else(|| format!("service `{}` has no endpoint address", s.name))?,
-                        None => od,
-                    };
-                    host = next_host;
-                    process = next_proc;
-                    src = None;
-                    target = (dst, op);
-                }
-                Role::Sidecar { inbound_port, .. } if hop.listener_port == inbound_port => {
-                    // Inbound: from 127.0.0.6 to the original port on the pod's own address.
-                    let pod = self.scenario.host_addr(&next_host).ok_or("pod without an address")?;
-                    host = next_host;
-                    process = next_proc;
-                    src = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)));
-                    target = (pod, hop.original_dst.1);
-                }
-                _ => {
-                    // An application: this call is done; it makes the next one, if any.
-                    match calls.next() {
-                        None => return Ok(path),
-                        Some(c) => {
-                            host = next_host;
-                            process = next_proc;
-                            src = None;
-                            target = self.resolve(c)?;
-                        }
-                    }
-                }
-            }
+            trail.push(accepted.key());
         }
     }
 
-    /// One connection from `process` on `host` to `target`: local out, across the network,
-    /// arriving, accepted.
-    fn connect(&self, host: &str, process: &str, src: Option<IpAddr>, target: (IpAddr, u16)) -> Result<(Hop, Option<Outcome>), String> {
+    /// One connection: local out, across the network, arriving, accepted.
+    fn connect(&self, conn: &Conn<Concrete>) -> Result<(Hop, Option<Outcome>), String> {
+        let (host, process, src, target) = (conn.host.as_str(), conn.process.as_str(), conn.src, conn.target);
         let lh = self.host(host).ok_or_else(|| format!("no host `{host}`"))?;
-        let p = lh.processes.iter().find(|p| p.name == process).ok_or_else(|| format!("no process `{process}` on `{host}`"))?;
-        let owner = Owner { uid: p.uid, gid: p.gid, groups: Vec::new() };
+        let owner = Owner { uid: conn.uid, gid: conn.gid, groups: Vec::new() };
         let unspecified = if target.0.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) };
         let pkt = Packet::new(6, src.unwrap_or(unspecified), 40000, target.0, target.1);
         let sim = Simulator::new(&lh.ruleset, &lh.host, self.opts.clone());
@@ -360,7 +330,7 @@ impl World<'_> {
 
 /// The process listening on `port` on a host.
 fn socket_process(h: &LoadedHost, port: u16) -> Option<String> {
-    h.processes.iter().find(|p| p.listen.contains(&port)).map(|p| p.name.clone())
+    mesh::listener(&h.processes, port).map(|p| p.name.clone())
 }
 
 /// The one branch of a simulation, or the outcome that stops the path.

@@ -1,47 +1,76 @@
 //! Loop-freedom for every packet: `path::follow` over classes instead of single packets. From every
 //! process on every host, all TCP connections (every destination and port) are pushed hop by hop
-//! through the hosts' rules and the proxies, splitting wherever the fate differs, and every class
-//! that comes back to a state it was in (same host, process, original and current destination)
-//! is a loop; each loop class gets a concrete witness path.
+//! through the hosts' rules and the proxies ([`crate::mesh`]'s step, as in `path`), splitting
+//! wherever the fate differs, and every class that comes back to a state it was in (same host,
+//! process, original and current destination) is a loop; each loop class gets a concrete witness
+//! path.
 
 use std::net::IpAddr;
 
 use crate::classes::region::{AVal, Cube, Input, Region, num_addr, state_bit};
-use crate::classes::set::{Bits, Ranges};
+use crate::classes::set::{Bits, Int, Ranges};
 use crate::classes::{Fate, Place, Scope, classes, region};
+use crate::mesh::{self, Accepted, Conn, Domain, Next};
 use crate::packet::CtState;
-use crate::path::{HOP_BUDGET, Path, simulate_call};
+use crate::path::{Path, simulate_call};
 use crate::ruleset::Family;
-use crate::topology::{LoadedHost, Role, Scenario};
+use crate::topology::{LoadedHost, Process, Scenario};
 use crate::trace::Verdict;
 use crate::traverse::Options;
 
-/// A destination address in terms of the starting connection's destination.
+/// A value in terms of the starting connection's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TA {
-    /// The starting connection's destination address.
+enum Rel<T> {
+    /// The starting connection's own value (its destination address, or port).
     Root,
-    /// A fixed address.
-    C(u128),
+    /// A fixed value.
+    C(T),
 }
 
+/// A destination address in terms of the starting connection's destination.
+type TA = Rel<u128>;
+
 /// A port in terms of the starting connection's destination port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TP {
-    Root,
-    C(u16),
-}
+type TP = Rel<u16>;
 
 type Map = (TA, TP);
 
-/// A state a connection is in when a process accepts it (as `path`'s loop detection keys it).
-#[derive(Clone, Debug)]
-struct Seen {
-    host: String,
-    process: String,
-    original: Map,
-    current: Map,
+/// The mesh step's domain here: addresses and ports in root terms, sets of root connections.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sym;
+
+impl Domain for Sym {
+    type Addr = TA;
+    type Port = TP;
+    type Set = Region;
+
+    fn addr(&self, a: IpAddr) -> TA {
+        TA::C(region::addr_num(a))
+    }
+
+    fn port(&self, p: u16) -> TP {
+        TP::C(p)
+    }
+
+    fn is_empty(&self, s: &Region) -> bool {
+        s.is_empty()
+    }
+
+    fn addr_eq(&self, r: &Region, a: TA, b: TA) -> Region {
+        agree(r, a, b, |c| &mut c.dst)
+    }
+
+    fn port_eq(&self, r: &Region, a: TP, b: TP) -> Region {
+        agree(r, a, b, |c| &mut c.dport)
+    }
+
+    fn minus(&self, s: &Region, t: &Region) -> Region {
+        region::minus(s, t)
+    }
 }
+
+/// The states the connections were accepted in on the way (`path`'s loop keys).
+type Trail = mesh::Trail<Sym>;
 
 /// A class of connections that loops.
 #[derive(Clone, Debug)]
@@ -102,27 +131,16 @@ struct Ctx<'a> {
     result: Verification,
 }
 
-/// The connection a process makes: where from, and to what (in root terms).
-#[derive(Clone, Debug)]
-struct Conn {
-    host: String,
-    process: String,
-    src: Option<IpAddr>,
-    target: Map,
-}
-
 /// Follows every TCP connection of every process of `scenario`.
 pub fn verify(scenario: &Scenario) -> Result<Verification, String> {
     let hosts = scenario.load()?;
     let mut cx = Ctx { scenario, hosts, opts: Options::default(), result: Verification::default() };
-    let starts: Vec<(String, String, u32, u32)> =
-        cx.hosts.iter().flat_map(|h| h.processes.iter().map(move |p| (h.host.name.clone(), p.name.clone(), p.uid, p.gid))).collect();
-    for (host, process, uid, gid) in starts {
+    let starts: Vec<Conn<Sym>> = cx.hosts.iter().flat_map(|h| h.processes.iter().map(|p| Conn::new(&h.host.name, p, (TA::Root, TP::Root)))).collect();
+    for conn in starts {
         cx.result.starts += 1;
-        let scope = root_scope(uid, gid);
-        let conn = Conn { host: host.clone(), process: process.clone(), src: None, target: (TA::Root, TP::Root) };
-        let mut stack = Vec::new();
-        cx.follow(&scope, &host, &process, scope.region.clone(), conn, &mut stack)?;
+        let scope = root_scope(conn.uid, conn.gid);
+        let (host, process) = (conn.host.clone(), conn.process.clone());
+        cx.follow(&scope, &host, &process, scope.region.clone(), conn, &mut Trail::new())?;
     }
     Ok(cx.result)
 }
@@ -143,52 +161,27 @@ fn root_scope(uid: u32, gid: u32) -> Scope {
     Scope { family: Family::V4, from: None, region: vec![cube] }
 }
 
-fn restrict_dst(r: &Region, s: &Ranges<u128>) -> Region {
-    r.iter()
-        .filter_map(|c| {
-            let mut c = c.clone();
-            c.dst = c.dst.intersect(s);
-            (!c.is_empty()).then_some(c)
-        })
-        .collect()
-}
-
-fn restrict_dport(r: &Region, s: &Ranges<u16>) -> Region {
-    r.iter()
-        .filter_map(|c| {
-            let mut c = c.clone();
-            c.dport = c.dport.intersect(s);
-            (!c.is_empty()).then_some(c)
-        })
-        .collect()
-}
-
-/// The part of root region `r` where two addresses agree.
-fn addr_eq(r: &Region, a: TA, b: TA) -> Region {
+/// The part of root region `r` where two values agree; `field` is the root connection's field
+/// they are in terms of.
+fn agree<T: Int>(r: &Region, a: Rel<T>, b: Rel<T>, field: fn(&mut Cube) -> &mut Ranges<T>) -> Region {
     match (a, b) {
-        (TA::Root, TA::Root) => r.clone(),
-        (TA::C(x), TA::C(y)) => {
+        (Rel::Root, Rel::Root) => r.clone(),
+        (Rel::C(x), Rel::C(y)) => {
             if x == y {
                 r.clone()
             } else {
                 Vec::new()
             }
         }
-        (TA::Root, TA::C(x)) | (TA::C(x), TA::Root) => restrict_dst(r, &Ranges::point(x)),
-    }
-}
-
-fn port_eq(r: &Region, a: TP, b: TP) -> Region {
-    match (a, b) {
-        (TP::Root, TP::Root) => r.clone(),
-        (TP::C(x), TP::C(y)) => {
-            if x == y {
-                r.clone()
-            } else {
-                Vec::new()
-            }
-        }
-        (TP::Root, TP::C(x)) | (TP::C(x), TP::Root) => restrict_dport(r, &Ranges::point(x)),
+        (Rel::Root, Rel::C(x)) | (Rel::C(x), Rel::Root) => r
+            .iter()
+            .filter_map(|c| {
+                let mut c = c.clone();
+                let f = field(&mut c);
+                *f = f.intersect(&Ranges::point(x));
+                (!c.is_empty()).then_some(c)
+            })
+            .collect(),
     }
 }
 
@@ -290,18 +283,17 @@ impl Ctx<'_> {
     }
 
     /// Follows `conn` for the root connections `root`; `stack` holds the states seen on the way.
-    fn follow(&mut self, scope: &Scope, start_host: &str, start_proc: &str, root: Region, conn: Conn, stack: &mut Vec<Seen>) -> Result<(), String> {
+    fn follow(&mut self, scope: &Scope, start_host: &str, start_proc: &str, root: Region, conn: Conn<Sym>, stack: &mut Trail) -> Result<(), String> {
         if root.is_empty() {
             return Ok(());
         }
-        if stack.len() >= HOP_BUDGET {
-            self.unknown(scope, (start_host, start_proc), root, format!("more than {HOP_BUDGET} hops"));
+        if let Err(spent) = stack.budget() {
+            self.unknown(scope, (start_host, start_proc), root, spent.to_string());
             return Ok(());
         }
         let lh = self.host(&conn.host)?.clone();
-        let p = lh.processes.iter().find(|p| p.name == conn.process).ok_or_else(|| format!("no process `{}` on `{}`", conn.process, conn.host))?;
         let src = conn.src.map_or(0, region::addr_num);
-        let fixed = Fixed { src, sport: 40000, uid: p.uid, gid: p.gid };
+        let fixed = Fixed { src, sport: 40000, uid: conn.uid, gid: conn.gid };
         let local = Scope { family: Family::V4, from: None, region: image(&root, conn.target, fixed) };
         let cs = classes(&lh.ruleset, &lh.host, &local, &self.opts);
         self.result.steps += 1;
@@ -354,7 +346,7 @@ impl Ctx<'_> {
         dst: Map,
         original: Map,
         src: (u128, u16),
-        stack: &mut Vec<Seen>,
+        stack: &mut Trail,
     ) -> Result<(), String> {
         // Which host owns the destination.
         let owners: Vec<(String, String, u128)> = self
@@ -367,11 +359,7 @@ impl Ctx<'_> {
             })
             .collect();
         for (peer, iface, addr) in owners {
-            let part = match dst.0 {
-                TA::Root => restrict_dst(&piece, &Ranges::point(addr)),
-                TA::C(a) if a == addr => piece.clone(),
-                TA::C(_) => Vec::new(),
-            };
+            let part = Sym.addr_eq(&piece, dst.0, TA::C(addr));
             if part.is_empty() {
                 continue;
             }
@@ -419,28 +407,18 @@ impl Ctx<'_> {
         original: Map,
         current: Map,
         listener: TP,
-        stack: &mut Vec<Seen>,
+        stack: &mut Trail,
     ) -> Result<(), String> {
         let lh = self.host(host)?.clone();
-        // Which process listens on the port (`path::socket_process`).
-        let mut rest = piece;
-        for p in &lh.processes {
-            for &port in &p.listen {
-                let part = match listener {
-                    TP::Root => restrict_dport(&rest, &Ranges::point(port)),
-                    TP::C(x) if x == port => rest.clone(),
-                    TP::C(_) => Vec::new(),
-                };
-                if part.is_empty() {
-                    continue;
-                }
-                rest = region::minus(&rest, &part);
-                self.dispatch(scope, start, part, host, p, port, original, current, stack)?;
-            }
+        let (parts, _no_listener) = mesh::listeners(&Sym, &lh.processes, listener, piece);
+        for l in parts {
+            self.dispatch(scope, start, l.set, host, l.process, l.port, original, current, stack)?;
         }
         Ok(())
     }
 
+    /// Process `p` on `host` accepted the connections `part` on port `port`: the mesh step, then
+    /// onwards.
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
@@ -448,86 +426,26 @@ impl Ctx<'_> {
         start: (&str, &str),
         part: Region,
         host: &str,
-        p: &crate::topology::Process,
+        p: &Process,
         port: u16,
         original: Map,
         current: Map,
-        stack: &mut Vec<Seen>,
+        stack: &mut Trail,
     ) -> Result<(), String> {
-        // A loop: the same process on the same host holds a connection with the same original
-        // and current destination as before.
-        let mut part = part;
-        for (i, s) in stack.iter().enumerate() {
-            if s.host != host || s.process != p.name {
-                continue;
-            }
-            let same = port_eq(
-                &addr_eq(&port_eq(&addr_eq(&part, s.original.0, original.0), s.original.1, original.1), s.current.0, current.0),
-                s.current.1,
-                current.1,
-            );
-            if same.is_empty() {
-                continue;
-            }
-            part = region::minus(&part, &same);
-            let mut cycle: Vec<String> = stack[i..].iter().map(|s| format!("{}/{}", s.host, s.process)).collect();
-            cycle.push(format!("{host}/{}", p.name));
-            self.record_loop(scope, start, same, cycle)?;
-        }
-        if matches!(p.role, Role::Sidecar { .. }) {
-            // A sidecar refuses connections addressed to its own ports (`path` does the same).
-            let own = Ranges::from_intervals(p.listen.iter().map(|&x| (x, x)));
-            part = match original.1 {
-                TP::Root => part
-                    .iter()
-                    .filter_map(|c| {
-                        let mut c = c.clone();
-                        c.dport = c.dport.minus(&own);
-                        (!c.is_empty()).then_some(c)
-                    })
-                    .collect(),
-                TP::C(x) if own.contains(x) => Vec::new(),
-                TP::C(_) => part,
-            };
-        }
-        if part.is_empty() {
-            return Ok(());
-        }
-        let next = match p.role {
-            Role::Sidecar { outbound_port, .. } if port == outbound_port => {
-                // Outbound: connect to the original destination (a service's first endpoint).
-                let mut pieces = Vec::new();
-                let mut rest = part.clone();
-                for svc in &self.scenario.services {
-                    let Some(ep) = svc.endpoints.first().and_then(|e| self.scenario.host_addr(e)) else { continue };
-                    let vip = region::addr_num(svc.vip);
-                    let sub = match original.0 {
-                        TA::Root => restrict_dst(&rest, &Ranges::point(vip)),
-                        TA::C(a) if a == vip => rest.clone(),
-                        TA::C(_) => Vec::new(),
-                    };
-                    if !sub.is_empty() {
-                        rest = region::minus(&rest, &sub);
-                        pieces.push((sub, (TA::C(region::addr_num(ep)), original.1)));
-                    }
+        let accepted = Accepted { host, process: p, listener: port, original, current };
+        let mut next = Vec::new();
+        for (r, n) in mesh::accept(&Sym, self.scenario, stack, &accepted, part)? {
+            match n {
+                Next::Loop { cycle_start } => {
+                    let mut cycle: Vec<String> = stack.keys()[cycle_start..].iter().map(|s| format!("{}/{}", s.host, s.process)).collect();
+                    cycle.push(format!("{host}/{}", p.name));
+                    self.record_loop(scope, start, r, cycle)?;
                 }
-                pieces.push((rest, original));
-                pieces.into_iter().map(|(r, t)| (r, Conn { host: host.into(), process: p.name.clone(), src: None, target: t })).collect()
+                Next::Connect(conn) => next.push((r, conn)),
+                Next::Refuse(_) | Next::End => {}
             }
-            Role::Sidecar { inbound_port, .. } if port == inbound_port => {
-                let pod = self.scenario.host_addr(host).ok_or("pod without an address")?;
-                let conn = Conn {
-                    host: host.into(),
-                    process: p.name.clone(),
-                    src: Some(IpAddr::from([127, 0, 0, 6])),
-                    target: (TA::C(region::addr_num(pod)), original.1),
-                };
-                vec![(part.clone(), conn)]
-            }
-            // An application ends the call.
-            _ => Vec::new(),
-        };
-        stack.push(Seen { host: host.into(), process: p.name.clone(), original, current });
+        }
+        stack.push(accepted.key());
         for (r, conn) in next {
             self.follow(scope, start.0, start.1, r, conn, stack)?;
         }

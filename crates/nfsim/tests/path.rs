@@ -69,3 +69,18 @@ fn tproxy_variant_is_delivered() {
     assert_eq!((p.hops[1].after.dst.to_string(), p.hops[1].after.dport), ("10.244.2.10".to_string(), 8080));
     assert!(p.hops[1].trace.iter().any(|s| s.chain == "ISTIO_TPROXY"));
 }
+
+#[test]
+fn a_service_without_endpoints_is_refused_by_the_calling_sidecar() {
+    let mut s = scenario("istio-fortio");
+    s.services.iter_mut().find(|x| x.name == "fortio-server-l2").unwrap().endpoints.clear();
+    let p = simulate_flow(&s, "seed").unwrap();
+    assert_eq!(p.hops.len(), 4, "{p:#?}");
+    assert_eq!(
+        p.outcome,
+        Outcome::Dropped { host: "fortio-server".into(), reason: "envoy has no endpoint address to proxy service `fortio-server-l2` to".into() }
+    );
+    // `verify` follows the same step: no loop, nothing undecided.
+    let v = nfsim::verify::verify(&s).unwrap();
+    assert!(v.loops.is_empty() && v.unknown.is_empty());
+}
