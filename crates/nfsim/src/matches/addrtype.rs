@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::host::Host;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::{Family, Hook, HookMask};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::{Family, Hook, HookMask};
 
 /// Route types in bit order (`RTN_*` of `<linux/rtnetlink.h>`): bit `i` of a mask is
 /// `ADDR_TYPES[i]`.
@@ -290,8 +290,8 @@ impl crate::matches::Evaluate for Addrtype {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -304,12 +304,12 @@ mod tests {
     fn parsed(line: &str) -> Addrtype {
         let c = ctx(Family::V4);
         let mut toks = Vec::new();
-        crate::ruleset::token::tokenize(line, 0, &mut toks);
+        crate::xt::token::tokenize(line, 0, &mut toks);
         let mut m = Addrtype::new(&c);
         let mut pos = 0;
         while pos < toks.len() {
             let opt = toks[pos].as_str().trim_start_matches('-').to_string();
-            let mut args = crate::ruleset::ext::Args::new(&toks, pos + 1, c);
+            let mut args = crate::xt::ext::Args::new(&toks, pos + 1, c);
             m.parse(&opt, false, &mut args).unwrap();
             pos = args.pos();
         }

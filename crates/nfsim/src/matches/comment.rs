@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
-use crate::ruleset::value::save_string;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::value::save_string;
 
 /// Longest comment kept (`XT_MAX_COMMENT_LEN` less the NUL).
 pub const MAX_COMMENT: usize = 255;
@@ -64,8 +64,8 @@ impl crate::matches::Evaluate for Comment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -117,7 +117,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
         let host = Host::new("h");
         let m = parse::<Comment>(Family::V4, 0, "--comment \"allow ssh\"");
         for proto in [1, 6, 17, 47] {

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::mark::MarkValue;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::{fmt_mark, parse_mark};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::{fmt_mark, parse_mark};
 
 /// The connmark match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -67,8 +67,8 @@ impl crate::matches::Evaluate for Connmark {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
@@ -102,7 +102,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, state: CtState, ct_mark: u32) -> Eval {
         let m: Connmark = parse_alone(Ctx { family: Family::V4, table: TableName::Mangle, proto: None }, line);

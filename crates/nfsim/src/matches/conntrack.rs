@@ -9,10 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::services;
-use crate::ruleset::value::{parse_c_number, parse_proto};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::services;
+use crate::xt::value::{parse_c_number, parse_proto};
 
 /// Conntrack state bits (`XT_CONNTRACK_STATE_*`), as `--ctstate` and `--state` store them.
 pub mod state_bits {
@@ -207,7 +207,7 @@ pub(crate) fn fmt_addr(out: &mut String, a: IpAddr) {
         IpAddr::V4(a) => {
             let _ = write!(out, "{a}");
         }
-        IpAddr::V6(a) => crate::ruleset::addr::fmt_ipv6(out, a),
+        IpAddr::V6(a) => crate::xt::addr::fmt_ipv6(out, a),
     }
 }
 
@@ -654,7 +654,7 @@ impl crate::matches::Evaluate for Conntrack {
 #[cfg(test)]
 pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
     let mut toks = Vec::new();
-    crate::ruleset::token::tokenize(line, 0, &mut toks);
+    crate::xt::token::tokenize(line, 0, &mut toks);
     let mut ext = E::new(&ctx);
     let mut pos = 0;
     let mut invert = false;
@@ -666,7 +666,7 @@ pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
             continue;
         }
         let opt = t.strip_prefix("--").unwrap_or_else(|| panic!("bad argument `{t}` in `{line}`"));
-        let name = crate::ruleset::ext::resolve_option(E::OPTIONS, opt).unwrap_or_else(|| panic!("unknown option `{t}`"));
+        let name = crate::xt::ext::resolve_option(E::OPTIONS, opt).unwrap_or_else(|| panic!("unknown option `{t}`"));
         let mut args = Args::new(&toks, pos, ctx);
         ext.parse(name, invert, &mut args).unwrap_or_else(|e| panic!("`{line}`: {e}"));
         pos = args.pos();
@@ -679,8 +679,8 @@ pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -895,7 +895,7 @@ mod eval_tests {
     use crate::matches::eval::{Conn, CtTuple, ct_status};
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
-    use crate::ruleset::{Hook, TableName};
+    use crate::xt::{Hook, TableName};
 
     fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> CtTuple {
         CtTuple { src: src.parse().unwrap(), dst: dst.parse().unwrap(), sport, dport }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::tos::xt_uint;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, save_invert};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
 
 /// Largest DSCP value (`XT_DSCP_MAX`).
 pub const DSCP_MAX: u8 = 0x3f;
@@ -104,8 +104,8 @@ impl crate::matches::Evaluate for Dscp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };
@@ -163,7 +163,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook, TableName};
+        use crate::xt::{Family, Hook, TableName};
 
         fn run(dscp: u8, invert: bool, tos: u8, family: Family) -> Eval {
             let host = Host::new("h");

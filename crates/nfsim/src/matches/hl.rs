@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::ttl::{Cmp, parse_cmp, save_cmp};
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The hl match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -55,8 +55,8 @@ impl crate::matches::Evaluate for Hl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };
@@ -99,7 +99,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Hook, TableName};
+        use crate::xt::{Hook, TableName};
 
         fn run(cmp: Cmp, value: u8, field: u8) -> Eval {
             let host = Host::new("h");
@@ -142,7 +142,7 @@ mod tests {
             let ctx = Ctx { family: Family::V6, table: TableName::Filter, proto: None };
             let toks = {
                 let mut t = Vec::new();
-                crate::ruleset::token::tokenize("5", 0, &mut t);
+                crate::xt::token::tokenize("5", 0, &mut t);
                 t
             };
             let mut args = Args::new(&toks, 0, ctx);

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::parse_c_number;
 
 /// A type with an inclusive range of codes, and its inversion (`struct ipt_icmp` /
 /// `struct ip6t_icmp`).
@@ -252,8 +252,8 @@ impl crate::matches::Evaluate for Icmp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family, table: TableName::Filter, proto }
@@ -324,7 +324,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
 
         fn run(line: &str, proto: u8, ty: u8, code: u8) -> Eval {
             let host = Host::new("h");

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::icmp::{ICMPV6_NAMES, IcmpSpec, parse_icmp_type};
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The icmp6 match. Unlike IPv4's, type 255 is an ordinary type (there is no `any`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -76,8 +76,8 @@ impl crate::matches::Evaluate for Icmp6 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family, table: TableName::Filter, proto }
@@ -141,7 +141,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
 
         fn run(line: &str, proto: u8, ty: u8, code: u8) -> Eval {
             let host = Host::new("h");

@@ -6,9 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::parse_c_number;
 
 /// `FIRST-LAST`, inclusive, with its inversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -49,7 +49,7 @@ fn fmt_addr(out: &mut String, addr: IpAddr) {
         IpAddr::V4(a) => {
             let _ = write!(out, "{a}");
         }
-        IpAddr::V6(a) => crate::ruleset::addr::fmt_ipv6(out, a),
+        IpAddr::V6(a) => crate::xt::addr::fmt_ipv6(out, a),
     }
 }
 
@@ -144,8 +144,8 @@ impl crate::matches::Evaluate for Iprange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -226,7 +226,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
 
         fn run(family: Family, line: &str, src: &str, dst: &str) -> Eval {
             let host = Host::new("h");

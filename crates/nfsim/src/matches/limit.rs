@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
-use crate::ruleset::value::parse_uint;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::xt::value::parse_uint;
 
 /// `XT_LIMIT_SCALE`: periods are in 1/10000 s.
 pub const SCALE: u32 = 10000;
@@ -165,8 +165,8 @@ impl crate::matches::Evaluate for Limit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -253,7 +253,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     #[test]
     fn depends_on_the_rate() {

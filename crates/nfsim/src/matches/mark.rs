@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::{fmt_mark, parse_mark};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::{fmt_mark, parse_mark};
 
 /// `[!] --mark VALUE[/MASK]`: matches when `(mark & mask) == value`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,8 +71,8 @@ impl crate::matches::Evaluate for Mark {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -110,7 +110,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, mark: u32) -> Eval {
         let m: Mark = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);

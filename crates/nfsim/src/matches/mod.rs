@@ -30,7 +30,7 @@ pub mod tos;
 pub mod ttl;
 pub mod udp;
 
-use crate::ruleset::ext::extension_enum;
+use crate::xt::ext::extension_enum;
 
 extension_enum! {
     /// One `-m` match of a rule.

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, save_invert};
-use crate::ruleset::value::parse_port;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
+use crate::xt::value::parse_port;
 
 /// Slots in the kernel's port array (`XT_MULTI_PORTS`); a range takes two.
 pub const MAX_PORT_SLOTS: usize = 15;
@@ -177,8 +177,8 @@ impl crate::matches::Evaluate for Multiport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family: Family::V4, table: TableName::Filter, proto }
@@ -260,7 +260,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
             let host = Host::new("h");

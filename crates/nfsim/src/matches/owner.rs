@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::value::parse_c_number;
 
 /// An inclusive range of user or group ids with its `!`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -200,8 +200,8 @@ impl crate::matches::Evaluate for Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
@@ -280,7 +280,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{Owner as SockOwner, Packet};
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, owner: Option<SockOwner>) -> Eval {
         let m: Owner = parse_alone(Ctx { family: Family::V4, table: TableName::Mangle, proto: None }, line);

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// A link-layer packet class (`PACKET_*` of `<linux/if_packet.h>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -101,7 +101,7 @@ impl Extension for Pkttype {
 /// `dev_loopback_xmit`), and forwarded packets are `PACKET_HOST` by construction (`ip_forward`
 /// and `ip6_forward` drop the others): unicast at those hooks, whatever the destination.
 pub fn packet_class(pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> PktType {
-    use crate::ruleset::Hook;
+    use crate::xt::Hook;
     match cx.hook {
         Hook::Forward | Hook::Output | Hook::Postrouting => PktType::Unicast,
         Hook::Prerouting | Hook::Input => {
@@ -128,8 +128,8 @@ impl crate::matches::Evaluate for Pkttype {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -169,7 +169,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, hook: Hook, dst: &str) -> Eval {
             let host = Host::new("h").iface("eth0", &["10.0.0.5/24", "2001:db8::5/64"]);

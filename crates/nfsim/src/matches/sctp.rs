@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::matches::tcp::PortRange;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, save_invert};
-use crate::ruleset::value::parse_port_range;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
+use crate::xt::value::parse_port_range;
 
 /// Chunk types with a name, in libxt_sctp's table order: `(name, chunk type, flag letters)`.
 /// The letters name flag bits 7 down to 0; `-` marks a bit without a name.
@@ -303,8 +303,8 @@ impl crate::matches::Evaluate for Sctp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family: Family::V4, table: TableName::Filter, proto }
@@ -397,7 +397,7 @@ mod tests {
         let mut m = Sctp::default();
         let c = ctx(Some(Neg::new(Proto::SCTP, false)));
         let mut toks = Vec::new();
-        crate::ruleset::token::tokenize("any I_DATA:U", 0, &mut toks);
+        crate::xt::token::tokenize("any I_DATA:U", 0, &mut toks);
         m.parse("chunk-types", false, &mut Args::new(&toks, 0, c)).unwrap();
         let chunks = m.chunks.unwrap();
         assert_eq!(chunks.types, ChunkSet::List(vec![64]));
@@ -411,7 +411,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
             let host = Host::new("h");

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::xt::value::parse_c_number;
 
 /// `IPSET_MAXNAMELEN - 1`.
 const NAME_MAX: usize = 31;
@@ -242,8 +242,8 @@ impl crate::matches::Evaluate for Set {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -334,7 +334,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn host() -> Host {
         let mut h = Host::new("h");

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::conntrack::{fmt_states, parse_states};
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The state match: `[!] --state LIST`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -62,8 +62,8 @@ impl crate::matches::Evaluate for State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -105,7 +105,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, state: CtState) -> Eval {
         let m: State = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::value::parse_uint;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::value::parse_uint;
 
 /// `--mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -197,8 +197,8 @@ impl crate::matches::Evaluate for Statistic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -300,7 +300,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str) -> Eval {
         let m: Statistic = parse_alone(Ctx { family: Family::V4, table: TableName::Nat, proto: None }, line);

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::value::{fmt_port_range, parse_port_range, parse_uint};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::value::{fmt_port_range, parse_port_range, parse_uint};
 
 /// TCP flag bits in the order iptables names them.
 pub const FLAG_NAMES: [(&str, u8); 6] = [("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10), ("URG", 0x20)];
@@ -198,15 +198,15 @@ impl crate::matches::Evaluate for Tcp {
 pub(crate) mod test_util {
     use crate::host::Host;
     use crate::matches::EvalCtx;
-    use crate::ruleset::ext::{Args, Ctx, Extension, resolve_option};
-    use crate::ruleset::{Family, Hook, Neg, Proto, TableName};
+    use crate::xt::ext::{Args, Ctx, Extension, resolve_option};
+    use crate::xt::{Family, Hook, Neg, Proto, TableName};
 
     /// Parses `line` as the options of extension `E` under `-p proto` (0: no `-p`), as
     /// `check_alone` does, and returns the parsed match.
     pub(crate) fn parse<E: Extension>(family: Family, proto: u8, line: &str) -> E {
         let ctx = Ctx { family, table: TableName::Filter, proto: (proto != 0).then(|| Neg::new(Proto(proto), false)) };
         let mut toks = Vec::new();
-        crate::ruleset::token::tokenize(line, 0, &mut toks);
+        crate::xt::token::tokenize(line, 0, &mut toks);
         let mut ext = E::new(&ctx);
         let (mut pos, mut invert) = (0, false);
         while pos < toks.len() {
@@ -236,8 +236,8 @@ pub(crate) mod test_util {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: Some(Neg::new(Proto::TCP, false)) };
@@ -264,7 +264,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, Evaluate};
         use crate::packet::{Packet, tcp_flags};
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, pkt: &Packet) -> Eval {
             let host = Host::new("h");

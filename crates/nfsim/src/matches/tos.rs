@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The symbolic `--tos` names (matched case-insensitively) and their values; they imply the
 /// mask 0x3f (the two top precedence bits are not compared; the ECN bits are).
@@ -170,8 +170,8 @@ impl crate::matches::Evaluate for Tos {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -235,7 +235,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook, TableName};
+        use crate::xt::{Family, Hook, TableName};
 
         fn run(value: u8, mask: u8, invert: bool, tos: u8, family: Family) -> Eval {
             let host = Host::new("h");

@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 use crate::matches::tcp::PortRange;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::services;
-use crate::ruleset::value::fmt_port_range;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::services;
+use crate::xt::value::fmt_port_range;
 
 /// The udp match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -135,8 +135,8 @@ impl crate::matches::Evaluate for Udp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family: Family::V4, table: TableName::Filter, proto }
@@ -227,7 +227,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
             let host = Host::new("h");

@@ -96,7 +96,7 @@ pub trait Extension: Sized {
     fn save(&self, ctx: &Ctx, out: &mut String);
 }
 
-/// A boxed extension (large ones are boxed to keep [`Rule`](super::Rule) small) behaves as the
+/// A boxed extension (large ones are boxed to keep [`Rule`](crate::ruleset::Rule) small) behaves as the
 /// extension itself.
 impl<T: Extension> Extension for Box<T> {
     const OPTIONS: &'static [&'static str] = T::OPTIONS;
@@ -172,14 +172,14 @@ macro_rules! extension_enum {
                 $variant($ty),
             )*
             /// An extension the model does not type (kept verbatim, undecidable in simulation).
-            Opaque($crate::ruleset::ext::Opaque),
+            Opaque($crate::xt::ext::Opaque),
         }
 
         impl $name {
             /// Loads the extension called `name`, if the model types it.
-            pub fn load(name: &str, ctx: &$crate::ruleset::ext::Ctx) -> Option<$name> {
+            pub fn load(name: &str, ctx: &$crate::xt::ext::Ctx) -> Option<$name> {
                 match name {
-                    $($save $(| $alias)* => Some($name::$variant(<$ty as $crate::ruleset::ext::Extension>::new(ctx))),)*
+                    $($save $(| $alias)* => Some($name::$variant(<$ty as $crate::xt::ext::Extension>::new(ctx))),)*
                     _ => None,
                 }
             }
@@ -195,21 +195,21 @@ macro_rules! extension_enum {
             /// The long options this extension takes (none for an opaque one).
             pub fn options(&self) -> &'static [&'static str] {
                 match self {
-                    $($name::$variant(_) => <$ty as $crate::ruleset::ext::Extension>::OPTIONS,)*
+                    $($name::$variant(_) => <$ty as $crate::xt::ext::Extension>::OPTIONS,)*
                     $name::Opaque(_) => &[],
                 }
             }
 
-            pub(crate) fn parse_option(&mut self, opt: &str, invert: bool, args: &mut $crate::ruleset::ext::Args<'_, '_>) -> $crate::ruleset::ext::OptResult {
-                use $crate::ruleset::ext::Extension as _;
+            pub(crate) fn parse_option(&mut self, opt: &str, invert: bool, args: &mut $crate::xt::ext::Args<'_, '_>) -> $crate::xt::ext::OptResult {
+                use $crate::xt::ext::Extension as _;
                 match self {
                     $($name::$variant(x) => x.parse(opt, invert, args),)*
                     $name::Opaque(_) => Err(format!("unknown option `--{opt}`")),
                 }
             }
 
-            pub(crate) fn finish(&mut self, ctx: &$crate::ruleset::ext::Ctx) -> $crate::ruleset::ext::OptResult {
-                use $crate::ruleset::ext::Extension as _;
+            pub(crate) fn finish(&mut self, ctx: &$crate::xt::ext::Ctx) -> $crate::xt::ext::OptResult {
+                use $crate::xt::ext::Extension as _;
                 match self {
                     $($name::$variant(x) => x.finish(ctx),)*
                     $name::Opaque(_) => Ok(()),
@@ -217,8 +217,8 @@ macro_rules! extension_enum {
             }
 
             /// Appends the options the way `iptables-save` prints them.
-            pub fn save(&self, ctx: &$crate::ruleset::ext::Ctx, out: &mut String) {
-                use $crate::ruleset::ext::Extension as _;
+            pub fn save(&self, ctx: &$crate::xt::ext::Ctx, out: &mut String) {
+                use $crate::xt::ext::Extension as _;
                 match self {
                     $($name::$variant(x) => x.save(ctx, out),)*
                     $name::Opaque(o) => o.save(out),
