@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond};
+use crate::matches::Eval;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 use crate::xt::value::save_string;
 
@@ -58,6 +60,15 @@ impl crate::matches::Evaluate for Comment {
     /// `comment_mt` (`xt_comment.c`): always matches.
     fn eval(&self, _pkt: &crate::packet::Packet, _cx: &crate::matches::EvalCtx<'_>) -> crate::matches::Eval {
         crate::matches::Eval::Match
+    }
+}
+
+impl Cond for Comment {
+    const READS: Fields = Fields::NONE;
+
+    /// `comment_mt` matches every packet.
+    fn cond(&self, _cx: &CondCtx<'_>) -> MatchCond {
+        MatchCond::Eval(Eval::Match)
     }
 }
 

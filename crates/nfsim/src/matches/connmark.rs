@@ -4,6 +4,9 @@
 use serde::Serialize;
 
 use super::mark::MarkValue;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, mark_set, tests, tracked};
+use crate::classes::region::Test;
+use crate::matches::Eval;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 use crate::xt::value::{fmt_mark, parse_mark};
 
@@ -61,6 +64,19 @@ impl crate::matches::Evaluate for Connmark {
             return Eval::NoMatch;
         }
         Eval::from_bool(pkt.ct_mark & m.mask == m.value).invert(m.invert)
+    }
+}
+
+impl Cond for Connmark {
+    const READS: Fields = Fields::CTMARK.or(Fields::STATE);
+
+    /// `connmark_mt`: the conntrack marks with `ctmark & mask == value`, flipped by `!`. Without a
+    /// conntrack entry (INVALID, UNTRACKED) the match fails, `!` or not.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        match self.mark {
+            None => MatchCond::Eval(Eval::Match),
+            Some(v) => tests(cx, vec![Test { state: Some(tracked()), ctmark: Some(mark_set(v)), ..Test::default() }]),
+        }
     }
 }
 
@@ -135,5 +151,19 @@ mod eval_tests {
             assert_eq!(eval("--mark 0", state, 0), Eval::NoMatch);
             assert_eq!(eval("! --mark 1", state, 0), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::Connmark;
+    use crate::classes::cond::test_util::{mark_value, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn connmark_agrees() {
+        run("connmark", 300, 300, |_| mark_value().prop_map(|mark| Match::Connmark(Connmark { mark })).boxed());
     }
 }

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::tos::xt_uint;
+use crate::classes::cond::{Cond, Fields};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
 
 /// Largest DSCP value (`XT_DSCP_MAX`).
@@ -99,6 +100,12 @@ impl crate::matches::Evaluate for Dscp {
         let want = self.dscp.unwrap_or(0);
         crate::matches::Eval::from_bool(pkt.tos >> 2 == want).invert(self.invert)
     }
+}
+
+impl Cond for Dscp {
+    /// It reads the TOS byte, which the walk keeps per state (TOS and DSCP targets): the example
+    /// packet answers for the whole class.
+    const READS: Fields = Fields::NONE;
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::ttl::{Cmp, parse_cmp, save_cmp};
+use crate::classes::cond::{Cond, Fields};
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
@@ -50,6 +51,12 @@ impl crate::matches::Evaluate for Hl {
         let (cmp, value) = self.hl.unwrap_or((Cmp::Eq, 0));
         crate::matches::Eval::from_bool(cmp.test(pkt.ttl, value))
     }
+}
+
+impl Cond for Hl {
+    /// It reads the hop limit, which the walk keeps per state (HL target): the example packet
+    /// answers for the whole class.
+    const READS: Fields = Fields::NONE;
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::icmp::spec_cond;
 use super::icmp::{ICMPV6_NAMES, IcmpSpec, parse_icmp_type};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond};
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
@@ -70,6 +72,15 @@ impl crate::matches::Evaluate for Icmp6 {
         }
         let hit = pkt.icmp_type == s.icmp_type && s.code_min <= pkt.icmp_code && pkt.icmp_code <= s.code_max;
         Eval::from_bool(hit != s.invert)
+    }
+}
+
+impl Cond for Icmp6 {
+    const READS: Fields = Fields::PROTO;
+
+    /// `icmp6_match` on the fixed echo request.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        spec_cond(self.spec, 58, false, cx)
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, Fields};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 use crate::xt::value::parse_c_number;
 
@@ -94,6 +95,11 @@ impl crate::matches::Evaluate for Length {
         let Some(r) = self.range else { return crate::matches::Eval::Unknown("`-m length` without `--length`".into()) };
         crate::matches::Eval::from_bool((r.min <= pkt.len && pkt.len <= r.max) != r.invert)
     }
+}
+
+impl Cond for Length {
+    /// It reads the length, fixed in every class.
+    const READS: Fields = Fields::NONE;
 }
 
 #[cfg(test)]

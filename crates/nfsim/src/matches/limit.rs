@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 use crate::xt::value::parse_uint;
 
@@ -159,6 +160,15 @@ impl crate::matches::Evaluate for Limit {
             "`-m limit --limit {rate} --limit-burst {}` depends on the packet rate (matches while the rate stays under the limit)",
             self.burst
         ))
+    }
+}
+
+impl Cond for Limit {
+    const READS: Fields = Fields::NONE;
+
+    /// The answer depends on the packet rate, not the packet: unknown everywhere.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, Fields};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 use crate::xt::{Hook, HookMask};
 
@@ -108,6 +109,12 @@ impl crate::matches::Evaluate for Mac {
             None => Eval::Unknown("`-m mac --mac-source` depends on the source MAC address of the arriving frame, which the packet does not give".into()),
         }
     }
+}
+
+impl Cond for Mac {
+    /// It reads the input interface (constant within a class) and a source MAC address the classes
+    /// do not give (unknown).
+    const READS: Fields = Fields::NONE;
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, mark_set, tests};
+use crate::classes::region::Test;
+use crate::matches::Eval;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 use crate::xt::value::{fmt_mark, parse_mark};
 
@@ -65,6 +68,18 @@ impl crate::matches::Evaluate for Mark {
         use crate::matches::Eval;
         let Some(m) = self.mark else { return Eval::Match };
         Eval::from_bool(pkt.mark & m.mask == m.value).invert(m.invert)
+    }
+}
+
+impl Cond for Mark {
+    const READS: Fields = Fields::MARK;
+
+    /// `mark_mt`: the marks with `mark & mask == value`, flipped by `!`.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        match self.mark {
+            None => MatchCond::Eval(Eval::Match),
+            Some(v) => tests(cx, vec![Test { mark: Some(mark_set(v)), ..Test::default() }]),
+        }
     }
 }
 
@@ -138,5 +153,19 @@ mod eval_tests {
         ] {
             assert_eq!(eval(line, mark), expected, "{line} mark {mark:#x}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::Mark;
+    use crate::classes::cond::test_util::{mark_value, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn mark_agrees() {
+        run("mark", 300, 300, |_| mark_value().prop_map(|mark| Match::Mark(Mark { mark })).boxed());
     }
 }

@@ -5,6 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, tests};
+use crate::classes::port_protos;
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
 use crate::xt::value::parse_port;
 
@@ -174,6 +178,32 @@ impl crate::matches::Evaluate for Multiport {
     }
 }
 
+impl Cond for Multiport {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `ports_match_v1`: a packet without ports never matches; `--ports` is split into "source
+    /// listed" and "source not listed, destination listed" to keep the tests disjoint.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let Some(side) = self.side else { return MatchCond::Concrete(Fields::NONE) };
+        let listed = Ranges::from_intervals(self.ports.iter().copied());
+        let unlisted = listed.complement();
+        let t = |sport: Option<&Ranges<u16>>, dport: Option<&Ranges<u16>>| Test {
+            proto: Some(port_protos()),
+            sport: sport.cloned(),
+            dport: dport.cloned(),
+            ..Test::default()
+        };
+        let hit = if self.invert { &unlisted } else { &listed };
+        let v = match (side, self.invert) {
+            (PortSide::Source, _) => vec![t(Some(hit), None)],
+            (PortSide::Destination, _) => vec![t(None, Some(hit))],
+            (PortSide::Either, false) => vec![t(Some(&listed), None), t(Some(&unlisted), Some(&listed))],
+            (PortSide::Either, true) => vec![t(Some(&unlisted), Some(&unlisted))],
+        };
+        tests(cx, v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +322,25 @@ mod tests {
             assert_eq!(run("! --dports 22", 1, 0, 0), Eval::NoMatch);
             assert_eq!(run("--dports 0", 47, 0, 0), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{Multiport, PortSide};
+    use crate::classes::cond::test_util::{port, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn multiport_agrees() {
+        run("multiport", 400, 350, |_| {
+            let side = proptest::option::weighted(0.95, select(vec![PortSide::Source, PortSide::Destination, PortSide::Either]));
+            let range = prop_oneof![port().prop_map(|p| (p, p)), (port(), port())];
+            (side, vec(range, 1..6), any::<bool>()).prop_map(|(side, ports, invert)| Match::Multiport(Box::new(Multiport { side, ports, invert }))).boxed()
+        });
     }
 }

@@ -5,6 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, tests};
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
+use crate::matches::Eval;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
 use crate::xt::value::parse_c_number;
 
@@ -197,6 +201,31 @@ impl crate::matches::Evaluate for Owner {
     }
 }
 
+impl Cond for Owner {
+    const READS: Fields = Fields::UID.or(Fields::GID);
+
+    /// `owner_mt`: without a socket, every option given must be negated; with one, `!
+    /// --socket-exists` fails and the uid / gid ranges are tested (the supplementary groups are
+    /// empty in every class, so `--suppl-groups` adds nothing).
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        if !cx.has_owner {
+            let all_inverted =
+                self.uid.is_none_or(|r| r.invert) && self.gid.is_none_or(|r| r.invert) && self.socket_exists.is_none_or(|inv| inv) && !self.suppl_groups;
+            return MatchCond::Eval(Eval::from_bool(all_inverted));
+        }
+        if self.socket_exists == Some(true) {
+            return MatchCond::Eval(Eval::NoMatch);
+        }
+        let ids = |r: Option<IdRange>| {
+            r.map(|r| {
+                let inside = Ranges::range(r.min, r.max);
+                if r.invert { inside.complement() } else { inside }
+            })
+        };
+        tests(cx, vec![Test { uid: ids(self.uid), gid: ids(self.gid), ..Test::default() }])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +361,24 @@ mod eval_tests {
         ] {
             assert_eq!(eval(line, o()), expected, "{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::{IdRange, Owner};
+    use crate::classes::cond::test_util::{id, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn owner_agrees() {
+        run("owner", 400, 400, |_| {
+            let ids = || proptest::option::weighted(0.6, (id(), id(), any::<bool>()).prop_map(|(min, max, invert)| IdRange { min, max, invert }));
+            (ids(), ids(), proptest::option::weighted(0.3, any::<bool>()), any::<bool>())
+                .prop_map(|(uid, gid, socket_exists, suppl_groups)| Match::Owner(Owner { uid, gid, socket_exists, suppl_groups }))
+                .boxed()
+        });
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// A bridge port name as `--physdev-in`/`--physdev-out` take it (`xtables_parse_interface`):
@@ -156,6 +157,15 @@ impl crate::matches::Evaluate for Physdev {
             && self.physdev_in.is_none_or(|(_, inv)| inv)
             && self.physdev_out.is_none_or(|(_, inv)| inv);
         crate::matches::Eval::from_bool(all_inverted)
+    }
+}
+
+impl Cond for Physdev {
+    const READS: Fields = Fields::NONE;
+
+    /// No packet carries bridge information: the answer depends on the options alone.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use super::conntrack::{fmt_addr, parse_host};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
@@ -277,6 +278,15 @@ impl crate::matches::Evaluate for Recent {
             }
             None => Eval::Unknown("`-m recent` without a command".to_string()),
         }
+    }
+}
+
+impl Cond for Recent {
+    const READS: Fields = Fields::NONE;
+
+    /// The model answers from the command alone (`--set` matches, the others are unknown).
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
     }
 }
 

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, ports};
+use crate::matches::Eval;
 use crate::matches::tcp::PortRange;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
 use crate::xt::value::parse_port_range;
@@ -300,6 +302,29 @@ impl crate::matches::Evaluate for Sctp {
     }
 }
 
+impl Cond for Sctp {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `sctp_mt`: the chunk test is decided only when it is the same for every chunk sequence (as
+    /// the eval's `without_chunks`); otherwise it is unknown wherever the ports match.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let c = ports(cx, 132, self.sport, self.dport);
+        let Some(ch) = &self.chunks else { return c };
+        let decided = match (&ch.types, ch.match_type) {
+            (ChunkSet::All, ChunkMatchType::Any | ChunkMatchType::Only) if ch.flags.is_empty() => Some(true),
+            (ChunkSet::List(t), ChunkMatchType::Any | ChunkMatchType::Only) if t.is_empty() => Some(false),
+            (ChunkSet::List(t), ChunkMatchType::All) if t.is_empty() => Some(true),
+            _ => None,
+        };
+        match decided {
+            Some(hit) if hit != ch.invert => c,
+            Some(_) => MatchCond::Eval(Eval::NoMatch),
+            None if c == MatchCond::Eval(Eval::NoMatch) => c,
+            None => MatchCond::Concrete(Self::READS),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +484,37 @@ mod tests {
             assert_eq!(run("--chunk-types all NONE", 132, 1, 2), Eval::Match);
             assert_eq!(run("! --chunk-types all NONE", 132, 1, 2), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{ChunkFlags, ChunkMatchType, ChunkSet, Chunks, Sctp};
+    use crate::classes::cond::test_util::{port_range, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn sctp_agrees() {
+        run("sctp", 400, 150, |_| {
+            let types = prop_oneof![
+                Just(ChunkSet::All),
+                vec(0u8..16, 0..3).prop_map(|mut v| {
+                    v.sort_unstable();
+                    v.dedup();
+                    ChunkSet::List(v)
+                })
+            ];
+            let flags = vec((0u8..16, any::<u8>(), any::<u8>()).prop_map(|(chunk_type, flags, mask)| ChunkFlags { chunk_type, flags, mask }), 0..2);
+            let chunks = proptest::option::weighted(
+                0.6,
+                (select(vec![ChunkMatchType::Any, ChunkMatchType::All, ChunkMatchType::Only]), types, flags, any::<bool>())
+                    .prop_map(|(match_type, types, flags, invert)| Box::new(Chunks { match_type, types, flags, invert })),
+            );
+            (port_range(), port_range(), chunks).prop_map(|(sport, dport, chunks)| Match::Sctp(Sctp { sport, dport, chunks })).boxed()
+        });
     }
 }

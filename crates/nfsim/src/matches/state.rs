@@ -4,6 +4,9 @@
 use serde::Serialize;
 
 use super::conntrack::{fmt_states, parse_states};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, states_of, tests};
+use crate::classes::region::Test;
+use crate::matches::Eval;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The state match: `[!] --state LIST`.
@@ -56,6 +59,18 @@ impl crate::matches::Evaluate for State {
         let Some((mask, inv)) = self.states else { return Eval::Match };
         let (bit, _) = super::conntrack::state_bit(pkt.ct_state);
         Eval::from_bool(mask & bit != 0).invert(inv)
+    }
+}
+
+impl Cond for State {
+    const READS: Fields = Fields::STATE;
+
+    /// `state_mt`: the listed states, flipped by `!`.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        match self.states {
+            None => MatchCond::Eval(Eval::Match),
+            Some((mask, inv)) => tests(cx, vec![Test { state: Some(states_of(mask, inv)), ..Test::default() }]),
+        }
     }
 }
 
@@ -137,5 +152,21 @@ mod eval_tests {
         ] {
             assert_eq!(eval(line, state), expected, "{line} on {state:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::State;
+    use crate::classes::cond::test_util::{run, state_mask};
+    use crate::matches::Match;
+
+    #[test]
+    fn state_agrees() {
+        run("state", 300, 300, |_| {
+            proptest::option::weighted(0.95, (state_mask(false), any::<bool>())).prop_map(|states| Match::State(State { states })).boxed()
+        });
     }
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
 use crate::xt::value::parse_uint;
 
@@ -191,6 +192,15 @@ impl crate::matches::Evaluate for Statistic {
             )),
             None => Eval::Unknown("`-m statistic` without a mode".to_string()),
         }
+    }
+}
+
+impl Cond for Statistic {
+    const READS: Fields = Fields::NONE;
+
+    /// The answer is a chance (random mode) or unknown (nth mode), the same for every packet.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
     }
 }
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::tos::xt_uint;
+use crate::classes::cond::{Cond, Fields};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, save_invert};
 
 /// Longest pattern (`XT_STRING_MAX_PATTERN_SIZE`).
@@ -261,6 +262,11 @@ impl crate::matches::Evaluate for StringMatch {
         }
         Eval::Unknown("`-m string` depends on the packet's contents, which the simulator does not model".to_string())
     }
+}
+
+impl Cond for StringMatch {
+    /// It reads the length (fixed in every class) and a payload the packet does not have.
+    const READS: Fields = Fields::NONE;
 }
 
 #[cfg(test)]

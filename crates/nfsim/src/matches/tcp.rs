@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, ports};
+use crate::matches::Eval;
+use crate::packet::tcp_flags;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
 use crate::xt::value::{fmt_port_range, parse_port_range, parse_uint};
 
@@ -193,6 +196,25 @@ impl crate::matches::Evaluate for Tcp {
     }
 }
 
+impl Cond for Tcp {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `tcp_mt`: the flags are those of the fixed SYN; `--tcp-option` is unknown wherever the rest
+    /// matches.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        if let Some(f) = self.flags
+            && (tcp_flags::SYN & f.mask == f.comp) == f.invert
+        {
+            return MatchCond::Eval(Eval::NoMatch);
+        }
+        let c = ports(cx, 6, self.sport, self.dport);
+        if self.option.is_some() && c != MatchCond::Eval(Eval::NoMatch) {
+            return MatchCond::Concrete(Self::READS);
+        }
+        c
+    }
+}
+
 /// Test helpers shared by the eval tests of the matches of this module's group.
 #[cfg(test)]
 pub(crate) mod test_util {
@@ -335,5 +357,26 @@ mod tests {
             assert_eq!(run("! --dport 80", &p), Eval::NoMatch);
             assert_eq!(run("", &p), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::{Tcp, TcpFlags};
+    use crate::classes::cond::test_util::{port_range, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn tcp_agrees() {
+        run("tcp", 400, 150, |_| {
+            let flags = proptest::option::weighted(0.4, (0u8..64, 0u8..64, any::<bool>()).prop_map(|(mask, comp, invert)| TcpFlags { mask, comp, invert }));
+            let syn = Just(Some(TcpFlags { mask: 0x17, comp: 0x02, invert: false }));
+            let option = proptest::option::weighted(0.1, (any::<u8>(), any::<bool>()));
+            (port_range(), port_range(), prop_oneof![flags, syn], option)
+                .prop_map(|(sport, dport, flags, option)| Match::Tcp(Tcp { sport, dport, flags, option }))
+                .boxed()
+        });
     }
 }

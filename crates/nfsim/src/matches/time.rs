@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::tos::c_strtoul;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 
 /// Every day of the month, 1..=31 (`XT_TIME_ALL_MONTHDAYS`; bit `d` is day `d`).
@@ -389,6 +390,15 @@ impl crate::matches::Evaluate for Time {
         };
         let what = if rest.is_empty() { last.to_string() } else { format!("{} and {last}", rest.join(", ")) };
         Eval::Unknown(format!("`-m time` depends on {what} when the packet passes, and the simulator has no clock"))
+    }
+}
+
+impl Cond for Time {
+    const READS: Fields = Fields::NONE;
+
+    /// The answer depends on the clock, not the packet: decided, or unknown everywhere.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
     }
 }
 

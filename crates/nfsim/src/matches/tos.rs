@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, Fields};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The symbolic `--tos` names (matched case-insensitively) and their values; they imply the
@@ -165,6 +166,12 @@ impl crate::matches::Evaluate for Tos {
         let t = self.tos.unwrap_or(TosSpec { value: 0, mask: 0, invert: false });
         crate::matches::Eval::from_bool(pkt.tos & t.mask == t.value).invert(t.invert)
     }
+}
+
+impl Cond for Tos {
+    /// It reads the TOS byte, which the walk keeps per state (TOS and DSCP targets): the example
+    /// packet answers for the whole class.
+    const READS: Fields = Fields::NONE;
 }
 
 #[cfg(test)]

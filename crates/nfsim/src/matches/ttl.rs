@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::tos::xt_uint;
+use crate::classes::cond::{Cond, Fields};
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 
@@ -114,6 +115,12 @@ impl crate::matches::Evaluate for Ttl {
         let (cmp, value) = self.ttl.unwrap_or((Cmp::Eq, 0));
         crate::matches::Eval::from_bool(cmp.test(pkt.ttl, value))
     }
+}
+
+impl Cond for Ttl {
+    /// It reads the TTL, which the walk keeps per state (TTL target): the example packet answers
+    /// for the whole class.
+    const READS: Fields = Fields::NONE;
 }
 
 #[cfg(test)]

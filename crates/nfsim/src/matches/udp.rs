@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, ports};
 use crate::matches::tcp::PortRange;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 use crate::xt::services;
@@ -132,6 +133,15 @@ impl crate::matches::Evaluate for Udp {
     }
 }
 
+impl Cond for Udp {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `udp_mt`: protocol 17 with the port ranges.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        ports(cx, 17, self.sport, self.dport)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +266,19 @@ mod tests {
             assert_eq!(run("", 6, 1, 53), Eval::NoMatch);
             assert_eq!(run("! --dport 80", 136, 1, 53), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::Udp;
+    use crate::classes::cond::test_util::{port_range, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn udp_agrees() {
+        run("udp", 300, 300, |_| (port_range(), port_range()).prop_map(|(sport, dport)| Match::Udp(Udp { sport, dport })).boxed());
     }
 }

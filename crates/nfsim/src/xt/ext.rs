@@ -160,9 +160,33 @@ impl Opaque {
 }
 
 /// Declares an enum over extension types and its dispatching methods. Each entry is
-/// `Variant(Type) = "save-name" [| "alias" ...]`.
+/// `Variant(Type) = "save-name" [| "alias" ...]`. Clauses after the enum,
+/// `dispatch Trait { fn method(&self, arg: Type, ...) -> Ret; Opaque(pat) => answer }`, each add a
+/// method `method` that calls `Trait::method` on the typed extension and gives `answer` for an
+/// opaque one.
 macro_rules! extension_enum {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident($ty:ty) = $save:literal $(| $alias:literal)*,)* }) => {
+    (@dispatch $name:ident [$($variant:ident($ty:ty))*]) => {};
+    (@dispatch $name:ident [$($variant:ident($ty:ty))*] dispatch $tr:path {
+        $(#[$fmeta:meta])* fn $m:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty;
+        Opaque($o:pat) => $opaque:expr $(,)?
+    } $($rest:tt)*) => {
+        $crate::xt::ext::extension_enum!(@method $name [$($variant)*] $tr, [$(#[$fmeta])*] $m($($arg: $argty),*) ($($arg),*) -> $ret, $o => $opaque);
+        $crate::xt::ext::extension_enum!(@dispatch $name [$($variant($ty))*] $($rest)*);
+    };
+    // The call's arguments come as one token tree, `$call`, so that they can be repeated per variant.
+    (@method $name:ident [$($variant:ident)*] $tr:path, [$(#[$fmeta:meta])*] $m:ident($($arg:ident: $argty:ty),*) $call:tt -> $ret:ty, $o:pat => $opaque:expr) => {
+        impl $name {
+            $(#[$fmeta])*
+            pub fn $m(&self $(, $arg: $argty)*) -> $ret {
+                use $tr as _;
+                match self {
+                    $($name::$variant(x) => x.$m $call,)*
+                    $name::Opaque($o) => $opaque,
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident($ty:ty) = $save:literal $(| $alias:literal)*,)* } $($dispatch:tt)*) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, serde::Serialize)]
         #[serde(tag = "name", content = "options", rename_all = "lowercase")]
@@ -230,6 +254,8 @@ macro_rules! extension_enum {
                 matches!(self, $name::Opaque(_))
             }
         }
+
+        $crate::xt::ext::extension_enum!(@dispatch $name [$($variant($ty))*] $($dispatch)*);
     };
 }
 pub(crate) use extension_enum;
