@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates crates/nfsim/src/ruleset/services.rs from Debian netbase's /etc/protocols and
+"""Generates crates/nfsim/src/xt/services.rs from Debian netbase's /etc/protocols and
 /etc/services: the name tables iptables consults through getprotobyname/getservbyname."""
 import sys
 

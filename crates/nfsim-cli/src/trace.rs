@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use nfsim::host::{Host, Interface, Socket};
 use nfsim::packet::{CtState, Owner, Packet};
-use nfsim::ruleset::{ParseOptions, parse_with, value::parse_proto};
+use nfsim::ruleset::{ParseOptions, parse_with};
 use nfsim::simulate::{Branch, Origin, simulate};
 use nfsim::trace::Delivered;
 use nfsim::traverse::Options;
+use nfsim::xt::value::parse_proto;
 use serde_json::{Value, json};
 
 use crate::{HostArgs, SimArgs, TraceArgs};

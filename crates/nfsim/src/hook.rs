@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ruleset::{Hook, TableName};
+use crate::xt::{Hook, TableName};
 
 /// Which iptables backend loaded the rules; they order security and nat INPUT differently.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -6,6 +6,8 @@
 //! - [`ruleset`]: tables, chains and rules, read from `iptables-save` text ([`ruleset::parse()`]),
 //!   printed back canonically ([`ruleset::render::render`]) and checked as the kernel checks them
 //!   on load ([`ruleset::check::check`]).
+//! - [`xt`]: what the model and the extensions share: family, table and hook names, `!`, the
+//!   extension trait, the tokenizer, option values and addresses.
 //! - [`matches`](mod@matches): one file per match extension (`-m tcp`, `-m owner`, ...).
 //! - [`targets`]: one file per target extension (`-j REDIRECT`, `-j MARK`, ...).
 //! - [`simulate`], [`path`], [`classes`], [`verify`]: one packet through a host, a request
@@ -44,6 +46,7 @@ pub mod topology;
 pub mod trace;
 pub mod traverse;
 pub mod verify;
+pub mod xt;
 
 pub use classes::{Classes, Scope, classes, diff_rulesets};
 pub use host::Host;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ruleset::Family;
+use crate::xt::Family;
 
 /// TCP flag bits.
 pub mod tcp_flags {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::ruleset::{Hook, TableName};
+use crate::xt::{Hook, TableName};
 
 /// What kind of entry a step is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -199,7 +199,7 @@ fn command_lists_fail_where_iptables_fails() {
         let mut kernel_fails: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
         for (n, line) in text.lines().enumerate() {
             let mut toks = Vec::new();
-            nfsim::ruleset::token::tokenize_shell(line, 0, &mut toks);
+            nfsim::xt::token::tokenize_shell(line, 0, &mut toks);
             let words: Vec<String> = toks.iter().map(|t| t.as_str().to_string()).collect();
             let bin = match words.first().map(String::as_str) {
                 Some("iptables") => "iptables-nft",

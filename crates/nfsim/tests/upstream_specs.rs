@@ -6,9 +6,9 @@ mod common;
 
 use common::corpus_dir;
 use nfsim::matches::Match;
-use nfsim::ruleset::ext::Ctx;
 use nfsim::ruleset::{Family, TableName};
 use nfsim::targets::TargetExt;
+use nfsim::xt::ext::Ctx;
 
 /// The module a spec file tests, and whether the model types it.
 fn typed_module(file: &str) -> Option<(Family, bool)> {

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use crate::ruleset::Family;
-use crate::ruleset::services::protocol_name;
 use crate::trace::Verdict;
+use crate::xt::services::protocol_name;
 
 use super::engine::{Fate, Place};
 use super::region::{self, AVal, Cube, STATES, Val, num_addr};

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::packet::{CtState, Packet};
-use crate::ruleset::Family;
+use crate::xt::Family;
 
 use super::set::{Bits, Ranges};
 

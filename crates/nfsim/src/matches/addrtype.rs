@@ -6,10 +6,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, net_set, points, space, tests};
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
 use crate::host::Host;
+use crate::matches::Eval;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::{Family, Hook, HookMask};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::{Family, Hook, HookMask};
 
 /// Route types in bit order (`RTN_*` of `<linux/rtnetlink.h>`): bit `i` of a mask is
 /// `ADDR_TYPES[i]`.
@@ -287,11 +291,170 @@ impl crate::matches::Evaluate for Addrtype {
     }
 }
 
+/// `type4` for an address the host names (one of its addresses or subnet broadcasts): the broadcast
+/// route first, then the local one, each through its interface.
+fn type4_named(host: &Host, ip: Ipv4Addr, dev: Option<&str>) -> u16 {
+    let bcast = host.ifaces().find(|i| i.addrs.iter().any(|n| matches!(n, IpNet::V4(n) if n.prefix_len() < 31 && n.broadcast() == ip)));
+    let (bit, route_dev) = if let Some(i) = bcast {
+        (BROADCAST, i.name.as_str())
+    } else if let Some(i) = host.ifaces().find(|i| i.addrs.iter().any(|n| n.addr() == IpAddr::V4(ip))) {
+        (LOCAL, i.name.as_str())
+    } else if ip.is_loopback() {
+        (LOCAL, "lo")
+    } else {
+        return UNICAST;
+    };
+    if dev.is_none_or(|d| d == route_dev) { bit } else { UNICAST }
+}
+
+/// The IPv4 addresses whose type (`type4`) is in `mask`: the zero network and the limited broadcast
+/// are BROADCAST, 224.0.0.0/4 MULTICAST, the host's addresses and subnet broadcasts as their routes
+/// say, the rest of 127.0.0.0/8 LOCAL through `lo`, anything else UNICAST.
+fn types4(host: &Host, dev: Option<&str>, mask: u16) -> Ranges<u128> {
+    let all = Ranges::addr_space(32);
+    let zero_bcast = Ranges::range(0, 0x00ff_ffff).union(&Ranges::point(0xffff_ffff));
+    let mcast = Ranges::range(0xe000_0000, 0xefff_ffff);
+    let loopback = Ranges::range(0x7f00_0000, 0x7fff_ffff);
+    let mut named: Vec<Ipv4Addr> = Vec::new();
+    for i in host.ifaces() {
+        for n in &i.addrs {
+            if let IpNet::V4(n) = n {
+                named.push(n.addr());
+                if n.prefix_len() < 31 {
+                    named.push(n.broadcast());
+                }
+            }
+        }
+    }
+    named.retain(|a| !zero_bcast.contains(u32::from(*a).into()) && !mcast.contains(u32::from(*a).into()));
+    named.sort_unstable();
+    named.dedup();
+    let named_set = points(named.iter().map(|&a| u128::from(u32::from(a))));
+    let mut hit = Ranges::empty();
+    if mask & BROADCAST != 0 {
+        hit = hit.union(&zero_bcast);
+    }
+    if mask & MULTICAST != 0 {
+        hit = hit.union(&mcast);
+    }
+    hit = hit.union(&points(named.iter().filter(|&&a| mask & type4_named(host, a, dev) != 0).map(|&a| u128::from(u32::from(a)))));
+    let lo_type = if dev.is_none_or(|d| d == "lo") { LOCAL } else { UNICAST };
+    if mask & lo_type != 0 {
+        hit = hit.union(&loopback.minus(&named_set));
+    }
+    if mask & UNICAST != 0 {
+        hit = hit.union(&all.minus(&zero_bcast.union(&mcast).union(&named_set).union(&loopback)));
+    }
+    hit
+}
+
+/// The IPv6 addresses `match6` accepts for `mask`; `None` where it would answer unknown (ANYCAST /
+/// UNREACHABLE with an interface limit, for addresses of the listed classes).
+fn types6(host: &Host, dev: Option<&str>, mask: u16) -> Option<Ranges<u128>> {
+    let all = Ranges::<u128>::full();
+    let mcast = Ranges::from_prefix(0xff00 << 112, 8, 128);
+    let mapped = Ranges::from_prefix(0xffff << 32, 96, 128);
+    let unspec = Ranges::point(0);
+    let mut class = all.clone();
+    if mask & MULTICAST != 0 {
+        class = class.intersect(&mcast);
+    }
+    if mask & UNICAST != 0 {
+        class = class.minus(&mcast.union(&mapped).union(&unspec));
+    }
+    if mask & UNSPEC != 0 {
+        class = class.intersect(&unspec);
+    }
+    if mask & (LOCAL | ANYCAST | UNREACHABLE) == 0 {
+        return Some(class);
+    }
+    let v6 = |i: &crate::host::Interface| i.addrs.iter().filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None }).collect::<Vec<_>>();
+    match dev {
+        Some(d) if mask & (ANYCAST | UNREACHABLE) == 0 => {
+            let on_dev = host.interface(d).map_or_else(Ranges::empty, |i| points(v6(i).iter().map(|n| u128::from(n.addr()))));
+            Some(class.intersect(&on_dev))
+        }
+        Some(_) => class.is_empty().then(Ranges::empty),
+        None => {
+            let nets: Vec<_> = host.ifaces().flat_map(v6).collect();
+            let local = points(nets.iter().map(|n| u128::from(n.addr())));
+            let anycast = points(nets.iter().filter(|n| n.prefix_len() < 127).map(|n| u128::from(n.network())));
+            let found = |bit: u16, s: &Ranges<u128>| if mask & bit != 0 { s.clone() } else { Ranges::empty() };
+            let unrouted = all.minus(&routable6_set(host));
+            Some(class.intersect(&found(UNREACHABLE, &unrouted).union(&found(LOCAL, &local)).union(&found(ANYCAST, &anycast))))
+        }
+    }
+}
+
+/// The IPv6 destinations `Host::route` (mark 0) finds a route for, plus the multicast and
+/// link-local routes of a host with an interface besides `lo` (`routable6`).
+fn routable6_set(host: &Host) -> Ranges<u128> {
+    let mut nets: Vec<IpNet> = Vec::new();
+    for rule in &host.policy {
+        if rule.fwmark == 0
+            && let Some(t) = host.tables.get(&rule.table)
+        {
+            nets.extend(t.iter().map(|r| r.dst));
+        }
+    }
+    nets.extend(host.ifaces().flat_map(|i| i.addrs.iter().map(IpNet::trunc)));
+    nets.extend(host.routes.iter().map(|r| r.dst));
+    let mut s = nets.iter().fold(Ranges::empty(), |acc, n| acc.union(&net_set(n, Family::V6)));
+    if let Some(gw @ IpAddr::V6(_)) = host.gateway
+        && host.ifaces().any(|i| i.addrs.iter().any(|a| a.contains(&gw)))
+    {
+        s = Ranges::full();
+    }
+    if host.ifaces().any(|i| i.name != "lo") {
+        s = s.union(&Ranges::from_prefix(0xff00 << 112, 8, 128)).union(&Ranges::from_prefix(0xfe80 << 112, 64, 128));
+    }
+    s
+}
+
+impl Cond for Addrtype {
+    const READS: Fields = Fields::SRC.or(Fields::DST);
+
+    /// `addrtype_mt_v1`: each side's address must have a listed type (flipped by its `!`). With an
+    /// interface limit and no interface, the eval is unknown; an IPv6 route lookup restricted to an
+    /// interface (ANYCAST / UNREACHABLE with a limit) is left to the eval.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let dev = match self.limit_iface {
+            None => None,
+            Some(LimitIface::In) => match cx.in_iface {
+                Some(i) => Some(i),
+                None => return MatchCond::Concrete(Fields::NONE),
+            },
+            Some(LimitIface::Out) => match cx.out_iface {
+                Some(i) => Some(i),
+                None => return MatchCond::Concrete(Fields::NONE),
+            },
+        };
+        let side = |t: Option<AddrTypes>| -> Option<Option<Ranges<u128>>> {
+            let Some(t) = t else { return Some(None) };
+            let hit = match cx.family {
+                Family::V4 => types4(cx.host, dev, t.mask),
+                Family::V6 => types6(cx.host, dev, t.mask)?,
+            };
+            Some(Some(if t.invert { space(cx).minus(&hit) } else { hit }))
+        };
+        match (side(self.src), side(self.dst)) {
+            (Some(src), Some(dst)) => tests(cx, vec![Test { src, dst, ..Test::default() }]),
+            // One side is unknown for some addresses: a certain no-match on the other side still wins.
+            (Some(Some(s)), None) | (None, Some(Some(s))) if s.intersect(&space(cx)).is_empty() => MatchCond::Eval(Eval::NoMatch),
+            _ => {
+                let src = if self.src.is_some() { Fields::SRC } else { Fields::NONE };
+                let dst = if self.dst.is_some() { Fields::DST } else { Fields::NONE };
+                MatchCond::Concrete(src.or(dst))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -304,12 +467,12 @@ mod tests {
     fn parsed(line: &str) -> Addrtype {
         let c = ctx(Family::V4);
         let mut toks = Vec::new();
-        crate::ruleset::token::tokenize(line, 0, &mut toks);
+        crate::xt::token::tokenize(line, 0, &mut toks);
         let mut m = Addrtype::new(&c);
         let mut pos = 0;
         while pos < toks.len() {
             let opt = toks[pos].as_str().trim_start_matches('-').to_string();
-            let mut args = crate::ruleset::ext::Args::new(&toks, pos + 1, c);
+            let mut args = crate::xt::ext::Args::new(&toks, pos + 1, c);
             m.parse(&opt, false, &mut args).unwrap();
             pos = args.pos();
         }
@@ -503,5 +666,27 @@ mod tests {
                 Eval::NoMatch
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{ADDR_TYPES, AddrTypes, Addrtype, LimitIface};
+    use crate::classes::cond::test_util::run;
+    use crate::matches::Match;
+
+    #[test]
+    fn addrtype_agrees() {
+        run("addrtype", 1500, 1000, |_| {
+            let bit = select((0..ADDR_TYPES.len()).map(|i| 1u16 << i).collect::<Vec<_>>());
+            let mask = prop_oneof![3 => bit.clone(), 2 => vec(bit, 1..4).prop_map(|v| v.into_iter().fold(0, |a, b| a | b)), 1 => 0u16..0x1000];
+            let types = proptest::option::weighted(0.7, (mask, any::<bool>()).prop_map(|(mask, invert)| AddrTypes { mask, invert }));
+            let limit = proptest::option::weighted(0.3, select(vec![LimitIface::In, LimitIface::Out]));
+            (types.clone(), types, limit).prop_map(|(src, dst, limit_iface)| Match::Addrtype(Addrtype { src, dst, limit_iface })).boxed()
+        });
     }
 }

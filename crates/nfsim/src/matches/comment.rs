@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
-use crate::ruleset::value::save_string;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond};
+use crate::matches::Eval;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::value::save_string;
 
 /// Longest comment kept (`XT_MAX_COMMENT_LEN` less the NUL).
 pub const MAX_COMMENT: usize = 255;
@@ -61,11 +63,20 @@ impl crate::matches::Evaluate for Comment {
     }
 }
 
+impl Cond for Comment {
+    const READS: Fields = Fields::NONE;
+
+    /// `comment_mt` matches every packet.
+    fn cond(&self, _cx: &CondCtx<'_>) -> MatchCond {
+        MatchCond::Eval(Eval::Match)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -117,7 +128,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
         let host = Host::new("h");
         let m = parse::<Comment>(Family::V4, 0, "--comment \"allow ssh\"");
         for proto in [1, 6, 17, 47] {

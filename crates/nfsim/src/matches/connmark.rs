@@ -4,8 +4,11 @@
 use serde::Serialize;
 
 use super::mark::MarkValue;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::{fmt_mark, parse_mark};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, mark_set, tests, tracked};
+use crate::classes::region::Test;
+use crate::matches::Eval;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::{fmt_mark, parse_mark};
 
 /// The connmark match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -64,11 +67,24 @@ impl crate::matches::Evaluate for Connmark {
     }
 }
 
+impl Cond for Connmark {
+    const READS: Fields = Fields::CTMARK.or(Fields::STATE);
+
+    /// `connmark_mt`: the conntrack marks with `ctmark & mask == value`, flipped by `!`. Without a
+    /// conntrack entry (INVALID, UNTRACKED) the match fails, `!` or not.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        match self.mark {
+            None => MatchCond::Eval(Eval::Match),
+            Some(v) => tests(cx, vec![Test { state: Some(tracked()), ctmark: Some(mark_set(v)), ..Test::default() }]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
@@ -102,7 +118,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, state: CtState, ct_mark: u32) -> Eval {
         let m: Connmark = parse_alone(Ctx { family: Family::V4, table: TableName::Mangle, proto: None }, line);
@@ -135,5 +151,19 @@ mod eval_tests {
             assert_eq!(eval("--mark 0", state, 0), Eval::NoMatch);
             assert_eq!(eval("! --mark 1", state, 0), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::Connmark;
+    use crate::classes::cond::test_util::{mark_value, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn connmark_agrees() {
+        run("connmark", 300, 300, |_| mark_value().prop_map(|mark| Match::Connmark(Connmark { mark })).boxed());
     }
 }

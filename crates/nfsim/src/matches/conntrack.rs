@@ -9,10 +9,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::services;
-use crate::ruleset::value::{parse_c_number, parse_proto};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, states_of, tests, tracked};
+use crate::classes::region::{ALL_STATES, Test};
+use crate::classes::set::Ranges;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::services;
+use crate::xt::value::{parse_c_number, parse_proto};
 
 /// Conntrack state bits (`XT_CONNTRACK_STATE_*`), as `--ctstate` and `--state` store them.
 pub mod state_bits {
@@ -207,7 +210,7 @@ pub(crate) fn fmt_addr(out: &mut String, a: IpAddr) {
         IpAddr::V4(a) => {
             let _ = write!(out, "{a}");
         }
-        IpAddr::V6(a) => crate::ruleset::addr::fmt_ipv6(out, a),
+        IpAddr::V6(a) => crate::xt::addr::fmt_ipv6(out, a),
     }
 }
 
@@ -650,11 +653,41 @@ impl crate::matches::Evaluate for Conntrack {
     }
 }
 
+impl Cond for Conntrack {
+    const READS: Fields = Fields::STATE.or(Fields::PROTO).or(Fields::CONN);
+
+    /// `conntrack_mt` with only `--ctstate` and `--ctproto`: a packet without an entry matches only
+    /// on its state (`--ctproto` is not looked at); one with an entry needs both. The protocol of
+    /// the entry is the packet's own (an ICMP error, whose entry is another, cannot occur: the ICMP
+    /// type is fixed at echo request). The `SNAT` / `DNAT` states depend on whether the connection
+    /// was NATed, which is constant within a walk state: the example packet decides. Other options
+    /// read the entry's tuples, status or lifetime.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let i = &*self.info;
+        let proto = i.proto.map(|(p, inv)| {
+            let s = Ranges::point(p);
+            if inv { s.complement() } else { s }
+        });
+        if *i != (ConntrackInfo { state: i.state, proto: i.proto, ..ConntrackInfo::default() }) {
+            return MatchCond::Concrete(Self::READS);
+        }
+        let Some((mask, inv)) = i.state else {
+            return tests(cx, vec![Test { state: Some(tracked()), proto, ..Test::default() }]);
+        };
+        if mask & (state_bits::SNAT | state_bits::DNAT) != 0 && states_of(mask, false) & tracked() != tracked() {
+            let f = if i.proto.is_some() { Fields::STATE.or(Fields::PROTO) } else { Fields::STATE };
+            return MatchCond::Concrete(f);
+        }
+        let ok = states_of(mask, inv);
+        tests(cx, vec![Test { state: Some(ok & tracked()), proto, ..Test::default() }, Test { state: Some(ok & !tracked() & ALL_STATES), ..Test::default() }])
+    }
+}
+
 /// Parses `line` with extension `E` alone and returns it (for the evaluation tests).
 #[cfg(test)]
 pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
     let mut toks = Vec::new();
-    crate::ruleset::token::tokenize(line, 0, &mut toks);
+    crate::xt::token::tokenize(line, 0, &mut toks);
     let mut ext = E::new(&ctx);
     let mut pos = 0;
     let mut invert = false;
@@ -666,7 +699,7 @@ pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
             continue;
         }
         let opt = t.strip_prefix("--").unwrap_or_else(|| panic!("bad argument `{t}` in `{line}`"));
-        let name = crate::ruleset::ext::resolve_option(E::OPTIONS, opt).unwrap_or_else(|| panic!("unknown option `{t}`"));
+        let name = crate::xt::ext::resolve_option(E::OPTIONS, opt).unwrap_or_else(|| panic!("unknown option `{t}`"));
         let mut args = Args::new(&toks, pos, ctx);
         ext.parse(name, invert, &mut args).unwrap_or_else(|e| panic!("`{line}`: {e}"));
         pos = args.pos();
@@ -679,8 +712,8 @@ pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -895,7 +928,7 @@ mod eval_tests {
     use crate::matches::eval::{Conn, CtTuple, ct_status};
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
-    use crate::ruleset::{Hook, TableName};
+    use crate::xt::{Hook, TableName};
 
     fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> CtTuple {
         CtTuple { src: src.parse().unwrap(), dst: dst.parse().unwrap(), sport, dport }
@@ -1077,5 +1110,30 @@ mod eval_tests {
         assert!(unknown(&eval("! --ctexpire 10", &p, Some(&c))));
         assert_eq!(eval("--ctexpire 10:100 --ctstatus ASSURED", &p, Some(&c)), Eval::NoMatch);
         assert_eq!(eval("--ctexpire 10:100 --ctstate INVALID", &p, Some(&c)), Eval::NoMatch);
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{Conntrack, ConntrackInfo, CtDir, CtPorts};
+    use crate::classes::cond::test_util::{PROTOS, port, run, state_mask};
+    use crate::matches::Match;
+
+    #[test]
+    fn conntrack_agrees() {
+        run("conntrack", 500, 250, |_| {
+            let state = proptest::option::weighted(0.8, (state_mask(true), any::<bool>()));
+            let proto = proptest::option::weighted(0.4, (select(PROTOS.to_vec()), any::<bool>()));
+            let dir = proptest::option::weighted(0.1, select(vec![CtDir::Original, CtDir::Reply]));
+            let port = proptest::option::weighted(0.05, (port(), port(), any::<bool>()).prop_map(|(lo, hi, invert)| CtPorts { lo, hi, invert }));
+            (state, proto, dir, port)
+                .prop_map(|(state, proto, dir, orig_dst_port)| {
+                    Match::Conntrack(Conntrack { info: Box::new(ConntrackInfo { state, proto, dir, orig_dst_port, ..ConntrackInfo::default() }) })
+                })
+                .boxed()
+        });
     }
 }

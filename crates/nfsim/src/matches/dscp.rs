@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::tos::xt_uint;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, save_invert};
+use crate::classes::cond::{Cond, Fields};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
 
 /// Largest DSCP value (`XT_DSCP_MAX`).
 pub const DSCP_MAX: u8 = 0x3f;
@@ -101,11 +102,17 @@ impl crate::matches::Evaluate for Dscp {
     }
 }
 
+impl Cond for Dscp {
+    /// It reads the TOS byte, which the walk keeps per state (TOS and DSCP targets): the example
+    /// packet answers for the whole class.
+    const READS: Fields = Fields::NONE;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };
@@ -163,7 +170,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook, TableName};
+        use crate::xt::{Family, Hook, TableName};
 
         fn run(dscp: u8, invert: bool, tos: u8, family: Family) -> Eval {
             let host = Host::new("h");

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::host::Host;
 use crate::packet::Packet;
-use crate::ruleset::{Family, Hook, TableName};
+use crate::xt::{Family, Hook, TableName};
 
 /// A match's answer.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -4,8 +4,9 @@
 use serde::Serialize;
 
 use super::ttl::{Cmp, parse_cmp, save_cmp};
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::classes::cond::{Cond, Fields};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The hl match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -52,11 +53,17 @@ impl crate::matches::Evaluate for Hl {
     }
 }
 
+impl Cond for Hl {
+    /// It reads the hop limit, which the walk keeps per state (HL target): the example packet
+    /// answers for the whole class.
+    const READS: Fields = Fields::NONE;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };
@@ -99,7 +106,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Hook, TableName};
+        use crate::xt::{Hook, TableName};
 
         fn run(cmp: Cmp, value: u8, field: u8) -> Eval {
             let host = Host::new("h");
@@ -142,7 +149,7 @@ mod tests {
             let ctx = Ctx { family: Family::V6, table: TableName::Filter, proto: None };
             let toks = {
                 let mut t = Vec::new();
-                crate::ruleset::token::tokenize("5", 0, &mut t);
+                crate::xt::token::tokenize("5", 0, &mut t);
                 t
             };
             let mut args = Args::new(&toks, 0, ctx);

@@ -7,9 +7,14 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, tests, unspecified};
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
+use crate::matches::Eval;
+use crate::packet::Packet;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::parse_c_number;
 
 /// A type with an inclusive range of codes, and its inversion (`struct ipt_icmp` /
 /// `struct ip6t_icmp`).
@@ -249,11 +254,30 @@ impl crate::matches::Evaluate for Icmp {
     }
 }
 
+/// `icmp_match` / `icmp6_match` on the fixed echo request of `proto` (type 8 or 128, code 0): the
+/// protocol test alone, or nothing.
+pub(crate) fn spec_cond(spec: Option<IcmpSpec>, proto: u8, any: bool, cx: &CondCtx<'_>) -> MatchCond {
+    let Some(s) = spec else { return MatchCond::Concrete(Fields::NONE) };
+    let any_addr = unspecified(cx.family);
+    let pkt = Packet::new(proto, any_addr, 0, any_addr, 0);
+    let hit = (any && s.icmp_type == 0xff) || (pkt.icmp_type == s.icmp_type && s.code_min <= pkt.icmp_code && pkt.icmp_code <= s.code_max);
+    if hit != s.invert { tests(cx, vec![Test { proto: Some(Ranges::point(proto)), ..Test::default() }]) } else { MatchCond::Eval(Eval::NoMatch) }
+}
+
+impl Cond for Icmp {
+    const READS: Fields = Fields::PROTO;
+
+    /// `icmp_match` on the fixed echo request.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        spec_cond(self.spec, 1, true, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family, table: TableName::Filter, proto }
@@ -324,7 +348,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
 
         fn run(line: &str, proto: u8, ty: u8, code: u8) -> Eval {
             let host = Host::new("h");
@@ -361,5 +385,29 @@ mod tests {
             assert_eq!(run("! --icmp-type 8", 6, 0, 0), Eval::NoMatch);
             assert_eq!(run("--icmp-type any", 58, 128, 0), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{Icmp, IcmpSpec};
+    use crate::classes::cond::test_util::run;
+    use crate::matches::Match;
+
+    #[test]
+    fn icmp_agrees() {
+        run("icmp", 400, 350, |_| {
+            let spec = proptest::option::weighted(
+                0.95,
+                (select(vec![0u8, 3, 8, 128, 129, 255]), select(vec![0u8, 1, 255]), select(vec![0u8, 1, 255]), any::<bool>())
+                    .prop_map(|(icmp_type, code_min, code_max, invert)| IcmpSpec { icmp_type, code_min, code_max, invert }),
+            );
+            (spec, any::<bool>())
+                .prop_map(|(spec, v6)| if v6 { Match::Icmp6(crate::matches::icmp6::Icmp6 { spec }) } else { Match::Icmp(Icmp { spec }) })
+                .boxed()
+        });
     }
 }

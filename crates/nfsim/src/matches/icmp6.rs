@@ -5,9 +5,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::icmp::spec_cond;
 use super::icmp::{ICMPV6_NAMES, IcmpSpec, parse_icmp_type};
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The icmp6 match. Unlike IPv4's, type 255 is an ordinary type (there is no `any`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -73,11 +75,20 @@ impl crate::matches::Evaluate for Icmp6 {
     }
 }
 
+impl Cond for Icmp6 {
+    const READS: Fields = Fields::PROTO;
+
+    /// `icmp6_match` on the fixed echo request.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        spec_cond(self.spec, 58, false, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family, table: TableName::Filter, proto }
@@ -141,7 +152,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
 
         fn run(line: &str, proto: u8, ty: u8, code: u8) -> Eval {
             let host = Host::new("h");

@@ -6,9 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, space, tests};
+use crate::classes::region::{Test, addr_num};
+use crate::classes::set::Ranges;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::parse_c_number;
 
 /// `FIRST-LAST`, inclusive, with its inversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -49,7 +52,7 @@ fn fmt_addr(out: &mut String, addr: IpAddr) {
         IpAddr::V4(a) => {
             let _ = write!(out, "{a}");
         }
-        IpAddr::V6(a) => crate::ruleset::addr::fmt_ipv6(out, a),
+        IpAddr::V6(a) => crate::xt::addr::fmt_ipv6(out, a),
     }
 }
 
@@ -141,11 +144,29 @@ impl crate::matches::Evaluate for Iprange {
     }
 }
 
+/// The addresses of the context's family a range accepts (none when its bounds are of the other
+/// family or reversed), or the others with `!`.
+fn addr_range(r: &AddrRange, cx: &CondCtx<'_>) -> Ranges<u128> {
+    let fam = |a: IpAddr| if a.is_ipv4() { Family::V4 } else { Family::V6 };
+    let inside = if fam(r.lo) == cx.family && fam(r.hi) == cx.family { Ranges::range(addr_num(r.lo), addr_num(r.hi)) } else { Ranges::empty() };
+    if r.invert { space(cx).minus(&inside) } else { inside }
+}
+
+impl Cond for Iprange {
+    const READS: Fields = Fields::SRC.or(Fields::DST);
+
+    /// `iprange_mt4` / `iprange_mt6`: each given side's address within its range.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let side = |r: &Option<Box<AddrRange>>| r.as_deref().map(|r| addr_range(r, cx));
+        tests(cx, vec![Test { src: side(&self.src), dst: side(&self.dst), ..Test::default() }])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -226,7 +247,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Hook;
+        use crate::xt::Hook;
 
         fn run(family: Family, line: &str, src: &str, dst: &str) -> Eval {
             let host = Host::new("h");
@@ -264,5 +285,32 @@ mod tests {
             assert_eq!(v6("! --dst-range ::-::1", "2001:db8::1", "::2"), Eval::Match);
             assert_eq!(v6("! --dst-range ::-::1", "2001:db8::1", "::"), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::{AddrRange, Iprange};
+    use crate::classes::cond::test_util::{addr, run};
+    use crate::matches::Match;
+    use crate::xt::Family;
+
+    #[test]
+    fn iprange_agrees() {
+        run("iprange", 400, 400, |e| {
+            let other = if e.family == Family::V4 { Family::V6 } else { Family::V4 };
+            let a = prop_oneof![6 => addr(e.family), 1 => addr(other)];
+            let range = proptest::option::weighted(
+                0.7,
+                (a.clone(), a, any::<bool>()).prop_map(|(lo, hi, invert)| Box::new(AddrRange { lo: lo.min(hi), hi: lo.max(hi), invert })),
+            );
+            let reversed = proptest::option::weighted(
+                0.1,
+                (addr(e.family), addr(e.family), any::<bool>()).prop_map(|(lo, hi, invert)| Box::new(AddrRange { lo, hi, invert })),
+            );
+            (prop_oneof![range.clone(), reversed], range).prop_map(|(src, dst)| Match::Iprange(Iprange { src, dst })).boxed()
+        });
     }
 }

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
-use crate::ruleset::value::parse_uint;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::xt::value::parse_uint;
 
 /// `XT_LIMIT_SCALE`: periods are in 1/10000 s.
 pub const SCALE: u32 = 10000;
@@ -162,11 +163,20 @@ impl crate::matches::Evaluate for Limit {
     }
 }
 
+impl Cond for Limit {
+    const READS: Fields = Fields::NONE;
+
+    /// The answer depends on the packet rate, not the packet: unknown everywhere.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -253,7 +263,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     #[test]
     fn depends_on_the_rate() {

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::{Hook, HookMask};
+use crate::classes::cond::{Cond, Fields};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::{Hook, HookMask};
 
 /// The mac match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -110,11 +111,17 @@ impl crate::matches::Evaluate for Mac {
     }
 }
 
+impl Cond for Mac {
+    /// It reads the input interface (constant within a class) and a source MAC address the classes
+    /// do not give (unknown).
+    const READS: Fields = Fields::NONE;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -163,7 +170,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::Family;
+        use crate::xt::Family;
 
         fn run(line: &str, iface: &str, mac: Option<[u8; 6]>) -> Eval {
             let host = Host::new("h").iface("eth0", &["10.0.0.2/24"]);

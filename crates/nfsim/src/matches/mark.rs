@@ -2,8 +2,11 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::value::{fmt_mark, parse_mark};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, mark_set, tests};
+use crate::classes::region::Test;
+use crate::matches::Eval;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::value::{fmt_mark, parse_mark};
 
 /// `[!] --mark VALUE[/MASK]`: matches when `(mark & mask) == value`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -68,11 +71,23 @@ impl crate::matches::Evaluate for Mark {
     }
 }
 
+impl Cond for Mark {
+    const READS: Fields = Fields::MARK;
+
+    /// `mark_mt`: the marks with `mark & mask == value`, flipped by `!`.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        match self.mark {
+            None => MatchCond::Eval(Eval::Match),
+            Some(v) => tests(cx, vec![Test { mark: Some(mark_set(v)), ..Test::default() }]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -110,7 +125,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, mark: u32) -> Eval {
         let m: Mark = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);
@@ -138,5 +153,19 @@ mod eval_tests {
         ] {
             assert_eq!(eval(line, mark), expected, "{line} mark {mark:#x}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::Mark;
+    use crate::classes::cond::test_util::{mark_value, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn mark_agrees() {
+        run("mark", 300, 300, |_| mark_value().prop_map(|mark| Match::Mark(Mark { mark })).boxed());
     }
 }

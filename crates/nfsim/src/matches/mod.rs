@@ -30,7 +30,8 @@ pub mod tos;
 pub mod ttl;
 pub mod udp;
 
-use crate::ruleset::ext::extension_enum;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond};
+use crate::xt::ext::extension_enum;
 
 extension_enum! {
     /// One `-m` match of a rule.
@@ -63,6 +64,18 @@ extension_enum! {
         Tos(tos::Tos) = "tos",
         Ttl(ttl::Ttl) = "ttl",
         Udp(udp::Udp) = "udp",
+    }
+    dispatch Evaluate {
+        /// Decides whether `pkt` matches (an opaque extension is always [`Eval::Unknown`]).
+        fn eval(&self, pkt: &crate::packet::Packet, cx: &EvalCtx<'_>) -> Eval;
+        Opaque(o) => Eval::Unknown(format!("`-m {}` is not modelled", o.name))
+    }
+    dispatch Cond {
+        /// The packets the match accepts over the whole packet space
+        /// ([`match_cond`](crate::classes::cond::match_cond)); an opaque extension is left to the
+        /// concrete eval.
+        fn cond(&self, cx: &CondCtx<'_>) -> MatchCond;
+        Opaque(_) => MatchCond::Concrete(Fields::NONE)
     }
 }
 
@@ -135,40 +148,3 @@ pub const KNOWN: &[&str] = &[
 ];
 
 pub use eval::{Eval, EvalCtx, Evaluate};
-
-impl Match {
-    /// Decides whether `pkt` matches (an opaque extension is always [`Eval::Unknown`]).
-    pub fn eval(&self, pkt: &crate::packet::Packet, cx: &EvalCtx<'_>) -> Eval {
-        match self {
-            Match::Addrtype(m) => m.eval(pkt, cx),
-            Match::Comment(m) => m.eval(pkt, cx),
-            Match::Connmark(m) => m.eval(pkt, cx),
-            Match::Conntrack(m) => m.eval(pkt, cx),
-            Match::Dscp(m) => m.eval(pkt, cx),
-            Match::Hl(m) => m.eval(pkt, cx),
-            Match::Icmp(m) => m.eval(pkt, cx),
-            Match::Icmp6(m) => m.eval(pkt, cx),
-            Match::Iprange(m) => m.eval(pkt, cx),
-            Match::Length(m) => m.eval(pkt, cx),
-            Match::Limit(m) => m.eval(pkt, cx),
-            Match::Mac(m) => m.eval(pkt, cx),
-            Match::Mark(m) => m.eval(pkt, cx),
-            Match::Multiport(m) => m.eval(pkt, cx),
-            Match::Owner(m) => m.eval(pkt, cx),
-            Match::Physdev(m) => m.eval(pkt, cx),
-            Match::Pkttype(m) => m.eval(pkt, cx),
-            Match::Recent(m) => m.eval(pkt, cx),
-            Match::Sctp(m) => m.eval(pkt, cx),
-            Match::Set(m) => m.eval(pkt, cx),
-            Match::State(m) => m.eval(pkt, cx),
-            Match::Statistic(m) => m.eval(pkt, cx),
-            Match::String(m) => m.eval(pkt, cx),
-            Match::Tcp(m) => m.eval(pkt, cx),
-            Match::Time(m) => m.eval(pkt, cx),
-            Match::Tos(m) => m.eval(pkt, cx),
-            Match::Ttl(m) => m.eval(pkt, cx),
-            Match::Udp(m) => m.eval(pkt, cx),
-            Match::Opaque(o) => Eval::Unknown(format!("`-m {}` is not modelled", o.name)),
-        }
-    }
-}

@@ -5,8 +5,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, save_invert};
-use crate::ruleset::value::parse_port;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, tests};
+use crate::classes::port_protos;
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
+use crate::xt::value::parse_port;
 
 /// Slots in the kernel's port array (`XT_MULTI_PORTS`); a range takes two.
 pub const MAX_PORT_SLOTS: usize = 15;
@@ -174,11 +178,37 @@ impl crate::matches::Evaluate for Multiport {
     }
 }
 
+impl Cond for Multiport {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `ports_match_v1`: a packet without ports never matches; `--ports` is split into "source
+    /// listed" and "source not listed, destination listed" to keep the tests disjoint.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let Some(side) = self.side else { return MatchCond::Concrete(Fields::NONE) };
+        let listed = Ranges::from_intervals(self.ports.iter().copied());
+        let unlisted = listed.complement();
+        let t = |sport: Option<&Ranges<u16>>, dport: Option<&Ranges<u16>>| Test {
+            proto: Some(port_protos()),
+            sport: sport.cloned(),
+            dport: dport.cloned(),
+            ..Test::default()
+        };
+        let hit = if self.invert { &unlisted } else { &listed };
+        let v = match (side, self.invert) {
+            (PortSide::Source, _) => vec![t(Some(hit), None)],
+            (PortSide::Destination, _) => vec![t(None, Some(hit))],
+            (PortSide::Either, false) => vec![t(Some(&listed), None), t(Some(&unlisted), Some(&listed))],
+            (PortSide::Either, true) => vec![t(Some(&unlisted), Some(&unlisted))],
+        };
+        tests(cx, v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family: Family::V4, table: TableName::Filter, proto }
@@ -260,7 +290,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
             let host = Host::new("h");
@@ -292,5 +322,25 @@ mod tests {
             assert_eq!(run("! --dports 22", 1, 0, 0), Eval::NoMatch);
             assert_eq!(run("--dports 0", 47, 0, 0), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{Multiport, PortSide};
+    use crate::classes::cond::test_util::{port, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn multiport_agrees() {
+        run("multiport", 400, 350, |_| {
+            let side = proptest::option::weighted(0.95, select(vec![PortSide::Source, PortSide::Destination, PortSide::Either]));
+            let range = prop_oneof![port().prop_map(|p| (p, p)), (port(), port())];
+            (side, vec(range, 1..6), any::<bool>()).prop_map(|(side, ports, invert)| Match::Multiport(Box::new(Multiport { side, ports, invert }))).boxed()
+        });
     }
 }

@@ -5,8 +5,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, tests};
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
+use crate::matches::Eval;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::value::parse_c_number;
 
 /// An inclusive range of user or group ids with its `!`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -197,11 +201,36 @@ impl crate::matches::Evaluate for Owner {
     }
 }
 
+impl Cond for Owner {
+    const READS: Fields = Fields::UID.or(Fields::GID);
+
+    /// `owner_mt`: without a socket, every option given must be negated; with one, `!
+    /// --socket-exists` fails and the uid / gid ranges are tested (the supplementary groups are
+    /// empty in every class, so `--suppl-groups` adds nothing).
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        if !cx.has_owner {
+            let all_inverted =
+                self.uid.is_none_or(|r| r.invert) && self.gid.is_none_or(|r| r.invert) && self.socket_exists.is_none_or(|inv| inv) && !self.suppl_groups;
+            return MatchCond::Eval(Eval::from_bool(all_inverted));
+        }
+        if self.socket_exists == Some(true) {
+            return MatchCond::Eval(Eval::NoMatch);
+        }
+        let ids = |r: Option<IdRange>| {
+            r.map(|r| {
+                let inside = Ranges::range(r.min, r.max);
+                if r.invert { inside.complement() } else { inside }
+            })
+        };
+        tests(cx, vec![Test { uid: ids(self.uid), gid: ids(self.gid), ..Test::default() }])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
@@ -280,7 +309,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{Owner as SockOwner, Packet};
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, owner: Option<SockOwner>) -> Eval {
         let m: Owner = parse_alone(Ctx { family: Family::V4, table: TableName::Mangle, proto: None }, line);
@@ -332,5 +361,24 @@ mod eval_tests {
         ] {
             assert_eq!(eval(line, o()), expected, "{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::{IdRange, Owner};
+    use crate::classes::cond::test_util::{id, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn owner_agrees() {
+        run("owner", 400, 400, |_| {
+            let ids = || proptest::option::weighted(0.6, (id(), id(), any::<bool>()).prop_map(|(min, max, invert)| IdRange { min, max, invert }));
+            (ids(), ids(), proptest::option::weighted(0.3, any::<bool>()), any::<bool>())
+                .prop_map(|(uid, gid, socket_exists, suppl_groups)| Match::Owner(Owner { uid, gid, socket_exists, suppl_groups }))
+                .boxed()
+        });
     }
 }

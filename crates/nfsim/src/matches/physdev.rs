@@ -5,7 +5,8 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// A bridge port name as `--physdev-in`/`--physdev-out` take it (`xtables_parse_interface`):
 /// at most 15 bytes; a trailing `+` matches any name starting with the rest; the empty name
@@ -159,11 +160,20 @@ impl crate::matches::Evaluate for Physdev {
     }
 }
 
+impl Cond for Physdev {
+    const READS: Fields = Fields::NONE;
+
+    /// No packet carries bridge information: the answer depends on the options alone.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -213,7 +223,7 @@ mod tests {
             let mut m = Physdev::default();
             let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
             let mut toks = Vec::new();
-            crate::ruleset::token::tokenize(l, 0, &mut toks);
+            crate::xt::token::tokenize(l, 0, &mut toks);
             let mut args = Args::new(&toks, 1, ctx);
             let opt = toks[0].as_str().trim_start_matches('-');
             m.parse(opt, false, &mut args).unwrap();
@@ -240,7 +250,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     #[test]
     fn unbridged_packets_match_only_fully_negated_options() {

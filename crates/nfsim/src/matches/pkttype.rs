@@ -3,7 +3,13 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, points, space, tests};
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
+use crate::matches::Eval;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::{Family, Hook};
+use ipnet::IpNet;
 
 /// A link-layer packet class (`PACKET_*` of `<linux/if_packet.h>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -101,7 +107,7 @@ impl Extension for Pkttype {
 /// `dev_loopback_xmit`), and forwarded packets are `PACKET_HOST` by construction (`ip_forward`
 /// and `ip6_forward` drop the others): unicast at those hooks, whatever the destination.
 pub fn packet_class(pkt: &crate::packet::Packet, cx: &crate::matches::EvalCtx<'_>) -> PktType {
-    use crate::ruleset::Hook;
+    use crate::xt::Hook;
     match cx.hook {
         Hook::Forward | Hook::Output | Hook::Postrouting => PktType::Unicast,
         Hook::Prerouting | Hook::Input => {
@@ -125,11 +131,55 @@ impl crate::matches::Evaluate for Pkttype {
     }
 }
 
+impl Cond for Pkttype {
+    const READS: Fields = Fields::DST;
+
+    /// `pkttype_mt` with `packet_class`: unicast at FORWARD, OUTPUT and POSTROUTING; at PREROUTING
+    /// and INPUT, from the destination: multicast, then (IPv4) broadcast as `Host::addr_type` sees
+    /// it.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let Some(want) = self.pkt_type else { return MatchCond::Concrete(Fields::NONE) };
+        if matches!(cx.hook, Hook::Forward | Hook::Output | Hook::Postrouting) {
+            return MatchCond::Eval(Eval::from_bool((want == PktType::Unicast) != self.invert));
+        }
+        let all = space(cx);
+        let (mcast, bcast) = match cx.family {
+            Family::V4 => {
+                let mcast = Ranges::range(0xe000_0000, 0xefff_ffff);
+                let mut cand = vec![u128::from(u32::MAX)];
+                for i in cx.host.ifaces() {
+                    for n in &i.addrs {
+                        if let IpNet::V4(n) = n
+                            && n.prefix_len() < 31
+                        {
+                            cand.push(u32::from(n.broadcast()).into());
+                        }
+                    }
+                }
+                // `addr_type`: the unspecified address and local addresses come first.
+                let local = Ranges::range(0x7f00_0000, 0x7fff_ffff).union(&points(
+                    cx.host.ifaces().flat_map(|i| i.addrs.iter()).filter_map(|n| if let IpNet::V4(n) = n { Some(u32::from(n.addr()).into()) } else { None }),
+                ));
+                (mcast.clone(), points(cand).minus(&local).minus(&mcast).minus(&Ranges::point(0)))
+            }
+            Family::V6 => (Ranges::from_prefix(0xff00 << 112, 8, 128), Ranges::empty()),
+        };
+        let class = match want {
+            PktType::Multicast => mcast,
+            PktType::Broadcast => bcast,
+            PktType::Unicast => all.minus(&mcast.union(&bcast)),
+            PktType::OtherHost => Ranges::empty(),
+        };
+        let hit = if self.invert { all.minus(&class) } else { class };
+        tests(cx, vec![Test { dst: Some(hit), ..Test::default() }])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -169,7 +219,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, hook: Hook, dst: &str) -> Eval {
             let host = Host::new("h").iface("eth0", &["10.0.0.5/24", "2001:db8::5/64"]);
@@ -216,5 +266,23 @@ mod tests {
                 assert_eq!(run("! --pkt-type multicast", hook, "ff02::fb"), Eval::Match);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{PktType, Pkttype};
+    use crate::classes::cond::test_util::run;
+    use crate::matches::Match;
+
+    #[test]
+    fn pkttype_agrees() {
+        run("pkttype", 400, 350, |_| {
+            let t = proptest::option::weighted(0.95, select(vec![PktType::Unicast, PktType::Broadcast, PktType::Multicast, PktType::OtherHost]));
+            (t, any::<bool>()).prop_map(|(pkt_type, invert)| Match::Pkttype(Pkttype { pkt_type, invert })).boxed()
+        });
     }
 }

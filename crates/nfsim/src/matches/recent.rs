@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use super::conntrack::{fmt_addr, parse_host};
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// `XT_RECENT_NAME_LEN`: list names are cut to 199 bytes.
 const NAME_MAX: usize = 199;
@@ -155,7 +156,7 @@ impl Extension for Recent {
                 no_invert(invert, opt)?;
                 once(&i.seconds, opt)?;
                 let s = args.value()?;
-                i.seconds = Some(crate::ruleset::value::parse_uint(s, 1, u64::from(u32::MAX))? as u32);
+                i.seconds = Some(crate::xt::value::parse_uint(s, 1, u64::from(u32::MAX))? as u32);
             }
             "reap" => {
                 no_invert(invert, opt)?;
@@ -166,7 +167,7 @@ impl Extension for Recent {
                 if i.hitcount != 0 {
                     return Err("option `--hitcount` may be given only once".to_string());
                 }
-                i.hitcount = crate::ruleset::value::parse_uint(args.value()?, 0, u64::from(u32::MAX))? as u32;
+                i.hitcount = crate::xt::value::parse_uint(args.value()?, 0, u64::from(u32::MAX))? as u32;
             }
             "rttl" => {
                 no_invert(invert, opt)?;
@@ -280,11 +281,20 @@ impl crate::matches::Evaluate for Recent {
     }
 }
 
+impl Cond for Recent {
+    const READS: Fields = Fields::NONE;
+
+    /// The model answers from the command alone (`--set` matches, the others are unknown).
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };
@@ -410,7 +420,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Hook, TableName};
+    use crate::xt::{Hook, TableName};
 
     fn eval(line: &str) -> Eval {
         let m: Recent = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);

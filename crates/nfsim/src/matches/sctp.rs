@@ -4,9 +4,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, ports};
+use crate::matches::Eval;
 use crate::matches::tcp::PortRange;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, save_invert};
-use crate::ruleset::value::parse_port_range;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
+use crate::xt::value::parse_port_range;
 
 /// Chunk types with a name, in libxt_sctp's table order: `(name, chunk type, flag letters)`.
 /// The letters name flag bits 7 down to 0; `-` marks a bit without a name.
@@ -300,11 +302,34 @@ impl crate::matches::Evaluate for Sctp {
     }
 }
 
+impl Cond for Sctp {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `sctp_mt`: the chunk test is decided only when it is the same for every chunk sequence (as
+    /// the eval's `without_chunks`); otherwise it is unknown wherever the ports match.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let c = ports(cx, 132, self.sport, self.dport);
+        let Some(ch) = &self.chunks else { return c };
+        let decided = match (&ch.types, ch.match_type) {
+            (ChunkSet::All, ChunkMatchType::Any | ChunkMatchType::Only) if ch.flags.is_empty() => Some(true),
+            (ChunkSet::List(t), ChunkMatchType::Any | ChunkMatchType::Only) if t.is_empty() => Some(false),
+            (ChunkSet::List(t), ChunkMatchType::All) if t.is_empty() => Some(true),
+            _ => None,
+        };
+        match decided {
+            Some(hit) if hit != ch.invert => c,
+            Some(_) => MatchCond::Eval(Eval::NoMatch),
+            None if c == MatchCond::Eval(Eval::NoMatch) => c,
+            None => MatchCond::Concrete(Self::READS),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family: Family::V4, table: TableName::Filter, proto }
@@ -397,7 +422,7 @@ mod tests {
         let mut m = Sctp::default();
         let c = ctx(Some(Neg::new(Proto::SCTP, false)));
         let mut toks = Vec::new();
-        crate::ruleset::token::tokenize("any I_DATA:U", 0, &mut toks);
+        crate::xt::token::tokenize("any I_DATA:U", 0, &mut toks);
         m.parse("chunk-types", false, &mut Args::new(&toks, 0, c)).unwrap();
         let chunks = m.chunks.unwrap();
         assert_eq!(chunks.types, ChunkSet::List(vec![64]));
@@ -411,7 +436,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
             let host = Host::new("h");
@@ -459,5 +484,37 @@ mod tests {
             assert_eq!(run("--chunk-types all NONE", 132, 1, 2), Eval::Match);
             assert_eq!(run("! --chunk-types all NONE", 132, 1, 2), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{ChunkFlags, ChunkMatchType, ChunkSet, Chunks, Sctp};
+    use crate::classes::cond::test_util::{port_range, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn sctp_agrees() {
+        run("sctp", 400, 150, |_| {
+            let types = prop_oneof![
+                Just(ChunkSet::All),
+                vec(0u8..16, 0..3).prop_map(|mut v| {
+                    v.sort_unstable();
+                    v.dedup();
+                    ChunkSet::List(v)
+                })
+            ];
+            let flags = vec((0u8..16, any::<u8>(), any::<u8>()).prop_map(|(chunk_type, flags, mask)| ChunkFlags { chunk_type, flags, mask }), 0..2);
+            let chunks = proptest::option::weighted(
+                0.6,
+                (select(vec![ChunkMatchType::Any, ChunkMatchType::All, ChunkMatchType::Only]), types, flags, any::<bool>())
+                    .prop_map(|(match_type, types, flags, invert)| Box::new(Chunks { match_type, types, flags, invert })),
+            );
+            (port_range(), port_range(), chunks).prop_map(|(sport, dport, chunks)| Match::Sctp(Sctp { sport, dport, chunks })).boxed()
+        });
     }
 }

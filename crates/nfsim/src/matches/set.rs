@@ -6,8 +6,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
-use crate::ruleset::value::parse_c_number;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, net_set, space, tests};
+use crate::classes::region::Test;
+use crate::classes::set::Ranges;
+use crate::matches::Eval;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::xt::value::parse_c_number;
 
 /// `IPSET_MAXNAMELEN - 1`.
 const NAME_MAX: usize = 31;
@@ -239,11 +243,33 @@ impl crate::matches::Evaluate for Set {
     }
 }
 
+impl Cond for Set {
+    const READS: Fields = Fields::SRC.or(Fields::DST);
+
+    /// `set_match_v4` on the host's one-dimensional sets: the first direction word picks the
+    /// address, a member lies in one of the set's prefixes. An undefined set is unknown; counter
+    /// tests are unknown for members.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        let Some(members) = cx.host.ipsets.get(self.set_name()) else { return MatchCond::Concrete(Fields::NONE) };
+        if self.dim == 0 {
+            return MatchCond::Eval(Eval::NoMatch.invert(self.invert));
+        }
+        let src = self.src_bits & (1 << 1) != 0;
+        let inside = members.iter().fold(Ranges::empty(), |acc, n| acc.union(&net_set(n, cx.family)));
+        if self.counters.as_ref().is_some_and(|c| c.packets.is_some() || c.bytes.is_some()) && !inside.is_empty() {
+            return MatchCond::Concrete(if src { Fields::SRC } else { Fields::DST });
+        }
+        let hit = if self.invert { space(cx).minus(&inside) } else { inside };
+        let t = if src { Test { src: Some(hit), ..Test::default() } } else { Test { dst: Some(hit), ..Test::default() } };
+        tests(cx, vec![t])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -334,7 +360,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn host() -> Host {
         let mut h = Host::new("h");
@@ -388,5 +414,31 @@ mod eval_tests {
         assert_eq!(eval("! --match-set allow src ! --packets-eq 5", "8.8.8.8", "10.1.2.3"), Eval::Match);
         // `! --update-counters` changes nothing for the answer.
         assert_eq!(eval("--match-set allow src ! --update-counters", "10.1.2.3", "8.8.8.8"), Eval::Match);
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::{CounterMatch, CounterOp, Set, SetCounters};
+    use crate::classes::cond::test_util::run;
+    use crate::matches::Match;
+
+    #[test]
+    fn set_agrees() {
+        run("set", 400, 250, |_| {
+            let counters = proptest::option::weighted(
+                0.1,
+                (any::<u64>(), select(vec![CounterOp::Eq, CounterOp::Ne, CounterOp::Lt, CounterOp::Gt]))
+                    .prop_map(|(value, op)| Box::new(SetCounters { packets: Some(CounterMatch { op, value }), bytes: None })),
+            );
+            (select(vec!["s4", "s6", "mixed", "empty", "nosuch"]), 0u8..4, any::<u8>(), any::<bool>(), counters)
+                .prop_map(|(name, dim, src_bits, invert, counters)| {
+                    Match::Set(Box::new(Set { name: Some(name.into()), dim, src_bits, invert, counters, ..Default::default() }))
+                })
+                .boxed()
+        });
     }
 }

@@ -4,7 +4,10 @@
 use serde::Serialize;
 
 use super::conntrack::{fmt_states, parse_states};
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, states_of, tests};
+use crate::classes::region::Test;
+use crate::matches::Eval;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The state match: `[!] --state LIST`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -59,11 +62,23 @@ impl crate::matches::Evaluate for State {
     }
 }
 
+impl Cond for State {
+    const READS: Fields = Fields::STATE;
+
+    /// `state_mt`: the listed states, flipped by `!`.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        match self.states {
+            None => MatchCond::Eval(Eval::Match),
+            Some((mask, inv)) => tests(cx, vec![Test { state: Some(states_of(mask, inv)), ..Test::default() }]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -105,7 +120,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, state: CtState) -> Eval {
         let m: State = parse_alone(Ctx { family: Family::V4, table: TableName::Filter, proto: None }, line);
@@ -137,5 +152,21 @@ mod eval_tests {
         ] {
             assert_eq!(eval(line, state), expected, "{line} on {state:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::State;
+    use crate::classes::cond::test_util::{run, state_mask};
+    use crate::matches::Match;
+
+    #[test]
+    fn state_agrees() {
+        run("state", 300, 300, |_| {
+            proptest::option::weighted(0.95, (state_mask(false), any::<bool>())).prop_map(|states| Match::State(State { states })).boxed()
+        });
     }
 }

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::value::parse_uint;
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::value::parse_uint;
 
 /// `--mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -194,11 +195,20 @@ impl crate::matches::Evaluate for Statistic {
     }
 }
 
+impl Cond for Statistic {
+    const READS: Fields = Fields::NONE;
+
+    /// The answer is a chance (random mode) or unknown (nth mode), the same for every packet.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -300,7 +310,7 @@ mod eval_tests {
     use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
-    use crate::ruleset::{Family, Hook, TableName};
+    use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str) -> Eval {
         let m: Statistic = parse_alone(Ctx { family: Family::V4, table: TableName::Nat, proto: None }, line);

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::tos::xt_uint;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, save_invert};
+use crate::classes::cond::{Cond, Fields};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, save_invert};
 
 /// Longest pattern (`XT_STRING_MAX_PATTERN_SIZE`).
 pub const MAX_PATTERN: usize = 128;
@@ -263,11 +264,16 @@ impl crate::matches::Evaluate for StringMatch {
     }
 }
 
+impl Cond for StringMatch {
+    /// It reads the length (fixed in every class) and a payload the packet does not have.
+    const READS: Fields = Fields::NONE;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -375,14 +381,14 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook, TableName};
+        use crate::xt::{Family, Hook, TableName};
 
         /// Parses `line` as the rule parser would and evaluates the match on a packet of `len`
         /// bytes.
         fn run(line: &str, len: u16) -> Eval {
             let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
             let mut toks = Vec::new();
-            crate::ruleset::token::tokenize(line, 0, &mut toks);
+            crate::xt::token::tokenize(line, 0, &mut toks);
             let mut m = StringMatch::new(&ctx);
             let (mut pos, mut invert) = (0, false);
             while pos < toks.len() {
@@ -392,7 +398,7 @@ mod tests {
                     invert = true;
                     continue;
                 }
-                let opt = crate::ruleset::ext::resolve_option(StringMatch::OPTIONS, t.strip_prefix("--").unwrap()).unwrap();
+                let opt = crate::xt::ext::resolve_option(StringMatch::OPTIONS, t.strip_prefix("--").unwrap()).unwrap();
                 let mut args = Args::new(&toks, pos, ctx);
                 m.parse(opt, invert, &mut args).unwrap();
                 pos = args.pos();

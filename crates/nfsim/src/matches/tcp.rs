@@ -2,8 +2,11 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
-use crate::ruleset::value::{fmt_port_range, parse_port_range, parse_uint};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, ports};
+use crate::matches::Eval;
+use crate::packet::tcp_flags;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once, save_invert};
+use crate::xt::value::{fmt_port_range, parse_port_range, parse_uint};
 
 /// TCP flag bits in the order iptables names them.
 pub const FLAG_NAMES: [(&str, u8); 6] = [("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10), ("URG", 0x20)];
@@ -193,20 +196,39 @@ impl crate::matches::Evaluate for Tcp {
     }
 }
 
+impl Cond for Tcp {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `tcp_mt`: the flags are those of the fixed SYN; `--tcp-option` is unknown wherever the rest
+    /// matches.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        if let Some(f) = self.flags
+            && (tcp_flags::SYN & f.mask == f.comp) == f.invert
+        {
+            return MatchCond::Eval(Eval::NoMatch);
+        }
+        let c = ports(cx, 6, self.sport, self.dport);
+        if self.option.is_some() && c != MatchCond::Eval(Eval::NoMatch) {
+            return MatchCond::Concrete(Self::READS);
+        }
+        c
+    }
+}
+
 /// Test helpers shared by the eval tests of the matches of this module's group.
 #[cfg(test)]
 pub(crate) mod test_util {
     use crate::host::Host;
     use crate::matches::EvalCtx;
-    use crate::ruleset::ext::{Args, Ctx, Extension, resolve_option};
-    use crate::ruleset::{Family, Hook, Neg, Proto, TableName};
+    use crate::xt::ext::{Args, Ctx, Extension, resolve_option};
+    use crate::xt::{Family, Hook, Neg, Proto, TableName};
 
     /// Parses `line` as the options of extension `E` under `-p proto` (0: no `-p`), as
     /// `check_alone` does, and returns the parsed match.
     pub(crate) fn parse<E: Extension>(family: Family, proto: u8, line: &str) -> E {
         let ctx = Ctx { family, table: TableName::Filter, proto: (proto != 0).then(|| Neg::new(Proto(proto), false)) };
         let mut toks = Vec::new();
-        crate::ruleset::token::tokenize(line, 0, &mut toks);
+        crate::xt::token::tokenize(line, 0, &mut toks);
         let mut ext = E::new(&ctx);
         let (mut pos, mut invert) = (0, false);
         while pos < toks.len() {
@@ -236,8 +258,8 @@ pub(crate) mod test_util {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: Some(Neg::new(Proto::TCP, false)) };
@@ -264,7 +286,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, Evaluate};
         use crate::packet::{Packet, tcp_flags};
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, pkt: &Packet) -> Eval {
             let host = Host::new("h");
@@ -335,5 +357,26 @@ mod tests {
             assert_eq!(run("! --dport 80", &p), Eval::NoMatch);
             assert_eq!(run("", &p), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::{Tcp, TcpFlags};
+    use crate::classes::cond::test_util::{port_range, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn tcp_agrees() {
+        run("tcp", 400, 150, |_| {
+            let flags = proptest::option::weighted(0.4, (0u8..64, 0u8..64, any::<bool>()).prop_map(|(mask, comp, invert)| TcpFlags { mask, comp, invert }));
+            let syn = Just(Some(TcpFlags { mask: 0x17, comp: 0x02, invert: false }));
+            let option = proptest::option::weighted(0.1, (any::<u8>(), any::<bool>()));
+            (port_range(), port_range(), prop_oneof![flags, syn], option)
+                .prop_map(|(sport, dport, flags, option)| Match::Tcp(Tcp { sport, dport, flags, option }))
+                .boxed()
+        });
     }
 }

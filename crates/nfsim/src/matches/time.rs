@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::tos::c_strtoul;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, stateless};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 
 /// Every day of the month, 1..=31 (`XT_TIME_ALL_MONTHDAYS`; bit `d` is day `d`).
 pub const ALL_MONTHDAYS: u32 = 0xffff_fffe;
@@ -392,11 +393,20 @@ impl crate::matches::Evaluate for Time {
     }
 }
 
+impl Cond for Time {
+    const READS: Fields = Fields::NONE;
+
+    /// The answer depends on the clock, not the packet: decided, or unknown everywhere.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        stateless(self, cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
@@ -553,13 +563,13 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook, TableName};
+        use crate::xt::{Family, Hook, TableName};
 
         /// Parses `line` as the rule parser would and evaluates the match on a TCP packet.
         fn run(line: &str) -> Eval {
             let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
             let mut toks = Vec::new();
-            crate::ruleset::token::tokenize(line, 0, &mut toks);
+            crate::xt::token::tokenize(line, 0, &mut toks);
             let mut m = Time::new(&ctx);
             let (mut pos, mut invert) = (0, false);
             while pos < toks.len() {
@@ -569,7 +579,7 @@ mod tests {
                     invert = true;
                     continue;
                 }
-                let opt = crate::ruleset::ext::resolve_option(Time::OPTIONS, t.strip_prefix("--").unwrap()).unwrap();
+                let opt = crate::xt::ext::resolve_option(Time::OPTIONS, t.strip_prefix("--").unwrap()).unwrap();
                 let mut args = Args::new(&toks, pos, ctx);
                 m.parse(opt, invert, &mut args).unwrap();
                 pos = args.pos();

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::classes::cond::{Cond, Fields};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
 
 /// The symbolic `--tos` names (matched case-insensitively) and their values; they imply the
 /// mask 0x3f (the two top precedence bits are not compared; the ECN bits are).
@@ -167,11 +168,17 @@ impl crate::matches::Evaluate for Tos {
     }
 }
 
+impl Cond for Tos {
+    /// It reads the TOS byte, which the walk keeps per state (TOS and DSCP targets): the example
+    /// packet answers for the whole class.
+    const READS: Fields = Fields::NONE;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn ctx(family: Family) -> Ctx {
         Ctx { family, table: TableName::Filter, proto: None }
@@ -235,7 +242,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook, TableName};
+        use crate::xt::{Family, Hook, TableName};
 
         fn run(value: u8, mask: u8, invert: bool, tos: u8, family: Family) -> Eval {
             let host = Host::new("h");

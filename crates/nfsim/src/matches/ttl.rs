@@ -4,8 +4,9 @@
 use serde::Serialize;
 
 use super::tos::xt_uint;
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::classes::cond::{Cond, Fields};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 
 /// How the field is compared (`IPT_TTL_*` / `IP6T_HL_*`, same numbering).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -116,11 +117,17 @@ impl crate::matches::Evaluate for Ttl {
     }
 }
 
+impl Cond for Ttl {
+    /// It reads the TTL, which the walk keeps per state (TTL target): the example packet answers
+    /// for the whole class.
+    const READS: Fields = Fields::NONE;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check_in(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };
@@ -172,7 +179,7 @@ mod tests {
         use crate::host::Host;
         use crate::matches::{Eval, EvalCtx, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Hook, TableName};
+        use crate::xt::{Hook, TableName};
 
         fn run(cmp: Cmp, value: u8, field: u8) -> Eval {
             let host = Host::new("h");
@@ -215,7 +222,7 @@ mod tests {
             let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };
             let toks = {
                 let mut t = Vec::new();
-                crate::ruleset::token::tokenize("5", 0, &mut t);
+                crate::xt::token::tokenize("5", 0, &mut t);
                 t
             };
             let mut args = Args::new(&toks, 0, ctx);

@@ -2,10 +2,11 @@
 
 use serde::Serialize;
 
+use crate::classes::cond::{Cond, CondCtx, Fields, MatchCond, ports};
 use crate::matches::tcp::PortRange;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
-use crate::ruleset::services;
-use crate::ruleset::value::fmt_port_range;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, once, save_invert};
+use crate::xt::services;
+use crate::xt::value::fmt_port_range;
 
 /// The udp match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -132,11 +133,20 @@ impl crate::matches::Evaluate for Udp {
     }
 }
 
+impl Cond for Udp {
+    const READS: Fields = Fields::PROTO.or(Fields::SPORT).or(Fields::DPORT);
+
+    /// `udp_mt`: protocol 17 with the port ranges.
+    fn cond(&self, cx: &CondCtx<'_>) -> MatchCond {
+        ports(cx, 17, self.sport, self.dport)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn ctx(proto: Option<Neg<Proto>>) -> Ctx {
         Ctx { family: Family::V4, table: TableName::Filter, proto }
@@ -227,7 +237,7 @@ mod tests {
         use crate::matches::tcp::test_util::{cx, parse};
         use crate::matches::{Eval, Evaluate};
         use crate::packet::Packet;
-        use crate::ruleset::{Family, Hook};
+        use crate::xt::{Family, Hook};
 
         fn run(line: &str, proto: u8, sport: u16, dport: u16) -> Eval {
             let host = Host::new("h");
@@ -256,5 +266,19 @@ mod tests {
             assert_eq!(run("", 6, 1, 53), Eval::NoMatch);
             assert_eq!(run("! --dport 80", 136, 1, 53), Eval::NoMatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use proptest::prelude::*;
+
+    use super::Udp;
+    use crate::classes::cond::test_util::{port_range, run};
+    use crate::matches::Match;
+
+    #[test]
+    fn udp_agrees() {
+        run("udp", 300, 300, |_| (port_range(), port_range()).prop_map(|(sport, dport)| Match::Udp(Udp { sport, dport })).boxed());
     }
 }

@@ -5,11 +5,11 @@
 //! `iptables-restore --test` does not run these; a real load fails at `COMMIT` (iptables-legacy
 //! names the COMMIT line, iptables-nft the rule). Here each problem names the offending rule.
 
-use super::ext::Ctx;
 use super::{ChainId, Hook, HookMask, Rule, Ruleset, Table, TableName, Target};
 use crate::diag::Diagnostic;
 use crate::matches::Match;
 use crate::targets::TargetExt;
+use crate::xt::ext::Ctx;
 
 /// Runs every load-time check on every table.
 pub fn check(ruleset: &Ruleset) -> Vec<Diagnostic> {

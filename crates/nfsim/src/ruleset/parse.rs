@@ -6,10 +6,10 @@
 //! is an error; text both silently ignore is a warning.
 
 use super::rule::{parse_spec, suggest};
-use super::token::{Token, tokenize, tokenize_shell};
 use super::{ChainId, Counters, Family, Policy, Rule, Ruleset, TableId, TableName, Target, Unreadable};
 use crate::diag::{Diagnostic, LineIndex, Span};
 use crate::targets;
+use crate::xt::token::{Token, tokenize, tokenize_shell};
 
 /// The input formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -324,7 +324,7 @@ impl Parser<'_, '_> {
                         let inner = &lt[1..close];
                         let parsed = inner
                             .split_once(':')
-                            .and_then(|(p, b)| Some(Counters { packets: super::value::parse_c_number(p)?, bytes: super::value::parse_c_number(b)? }));
+                            .and_then(|(p, b)| Some(Counters { packets: crate::xt::value::parse_c_number(p)?, bytes: crate::xt::value::parse_c_number(b)? }));
                         match parsed {
                             Some(c) => counters = Some(c),
                             None => {

@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::ext::Ctx;
-use super::value::proto_name;
 use super::{Family, Neg, Rule, Ruleset, Table, Target};
+use crate::xt::ext::Ctx;
+use crate::xt::value::proto_name;
 
 /// Printing options.
 #[derive(Clone, Debug, Default)]

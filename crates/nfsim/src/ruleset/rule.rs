@@ -5,14 +5,14 @@
 //! iptables' merged option table), an unknown option after `-p tcp` loads the protocol's match
 //! implicitly, and `-s`/`-d` lists expand into one rule per address pair.
 
-use super::addr::{AddrMask, Iface};
-use super::ext::{Args, Ctx, Opaque, resolve_option};
-use super::token::Token;
-use super::value::{parse_c_number, parse_proto};
 use super::{ChainId, Counters, Family, Neg, Proto, Rule, TableName, Target};
 use crate::diag::{Diagnostic, Span};
 use crate::matches::{self, Match};
 use crate::targets::{self, TargetExt};
+use crate::xt::addr::{AddrMask, Iface};
+use crate::xt::ext::{Args, Ctx, Opaque, resolve_option};
+use crate::xt::token::Token;
+use crate::xt::value::{parse_c_number, parse_proto};
 
 /// Base options iptables itself takes (long name, short letter, takes a value).
 const BASE: &[(&str, char, bool)] = &[

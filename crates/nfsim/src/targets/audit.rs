@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::mark::Given;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The verdict named in the audit record (`XT_AUDIT_TYPE_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -77,8 +77,8 @@ impl Extension for Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };

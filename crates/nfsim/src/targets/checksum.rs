@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::mark::Given;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The CHECKSUM target (`struct xt_CHECKSUM_info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -48,8 +48,8 @@ impl Extension for Checksum {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };

@@ -13,8 +13,8 @@
 use serde::Serialize;
 
 use super::mark::{Given, parse_u32};
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
-use crate::ruleset::value::{parse_mark, parse_uint};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::value::{parse_mark, parse_uint};
 
 /// What the target does (`XT_CONNMARK_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -185,8 +185,8 @@ impl Extension for Connmark {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn ctx() -> Ctx {
         Ctx { family: Family::V4, table: TableName::Mangle, proto: None }
@@ -266,7 +266,7 @@ mod tests {
     fn applies_like_connmark_tg_shift() {
         let load = |line: &str| {
             let mut toks = Vec::new();
-            crate::ruleset::token::tokenize(line, 0, &mut toks);
+            crate::xt::token::tokenize(line, 0, &mut toks);
             let mut c = Connmark::new(&ctx());
             let mut pos = 0;
             while pos < toks.len() {

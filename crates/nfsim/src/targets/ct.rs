@@ -18,8 +18,8 @@
 use serde::Serialize;
 
 use super::mark::{Given, save_word};
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
-use crate::ruleset::value::parse_c_number;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::value::parse_c_number;
 
 /// The conntrack events `--ctevents` names, with their `IPCT_*` bit, in the order iptables
 /// prints them.
@@ -216,8 +216,8 @@ impl Extension for Ct {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Raw, proto: None };

@@ -15,10 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::addr::fmt_ip;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
-use crate::ruleset::services;
+use crate::xt::Family;
+use crate::xt::addr::fmt_ip;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::services;
 
 /// The DNAT target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -367,8 +367,8 @@ fn parse_v4_aton(s: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn ctx(family: Family, proto: Option<u8>) -> Ctx {
         Ctx { family, table: TableName::Nat, proto: proto.map(|p| Neg::new(Proto(p), false)) }

@@ -9,8 +9,8 @@
 use serde::Serialize;
 
 use super::mark::Given;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
-use crate::ruleset::value::parse_uint;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::value::parse_uint;
 
 // The class names and their lookup are the dscp match's (`dscp_helper.c` serves both).
 pub use crate::matches::dscp::{DSCP_CLASSES, class_to_dscp};
@@ -64,8 +64,8 @@ impl Extension for Dscp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };

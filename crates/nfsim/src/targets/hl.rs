@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::mark::Given;
 pub use super::ttl::TtlAction as HlAction;
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The HL target (`struct ip6t_HL_info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -54,8 +54,8 @@ impl Extension for Hl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Mangle, proto: None };

@@ -10,8 +10,8 @@
 use serde::Serialize;
 
 use super::dnat::{set_flag, xt_strtoul};
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
-use crate::ruleset::value::save_string;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::value::save_string;
 
 /// The level iptables uses when `--log-level` is not given (`LOG_WARNING`).
 pub const DEFAULT_LEVEL: u8 = 4;
@@ -141,8 +141,8 @@ pub(crate) fn parse_prefix(s: &str, opt: &str, max: usize) -> Result<Box<str>, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };

@@ -9,8 +9,8 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
-use crate::ruleset::value::{parse_mark, parse_uint};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::xt::value::{parse_mark, parse_uint};
 
 /// The MARK target (`struct xt_mark_tginfo2`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -79,7 +79,7 @@ pub(crate) fn parse_u32(s: &str) -> Result<u32, String> {
 /// `xtables_save_string` quotes.
 pub(crate) fn save_word(out: &mut String, word: &str) {
     if word.is_empty() || word.contains([' ', '\t', '\n', '"']) {
-        crate::ruleset::value::save_string(out, word);
+        crate::xt::value::save_string(out, word);
     } else {
         out.push(' ');
         out.push_str(word);
@@ -142,8 +142,8 @@ impl Given {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn applies_like_mark_tg() {
         let mut toks = Vec::new();
-        crate::ruleset::token::tokenize("1", 0, &mut toks);
+        crate::xt::token::tokenize("1", 0, &mut toks);
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };
         let load = |opt: &str| {
             let mut m = Mark::new(&ctx);

@@ -26,7 +26,7 @@ pub mod trace;
 pub mod ttl;
 pub mod ulog;
 
-use crate::ruleset::ext::extension_enum;
+use crate::xt::ext::extension_enum;
 
 extension_enum! {
     /// A target extension of a rule.

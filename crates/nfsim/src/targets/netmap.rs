@@ -11,9 +11,9 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::dnat::{parse_host, xt_strtoul};
-use crate::ruleset::Family;
-use crate::ruleset::addr::fmt_ip;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::Family;
+use crate::xt::addr::fmt_ip;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The NETMAP target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -88,8 +88,8 @@ fn parse_net(s: &str, family: Family) -> Result<IpNet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Nat, proto: None };

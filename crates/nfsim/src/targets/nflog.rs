@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::dnat::xt_strtoul;
 use super::log::parse_prefix;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
-use crate::ruleset::value::save_string;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::value::save_string;
 
 /// The NFLOG target (`struct xt_nflog_info`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -97,8 +97,8 @@ impl Extension for Nflog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Filter, proto: None };

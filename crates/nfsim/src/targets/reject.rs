@@ -9,8 +9,8 @@
 
 use serde::Serialize;
 
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert};
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 
 /// What REJECT sends back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -175,8 +175,8 @@ fn starts_ci(full: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Neg<Proto>>, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto };

@@ -18,8 +18,8 @@
 use serde::Serialize;
 
 use super::mark::{Given, save_word};
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
-use crate::ruleset::value::parse_uint;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::value::parse_uint;
 
 /// Longest set name (`IPSET_MAXNAMELEN - 1`).
 pub const SET_NAME_MAX: usize = 31;
@@ -188,8 +188,8 @@ impl Extension for Set {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };

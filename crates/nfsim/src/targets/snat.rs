@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::dnat::{NatRange, parse_to, ports_allowed, save_flags, save_range, set_flag};
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The SNAT target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -70,8 +70,8 @@ impl Extension for Snat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Proto>, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Nat, proto: proto.map(|p| Neg::new(p, false)) };

@@ -11,9 +11,9 @@
 use serde::Serialize;
 
 use super::mark::Given;
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
-use crate::ruleset::value::parse_uint;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::value::parse_uint;
 
 /// What the target writes into the MSS option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -76,8 +76,8 @@ impl Extension for Tcpmss {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn check(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Mangle, proto: Some(Neg::new(Proto::TCP, false)) };

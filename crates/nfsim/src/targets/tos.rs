@@ -14,8 +14,8 @@
 use serde::Serialize;
 
 use super::mark::Given;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
-use crate::ruleset::value::parse_uint;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::value::parse_uint;
 
 /// The TOS names `--set-tos` accepts, with their value (`tos_values.c`).
 pub const TOS_NAMES: [(&str, u8); 5] =
@@ -116,8 +116,8 @@ impl Extension for Tos {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     fn check(line: &str) -> Result<String, String> {
         let ctx = Ctx { family: Family::V4, table: TableName::Mangle, proto: None };

@@ -12,9 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use super::dnat::{parse_host, service_any_proto, xt_strtoul_end};
-use crate::ruleset::Family;
-use crate::ruleset::addr::fmt_ip;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::Family;
+use crate::xt::addr::fmt_ip;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The TPROXY target (`struct xt_tproxy_target_info_v1`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -130,8 +130,8 @@ fn parse_mark_mask(s: &str) -> Result<(u32, u32), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Neg, Proto, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Neg, Proto, TableName};
 
     fn check(family: Family, proto: Option<Neg<Proto>>, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Mangle, proto };

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The TRACE target.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -29,8 +29,8 @@ impl Extension for Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::ext::check_alone;
-    use crate::ruleset::{Family, TableName};
+    use crate::xt::ext::check_alone;
+    use crate::xt::{Family, TableName};
 
     #[test]
     fn takes_no_option() {

@@ -7,9 +7,9 @@
 use serde::Serialize;
 
 use super::mark::Given;
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult};
-use crate::ruleset::value::parse_uint;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult};
+use crate::xt::value::parse_uint;
 
 /// What the TTL and HL targets do with the TTL / hop limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -98,8 +98,8 @@ impl Extension for Ttl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Mangle, proto: None };

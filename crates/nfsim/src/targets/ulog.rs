@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::dnat::xt_strtoul;
 use super::log::parse_prefix;
-use crate::ruleset::Family;
-use crate::ruleset::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
-use crate::ruleset::value::save_string;
+use crate::xt::Family;
+use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
+use crate::xt::value::save_string;
 
 /// False: no kernel since Linux 3.17 has the ULOG target.
 pub const KERNEL_SUPPORTED: bool = false;
@@ -101,8 +101,8 @@ impl Extension for Ulog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::TableName;
-    use crate::ruleset::ext::check_alone;
+    use crate::xt::TableName;
+    use crate::xt::ext::check_alone;
 
     fn check(family: Family, line: &str) -> Result<String, String> {
         let ctx = Ctx { family, table: TableName::Filter, proto: None };

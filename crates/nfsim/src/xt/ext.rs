@@ -96,7 +96,7 @@ pub trait Extension: Sized {
     fn save(&self, ctx: &Ctx, out: &mut String);
 }
 
-/// A boxed extension (large ones are boxed to keep [`Rule`](super::Rule) small) behaves as the
+/// A boxed extension (large ones are boxed to keep [`Rule`](crate::ruleset::Rule) small) behaves as the
 /// extension itself.
 impl<T: Extension> Extension for Box<T> {
     const OPTIONS: &'static [&'static str] = T::OPTIONS;
@@ -160,9 +160,33 @@ impl Opaque {
 }
 
 /// Declares an enum over extension types and its dispatching methods. Each entry is
-/// `Variant(Type) = "save-name" [| "alias" ...]`.
+/// `Variant(Type) = "save-name" [| "alias" ...]`. Clauses after the enum,
+/// `dispatch Trait { fn method(&self, arg: Type, ...) -> Ret; Opaque(pat) => answer }`, each add a
+/// method `method` that calls `Trait::method` on the typed extension and gives `answer` for an
+/// opaque one.
 macro_rules! extension_enum {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident($ty:ty) = $save:literal $(| $alias:literal)*,)* }) => {
+    (@dispatch $name:ident [$($variant:ident($ty:ty))*]) => {};
+    (@dispatch $name:ident [$($variant:ident($ty:ty))*] dispatch $tr:path {
+        $(#[$fmeta:meta])* fn $m:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty;
+        Opaque($o:pat) => $opaque:expr $(,)?
+    } $($rest:tt)*) => {
+        $crate::xt::ext::extension_enum!(@method $name [$($variant)*] $tr, [$(#[$fmeta])*] $m($($arg: $argty),*) ($($arg),*) -> $ret, $o => $opaque);
+        $crate::xt::ext::extension_enum!(@dispatch $name [$($variant($ty))*] $($rest)*);
+    };
+    // The call's arguments come as one token tree, `$call`, so that they can be repeated per variant.
+    (@method $name:ident [$($variant:ident)*] $tr:path, [$(#[$fmeta:meta])*] $m:ident($($arg:ident: $argty:ty),*) $call:tt -> $ret:ty, $o:pat => $opaque:expr) => {
+        impl $name {
+            $(#[$fmeta])*
+            pub fn $m(&self $(, $arg: $argty)*) -> $ret {
+                use $tr as _;
+                match self {
+                    $($name::$variant(x) => x.$m $call,)*
+                    $name::Opaque($o) => $opaque,
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident($ty:ty) = $save:literal $(| $alias:literal)*,)* } $($dispatch:tt)*) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, serde::Serialize)]
         #[serde(tag = "name", content = "options", rename_all = "lowercase")]
@@ -172,14 +196,14 @@ macro_rules! extension_enum {
                 $variant($ty),
             )*
             /// An extension the model does not type (kept verbatim, undecidable in simulation).
-            Opaque($crate::ruleset::ext::Opaque),
+            Opaque($crate::xt::ext::Opaque),
         }
 
         impl $name {
             /// Loads the extension called `name`, if the model types it.
-            pub fn load(name: &str, ctx: &$crate::ruleset::ext::Ctx) -> Option<$name> {
+            pub fn load(name: &str, ctx: &$crate::xt::ext::Ctx) -> Option<$name> {
                 match name {
-                    $($save $(| $alias)* => Some($name::$variant(<$ty as $crate::ruleset::ext::Extension>::new(ctx))),)*
+                    $($save $(| $alias)* => Some($name::$variant(<$ty as $crate::xt::ext::Extension>::new(ctx))),)*
                     _ => None,
                 }
             }
@@ -195,21 +219,21 @@ macro_rules! extension_enum {
             /// The long options this extension takes (none for an opaque one).
             pub fn options(&self) -> &'static [&'static str] {
                 match self {
-                    $($name::$variant(_) => <$ty as $crate::ruleset::ext::Extension>::OPTIONS,)*
+                    $($name::$variant(_) => <$ty as $crate::xt::ext::Extension>::OPTIONS,)*
                     $name::Opaque(_) => &[],
                 }
             }
 
-            pub(crate) fn parse_option(&mut self, opt: &str, invert: bool, args: &mut $crate::ruleset::ext::Args<'_, '_>) -> $crate::ruleset::ext::OptResult {
-                use $crate::ruleset::ext::Extension as _;
+            pub(crate) fn parse_option(&mut self, opt: &str, invert: bool, args: &mut $crate::xt::ext::Args<'_, '_>) -> $crate::xt::ext::OptResult {
+                use $crate::xt::ext::Extension as _;
                 match self {
                     $($name::$variant(x) => x.parse(opt, invert, args),)*
                     $name::Opaque(_) => Err(format!("unknown option `--{opt}`")),
                 }
             }
 
-            pub(crate) fn finish(&mut self, ctx: &$crate::ruleset::ext::Ctx) -> $crate::ruleset::ext::OptResult {
-                use $crate::ruleset::ext::Extension as _;
+            pub(crate) fn finish(&mut self, ctx: &$crate::xt::ext::Ctx) -> $crate::xt::ext::OptResult {
+                use $crate::xt::ext::Extension as _;
                 match self {
                     $($name::$variant(x) => x.finish(ctx),)*
                     $name::Opaque(_) => Ok(()),
@@ -217,8 +241,8 @@ macro_rules! extension_enum {
             }
 
             /// Appends the options the way `iptables-save` prints them.
-            pub fn save(&self, ctx: &$crate::ruleset::ext::Ctx, out: &mut String) {
-                use $crate::ruleset::ext::Extension as _;
+            pub fn save(&self, ctx: &$crate::xt::ext::Ctx, out: &mut String) {
+                use $crate::xt::ext::Extension as _;
                 match self {
                     $($name::$variant(x) => x.save(ctx, out),)*
                     $name::Opaque(o) => o.save(out),
@@ -230,6 +254,8 @@ macro_rules! extension_enum {
                 matches!(self, $name::Opaque(_))
             }
         }
+
+        $crate::xt::ext::extension_enum!(@dispatch $name [$($variant($ty))*] $($dispatch)*);
     };
 }
 pub(crate) use extension_enum;
