@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::ruleset::Hook;
+use crate::xt::Hook;
 use crate::stack::{Domain, Flow, NatCtx, Pred};
 use crate::trace::RuleRef;
 use crate::traverse::{Applied, End};
