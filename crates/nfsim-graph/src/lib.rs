@@ -117,7 +117,7 @@ impl Diagram {
                 _ => {
                     let why = match &p.outcome {
                         Outcome::Dropped { reason, .. } => format!("DROP\n{reason}"),
-                        Outcome::Rejected { by, .. } => format!("REJECT\n{by}"),
+                        Outcome::Rejected { by, .. } => format!("REJECT\n{}", by.as_ref().map(ToString::to_string).unwrap_or_default()),
                         other => format!("{other:?}"),
                     };
                     let end = d.node(&ident(&format!("{}__end{i}", h.host)), &why, Some(&ident(&h.host)), "octagon", "salmon");

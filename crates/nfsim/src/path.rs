@@ -30,9 +30,10 @@ use serde::Serialize;
 
 use crate::mesh::{self, Accepted, Concrete, Conn, Next, Trail};
 use crate::packet::{Owner, Packet};
+use crate::reason::Reason;
 use crate::simulate::{Branch, Origin, Simulator};
-use crate::topology::{LoadedHost, Process, Scenario};
-use crate::trace::{Delivered, Step, Verdict};
+use crate::topology::{LoadError, LoadedHost, Process, Scenario};
+use crate::trace::{Delivered, RuleRef, Step, Verdict};
 use crate::traverse::Options;
 
 /// A connection's addresses.
@@ -82,14 +83,14 @@ pub enum Outcome {
         /// Where.
         host: String,
         /// Why.
-        reason: String,
+        reason: DropReason,
     },
     /// Rejected by a rule.
     Rejected {
         /// Where.
         host: String,
         /// The rule.
-        by: String,
+        by: Option<RuleRef>,
     },
     /// No host owns the destination.
     NoRoute {
@@ -132,6 +133,48 @@ pub struct Path {
     pub outcome: Outcome,
 }
 
+/// Why a path's connection was dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DropReason {
+    /// What the host's netfilter or network stack did (a rule, a policy, a route, ...).
+    Stack(Reason),
+    /// The accepting process refuses to go on.
+    Refused {
+        /// The process.
+        process: String,
+        /// Why.
+        why: mesh::RefuseReason,
+    },
+    /// Accepted by no process.
+    NotAccepted,
+    /// Neither delivered nor stopped by a rule.
+    NotDelivered,
+    /// Forwarded on by the next host: paths over several routers are not modelled.
+    ForwardedOnwards,
+    /// The simulation gave no branch.
+    NoOutcome,
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropReason::Stack(r) => write!(f, "{r}"),
+            DropReason::Refused { process, why } => write!(f, "{process} {why}"),
+            DropReason::NotAccepted => f.write_str("not accepted"),
+            DropReason::NotDelivered => f.write_str("not delivered"),
+            DropReason::ForwardedOnwards => f.write_str("forwarded onwards: multi-router paths are not modelled"),
+            DropReason::NoOutcome => f.write_str("no outcome"),
+        }
+    }
+}
+
+/// Serialized as the sentence.
+impl Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The most hops a path may take (kept here for compatibility; [`crate::mesh`] owns it).
 pub use crate::mesh::HOP_BUDGET;
 
@@ -141,21 +184,94 @@ struct World<'a> {
     opts: Options,
 }
 
+/// Why a path cannot be followed: the scenario does not hold what the flow names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// A host cannot be built.
+    Load(LoadError),
+    /// A process's step cannot be taken.
+    Mesh(mesh::MeshError),
+    /// No flow of that name.
+    NoFlow {
+        /// The name asked for.
+        name: String,
+        /// The flows the scenario has.
+        known: Vec<String>,
+    },
+    /// No host of that name.
+    NoHost(String),
+    /// No process of that name on the host.
+    NoProcess {
+        /// The host.
+        host: String,
+        /// The process.
+        process: String,
+    },
+    /// A call that is not `NAME:PORT`, has a bad port, or names nothing known.
+    BadCall {
+        /// The call as written.
+        call: String,
+        /// What is wrong with it.
+        problem: CallProblem,
+    },
+}
+
+/// What is wrong with a flow's call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallProblem {
+    /// Not `NAME:PORT`.
+    Form,
+    /// The port is not a number from 0 to 65535.
+    Port,
+    /// No service or host has this name.
+    Unknown(String),
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathError::Load(e) => write!(f, "{e}"),
+            PathError::Mesh(e) => write!(f, "{e}"),
+            PathError::NoFlow { name, known } if known.is_empty() => write!(f, "no flow `{name}` (the scenario has no flows)"),
+            PathError::NoFlow { name, known } => write!(f, "no flow `{name}` (flows: {})", known.join(", ")),
+            PathError::NoHost(h) => write!(f, "no host `{h}`"),
+            PathError::NoProcess { host, process } => write!(f, "no process `{process}` on `{host}`"),
+            PathError::BadCall { call, problem: CallProblem::Form } => write!(f, "call `{call}` is not NAME:PORT"),
+            PathError::BadCall { call, problem: CallProblem::Port } => write!(f, "bad port in call `{call}`"),
+            PathError::BadCall { call, problem: CallProblem::Unknown(name) } => write!(f, "call `{call}`: no service or host `{name}`"),
+        }
+    }
+}
+
+impl std::error::Error for PathError {}
+
+impl From<LoadError> for PathError {
+    fn from(e: LoadError) -> PathError {
+        PathError::Load(e)
+    }
+}
+
+impl From<mesh::MeshError> for PathError {
+    fn from(e: mesh::MeshError) -> PathError {
+        PathError::Mesh(e)
+    }
+}
+
 /// Follows every flow of `scenario`.
-pub fn simulate_flows(scenario: &Scenario) -> Result<Vec<Path>, String> {
+pub fn simulate_flows(scenario: &Scenario) -> Result<Vec<Path>, PathError> {
     let world = World { scenario, hosts: scenario.load()?, opts: Options::default() };
     scenario.flows.iter().map(|f| world.follow(&f.name)).collect()
 }
 
 /// Follows one call: `process` on `host` connects to `call` (`SERVICE:PORT` or `ADDR:PORT`).
-pub fn simulate_call(scenario: &Scenario, host: &str, process: &str, call: &str) -> Result<Path, String> {
+pub fn simulate_call(scenario: &Scenario, host: &str, process: &str, call: &str) -> Result<Path, PathError> {
     let mut s = scenario.clone();
     s.flows = vec![crate::topology::Flow { name: "call".into(), host: host.into(), process: process.into(), calls: vec![call.into()] }];
     simulate_flow(&s, "call")
 }
 
 /// Follows the flow called `name`.
-pub fn simulate_flow(scenario: &Scenario, name: &str) -> Result<Path, String> {
+pub fn simulate_flow(scenario: &Scenario, name: &str) -> Result<Path, PathError> {
     let world = World { scenario, hosts: scenario.load()?, opts: Options::default() };
     world.follow(name)
 }
@@ -165,25 +281,31 @@ impl World<'_> {
         self.hosts.iter().find(|h| h.host.name == name)
     }
 
-    fn resolve(&self, call: &str) -> Result<(IpAddr, u16), String> {
-        let (name, port) = call.rsplit_once(':').ok_or_else(|| format!("call `{call}` is not NAME:PORT"))?;
-        let port: u16 = port.parse().map_err(|_| format!("bad port in call `{call}`"))?;
+    fn resolve(&self, call: &str) -> Result<(IpAddr, u16), PathError> {
+        let bad = |problem| PathError::BadCall { call: call.into(), problem };
+        let (name, port) = call.rsplit_once(':').ok_or_else(|| bad(CallProblem::Form))?;
+        let port: u16 = port.parse().map_err(|_| bad(CallProblem::Port))?;
         if let Some(s) = self.scenario.service(name) {
             return Ok((s.vip, port));
         }
         if let Ok(a) = name.parse() {
             return Ok((a, port));
         }
-        self.scenario.host_addr(name).map(|a| (a, port)).ok_or_else(|| format!("call `{call}`: no service or host `{name}`"))
+        self.scenario.host_addr(name).map(|a| (a, port)).ok_or_else(|| bad(CallProblem::Unknown(name.into())))
     }
 
-    fn process(&self, host: &str, process: &str) -> Result<&Process, String> {
-        let lh = self.host(host).ok_or_else(|| format!("no host `{host}`"))?;
-        lh.processes.iter().find(|p| p.name == process).ok_or_else(|| format!("no process `{process}` on `{host}`"))
+    fn process(&self, host: &str, process: &str) -> Result<&Process, PathError> {
+        let lh = self.host(host).ok_or_else(|| PathError::NoHost(host.into()))?;
+        lh.processes.iter().find(|p| p.name == process).ok_or_else(|| PathError::NoProcess { host: host.into(), process: process.into() })
     }
 
-    fn follow(&self, flow_name: &str) -> Result<Path, String> {
-        let flow = self.scenario.flows.iter().find(|f| f.name == flow_name).ok_or_else(|| format!("no flow `{flow_name}`"))?;
+    fn follow(&self, flow_name: &str) -> Result<Path, PathError> {
+        let flow = self
+            .scenario
+            .flows
+            .iter()
+            .find(|f| f.name == flow_name)
+            .ok_or_else(|| PathError::NoFlow { name: flow_name.into(), known: self.scenario.flows.iter().map(|f| f.name.clone()).collect() })?;
         let mut path = Path { flow: flow.name.clone(), hops: Vec::new(), outcome: Outcome::Delivered };
         let mut calls = flow.calls.iter();
         let Some(first) = calls.next() else { return Ok(path) };
@@ -203,11 +325,15 @@ impl World<'_> {
                 return Ok(path);
             }
             let (Some(next_host), Some(next_proc)) = (hop.accepted_host.clone(), hop.accepted_by.clone()) else {
-                path.outcome = Outcome::Dropped { host: conn.host.clone(), reason: "not accepted".into() };
+                path.outcome = Outcome::Dropped { host: conn.host.clone(), reason: DropReason::NotAccepted };
                 return Ok(path);
             };
-            let lh = self.host(&next_host).ok_or("accepting host vanished")?;
-            let proc = lh.processes.iter().find(|p| p.name == next_proc).ok_or("accepting process vanished")?;
+            let lh = self.host(&next_host).ok_or_else(|| PathError::NoHost(next_host.clone()))?;
+            let proc = lh
+                .processes
+                .iter()
+                .find(|p| p.name == next_proc)
+                .ok_or_else(|| PathError::NoProcess { host: next_host.clone(), process: next_proc.clone() })?;
             let accepted = Accepted {
                 host: &next_host,
                 process: proc,
@@ -221,7 +347,7 @@ impl World<'_> {
                     return Ok(path);
                 }
                 Next::Refuse(why) => {
-                    path.outcome = Outcome::Dropped { host: next_host.clone(), reason: format!("{next_proc} {why}") };
+                    path.outcome = Outcome::Dropped { host: next_host.clone(), reason: DropReason::Refused { process: next_proc.clone(), why } };
                     return Ok(path);
                 }
                 Next::Connect(next) => conn = next,
@@ -236,9 +362,9 @@ impl World<'_> {
     }
 
     /// One connection: local out, across the network, arriving, accepted.
-    fn connect(&self, conn: &Conn<Concrete>) -> Result<(Hop, Option<Outcome>), String> {
+    fn connect(&self, conn: &Conn<Concrete>) -> Result<(Hop, Option<Outcome>), PathError> {
         let (host, process, src, target) = (conn.host.as_str(), conn.process.as_str(), conn.src, conn.target);
-        let lh = self.host(host).ok_or_else(|| format!("no host `{host}`"))?;
+        let lh = self.host(host).ok_or_else(|| PathError::NoHost(host.into()))?;
         let owner = Owner { uid: conn.uid, gid: conn.gid, groups: Vec::new() };
         let unspecified = if target.0.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) };
         let pkt = Packet::new(6, src.unwrap_or(unspecified), 40000, target.0, target.1);
@@ -312,18 +438,13 @@ impl World<'_> {
                     // Accepted by the stack but by no socket (nothing listens, or a listener that
                     // cannot answer from a non-local address).
                     None => {
-                        let reason = b2.reason.as_ref().map_or_else(|| "not delivered".into(), ToString::to_string);
+                        let reason = b2.reason.clone().map_or(DropReason::NotDelivered, DropReason::Stack);
                         Ok((hop, Some(Outcome::Dropped { host: peer.host.name.clone(), reason })))
                     }
-                    Some(Delivered::Egress { .. }) => Ok((
-                        hop,
-                        Some(Outcome::Dropped { host: peer.host.name.clone(), reason: "forwarded onwards: multi-router paths are not modelled".into() }),
-                    )),
+                    Some(Delivered::Egress { .. }) => Ok((hop, Some(Outcome::Dropped { host: peer.host.name.clone(), reason: DropReason::ForwardedOnwards }))),
                 }
             }
-            None => {
-                Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: b.reason.as_ref().map_or_else(|| "not delivered".into(), ToString::to_string) })))
-            }
+            None => Ok((hop, Some(Outcome::Dropped { host: host.into(), reason: b.reason.clone().map_or(DropReason::NotDelivered, DropReason::Stack) }))),
         }
     }
 }
@@ -339,12 +460,12 @@ fn single<'b>(branches: &'b [Branch], host: &str) -> Result<&'b Branch, Outcome>
         [b] => match b.verdict {
             Verdict::Accept if b.delivered.is_some() => Ok(b),
             Verdict::Accept => Err(Outcome::NoListener { host: host.into(), at: (b.packet.dst, b.packet.dport) }),
-            Verdict::Reject => Err(Outcome::Rejected { host: host.into(), by: b.by.as_ref().map(|r| r.to_string()).unwrap_or_default() }),
+            Verdict::Reject => Err(Outcome::Rejected { host: host.into(), by: b.by.clone() }),
             Verdict::Drop | Verdict::Queue => {
-                Err(Outcome::Dropped { host: host.into(), reason: b.reason.as_ref().map(ToString::to_string).unwrap_or_default() })
+                Err(Outcome::Dropped { host: host.into(), reason: b.reason.clone().map_or(DropReason::NotDelivered, DropReason::Stack) })
             }
         },
-        [] => Err(Outcome::Dropped { host: host.into(), reason: "no outcome".into() }),
+        [] => Err(Outcome::Dropped { host: host.into(), reason: DropReason::NoOutcome }),
         many => Err(Outcome::Undecidable {
             host: host.into(),
             reason: many.iter().flat_map(|b| &b.assumptions).map(|a| format!("{}: {}", a.rule, a.reason)).next().unwrap_or_default(),

@@ -131,8 +131,52 @@ struct Ctx<'a> {
     result: Verification,
 }
 
+/// Why a scenario cannot be verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyError {
+    /// A host cannot be built.
+    Load(crate::topology::LoadError),
+    /// A process's step cannot be taken.
+    Mesh(crate::mesh::MeshError),
+    /// No host of that name.
+    NoHost(String),
+    /// The concrete witness of a loop cannot be followed.
+    Witness(crate::path::PathError),
+}
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VerifyError::Load(e) => write!(f, "{e}"),
+            VerifyError::Mesh(e) => write!(f, "{e}"),
+            VerifyError::NoHost(h) => write!(f, "no host `{h}`"),
+            VerifyError::Witness(e) => write!(f, "following a loop's witness: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+impl From<crate::topology::LoadError> for VerifyError {
+    fn from(e: crate::topology::LoadError) -> VerifyError {
+        VerifyError::Load(e)
+    }
+}
+
+impl From<crate::mesh::MeshError> for VerifyError {
+    fn from(e: crate::mesh::MeshError) -> VerifyError {
+        VerifyError::Mesh(e)
+    }
+}
+
+impl From<crate::path::PathError> for VerifyError {
+    fn from(e: crate::path::PathError) -> VerifyError {
+        VerifyError::Witness(e)
+    }
+}
+
 /// Follows every TCP connection of every process of `scenario`.
-pub fn verify(scenario: &Scenario) -> Result<Verification, String> {
+pub fn verify(scenario: &Scenario) -> Result<Verification, VerifyError> {
     let hosts = scenario.load()?;
     let mut cx = Ctx { scenario, hosts, opts: Options::default(), result: Verification::default() };
     let starts: Vec<Conn<Sym>> = cx.hosts.iter().flat_map(|h| h.processes.iter().map(|p| Conn::new(&h.host.name, p, (TA::Root, TP::Root)))).collect();
@@ -271,8 +315,8 @@ fn fate_port(v: crate::classes::region::Val<u16>, input: TP) -> TP {
 }
 
 impl Ctx<'_> {
-    fn host(&self, name: &str) -> Result<&LoadedHost, String> {
-        self.hosts.iter().find(|h| h.host.name == name).ok_or_else(|| format!("no host `{name}`"))
+    fn host(&self, name: &str) -> Result<&LoadedHost, VerifyError> {
+        self.hosts.iter().find(|h| h.host.name == name).ok_or_else(|| VerifyError::NoHost(name.into()))
     }
 
     fn unknown(&mut self, scope: &Scope, start: (&str, &str), region: Region, reason: String) {
@@ -283,7 +327,7 @@ impl Ctx<'_> {
     }
 
     /// Follows `conn` for the root connections `root`; `stack` holds the states seen on the way.
-    fn follow(&mut self, scope: &Scope, start_host: &str, start_proc: &str, root: Region, conn: Conn<Sym>, stack: &mut Trail) -> Result<(), String> {
+    fn follow(&mut self, scope: &Scope, start_host: &str, start_proc: &str, root: Region, conn: Conn<Sym>, stack: &mut Trail) -> Result<(), VerifyError> {
         if root.is_empty() {
             return Ok(());
         }
@@ -347,7 +391,7 @@ impl Ctx<'_> {
         original: Map,
         src: (u128, u16),
         stack: &mut Trail,
-    ) -> Result<(), String> {
+    ) -> Result<(), VerifyError> {
         // Which host owns the destination.
         let owners: Vec<(String, String, u128)> = self
             .hosts
@@ -408,7 +452,7 @@ impl Ctx<'_> {
         current: Map,
         listener: TP,
         stack: &mut Trail,
-    ) -> Result<(), String> {
+    ) -> Result<(), VerifyError> {
         let lh = self.host(host)?.clone();
         let (parts, _no_listener) = mesh::listeners(&Sym, &lh.processes, listener, piece);
         for l in parts {
@@ -431,7 +475,7 @@ impl Ctx<'_> {
         original: Map,
         current: Map,
         stack: &mut Trail,
-    ) -> Result<(), String> {
+    ) -> Result<(), VerifyError> {
         let accepted = Accepted { host, process: p, listener: port, original, current };
         let mut next = Vec::new();
         for (r, n) in mesh::accept(&Sym, self.scenario, stack, &accepted, part)? {
@@ -453,7 +497,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn record_loop(&mut self, scope: &Scope, start: (&str, &str), region: Region, cycle: Vec<String>) -> Result<(), String> {
+    fn record_loop(&mut self, scope: &Scope, start: (&str, &str), region: Region, cycle: Vec<String>) -> Result<(), VerifyError> {
         let Some(example) = region.iter().filter_map(Cube::example).next() else { return Ok(()) };
         let dst = num_addr(example.dst, Family::V4);
         let witness = simulate_call(self.scenario, start.0, start.1, &format!("{dst}:{}", example.dport))?;

@@ -78,8 +78,16 @@ fn a_service_without_endpoints_is_refused_by_the_calling_sidecar() {
     assert_eq!(p.hops.len(), 4, "{p:#?}");
     assert_eq!(
         p.outcome,
-        Outcome::Dropped { host: "fortio-server".into(), reason: "envoy has no endpoint address to proxy service `fortio-server-l2` to".into() }
+        Outcome::Dropped {
+            host: "fortio-server".into(),
+            reason: nfsim::path::DropReason::Refused {
+                process: "envoy".into(),
+                why: nfsim::mesh::RefuseReason::NoEndpoint { service: "fortio-server-l2".into() }
+            }
+        }
     );
+    let Outcome::Dropped { reason, .. } = &p.outcome else { unreachable!() };
+    assert_eq!(reason.to_string(), "envoy has no endpoint address to proxy service `fortio-server-l2` to");
     // `verify` follows the same step: no loop, nothing undecided.
     let v = nfsim::verify::verify(&s).unwrap();
     assert!(v.loops.is_empty() && v.unknown.is_empty());

@@ -4,10 +4,10 @@
 
 use std::net::IpAddr;
 
-use crate::xt::Hook;
 use crate::stack::{Domain, Flow, NatCtx, Pred};
 use crate::trace::RuleRef;
 use crate::traverse::{Applied, End};
+use crate::xt::Hook;
 
 use super::TargetExt;
 
