@@ -2,14 +2,12 @@
 //! kube-proxy dump of 10,000 services x 10 endpoints (a plain linear walk of KUBE-SERVICES;
 //! each packet forks into one branch per endpoint through `-m statistic`).
 
-use std::net::IpAddr;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nfsim::host::Host;
 use nfsim::packet::{Owner, Packet};
 use nfsim::simulate::{Origin, Simulator, simulate};
 use nfsim::traverse::Options;
-use nfsim_benches::{Rng, kube_proxy_dump};
+use nfsim_benches::kube_proxy_dump;
 
 fn istio(c: &mut Criterion) {
     let rules = include_str!("../examples/istio-sidecar.rules");
@@ -27,27 +25,10 @@ fn istio(c: &mut Criterion) {
 fn kube(c: &mut Criterion) {
     let text = kube_proxy_dump(10_000, 10, 1);
     let parsed = nfsim::ruleset::parse(&text);
-    // The service VIPs and ports, from the KUBE-SERVICES rules.
-    let vips: Vec<(IpAddr, u16)> = text
-        .lines()
-        .filter(|l| l.starts_with("-A KUBE-SERVICES -d "))
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            let vip = w.nth(3)?.trim_end_matches("/32").parse().ok()?;
-            let port = l.split("--dport ").nth(1)?.split_whitespace().next()?.parse().ok()?;
-            Some((vip, port))
-        })
-        .collect();
     let host = Host::new("node").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1");
     let origin = Origin::Local(Some(Owner::default()));
     let opts = Options::default();
-    let mut rng = Rng::new(7);
-    let packets: Vec<Packet> = (0..1000)
-        .map(|_| {
-            let (vip, port) = vips[rng.below(vips.len() as u64) as usize];
-            Packet::new(6, "0.0.0.0".parse().unwrap(), 40000, vip, port)
-        })
-        .collect();
+    let packets = nfsim_benches::kube_packets(&text, 1000, 7);
     let mut group = c.benchmark_group("simulate");
     group.sample_size(10);
     group.throughput(Throughput::Elements(packets.len() as u64));

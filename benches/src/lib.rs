@@ -166,3 +166,25 @@ mod tests {
         assert_eq!(d, kube_proxy_dump(100, 10, 1), "deterministic");
     }
 }
+
+/// The packets the kube-proxy simulation benchmark sends: `n` TCP connections from a local
+/// process to service VIPs and ports of `dump` (a `kube_proxy_dump`) drawn uniformly.
+pub fn kube_packets(dump: &str, n: usize, seed: u64) -> Vec<nfsim::packet::Packet> {
+    let vips: Vec<(std::net::IpAddr, u16)> = dump
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-SERVICES -d "))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let vip = w.nth(3)?.trim_end_matches("/32").parse().ok()?;
+            let port = l.split("--dport ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+            Some((vip, port))
+        })
+        .collect();
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let (vip, port) = vips[rng.below(vips.len() as u64) as usize];
+            nfsim::packet::Packet::new(6, std::net::IpAddr::from([0, 0, 0, 0]), 40000, vip, port)
+        })
+        .collect()
+}

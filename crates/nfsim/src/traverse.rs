@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::matches::Eval;
 use crate::ruleset::{ChainId, Hook, Policy, Rule, Table, Target};
 use crate::stack::{Domain, Flow, NatCtx};
+use crate::targets::effect::Applied;
 use crate::trace::{RuleRef, StepKind};
 
 /// An assumption made about a rule whose outcome could not be known.
@@ -101,14 +102,6 @@ pub(crate) enum Tested<S> {
     Both(S, Eval),
     /// Nothing is left of the state.
     Gone,
-}
-
-/// What a target does to the states it is applied to: continue (`None`) or end the table.
-pub(crate) enum Applied<S> {
-    /// One state.
-    One(S, Option<End>),
-    /// Several parts, treated differently.
-    Many(Vec<(S, Option<End>)>),
 }
 
 /// The rule positions as `RuleRef`s.

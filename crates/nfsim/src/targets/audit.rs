@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::effect::Effect;
 use super::mark::Given;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
@@ -73,6 +74,9 @@ impl Extension for Audit {
         }
     }
 }
+
+/// The target writes an audit record and continues.
+impl Effect for Audit {}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::effect::Effect;
 use super::mark::Given;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
@@ -44,6 +45,9 @@ impl Extension for Checksum {
         }
     }
 }
+
+/// The target fills in a checksum the model does not carry, and continues.
+impl Effect for Checksum {}
 
 #[cfg(test)]
 mod tests {

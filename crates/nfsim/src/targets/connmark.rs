@@ -12,7 +12,10 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, both};
 use super::mark::{Given, parse_u32};
+use crate::stack::{Domain, Pred};
+use crate::traverse::End;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 use crate::xt::value::{parse_mark, parse_uint};
 
@@ -179,6 +182,19 @@ impl Extension for Connmark {
             };
             out.push_str(&format!(" --{dir}-shift-mark {}", self.shift_bits));
         }
+    }
+}
+
+/// `connmark_tg_shift`: without a conntrack entry (INVALID, UNTRACKED, or any packet in raw,
+/// which runs before conntrack) the target does nothing.
+impl Effect for Connmark {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, st: D::State, cx: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let (tracked, untracked) = d.split(st, Pred::Tracked);
+        let tracked = tracked.map(|mut st| match d.map_marks(&mut st, |a, b| self.apply(a, b)) {
+            Ok(()) => (st, None),
+            Err(why) => (st, Some(End::Undecidable(cx.here.clone(), why))),
+        });
+        both(tracked, untracked.map(|s| (s, None)))
     }
 }
 

@@ -17,7 +17,9 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, go};
 use super::mark::{Given, save_word};
+use crate::stack::Domain;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 use crate::xt::value::parse_c_number;
 
@@ -210,6 +212,19 @@ impl Extension for Ct {
                 ZoneId::Mark => out.push_str(" mark"),
             }
         }
+    }
+}
+
+/// `xt_ct_target`: `--notrack` makes a packet without a conntrack entry (INVALID in raw)
+/// untracked; one looped back on lo keeps the entry it got on the way out
+/// (`if (skb->_nfct != 0) return XT_CONTINUE`). Zones, helpers and timeouts change nothing the
+/// model sees.
+impl Effect for Box<Ct> {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        if !self.notrack {
+            return go(st);
+        }
+        super::effect::untrack(d, st)
     }
 }
 

@@ -15,6 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, go};
+use crate::stack::{Domain, Flow};
+use crate::traverse::End;
 use crate::xt::Family;
 use crate::xt::addr::fmt_ip;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
@@ -362,6 +365,21 @@ fn parse_v4_aton(s: &str) -> Option<Ipv4Addr> {
     }
     addr = addr << bits | last;
     Some(Ipv4Addr::from(addr as u32))
+}
+
+/// `xt_dnat_target_v2`: the destination becomes the range's first address and port (the kernel
+/// picks within the range; the branch notes it); the verdict is ACCEPT.
+impl Effect for Dnat {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, mut st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let Some(to) = self.to.as_deref() else { return go(st) };
+        let addr = to.addrs.map_or(st.dst(), |a| d.lift(a.first));
+        let port = to.ports.map_or(st.dport(), |p| d.lift_port(p.lo));
+        if to.addrs.is_some_and(|a| a.first != a.last) || to.ports.is_some_and(|p| p.lo != p.hi) {
+            st.note_range();
+        }
+        st.dnat(addr, port);
+        Applied::One(st, Some(End::Accept))
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, go};
 use super::mark::Given;
+use crate::stack::{Domain, Flow};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 use crate::xt::value::parse_uint;
 
@@ -58,6 +60,15 @@ impl Extension for Dscp {
 
     fn save(&self, _ctx: &Ctx, out: &mut String) {
         out.push_str(&format!(" --set-dscp 0x{:02x}", self.dscp));
+    }
+}
+
+/// `dscp_tg`: the DSCP bits of the TOS byte rewritten.
+impl Effect for Dscp {
+    fn effect<'a, D: Domain<'a>>(&self, _: &mut D, mut st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let tos = st.tos_mut();
+        *tos = self.apply(*tos);
+        go(st)
     }
 }
 

@@ -7,8 +7,10 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, go};
 use super::mark::Given;
 pub use super::ttl::TtlAction as HlAction;
+use crate::stack::{Domain, Flow};
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
@@ -48,6 +50,17 @@ impl Extension for Hl {
         if let Some(a) = self.action {
             a.save("hl", out);
         }
+    }
+}
+
+/// `hl_tg6`: the hop limit set, increased or decreased.
+impl Effect for Hl {
+    fn effect<'a, D: Domain<'a>>(&self, _: &mut D, mut st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        if let Some(a) = self.action {
+            let ttl = st.ttl_mut();
+            *ttl = a.apply(*ttl);
+        }
+        go(st)
     }
 }
 

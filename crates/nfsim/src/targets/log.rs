@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use super::dnat::{set_flag, xt_strtoul};
+use super::effect::Effect;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 use crate::xt::value::save_string;
 
@@ -137,6 +138,9 @@ pub(crate) fn parse_prefix(s: &str, opt: &str, max: usize) -> Result<Box<str>, S
     }
     Ok(s[..end].into())
 }
+
+/// The target logs and continues.
+impl Effect for Log {}
 
 #[cfg(test)]
 mod tests {

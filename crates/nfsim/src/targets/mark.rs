@@ -9,6 +9,8 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, go};
+use crate::stack::Domain;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 use crate::xt::value::{parse_mark, parse_uint};
 
@@ -136,6 +138,16 @@ impl Given {
         }
         self.0 |= bit;
         Ok(())
+    }
+}
+
+/// `mark_tg`: the mark becomes `(mark & ~mask) ^ value`.
+impl Effect for Mark {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, mut st: D::State, cx: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        match d.map_mark(&mut st, |x| self.apply(x)) {
+            Ok(()) => go(st),
+            Err(why) => cx.undecidable(st, why),
+        }
     }
 }
 

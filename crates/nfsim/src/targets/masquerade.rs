@@ -8,6 +8,9 @@
 use serde::Serialize;
 
 use super::dnat::{NatPorts, NatRange, parse_ports, ports_allowed, save_flags, save_range, set_flag};
+use super::effect::{Applied, Cx, Effect};
+use crate::stack::Domain;
+use crate::traverse::End;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The MASQUERADE target.
@@ -49,6 +52,15 @@ impl Extension for Masquerade {
         let range = NatRange { addrs: None, ports: self.ports };
         save_range(out, "--to-ports", &range, ctx.family, true);
         save_flags(out, self.random, self.random_fully, false);
+    }
+}
+
+/// `masquerade_tg`: SNAT to the output route's preferred source; without one the packet is
+/// dropped.
+impl Effect for Masquerade {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, st: D::State, cx: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let Some(addr) = cx.nat.masquerade_src else { return Applied::One(st, Some(End::Drop(Some(cx.here.clone())))) };
+        super::effect::snat_ports(d, st, addr, self.ports.map(|p| (p.lo, p.hi)))
     }
 }
 

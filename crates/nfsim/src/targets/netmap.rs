@@ -11,6 +11,9 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::dnat::{parse_host, xt_strtoul};
+use super::effect::{Applied, Cx, Effect, go};
+use crate::stack::{Domain, Flow};
+use crate::traverse::End;
 use crate::xt::Family;
 use crate::xt::addr::fmt_ip;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
@@ -83,6 +86,43 @@ fn parse_net(s: &str, family: Family) -> Result<IpNet, String> {
     };
     let net = IpNet::new(addr, len).map_err(|e| e.to_string())?;
     Ok(net.trunc())
+}
+
+/// `netmap_tg4`: the network part of the destination (PREROUTING, OUTPUT) or of the source
+/// (POSTROUTING, INPUT) from `--to`, the host part kept.
+impl Effect for Netmap {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, mut st: D::State, cx: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let Some(to) = self.to else { return go(st) };
+        let dst_side = matches!(cx.hook, crate::xt::Hook::Prerouting | crate::xt::Hook::Output);
+        let Some(a) = d.one_addr(&st, dst_side) else {
+            return cx.undecidable(st, format!("NETMAP over a range of addresses {}", crate::reason::NOT_ANALYSED));
+        };
+        let mapped = d.lift(netmap(a, to));
+        if dst_side {
+            let port = st.dport();
+            st.dnat(mapped, port);
+        } else {
+            let port = st.sport();
+            st.snat(mapped, port);
+        }
+        Applied::One(st, Some(End::Accept))
+    }
+}
+
+/// NETMAP's address: the network part from `to`, the host part kept.
+fn netmap(a: std::net::IpAddr, to: IpNet) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match (a, to) {
+        (IpAddr::V4(a), IpNet::V4(to)) => {
+            let m = u32::from(to.netmask());
+            IpAddr::V4(((u32::from(a) & !m) | (u32::from(to.network()) & m)).into())
+        }
+        (IpAddr::V6(a), IpNet::V6(to)) => {
+            let m = u128::from(to.netmask());
+            IpAddr::V6(((u128::from(a) & !m) | (u128::from(to.network()) & m)).into())
+        }
+        (a, _) => a,
+    }
 }
 
 #[cfg(test)]

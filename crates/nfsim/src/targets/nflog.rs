@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::dnat::xt_strtoul;
+use super::effect::Effect;
 use super::log::parse_prefix;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 use crate::xt::value::save_string;
@@ -93,6 +94,9 @@ impl Extension for Nflog {
         }
     }
 }
+
+/// The target logs through nfnetlink and continues.
+impl Effect for Box<Nflog> {}
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect};
+use crate::stack::Domain;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The NOTRACK target.
@@ -25,6 +27,13 @@ impl Extension for Notrack {
     }
 
     fn save(&self, _ctx: &Ctx, _out: &mut String) {}
+}
+
+/// `notrack_tg`: as `CT --notrack`.
+impl Effect for Notrack {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        super::effect::untrack(d, st)
+    }
 }
 
 #[cfg(test)]

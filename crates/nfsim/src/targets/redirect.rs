@@ -8,6 +8,9 @@
 use serde::Serialize;
 
 use super::dnat::{NatPorts, NatRange, parse_ports, ports_allowed, save_flags, save_range, set_flag};
+use super::effect::{Applied, Cx, Effect};
+use crate::stack::{Domain, Flow};
+use crate::traverse::End;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The REDIRECT target.
@@ -51,6 +54,17 @@ impl Extension for Redirect {
         let range = NatRange { addrs: None, ports: self.ports };
         save_range(out, "--to-ports", &range, ctx.family, true);
         save_flags(out, self.random, false, false);
+    }
+}
+
+/// `redirect_tg4`/`6`: DNAT to the hook's own address (loopback in OUTPUT, the input
+/// interface's primary address in PREROUTING); without one the packet is dropped.
+impl Effect for Redirect {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, mut st: D::State, cx: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let Some(addr) = cx.nat.redirect_to else { return Applied::One(st, Some(End::Drop(Some(cx.here.clone())))) };
+        let port = self.ports.map_or(st.dport(), |p| d.lift_port(p.lo));
+        st.dnat(addr, port);
+        Applied::One(st, Some(End::Accept))
     }
 }
 

@@ -9,6 +9,9 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect};
+use crate::stack::Domain;
+use crate::traverse::End;
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert};
 
@@ -170,6 +173,13 @@ impl Extension for Reject {
 /// True when `text` is a case-insensitive prefix of `full` (`strncasecmp(full, text, strlen(text))`).
 fn starts_ci(full: &str, text: &str) -> bool {
     full.len() >= text.len() && full.as_bytes()[..text.len()].eq_ignore_ascii_case(text.as_bytes())
+}
+
+/// `reject_tg`: the packet is refused (with the ICMP error or TCP reset chosen).
+impl Effect for Reject {
+    fn effect<'a, D: Domain<'a>>(&self, _: &mut D, st: D::State, cx: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        Applied::One(st, Some(End::Reject(cx.here.clone())))
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 
 use serde::Serialize;
 
+use super::effect::Effect;
 use super::mark::{Given, save_word};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 use crate::xt::value::parse_uint;
@@ -184,6 +185,9 @@ impl Extension for Set {
         }
     }
 }
+
+/// The target adds to or deletes from an ipset (not modelled: the sets are the host's as given) and continues.
+impl Effect for Box<Set> {}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,8 @@
 use serde::Serialize;
 
 use super::dnat::{NatRange, parse_to, ports_allowed, save_flags, save_range, set_flag};
+use super::effect::{Applied, Cx, Effect, go};
+use crate::stack::{Domain, Flow};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
 
 /// The SNAT target.
@@ -64,6 +66,16 @@ impl Extension for Snat {
             save_range(out, "--to-source", to, ctx.family, false);
         }
         save_flags(out, self.random, self.random_fully, self.persistent);
+    }
+}
+
+/// `xt_snat_target_v2`: the source becomes the range's first address, the port kept when inside
+/// the port range (`nf_nat_used_tuple` aside).
+impl Effect for Snat {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let Some(to) = self.to.as_deref() else { return go(st) };
+        let addr = to.addrs.map_or(st.src(), |a| d.lift(a.first));
+        super::effect::snat_ports(d, st, addr, to.ports.map(|p| (p.lo, p.hi)))
     }
 }
 

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use super::effect::Effect;
 use super::mark::Given;
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
@@ -72,6 +73,9 @@ impl Extension for Tcpmss {
         }
     }
 }
+
+/// The target clamps the MSS option, which the model does not carry, and continues.
+impl Effect for Tcpmss {}
 
 #[cfg(test)]
 mod tests {

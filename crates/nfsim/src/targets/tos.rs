@@ -13,7 +13,9 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, go};
 use super::mark::Given;
+use crate::stack::{Domain, Flow};
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 use crate::xt::value::parse_uint;
 
@@ -110,6 +112,15 @@ impl Extension for Tos {
 
     fn save(&self, _ctx: &Ctx, out: &mut String) {
         out.push_str(&format!(" --set-tos 0x{:02x}/0x{:02x}", self.value, self.mask));
+    }
+}
+
+/// `tos_tg`: the TOS byte rewritten.
+impl Effect for Tos {
+    fn effect<'a, D: Domain<'a>>(&self, _: &mut D, mut st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let tos = st.tos_mut();
+        *tos = self.apply(*tos);
+        go(st)
     }
 }
 

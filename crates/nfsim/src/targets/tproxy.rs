@@ -12,6 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use super::dnat::{parse_host, service_any_proto, xt_strtoul_end};
+use super::effect::{Applied, Cx, Effect};
+use crate::stack::{Domain, Flow};
+use crate::traverse::End;
 use crate::xt::Family;
 use crate::xt::addr::fmt_ip;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
@@ -124,6 +127,33 @@ fn parse_mark_mask(s: &str) -> Result<(u32, u32), String> {
     match xt_strtoul_end(rest, 0, max) {
         Some((mask, "")) => Ok((value as u32, mask as u32)),
         _ => Err(bad()),
+    }
+}
+
+/// `tproxy_tg4`/`6`: the listener on `--on-ip` (by default the input interface's primary address,
+/// `nf_tproxy_laddr4`, else the destination) and `--on-port` (by default the destination port);
+/// only a transparent socket is assigned (`nf_tproxy_sk_is_transparent`), with the mark set and
+/// the verdict ACCEPT; without one the packet is dropped.
+impl Effect for Box<Tproxy> {
+    fn effect<'a, D: Domain<'a>>(&self, d: &mut D, st: D::State, cx: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        let addr = self.addr.filter(|a| !a.is_unspecified()).map_or(cx.nat.redirect_to.unwrap_or(st.dst()), |a| d.lift(a));
+        let port = self.port.filter(|p| *p != 0).map_or(st.dport(), |p| d.lift_port(p));
+        let mut parts = Vec::new();
+        for (mut s, sock) in d.socket(st, (addr, port)) {
+            if !sock.is_some_and(|i| d.host().sockets[i].transparent) {
+                parts.push((s, Some(End::Drop(Some(cx.here.clone())))));
+                continue;
+            }
+            if let Some((v, m)) = self.mark
+                && let Err(why) = d.map_mark(&mut s, |x| (x & !m) ^ v)
+            {
+                parts.push((s, Some(End::Undecidable(cx.here.clone(), why))));
+                continue;
+            }
+            s.set_tproxy((addr, port));
+            parts.push((s, Some(End::Accept)));
+        }
+        super::effect::many(parts)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use super::effect::Effect;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 
 /// The TRACE target.
@@ -25,6 +26,9 @@ impl Extension for Trace {
 
     fn save(&self, _ctx: &Ctx, _out: &mut String) {}
 }
+
+/// The target marks the packet for tracing and continues.
+impl Effect for Trace {}
 
 #[cfg(test)]
 mod tests {

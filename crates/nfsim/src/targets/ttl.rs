@@ -6,7 +6,9 @@
 
 use serde::Serialize;
 
+use super::effect::{Applied, Cx, Effect, go};
 use super::mark::Given;
+use crate::stack::{Domain, Flow};
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult};
 use crate::xt::value::parse_uint;
@@ -92,6 +94,17 @@ impl Extension for Ttl {
         if let Some(a) = self.action {
             a.save("ttl", out);
         }
+    }
+}
+
+/// `ttl_tg`: the TTL set, increased or decreased.
+impl Effect for Ttl {
+    fn effect<'a, D: Domain<'a>>(&self, _: &mut D, mut st: D::State, _: &Cx<'_, 'a, D>) -> Applied<D::State> {
+        if let Some(a) = self.action {
+            let ttl = st.ttl_mut();
+            *ttl = a.apply(*ttl);
+        }
+        go(st)
     }
 }
 

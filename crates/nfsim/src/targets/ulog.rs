@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::dnat::xt_strtoul;
+use super::effect::Effect;
 use super::log::parse_prefix;
 use crate::xt::Family;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, no_invert, once};
@@ -97,6 +98,9 @@ impl Extension for Ulog {
         }
     }
 }
+
+/// The target logs through ULOG and continues.
+impl Effect for Box<Ulog> {}
 
 #[cfg(test)]
 mod tests {
