@@ -152,21 +152,6 @@ pub fn kube_proxy_dump(services: usize, endpoints: usize, seed: u64) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dump_has_the_documented_size() {
-        let d = kube_proxy_dump(100, 10, 1);
-        let rules = d.lines().filter(|l| l.starts_with("-A")).count();
-        // N·(2+3M) nat rules plus the fixed ones.
-        // filter: 9 rules; nat: 7 fixed rules and the final NodePort jump.
-        assert_eq!(rules, 100 * (2 + 3 * 10) + 9 + 7 + 1);
-        assert_eq!(d, kube_proxy_dump(100, 10, 1), "deterministic");
-    }
-}
-
 /// The packets the kube-proxy simulation benchmark sends: `n` TCP connections from a local
 /// process to service VIPs and ports of `dump` (a `kube_proxy_dump`) drawn uniformly.
 pub fn kube_packets(dump: &str, n: usize, seed: u64) -> Vec<nfsim::packet::Packet> {
@@ -187,4 +172,19 @@ pub fn kube_packets(dump: &str, n: usize, seed: u64) -> Vec<nfsim::packet::Packe
             nfsim::packet::Packet::new(6, std::net::IpAddr::from([0, 0, 0, 0]), 40000, vip, port)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_has_the_documented_size() {
+        let d = kube_proxy_dump(100, 10, 1);
+        let rules = d.lines().filter(|l| l.starts_with("-A")).count();
+        // N·(2+3M) nat rules plus the fixed ones.
+        // filter: 9 rules; nat: 7 fixed rules and the final NodePort jump.
+        assert_eq!(rules, 100 * (2 + 3 * 10) + 9 + 7 + 1);
+        assert_eq!(d, kube_proxy_dump(100, 10, 1), "deterministic");
+    }
 }
