@@ -15,10 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::hook::tables_at;
 use crate::host::Host;
 use crate::reason::{Reason, RerouteCause};
-use crate::ruleset::{ChainId, Rule, Table};
-use crate::ruleset::{Family, Hook, Ruleset, TableName};
-use crate::trace::StepKind;
-use crate::trace::{RuleRef, Verdict};
+use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName};
+use crate::trace::{RuleRef, StepKind, Verdict};
 use crate::traverse::{Assumption, Cursor, End, Enter, Options, Tested, walk};
 
 /// A question the stack asks about the current packet; the domain answers it by splitting.
