@@ -295,7 +295,7 @@ impl Host {
             }
         }
         if self.is_local(dst) {
-            return Some(RouteResult { local: true, dev: "lo".into(), next_hop: dst, src: Some(dst) });
+            return Some(RouteResult { local: true, dev: "lo".into(), next_hop: dst, src: Some(self.local_src(dst)) });
         }
         // The main table: connected routes, explicit routes, the default route.
         let connected = self.ifaces().flat_map(|i| i.addrs.iter().map(move |a| (a.trunc(), None, i.name.as_str(), false)));
@@ -312,6 +312,25 @@ impl Host {
     fn result(&self, via: Option<IpAddr>, dev: &str, local: bool, dst: IpAddr) -> RouteResult {
         let src = self.primary_addr(dev, dst.is_ipv4());
         RouteResult { local, dev: dev.to_string(), next_hop: via.unwrap_or(dst), src }
+    }
+
+    /// The preferred source of the local route to `dst`, an address of this host: 127.0.0.1 for
+    /// 127.0.0.0/8 (`local 127.0.0.0/8 dev lo src 127.0.0.1`); for an interface address, the
+    /// primary address of its subnet on that interface (`fib_add_ifaddr` gives a secondary
+    /// address's local route the primary as its source; netfilter-facts §3); for IPv6 the
+    /// address itself (no preferred source: source selection picks the destination).
+    pub fn local_src(&self, dst: IpAddr) -> IpAddr {
+        match dst {
+            IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(_) => self
+                .ifaces()
+                .find_map(|i| {
+                    let own = i.addrs.iter().find(|a| a.addr() == dst)?;
+                    i.addrs.iter().find(|a| a.addr().is_ipv4() && a.trunc() == own.trunc()).map(IpNet::addr)
+                })
+                .unwrap_or(dst),
+            IpAddr::V6(_) => dst,
+        }
     }
 
     /// The main-table route for `dst` out of `dev` only, as IPv6 looks up an arriving packet to a
@@ -354,6 +373,18 @@ mod tests {
 
     fn pod() -> Host {
         Host::new("pod").iface("eth0", &["10.0.0.5/24"]).gateway("10.0.0.1")
+    }
+
+    #[test]
+    fn a_local_route_prefers_its_subnets_primary_address() {
+        // netfilter-facts §3: a local connect to the secondary 10.0.0.6 leaves from 10.0.0.5.
+        let h = Host::new("pod").iface("eth0", &["10.0.0.5/24", "10.0.0.6/24", "10.2.0.5/16"]).iface("eth1", &["fd00::5/64"]);
+        let src = |a: &str| h.route(a.parse().unwrap(), 0).and_then(|r| r.src).map(|s| s.to_string());
+        assert_eq!(src("10.0.0.6").as_deref(), Some("10.0.0.5"));
+        assert_eq!(src("10.0.0.5").as_deref(), Some("10.0.0.5"));
+        assert_eq!(src("10.2.0.5").as_deref(), Some("10.2.0.5"), "the primary of its own subnet");
+        assert_eq!(src("127.0.0.6").as_deref(), Some("127.0.0.1"));
+        assert_eq!(src("fd00::5").as_deref(), Some("fd00::5"));
     }
 
     #[test]

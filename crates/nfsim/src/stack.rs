@@ -425,8 +425,8 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
     let (unbound, bound) = d.split(st, Pred::SrcUnspecified);
     for (mut st, is_unbound) in unbound.map(|s| (s, true)).into_iter().chain(bound.map(|s| (s, false))) {
         if is_unbound {
-            // To a local address the source is that address; otherwise the route's source.
-            let chosen = if route.local { Some(st.dst()) } else { route.src };
+            // The route's preferred source; a local route without one gives the destination.
+            let chosen = if route.local { route.src.or(Some(st.dst())) } else { route.src };
             if let Some(c) = chosen {
                 st.bind_src(c);
             }

@@ -757,11 +757,30 @@ impl<'a> Engine<'a> {
             }
         }
         let wins = self.lpm(main);
-        let local_route = RouteSym { local: true, dev: "lo".into(), hop: None, src: Some(if dst { AVal::Dst } else { AVal::Src }) };
+        // The local routes' preferred sources (`Host::local_src`): the destination itself, except
+        // in IPv4 for 127.0.0.0/8 (127.0.0.1) and secondary addresses (their subnet's primary).
+        let local_route = |src: AVal| RouteSym { local: true, dev: "lo".into(), hop: None, src: Some(src) };
+        let mut locals: Vec<(Ranges<u128>, RouteSym)> = Vec::new();
+        let mut plain = local.clone();
+        if dst && self.ld.family == Family::V4 {
+            let lo = loopback_set(self.ld.family);
+            plain = plain.minus(&lo);
+            locals.push((lo, local_route(self.lift(std::net::Ipv4Addr::LOCALHOST.into()))));
+            for a in self.ld.host.ifaces().flat_map(|i| &i.addrs).map(ipnet::IpNet::addr).filter(IpAddr::is_ipv4) {
+                let s = self.ld.host.local_src(a);
+                if s != a && plain.contains(addr_num(a)) {
+                    plain = plain.minus(&Ranges::point(addr_num(a)));
+                    locals.push((Ranges::point(addr_num(a)), local_route(self.lift(s))));
+                }
+            }
+        }
+        locals.push((plain, local_route(if dst { AVal::Dst } else { AVal::Src })));
         for (a, m) in rest {
-            let l = a.intersect(&local);
-            if !l.is_empty() {
-                parts.push((mk(l, Some(m.clone())), Some(local_route.clone())));
+            for (set, route) in &locals {
+                let l = a.intersect(set);
+                if !l.is_empty() {
+                    parts.push((mk(l, Some(m.clone())), Some(route.clone())));
+                }
             }
             let a = a.minus(&local);
             let mut covered = Ranges::empty();
