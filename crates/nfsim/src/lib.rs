@@ -10,15 +10,15 @@
 //!   extension trait, the tokenizer, option values and addresses.
 //! - [`matches`](mod@matches): one file per match extension (`-m tcp`, `-m owner`, ...).
 //! - [`targets`]: one file per target extension (`-j REDIRECT`, `-j MARK`, ...).
-//! - [`simulate`], [`path`], [`classes`], [`verify`]: one packet through a host, a request
+//! - [`simulate`](mod@simulate), [`path`], [`classes`](mod@classes), [`verify`](mod@verify): one packet through a host, a request
 //!   through a scenario, every packet at once, and loop-freedom for every connection; [`mesh`]:
 //!   what a scenario's processes do with the connections they accept, shared by `path` and
 //!   `verify`.
 //! - [`diag`]: located problems and their rendering.
 //!
-//! The front door re-exports what a user needs for each operation: [`parse`] a rule set,
-//! [`simulate`] one packet on a [`Host`], follow a [`Scenario`]'s flows ([`simulate_flows`]),
-//! compute [`classes`] of packets, [`diff_rulesets`], and [`verify`] that no connection loops.
+//! The front door re-exports what a user needs for each operation: [`parse()`] a rule set,
+//! [`simulate()`] one packet on a [`Host`], follow a [`Scenario`]'s flows ([`simulate_flows`]),
+//! compute [`classes()`] of packets, [`diff_rulesets`], and [`verify()`] that no connection loops.
 //!
 //! ```
 //! let parsed = nfsim::ruleset::parse("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n");

@@ -1,6 +1,6 @@
 //! A packet's path through one host's network stack (`ip_output`, `ip_rcv`, `ip_forward`,
-//! `ip_local_deliver`) for one packet: the stack of [`crate::stack`] and the walk of
-//! [`crate::traverse`] over the domain where every question has one answer and every step is
+//! `ip_local_deliver`) for one packet: the stack of `stack` and the walk of
+//! `traverse` over the domain where every question has one answer and every step is
 //! recorded in the kernel's TRACE vocabulary.
 
 use std::net::IpAddr;

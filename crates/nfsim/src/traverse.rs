@@ -3,7 +3,7 @@
 //! RETURN or the end of a built-in chain applies its policy. Matches that depend on chance or on
 //! what cannot be known fork the walk: every branch is followed.
 //!
-//! The walk is written once over a [`Domain`]: for one packet every rule either matches or not;
+//! The walk is written once over a domain (`stack::Domain`): for one packet every rule either matches or not;
 //! for a region of packets a rule splits the region into the packets it matches and the others.
 
 use serde::Serialize;
