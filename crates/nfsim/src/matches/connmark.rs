@@ -115,9 +115,9 @@ mod tests {
 mod eval_tests {
     use super::*;
     use crate::host::Host;
-    use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
+    use crate::xt::ext::parse_alone;
     use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, state: CtState, ct_mark: u32) -> Eval {

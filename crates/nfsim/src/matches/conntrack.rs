@@ -683,32 +683,6 @@ impl Cond for Conntrack {
     }
 }
 
-/// Parses `line` with extension `E` alone and returns it (for the evaluation tests).
-#[cfg(test)]
-pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
-    let mut toks = Vec::new();
-    crate::xt::token::tokenize(line, 0, &mut toks);
-    let mut ext = E::new(&ctx);
-    let mut pos = 0;
-    let mut invert = false;
-    while pos < toks.len() {
-        let t = toks[pos].as_str();
-        pos += 1;
-        if t == "!" {
-            invert = true;
-            continue;
-        }
-        let opt = t.strip_prefix("--").unwrap_or_else(|| panic!("bad argument `{t}` in `{line}`"));
-        let name = crate::xt::ext::resolve_option(E::OPTIONS, opt).unwrap_or_else(|| panic!("unknown option `{t}`"));
-        let mut args = Args::new(&toks, pos, ctx);
-        ext.parse(name, invert, &mut args).unwrap_or_else(|e| panic!("`{line}`: {e}"));
-        pos = args.pos();
-        invert = false;
-    }
-    ext.finish(&ctx).unwrap_or_else(|e| panic!("`{line}`: {e}"));
-    ext
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -928,6 +902,7 @@ mod eval_tests {
     use crate::matches::eval::{Conn, CtTuple, ct_status};
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{CtState, Packet};
+    use crate::xt::ext::parse_alone;
     use crate::xt::{Hook, TableName};
 
     fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> CtTuple {

@@ -10,7 +10,7 @@ use crate::classes::port_protos;
 use crate::classes::region::Test;
 use crate::classes::set::Ranges;
 use crate::xt::ext::{Args, Ctx, Extension, OptResult, save_invert};
-use crate::xt::value::parse_port;
+use crate::xt::value::{parse_port, service_proto};
 
 /// Slots in the kernel's port array (`XT_MULTI_PORTS`); a range takes two.
 pub const MAX_PORT_SLOTS: usize = 15;
@@ -49,24 +49,12 @@ pub struct Multiport {
     pub invert: bool,
 }
 
-/// The service-name protocol of a protocol multiport accepts, `None` for any other.
-fn port_proto(number: u8) -> Option<&'static str> {
-    match number {
-        6 => Some("tcp"),
-        17 => Some("udp"),
-        136 => Some("udplite"),
-        132 => Some("sctp"),
-        33 => Some("dccp"),
-        _ => None,
-    }
-}
-
 /// Checks the rule's `-p` as libxt_multiport does, returning the protocol name to resolve
 /// service names with.
 fn check_proto(ctx: &Ctx) -> Result<&'static str, String> {
     match ctx.proto {
         None => Err("the multiport match requires `-p tcp`, `-p udp`, `-p udplite`, `-p sctp` or `-p dccp`".into()),
-        Some(p) => match port_proto(p.value.0) {
+        Some(p) => match service_proto(p.value.0) {
             Some(name) if !p.negated => Ok(name),
             _ => Err("the multiport match works only with TCP, UDP, UDPLITE, SCTP and DCCP (without `!` before `-p`)".into()),
         },

@@ -306,9 +306,9 @@ mod tests {
 mod eval_tests {
     use super::*;
     use crate::host::Host;
-    use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::{Owner as SockOwner, Packet};
+    use crate::xt::ext::parse_alone;
     use crate::xt::{Family, Hook, TableName};
 
     fn eval(line: &str, owner: Option<SockOwner>) -> Eval {

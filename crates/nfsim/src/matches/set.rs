@@ -357,9 +357,9 @@ mod tests {
 mod eval_tests {
     use super::*;
     use crate::host::Host;
-    use crate::matches::conntrack::parse_alone;
     use crate::matches::{Eval, EvalCtx, Evaluate};
     use crate::packet::Packet;
+    use crate::xt::ext::parse_alone;
     use crate::xt::{Family, Hook, TableName};
 
     fn host() -> Host {

@@ -261,9 +261,9 @@ macro_rules! extension_enum {
 pub(crate) use extension_enum;
 
 /// Parses `line` (options only, e.g. `--dport 22 ! --syn`) with extension `E` alone, the way the
-/// rule parser would, and returns what `save` prints. For the extensions' own unit tests.
+/// rule parser would. For the extensions' own unit tests.
 #[cfg(test)]
-pub(crate) fn check_alone<E: Extension>(ctx: Ctx, line: &str) -> Result<String, String> {
+pub(crate) fn try_parse_alone<E: Extension>(ctx: Ctx, line: &str) -> Result<E, String> {
     let mut toks = Vec::new();
     super::token::tokenize(line, 0, &mut toks);
     let mut ext = E::new(&ctx);
@@ -289,9 +289,22 @@ pub(crate) fn check_alone<E: Extension>(ctx: Ctx, line: &str) -> Result<String, 
         invert = false;
     }
     ext.finish(&ctx)?;
+    Ok(ext)
+}
+
+/// [`try_parse_alone`], then what `save` prints.
+#[cfg(test)]
+pub(crate) fn check_alone<E: Extension>(ctx: Ctx, line: &str) -> Result<String, String> {
+    let ext = try_parse_alone::<E>(ctx, line)?;
     let mut out = String::new();
     ext.save(&ctx, &mut out);
     Ok(out)
+}
+
+/// [`try_parse_alone`] for lines that must parse (the evaluation tests).
+#[cfg(test)]
+pub(crate) fn parse_alone<E: Extension>(ctx: Ctx, line: &str) -> E {
+    try_parse_alone(ctx, line).unwrap_or_else(|e| panic!("`{line}`: {e}"))
 }
 
 /// Resolves `opt` (without `--`) against `options` as getopt_long does: an exact name, or an
