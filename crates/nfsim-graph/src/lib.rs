@@ -87,12 +87,12 @@ impl Diagram {
             for s in h.trace.iter().filter(|s| s.kind == StepKind::Rule) {
                 let name = format!("{}/{}", s.table, s.chain);
                 match by_host.last_mut() {
-                    Some((host, chains)) if *host == s.host => {
+                    Some((host, chains)) if **host == *s.host => {
                         if chains.last() != Some(&name) {
                             chains.push(name);
                         }
                     }
-                    _ => by_host.push((s.host.clone(), vec![name])),
+                    _ => by_host.push((s.host.to_string(), vec![name])),
                 }
             }
             let nat = if (h.after.dst, h.after.dport) != (h.before.dst, h.before.dport) {

@@ -4,6 +4,7 @@
 //! recorded in the kernel's TRACE vocabulary.
 
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -13,10 +14,11 @@ use crate::matches::eval::Conn;
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 use crate::reason::Reason;
+use crate::ruleset::dispatch::{Index, addr_key};
 use crate::ruleset::{ChainId, Hook, Rule, Ruleset, Table, TableName};
 use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Parts, Pred, Route, RouteQ, Routed};
 use crate::trace::{Delivered, RuleRef, Step, StepKind, Verdict};
-use crate::traverse::{Assumption, CHANCE, Cursor, Enter, Options, Tested, base_fails};
+use crate::traverse::{Assumption, Cursor, Enter, Options, Tested, base_fails};
 
 /// Where the packet comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -85,19 +87,39 @@ pub struct Simulator<'a> {
     host: &'a Host,
     opts: Options,
     conntrack: bool,
+    /// The chains' dispatch runs (`None`: walk every rule, for tests that compare the two).
+    index: Option<Index>,
+    /// The names traces and rule references share: the host's, and each chain's once used (per
+    /// table of the rule set, per chain).
+    host_name: Arc<str>,
+    chain_names: Vec<Vec<OnceLock<Arc<str>>>>,
 }
 
 impl<'a> Simulator<'a> {
     /// Loads `ruleset` on `host`.
     pub fn new(ruleset: &'a Ruleset, host: &'a Host, opts: Options) -> Simulator<'a> {
-        Simulator { ruleset, host, opts, conntrack: conntrack_on(ruleset) }
+        Simulator {
+            ruleset,
+            host,
+            opts,
+            conntrack: conntrack_on(ruleset),
+            index: Some(Index::of(ruleset)),
+            host_name: host.name.as_str().into(),
+            chain_names: ruleset.tables.iter().map(|t| t.chains().iter().map(|_| OnceLock::new()).collect()).collect(),
+        }
+    }
+
+    /// Loads `ruleset` on `host` without dispatch runs: every rule is tested in turn.
+    #[cfg(test)]
+    pub(crate) fn linear(ruleset: &'a Ruleset, host: &'a Host, opts: Options) -> Simulator<'a> {
+        Simulator { index: None, ..Simulator::new(ruleset, host, opts) }
     }
 
     /// Simulates `pkt` coming from `origin`.
     pub fn run(&self, mut pkt: Packet, origin: &Origin) -> Simulation {
         let family = pkt.family();
         let ld = Loaded { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack };
-        let mut sim = Sim { ld, out: Vec::new(), truncated: false, branches: 1 };
+        let mut sim = Sim { ld, loaded: self, out: Vec::new(), truncated: false, branches: 1 };
         match origin {
             Origin::Local(owner) => {
                 pkt.owner = owner.clone();
@@ -248,6 +270,8 @@ impl RouteKey {
 /// The one-packet domain: a simulation in progress.
 struct Sim<'a> {
     ld: Loaded<'a>,
+    /// What the simulator prepared once: dispatch runs and shared names.
+    loaded: &'a Simulator<'a>,
     out: Vec<Branch>,
     truncated: bool,
     /// Branches of the packet so far (forks taken plus one).
@@ -338,7 +362,7 @@ impl<'a> Domain<'a> for Sim<'a> {
         };
         let original_dst = st.nat.dnat.map(|_| (st.orig.dst, st.orig.dport));
         let original_src = st.nat.snat.map(|_| (st.orig.src, st.orig.sport));
-        let undecidable = st.ledger.assumptions.iter().any(|a| !a.reason.starts_with(CHANCE)) || reason.as_ref().is_some_and(Reason::is_undecidable);
+        let undecidable = st.ledger.assumptions.iter().any(|a| !a.reason.is_chance()) || reason.as_ref().is_some_and(Reason::is_undecidable);
         let listener_port = match &delivered {
             Some(Delivered::Local { .. }) => Some(st.ledger.tproxy.map_or(st.pkt.dport, |(_, p)| p)),
             _ => None,
@@ -363,15 +387,23 @@ impl<'a> Domain<'a> for Sim<'a> {
         1_000_000
     }
 
-    /// Skips the rules whose base match fails, the bulk of a long chain.
+    /// Skips the rules whose base match fails, the bulk of a long chain, and in a dispatch run
+    /// the rules for other destinations.
     #[inline]
     fn enter(&mut self, table: &'a Table, _: Hook, cur: &Cursor<()>, st: &mut State) -> Enter<State, ()> {
         let rules = &table[cur.chain].rules;
+        let runs = self.loaded.index.as_ref().and_then(|ix| ix.runs(self.ld.ruleset, table, cur.chain));
+        let dst = addr_key(st.pkt.dst);
         let mut i = cur.rule;
-        while rules.get(i).is_some_and(|r| base_fails(r, &st.pkt)) {
+        loop {
+            if let Some((_, run)) = runs.and_then(|r| r.run_at(i)) {
+                i = run.next_for(i, dst);
+            }
+            if !rules.get(i).is_some_and(|r| base_fails(r, &st.pkt)) {
+                return Enter::At(i, ());
+            }
             i += 1;
         }
-        Enter::At(i, ())
     }
 
     /// The rule's matches in order (`enter` has passed its base match).
@@ -405,7 +437,15 @@ impl<'a> Domain<'a> for Sim<'a> {
     }
 
     fn record(&self, st: &mut State, table: &Table, hook: Hook, chain: ChainId, kind: StepKind, rule: u32) {
-        st.steps.push(Step { host: self.ld.host.name.clone(), hook, table: table.name, chain: table[chain].name.to_string(), kind, rule });
+        st.steps.push(Step { host: self.loaded.host_name.clone(), hook, table: table.name, chain: self.chain_name(table, chain), kind, rule });
+    }
+
+    fn chain_name(&self, table: &'a Table, chain: ChainId) -> Arc<str> {
+        let name = || -> Arc<str> { table[chain].name.as_ref().into() };
+        match self.ld.ruleset.tables.iter().position(|t| std::ptr::eq(t, table)) {
+            Some(t) => self.loaded.chain_names[t][chain.0 as usize].get_or_init(name).clone(),
+            None => name(),
+        }
     }
 
     fn lift_port(&self, p: u16) -> u16 {

@@ -17,7 +17,7 @@ use crate::host::Host;
 use crate::reason::{Reason, RerouteCause};
 use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName};
 use crate::trace::{RuleRef, StepKind, Verdict};
-use crate::traverse::{Assumption, Cursor, End, Enter, Options, Tested, walk};
+use crate::traverse::{Assumption, Cursor, End, Enter, Options, Tested, Why, walk};
 
 /// A question the stack asks about the current packet; the domain answers it by splitting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,6 +291,11 @@ pub(crate) trait Domain<'a> {
     fn fork(&mut self, st: &mut Self::State) -> bool;
     /// Records a step of the walk (the trace of one packet).
     fn record(&self, st: &mut Self::State, table: &Table, hook: Hook, chain: ChainId, kind: StepKind, rule: u32);
+    /// The name of `chain` of `table` for a trace or a rule reference (a domain may share one
+    /// copy among all its references).
+    fn chain_name(&self, table: &'a Table, chain: ChainId) -> std::sync::Arc<str> {
+        table[chain].name.as_ref().into()
+    }
 
     // ----- what targets ask (`targets::effect`) -----
 
@@ -378,7 +383,7 @@ fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: Tabl
             End::Reject(by) => d.finish(st, Fin::Stop(Verdict::Reject, Some(by.clone()), Reason::Rejected(by))),
             End::Queue(by) => d.finish(st, Fin::Stop(Verdict::Queue, Some(by.clone()), Reason::Queued(by))),
             End::Undecidable(by, why) => {
-                st.assume(Assumption { rule: by.clone(), matched: true, reason: why.clone() });
+                st.assume(Assumption { rule: by.clone(), matched: true, reason: Why::Unknown(why.clone()) });
                 d.finish(st, Fin::Stop(Verdict::Drop, Some(by.clone()), Reason::Undecidable { by, why }));
             }
         }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -23,19 +24,24 @@ pub enum StepKind {
 /// One traced step.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Step {
-    /// The host the step happened on.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub host: String,
+    /// The host the step happened on (shared: a trace names the same few hosts and chains over
+    /// and over).
+    #[serde(skip_serializing_if = "no_name")]
+    pub host: Arc<str>,
     /// The hook.
     pub hook: Hook,
     /// The table.
     pub table: TableName,
     /// The chain.
-    pub chain: String,
+    pub chain: Arc<str>,
     /// Rule, return or policy.
     pub kind: StepKind,
     /// 1-based position in the chain (for return/policy: the number of rules plus one).
     pub rule: u32,
+}
+
+fn no_name(name: &Arc<str>) -> bool {
+    name.is_empty()
 }
 
 impl fmt::Display for Step {
@@ -55,7 +61,7 @@ pub struct RuleRef {
     /// The table.
     pub table: TableName,
     /// The chain.
-    pub chain: String,
+    pub chain: Arc<str>,
     /// 1-based position in the chain.
     pub rule: u32,
 }

@@ -22,7 +22,39 @@ pub struct Assumption {
     /// Whether it was taken to match.
     pub matched: bool,
     /// Why it could not be known (or the probability, for `statistic`).
-    pub reason: String,
+    pub reason: Why,
+}
+
+/// Why a rule's outcome was assumed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Why {
+    /// `-m statistic`: the rule matches with this probability (a chance, not an unknown).
+    Chance(f64),
+    /// The model cannot know (an opaque extension, state outside the packet, ...).
+    Unknown(String),
+}
+
+impl Why {
+    /// True for a chance (`statistic`), false for an undecidable rule.
+    pub fn is_chance(&self) -> bool {
+        matches!(self, Why::Chance(_))
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Chance(p) => write!(f, "{CHANCE} {p:.6}"),
+            Why::Unknown(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Serialized as the sentence [`Display`](std::fmt::Display) prints.
+impl Serialize for Why {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// The words of a `statistic` assumption (a chance, not an undecidable rule).
@@ -105,8 +137,8 @@ pub(crate) enum Tested<S> {
 }
 
 /// The rule positions as `RuleRef`s.
-pub(crate) fn rule_ref(table: &Table, chain: ChainId, rule: usize) -> RuleRef {
-    RuleRef { table: table.name, chain: table[chain].name.to_string(), rule: rule.saturating_add(1) as u32 }
+pub(crate) fn rule_ref<'a, D: Domain<'a>>(d: &D, table: &'a Table, chain: ChainId, rule: usize) -> RuleRef {
+    RuleRef { table: table.name, chain: d.chain_name(table, chain), rule: rule.saturating_add(1) as u32 }
 }
 
 type Addr<'a, D> = <<D as Domain<'a>>::State as Flow>::Addr;
@@ -121,7 +153,7 @@ pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, n
     'work: while let Some((mut st, mut cur)) = work.pop() {
         let end = loop {
             if budget == 0 {
-                break End::Undecidable(rule_ref(table, cur.chain, cur.rule), "step budget exhausted".into());
+                break End::Undecidable(rule_ref(d, table, cur.chain, cur.rule), "step budget exhausted".into());
             }
             budget -= 1;
             match d.enter(table, hook, &cur, &mut st) {
@@ -177,31 +209,31 @@ pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, n
                 Eval::Match => true,
                 Eval::NoMatch => false,
                 Eval::Chance(p) => {
-                    let here = rule_ref(table, cur.chain, cur.rule);
+                    let here = rule_ref(d, table, cur.chain, cur.rule);
                     if d.fork(&mut st) {
                         let mut other = st.clone();
                         other.scale(1.0 - p);
-                        other.assume(Assumption { rule: here.clone(), matched: false, reason: format!("{CHANCE} {p:.6}") });
+                        other.assume(Assumption { rule: here.clone(), matched: false, reason: Why::Chance(p) });
                         work.push((other, cur.at(cur.rule + 1, cur.lane)));
                     }
                     st.scale(p);
-                    st.assume(Assumption { rule: here, matched: true, reason: format!("{CHANCE} {p:.6}") });
+                    st.assume(Assumption { rule: here, matched: true, reason: Why::Chance(p) });
                     true
                 }
                 Eval::Unknown(reason) => {
-                    let here = rule_ref(table, cur.chain, cur.rule);
+                    let here = rule_ref(d, table, cur.chain, cur.rule);
                     match d.opts().assume {
                         Some(m) => {
-                            st.assume(Assumption { rule: here, matched: m, reason });
+                            st.assume(Assumption { rule: here, matched: m, reason: Why::Unknown(reason) });
                             m
                         }
                         None => {
                             if d.fork(&mut st) {
                                 let mut other = st.clone();
-                                other.assume(Assumption { rule: here.clone(), matched: false, reason: reason.clone() });
+                                other.assume(Assumption { rule: here.clone(), matched: false, reason: Why::Unknown(reason.clone()) });
                                 work.push((other, cur.at(cur.rule + 1, cur.lane)));
                             }
-                            st.assume(Assumption { rule: here, matched: true, reason });
+                            st.assume(Assumption { rule: here, matched: true, reason: Why::Unknown(reason) });
                             true
                         }
                     }
@@ -215,8 +247,8 @@ pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, n
             match &rule.target {
                 Target::None => cur.rule += 1,
                 Target::Accept => break End::Accept,
-                Target::Drop => break End::Drop(Some(rule_ref(table, cur.chain, cur.rule))),
-                Target::Queue => break End::Queue(rule_ref(table, cur.chain, cur.rule)),
+                Target::Drop => break End::Drop(Some(rule_ref(d, table, cur.chain, cur.rule))),
+                Target::Queue => break End::Queue(rule_ref(d, table, cur.chain, cur.rule)),
                 Target::Return => match cur.stack.pop() {
                     Some((c, r)) if table[cur.chain].hook.is_none() => {
                         cur.chain = c;
@@ -238,9 +270,9 @@ pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, n
                     cur.chain = *c;
                     cur.rule = 0;
                 }
-                Target::Unreadable(u) => break End::Undecidable(rule_ref(table, cur.chain, cur.rule), format!("unreadable rule: {}", u.reason)),
+                Target::Unreadable(u) => break End::Undecidable(rule_ref(d, table, cur.chain, cur.rule), format!("unreadable rule: {}", u.reason)),
                 Target::Ext(t) => {
-                    let here = rule_ref(table, cur.chain, cur.rule);
+                    let here = rule_ref(d, table, cur.chain, cur.rule);
                     match crate::targets::effect::apply(d, t, st, hook, nat, &here) {
                         Applied::One(s, None) => {
                             st = s;

@@ -65,7 +65,7 @@ fn predict(rules: &str, probe: &Probe, sport: u16, backend: SimBackend) -> Resul
     let [b] = sim.branches.as_slice() else {
         return Err(format!("the simulator gives {} branches: {:?}", sim.branches.len(), sim.branches.iter().map(|b| &b.assumptions).collect::<Vec<_>>()));
     };
-    let moved = b.trace.iter().filter(|s| s.kind == StepKind::Rule).map(|s| (s.table.to_string(), s.chain.clone(), s.rule)).collect();
+    let moved = b.trace.iter().filter(|s| s.kind == StepKind::Rule).map(|s| (s.table.to_string(), s.chain.to_string(), s.rule)).collect();
     let arrived = match &b.delivered {
         Some(Delivered::Local { addr, port, .. }) => Some((Side::Pod, *addr, *port)),
         Some(Delivered::Egress { .. }) if b.packet.dst == ip("10.0.0.9") || b.packet.dst == ip("10.0.0.1") => Some((Side::Peer, b.packet.dst, b.packet.dport)),

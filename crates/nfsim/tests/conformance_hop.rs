@@ -102,8 +102,8 @@ fn kernel_outcome(o: &Observed) -> Outcome {
 fn nat_steps(b: &Branch, host: &str) -> BTreeSet<RuleAt> {
     b.trace
         .iter()
-        .filter(|s| s.host == host && s.kind == StepKind::Rule && s.table.to_string() == "nat")
-        .map(|s| (s.table.to_string(), s.chain.clone(), s.rule))
+        .filter(|s| *s.host == *host && s.kind == StepKind::Rule && s.table.to_string() == "nat")
+        .map(|s| (s.table.to_string(), s.chain.to_string(), s.rule))
         .collect()
 }
 
@@ -135,7 +135,7 @@ fn predict(ruleset: &nfsim::ruleset::Ruleset, uid: u32, gid: u32, sport: u16, ds
     let pkt = Packet::new(TCP, ip("0.0.0.0"), sport, dst.ip(), dst.port());
     let sim = simulate(ruleset, &client, pkt, &Origin::Local(Some(owner)), &opts);
     let cb = only_branch(CLIENT, &sim.branches)?;
-    if let Some(s) = cb.trace.iter().find(|s| s.host != CLIENT) {
+    if let Some(s) = cb.trace.iter().find(|s| *s.host != *CLIENT) {
         return Err(format!("a step of the client's walk names another host: {s:?}"));
     }
     let mut out = Outcome { client_nat: nat_steps(cb, CLIENT), server_nat: BTreeSet::new(), arrived: None, sender: None, orig_dst: None };
@@ -154,7 +154,7 @@ fn predict(ruleset: &nfsim::ruleset::Ruleset, uid: u32, gid: u32, sport: u16, ds
             pkt.ct_mark = 0;
             let sim = simulate(ruleset, &server, pkt, &Origin::Iface("eth0".into()), &opts);
             let sb = only_branch(SERVER, &sim.branches)?;
-            if let Some(s) = sb.trace.iter().find(|s| s.host != SERVER) {
+            if let Some(s) = sb.trace.iter().find(|s| *s.host != *SERVER) {
                 return Err(format!("a step of the server's walk names another host: {s:?}"));
             }
             out.server_nat = nat_steps(sb, SERVER);

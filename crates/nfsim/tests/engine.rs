@@ -334,7 +334,7 @@ fn origin_text(o: &Origin) -> String {
 
 /// A TRACE line; a user chain also names the hook it was reached from.
 fn step_text(s: &Step) -> String {
-    if s.chain == s.hook.chain_name() { s.to_string() } else { format!("{s} (from {})", s.hook.chain_name()) }
+    if *s.chain == *s.hook.chain_name() { s.to_string() } else { format!("{s} (from {})", s.hook.chain_name()) }
 }
 
 /// Where the packet went; `ports`: whether its protocol has ports (ICMP is answered by the kernel).

@@ -44,7 +44,7 @@ fn seed_chain_is_delivered_hop_by_hop() {
     assert_eq!((p.hops[0].after.dst.to_string(), p.hops[0].after.dport), ("127.0.0.1".to_string(), 15001));
     assert_eq!((p.hops[1].after.dst.to_string(), p.hops[1].after.dport), ("10.244.2.10".to_string(), 15006));
     assert_eq!(p.hops[2].before.src.to_string(), "127.0.0.6");
-    assert!(p.hops[1].trace.iter().any(|s| s.host == "fortio-server" && s.chain == "ISTIO_IN_REDIRECT"));
+    assert!(p.hops[1].trace.iter().any(|s| &*s.host == "fortio-server" && &*s.chain == "ISTIO_IN_REDIRECT"));
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn tproxy_variant_is_delivered() {
     assert_eq!(p.hops[1].accepted_by.as_deref(), Some("envoy"));
     assert_eq!(p.hops[1].listener_port, 15006);
     assert_eq!((p.hops[1].after.dst.to_string(), p.hops[1].after.dport), ("10.244.2.10".to_string(), 8080));
-    assert!(p.hops[1].trace.iter().any(|s| s.chain == "ISTIO_TPROXY"));
+    assert!(p.hops[1].trace.iter().any(|s| &*s.chain == "ISTIO_TPROXY"));
 }
 
 #[test]

@@ -915,7 +915,7 @@ fn kernel_arrival(o: &Observed, proto: Proto) -> Option<Arrival> {
 
 fn branch_seen(b: &Branch, proto: Proto) -> Seen {
     Seen {
-        moved: b.trace.iter().filter(|s| s.kind == StepKind::Rule).map(|s| (s.table.to_string(), s.chain.clone(), s.rule)).collect(),
+        moved: b.trace.iter().filter(|s| s.kind == StepKind::Rule).map(|s| (s.table.to_string(), s.chain.to_string(), s.rule)).collect(),
         arrived: branch_arrival(b, proto),
     }
 }

@@ -166,7 +166,7 @@ COMMIT
     assert_eq!(verdict(1003).verdict, Verdict::Drop, "goto from a built-in chain, then the end: policy");
     let b = verdict(1004);
     assert_eq!(b.verdict, Verdict::Accept, "goto does not push: back to OUTPUT after the -j VIA_J");
-    assert!(!b.trace.iter().any(|s| s.chain == "VIA_J" && s.rule == 2));
+    assert!(!b.trace.iter().any(|s| &*s.chain == "VIA_J" && s.rule == 2));
     assert_eq!(verdict(1005).verdict, Verdict::Accept, "RETURN in a user chain goes back to the caller");
 }
 
@@ -176,7 +176,7 @@ fn filter_output_sees_the_original_out_interface_after_a_redirect() {
     let rules = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 127.0.0.1/32 -o eth0\n-A OUTPUT -o lo\nCOMMIT\n";
     let b = run(rules, local(1000), "0.0.0.0", "10.0.0.9", 8080, Backend::Nft);
     let filter: Vec<u32> =
-        b.trace.iter().filter(|s| s.chain == "OUTPUT" && s.table.as_str() == "filter" && s.kind == nfsim::trace::StepKind::Rule).map(|s| s.rule).collect();
+        b.trace.iter().filter(|s| &*s.chain == "OUTPUT" && s.table.as_str() == "filter" && s.kind == nfsim::trace::StepKind::Rule).map(|s| s.rule).collect();
     assert_eq!(filter, [1]);
 }
 

@@ -14,6 +14,7 @@ use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 pub use crate::reason::NOT_ANALYSED;
 use crate::reason::Reason;
+use crate::ruleset::dispatch::Runs;
 use crate::ruleset::{ChainId, Family, Hook, Rule, Ruleset, Table, TableName, Target};
 use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Parts, Pred, Route, RouteQ, Routed};
 use crate::trace::{RuleRef, StepKind, Verdict};
@@ -206,69 +207,15 @@ struct ChainIndex {
     /// Base-match tests, per rule.
     tests: Vec<BaseTest>,
     /// Runs of rules whose destinations are disjoint prefixes (kube-proxy's KUBE-SERVICES).
-    runs: Vec<Run>,
-    /// The run each rule is in (`u32::MAX`: none).
-    run_at: Vec<u32>,
+    runs: Runs,
+    /// Each run's groups' addresses together.
+    unions: Vec<Ranges<u128>>,
 }
 
-/// Consecutive rules that each require the destination to lie in one prefix, the prefixes of
-/// different groups being disjoint: a packet in one group's prefix can only match that group's
-/// rules, and a packet in none of them matches none of the run's rules.
-#[derive(Clone, Debug)]
-struct Run {
-    end: usize,
-    /// Groups sorted by address: the prefix as an interval, and its rules in order.
-    groups: Vec<(u128, u128, Vec<usize>)>,
-    /// All the groups' addresses.
-    union: Ranges<u128>,
-}
-
-/// Runs shorter than this are walked rule by rule.
-const MIN_RUN: usize = 8;
-
-fn index_chain(tests: Vec<BaseTest>) -> ChainIndex {
-    let n = tests.len();
-    let mut runs = Vec::new();
-    let mut run_at = vec![u32::MAX; n];
-    let prefix = |t: &BaseTest| -> Option<(u128, u128)> {
-        let t = t.test.as_ref()?;
-        let [one] = t.as_slice() else { return None };
-        match one.dst.as_ref()?.intervals() {
-            [(lo, hi)] => Some((*lo, *hi)),
-            _ => None,
-        }
-    };
-    let mut i = 0;
-    while i < n {
-        // Grow a run from rule i while the prefixes stay equal or disjoint.
-        let mut groups: std::collections::BTreeMap<u128, (u128, Vec<usize>)> = std::collections::BTreeMap::new();
-        let mut j = i;
-        while j < n {
-            let Some((lo, hi)) = prefix(&tests[j]) else { break };
-            let fits = match groups.range(..=hi).next_back() {
-                Some((&glo, (ghi, _))) if glo == lo && *ghi == hi => true,
-                Some((_, (ghi, _))) => *ghi < lo,
-                None => true,
-            };
-            if !fits {
-                break;
-            }
-            groups.entry(lo).or_insert_with(|| (hi, Vec::new())).1.push(j);
-            j += 1;
-        }
-        if j - i >= MIN_RUN {
-            let groups: Vec<(u128, u128, Vec<usize>)> = groups.into_iter().map(|(lo, (hi, r))| (lo, hi, r)).collect();
-            let union = Ranges::from_intervals(groups.iter().map(|g| (g.0, g.1)));
-            for slot in &mut run_at[i..j] {
-                *slot = runs.len() as u32;
-            }
-            runs.push(Run { end: j, groups, union });
-            i = j;
-        } else {
-            i += 1;
-        }
-    }
-    ChainIndex { tests, runs, run_at }
+fn index_chain(rules: &[Rule], family: Family) -> ChainIndex {
+    let runs = Runs::of(rules, family);
+    let unions = runs.runs.iter().map(|r| Ranges::from_intervals(r.groups.iter().map(|g| (g.lo, g.hi)))).collect();
+    ChainIndex { tests: rules.iter().map(|r| base_test(r, family)).collect(), runs, unions }
 }
 
 #[derive(Clone, Debug)]
@@ -418,8 +365,8 @@ impl<'a> Engine<'a> {
         let ci = self.chain_index(table, chain);
         match lane.filter(|l| l.group != u32::MAX) {
             Some(l) => {
-                let run = &ci.runs[l.run as usize];
-                let rules = &run.groups[l.group as usize].2;
+                let run = &ci.runs.runs[l.run as usize];
+                let rules = &run.groups[l.group as usize].rules;
                 let jumps_hot = rules.iter().filter(|&&r| r >= idx).any(|&r| match table[chain].rules[r].target {
                     Target::Jump(j) | Target::Goto(j) => f.reaches(table.name, j, 0),
                     _ => false,
@@ -862,7 +809,7 @@ impl<'a> Engine<'a> {
     /// The chain's base tests and dispatch runs, computed on its first visit.
     fn chain_index(&self, table: &Table, chain: ChainId) -> &ChainIndex {
         let t = self.base.iter().find(|(n, _)| *n == table.name).map(|(_, v)| v).expect("tables are indexed at creation");
-        t[chain.0 as usize].get_or_init(|| index_chain(table[chain].rules.iter().map(|r| base_test(r, self.ld.family)).collect()))
+        t[chain.0 as usize].get_or_init(|| index_chain(&table[chain].rules, self.ld.family))
     }
 
     fn base_tests(&self, table: &Table, chain: ChainId, idx: usize) -> &BaseTest {
@@ -873,12 +820,10 @@ impl<'a> Engine<'a> {
     /// group (the group's next rule, or the end of the run for packets in no group).
     fn dispatch(&self, table: &Table, chain: ChainId, idx: usize, lane: Option<Lane>, mut st: St) -> Vec<(St, usize, Option<Lane>)> {
         let ci = self.chain_index(table, chain);
-        let run_id = ci.run_at[idx];
-        let run = &ci.runs[run_id as usize];
+        let (run_id, run) = ci.runs.run_at(idx).expect("dispatch is called inside a run");
         let next_in = |g: usize| -> (usize, Option<Lane>) {
-            let rules = &run.groups[g].2;
-            match rules.iter().find(|&&r| r >= idx) {
-                Some(&r) => (r, Some(Lane { chain, run: run_id, group: g as u32 })),
+            match run.next_in(g, idx) {
+                Some(r) => (r, Some(Lane { chain, run: run_id, group: g as u32 })),
                 None => (run.end, None),
             }
         };
@@ -889,17 +834,15 @@ impl<'a> Engine<'a> {
             let (i, lane) = next_in(l.group as usize);
             return vec![(st, i, lane)];
         }
-        let find = |a: u128| run.groups.partition_point(|g| g.1 < a);
+        let find = |a: u128| run.groups.partition_point(|g| g.hi < a);
         match st.cur.dst {
-            AVal::Const(a) => {
-                let g = find(a);
-                if g < run.groups.len() && run.groups[g].0 <= a {
+            AVal::Const(a) => match run.group_of(a) {
+                Some(g) => {
                     let (i, lane) = next_in(g);
                     vec![(st, i, lane)]
-                } else {
-                    vec![(st, run.end, None)]
                 }
-            }
+                None => vec![(st, run.end, None)],
+            },
             AVal::Src => vec![(st, idx, Some(Lane { chain, run: run_id, group: u32::MAX }))],
             AVal::Dst => {
                 let region = std::mem::take(&mut st.region);
@@ -908,15 +851,15 @@ impl<'a> Engine<'a> {
                 for c in region {
                     for &(lo, hi) in c.dst.intervals() {
                         let mut g = find(lo);
-                        while g < run.groups.len() && run.groups[g].0 <= hi {
+                        while g < run.groups.len() && run.groups[g].lo <= hi {
                             let mut p = c.clone();
-                            p.dst = c.dst.intersect(&Ranges::range(run.groups[g].0, run.groups[g].1));
+                            p.dst = c.dst.intersect(&Ranges::range(run.groups[g].lo, run.groups[g].hi));
                             pieces.entry(g).or_default().push(p);
                             g += 1;
                         }
                     }
                     let mut r = c;
-                    r.dst = r.dst.minus(&run.union);
+                    r.dst = r.dst.minus(&ci.unions[run_id as usize]);
                     if !r.is_empty() {
                         rest.push(r);
                     }
@@ -1036,7 +979,7 @@ impl<'a> Engine<'a> {
             by,
             reason,
             probability: st.ledger.probability.to_bits(),
-            assumptions: st.ledger.assumptions.iter().map(|a| (a.rule.clone(), a.matched, a.reason.clone())).collect(),
+            assumptions: st.ledger.assumptions.iter().map(|a| (a.rule.clone(), a.matched, a.reason.to_string())).collect(),
             listener_port,
         };
         self.leaves.push(Leaf { region: st.region, fate, root: st.root, dirty: st.dirty });
@@ -1241,7 +1184,7 @@ impl<'a> Domain<'a> for Engine<'a> {
         }
         let (mut idx, mut lane) = (cur.rule, cur.lane.filter(|l| l.chain == chain));
         loop {
-            if self.chain_index(table, chain).run_at.get(idx).is_none_or(|r| *r == u32::MAX) {
+            if self.chain_index(table, chain).runs.run_at(idx).is_none() {
                 return Enter::At(idx, lane);
             }
             let mut next = self.dispatch(table, chain, idx, lane, St::take(st));

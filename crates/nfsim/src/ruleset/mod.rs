@@ -11,6 +11,7 @@
 //! re-exported here where the model uses them.
 
 pub mod check;
+pub(crate) mod dispatch;
 pub mod parse;
 pub mod render;
 mod rule;
