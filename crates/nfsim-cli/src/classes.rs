@@ -1,7 +1,6 @@
 //! `nfsim classes` and `nfsim diff`: every packet at once, as classes with one fate each.
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::ExitCode;
 
@@ -14,7 +13,7 @@ use nfsim::simulate::{Branch, simulate};
 use nfsim::traverse::Options;
 use serde_json::{Value, json};
 
-use crate::trace::{build_host, options};
+use crate::trace::{build_host, fmt_addr_port as addr_port, options};
 use crate::{HostArgs, SimArgs};
 
 /// Reads and parses a rule file; errors stop here (with their located diagnostics on stderr).
@@ -32,13 +31,6 @@ pub(crate) fn read_rules(path: &FsPath) -> anyhow::Result<Ruleset> {
 
 fn family_of(rs: &Ruleset) -> Family {
     if rs.tables.iter().any(|t| t.family == Family::V4) || rs.tables.is_empty() { Family::V4 } else { Family::V6 }
-}
-
-fn addr_port(a: IpAddr, p: u16) -> String {
-    match a {
-        IpAddr::V6(a) => format!("[{a}]:{p}"),
-        IpAddr::V4(a) => format!("{a}:{p}"),
-    }
 }
 
 fn proto_name(p: u8) -> String {
@@ -82,14 +74,6 @@ fn example_json(scope: &Scope, i: &Input) -> Value {
     v
 }
 
-fn delivered_json(b: &Branch) -> Value {
-    match &b.delivered {
-        Some(nfsim::trace::Delivered::Local { addr, port, process }) => json!({"local": {"addr": addr.to_string(), "port": port, "process": process}}),
-        Some(nfsim::trace::Delivered::Egress { iface, next_hop }) => json!({"egress": {"iface": iface, "next_hop": next_hop.to_string()}}),
-        None => Value::Null,
-    }
-}
-
 /// The trace contract's `verdict` and `delivered` of the example packet (and every branch when
 /// the outcome forks).
 fn outcome_json(rules: &Ruleset, host: &Host, scope: &Scope, i: &Input, opts: &Options) -> Value {
@@ -97,7 +81,7 @@ fn outcome_json(rules: &Ruleset, host: &Host, scope: &Scope, i: &Input, opts: &O
     let one = |b: &Branch| {
         json!({
             "verdict": b.verdict,
-            "delivered": delivered_json(b),
+            "delivered": crate::trace::DeliveredOut::of(&b.delivered),
             "by": b.by.as_ref().map(ToString::to_string),
             "reason": b.reason,
             "original_dst": b.original_dst.map(|(a, p)| addr_port(a, p)),

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod batch;
 mod classes;
 mod path;
 mod trace;
@@ -223,8 +224,8 @@ struct TraceArgs {
     #[command(flatten)]
     host: HostArgs,
     /// Where the packet comes from: `local` (a process on the host) or the name of the input interface.
-    #[arg(long)]
-    from: String,
+    #[arg(long, required_unless_present = "packets")]
+    from: Option<String>,
     /// The sending process's uid (with `--from local`).
     #[arg(long)]
     uid: Option<u32>,
@@ -232,16 +233,16 @@ struct TraceArgs {
     #[arg(long)]
     gid: Option<u32>,
     /// tcp, udp, icmp (or a protocol number).
-    #[arg(long)]
-    proto: String,
+    #[arg(long, required_unless_present = "packets")]
+    proto: Option<String>,
     /// Source `ADDR[:PORT]` (`[ADDR]:PORT` for IPv6); a local packet may leave the address to routing with `0.0.0.0`.
     #[arg(long)]
     src: Option<String>,
     /// Destination `ADDR[:PORT]`.
-    #[arg(long)]
-    dst: String,
-    /// The packet mark.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, required_unless_present = "packets")]
+    dst: Option<String>,
+    /// The packet mark (decimal, or `0x` hexadecimal as `nfsim classes` prints it).
+    #[arg(long, default_value = "0", value_parser = trace::parse_mark)]
     mark: u32,
     /// Conntrack state of the packet: NEW (default), ESTABLISHED, RELATED, INVALID, UNTRACKED.
     #[arg(long, default_value = "NEW")]
@@ -251,6 +252,11 @@ struct TraceArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Many packets, one JSON object a line (`-`: standard input), with the fields of the
+    /// `example` that `nfsim classes --json` prints: `proto`, `dst`, `from` and optionally `src`,
+    /// `uid`, `gid`, `mark`, `state`. Prints one trace-contract JSON result a line, in input order.
+    #[arg(long, conflicts_with_all = ["from", "proto", "src", "dst", "uid", "gid", "json"])]
+    packets: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

@@ -7,12 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use nfsim::host::{Host, Interface, Socket};
 use nfsim::packet::{CtState, Owner, Packet};
-use nfsim::ruleset::{ParseOptions, parse_with};
 use nfsim::simulate::{Branch, Origin, simulate};
 use nfsim::trace::Delivered;
 use nfsim::traverse::Options;
 use nfsim::xt::value::parse_proto;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::{HostArgs, SimArgs, TraceArgs};
 
@@ -30,7 +29,8 @@ fn addr_port(s: &str) -> anyhow::Result<(IpAddr, u16)> {
     Ok((a.parse().with_context(|| format!("bad address `{a}`"))?, p.parse().with_context(|| format!("bad port `{p}`"))?))
 }
 
-fn fmt_addr_port(a: IpAddr, p: u16) -> String {
+/// `ADDR:PORT`, or `[ADDR]:PORT` for IPv6.
+pub(crate) fn fmt_addr_port(a: IpAddr, p: u16) -> String {
     match a {
         IpAddr::V6(a) => format!("[{a}]:{p}"),
         IpAddr::V4(a) => format!("{a}:{p}"),
@@ -95,28 +95,106 @@ pub(crate) fn build_host(args: &HostArgs) -> anyhow::Result<Host> {
     Ok(host)
 }
 
-fn delivered_json(d: &Option<Delivered>) -> Value {
-    match d {
-        Some(Delivered::Local { addr, port, process }) => json!({"local": {"addr": addr.to_string(), "port": port, "process": process}}),
-        Some(Delivered::Egress { iface, next_hop }) => json!({"egress": {"iface": iface, "next_hop": next_hop.to_string()}}),
-        None => Value::Null,
+/// The trace contract: one branch as `nfsim trace --json` prints it (keys in alphabetical order,
+/// as the contract has always printed them), and with `branches` on the first when it forks.
+#[derive(Serialize)]
+pub(crate) struct BranchOut<'a> {
+    assumptions: Vec<AssumptionOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    branches: Option<Vec<BranchOut<'a>>>,
+    by: Option<String>,
+    delivered: DeliveredOut<'a>,
+    original_dst: Option<String>,
+    packet: PacketOut,
+    probability: f64,
+    reason: &'a Option<nfsim::Reason>,
+    trace: Vec<StepOut<'a>>,
+    undecidable: bool,
+    verdict: nfsim::trace::Verdict,
+}
+
+#[derive(Serialize)]
+struct AssumptionOut<'a> {
+    matched: bool,
+    reason: &'a nfsim::traverse::Why,
+    rule: String,
+}
+
+#[derive(Serialize)]
+struct PacketOut {
+    dst: String,
+    mark: u32,
+    proto: u8,
+    src: String,
+}
+
+#[derive(Serialize)]
+struct StepOut<'a> {
+    chain: &'a str,
+    hook: nfsim::ruleset::Hook,
+    kind: nfsim::trace::StepKind,
+    rule: u32,
+    table: nfsim::ruleset::TableName,
+}
+
+/// Where a branch went: `{"local": {...}}`, `{"egress": {...}}` or `null`.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DeliveredOut<'a> {
+    Local {
+        addr: String,
+        port: u16,
+        process: &'a Option<String>,
+    },
+    Egress {
+        iface: &'a str,
+        next_hop: String,
+    },
+    #[serde(untagged)]
+    None,
+}
+
+impl<'a> DeliveredOut<'a> {
+    pub(crate) fn of(d: &'a Option<Delivered>) -> DeliveredOut<'a> {
+        match d {
+            Some(Delivered::Local { addr, port, process }) => DeliveredOut::Local { addr: addr.to_string(), port: *port, process },
+            Some(Delivered::Egress { iface, next_hop }) => DeliveredOut::Egress { iface, next_hop: next_hop.to_string() },
+            None => DeliveredOut::None,
+        }
     }
 }
 
-fn branch_json(b: &Branch) -> Value {
-    let trace: Vec<Value> = b.trace.iter().map(|s| json!({"hook": s.hook, "table": s.table, "chain": s.chain, "kind": s.kind, "rule": s.rule})).collect();
-    json!({
-        "verdict": b.verdict,
-        "trace": trace,
-        "packet": {"proto": b.packet.proto, "src": fmt_addr_port(b.packet.src, b.packet.sport), "dst": fmt_addr_port(b.packet.dst, b.packet.dport), "mark": b.packet.mark},
-        "delivered": delivered_json(&b.delivered),
-        "by": b.by.as_ref().map(|r| r.to_string()),
-        "reason": b.reason,
-        "original_dst": b.original_dst.map(|(a, p)| fmt_addr_port(a, p)),
-        "probability": b.probability,
-        "undecidable": b.undecidable,
-        "assumptions": b.assumptions.iter().map(|a| json!({"rule": a.rule.to_string(), "matched": a.matched, "reason": a.reason})).collect::<Vec<_>>(),
-    })
+impl<'a> BranchOut<'a> {
+    fn of(b: &'a Branch) -> BranchOut<'a> {
+        BranchOut {
+            assumptions: b.assumptions.iter().map(|a| AssumptionOut { matched: a.matched, reason: &a.reason, rule: a.rule.to_string() }).collect(),
+            branches: None,
+            by: b.by.as_ref().map(|r| r.to_string()),
+            delivered: DeliveredOut::of(&b.delivered),
+            original_dst: b.original_dst.map(|(a, p)| fmt_addr_port(a, p)),
+            packet: PacketOut {
+                dst: fmt_addr_port(b.packet.dst, b.packet.dport),
+                mark: b.packet.mark,
+                proto: b.packet.proto,
+                src: fmt_addr_port(b.packet.src, b.packet.sport),
+            },
+            probability: b.probability,
+            reason: &b.reason,
+            trace: b.trace.iter().map(|s| StepOut { chain: &s.chain, hook: s.hook, kind: s.kind, rule: s.rule, table: s.table }).collect(),
+            undecidable: b.undecidable,
+            verdict: b.verdict,
+        }
+    }
+
+    /// A simulation in the contract: its first branch, with all of them under `branches` when
+    /// there are several (`null` when there is none).
+    pub(crate) fn simulation(sim: &'a nfsim::Simulation) -> Option<BranchOut<'a>> {
+        let mut top = BranchOut::of(sim.branches.first()?);
+        if sim.branches.len() > 1 {
+            top.branches = Some(sim.branches.iter().map(BranchOut::of).collect());
+        }
+        Some(top)
+    }
 }
 
 /// Simulation options from `--backend` and `--assume`.
@@ -137,50 +215,91 @@ pub(crate) fn options(sim: &SimArgs) -> anyhow::Result<Options> {
     })
 }
 
-pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.rules).with_context(|| format!("reading {}", args.rules.display()))?;
-    let parsed = parse_with(&text, &ParseOptions::default());
-    if parsed.has_errors() {
-        for d in parsed.errors() {
-            eprint!("{}", d.render(&args.rules.display().to_string(), &text));
-        }
-        bail!("{} has errors; fix them or check them with `nfsim check`", args.rules.display());
+/// One packet as `nfsim trace` takes it: from the command line, or from a line of `--packets`.
+pub(crate) struct PacketSpec<'s> {
+    pub(crate) proto: &'s str,
+    pub(crate) src: Option<&'s str>,
+    pub(crate) dst: &'s str,
+    pub(crate) from: &'s str,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) mark: u32,
+    pub(crate) state: &'s str,
+}
+
+/// A mark as iptables reads one (`strtoul` base 0: decimal, `0x` hexadecimal, `0` octal).
+pub(crate) fn parse_mark(s: &str) -> Result<u32, String> {
+    nfsim::xt::value::parse_c_number(s)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| format!("`{s}` is not a 32-bit mark (expected a number such as 16384 or 0x4000)"))
+}
+
+/// A packet field that is wrong.
+#[derive(Debug)]
+pub(crate) struct FieldError {
+    /// The field (`dst`, `proto`, ...).
+    pub(crate) field: &'static str,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
     }
-    let host = build_host(&args.host)?;
-    let proto = parse_proto(&args.proto).map_err(anyhow::Error::msg)?;
-    let (dst, dport) = addr_port(&args.dst)?;
+}
+
+impl std::error::Error for FieldError {}
+
+/// The packet and where it comes from.
+pub(crate) fn packet_of(spec: &PacketSpec<'_>) -> Result<(Packet, Origin), FieldError> {
+    let bad = |field: &'static str| move |e: anyhow::Error| FieldError { field, message: format!("{e:#}") };
+    let proto = parse_proto(spec.proto).map_err(|message| FieldError { field: "proto", message })?;
+    let (dst, dport) = addr_port(spec.dst).map_err(bad("dst"))?;
     let unspecified = if dst.is_ipv4() { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([0u16; 8]) };
-    let (src, sport) = match &args.src {
-        Some(s) => addr_port(s)?,
+    let (src, sport) = match spec.src {
+        Some(s) => addr_port(s).map_err(bad("src"))?,
         None => (unspecified, 40000),
     };
+    if src.is_ipv4() != dst.is_ipv4() && !src.is_unspecified() {
+        return Err(FieldError { field: "src", message: "the source and the destination are of different families".into() });
+    }
     let mut pkt = Packet::new(proto, src, if sport == 0 { 40000 } else { sport }, dst, dport);
-    pkt.mark = args.mark;
-    pkt.ct_state = match args.state.to_ascii_uppercase().as_str() {
+    pkt.mark = spec.mark;
+    pkt.ct_state = match spec.state.to_ascii_uppercase().as_str() {
         "NEW" => CtState::New,
         "ESTABLISHED" => CtState::Established,
         "RELATED" => CtState::Related,
         "INVALID" => CtState::Invalid,
         "UNTRACKED" => CtState::Untracked,
-        s => bail!("unknown state `{s}` (expected NEW, ESTABLISHED, RELATED, INVALID or UNTRACKED)"),
+        s => return Err(FieldError { field: "state", message: format!("unknown state `{s}` (expected NEW, ESTABLISHED, RELATED, INVALID or UNTRACKED)") }),
     };
-    let origin = if args.from == "local" {
-        let uid = args.uid.unwrap_or(0);
-        Origin::Local(Some(Owner { uid, gid: args.gid.unwrap_or(uid), groups: Vec::new() }))
+    let origin = if spec.from == "local" {
+        let uid = spec.uid.unwrap_or(0);
+        Origin::Local(Some(Owner { uid, gid: spec.gid.unwrap_or(uid), groups: Vec::new() }))
     } else {
-        if args.uid.is_some() || args.gid.is_some() {
-            bail!("--uid and --gid apply to --from local only");
+        if spec.uid.is_some() || spec.gid.is_some() {
+            return Err(FieldError { field: if spec.uid.is_some() { "uid" } else { "gid" }, message: "uid and gid apply to packets from `local` only".into() });
         }
-        Origin::Iface(args.from.clone())
+        Origin::Iface(spec.from.to_string())
     };
+    Ok((pkt, origin))
+}
+
+pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let ruleset = crate::classes::read_rules(&args.rules)?;
+    let host = build_host(&args.host)?;
+    if let Some(packets) = &args.packets {
+        return crate::batch::run(&ruleset, &host, &options(&args.sim)?, packets, out);
+    }
+    let need = |v: &Option<String>, name: &str| v.clone().with_context(|| format!("--{name} is required (or give --packets FILE)"));
+    let (proto, dst, from) = (need(&args.proto, "proto")?, need(&args.dst, "dst")?, need(&args.from, "from")?);
+    let spec =
+        PacketSpec { proto: &proto, src: args.src.as_deref(), dst: &dst, from: &from, uid: args.uid, gid: args.gid, mark: args.mark, state: &args.state };
+    let (pkt, origin) = packet_of(&spec)?;
     let opts = options(&args.sim)?;
-    let sim = simulate(&parsed.ruleset, &host, pkt, &origin, &opts);
+    let sim = simulate(&ruleset, &host, pkt, &origin, &opts);
     if args.json {
-        let mut top = sim.branches.first().map(branch_json).unwrap_or(Value::Null);
-        if sim.branches.len() > 1 {
-            top["branches"] = Value::Array(sim.branches.iter().map(branch_json).collect());
-        }
-        writeln!(out, "{}", serde_json::to_string_pretty(&top)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&BranchOut::simulation(&sim))?)?;
     } else {
         for (i, b) in sim.branches.iter().enumerate() {
             if sim.branches.len() > 1 {

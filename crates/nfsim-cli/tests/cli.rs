@@ -352,3 +352,89 @@ fn diff_sees_a_source_nat_change_alone() {
     assert!(!out.contains("no packet's fate changes"), "{out}");
     assert!(out.contains("src rewritten to 10.0.0.77"), "{out}");
 }
+
+/// A kube-proxy-shaped nat table: `services` ClusterIPs with `endpoints` endpoints each.
+fn kube_dump(services: usize, endpoints: usize) -> String {
+    let mut t = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
+    );
+    for s in 0..services {
+        t.push_str(&format!(":KUBE-SVC-{s} - [0:0]\n"));
+        for e in 0..endpoints {
+            t.push_str(&format!(":KUBE-SEP-{s}-{e} - [0:0]\n"));
+        }
+    }
+    t.push_str("-A OUTPUT -j KUBE-SERVICES\n-A PREROUTING -j KUBE-SERVICES\n-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n");
+    for s in 0..services {
+        t.push_str(&format!("-A KUBE-SERVICES -d 10.96.{}.{}/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-{s}\n", s / 250, s % 250 + 1));
+        t.push_str(&format!("-A KUBE-SVC-{s} ! -s 10.244.0.0/16 -d 10.96.{}.{}/32 -p tcp -j KUBE-MARK-MASQ\n", s / 250, s % 250 + 1));
+        for e in 0..endpoints {
+            let p = 1.0 / (endpoints - e) as f64;
+            let stat = if e + 1 < endpoints { format!("-m statistic --mode random --probability {p:.11} ") } else { String::new() };
+            t.push_str(&format!("-A KUBE-SVC-{s} {stat}-j KUBE-SEP-{s}-{e}\n"));
+            t.push_str(&format!("-A KUBE-SEP-{s}-{e} -p tcp -j DNAT --to-destination 10.244.{}.{}:8080\n", e, s % 250 + 1));
+        }
+    }
+    t.push_str("COMMIT\n");
+    t
+}
+
+#[test]
+fn trace_packets_equals_one_trace_per_packet() {
+    let dir = std::env::temp_dir().join(format!("nfsim-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let rules = dir.join("kube.rules");
+    std::fs::write(&rules, kube_dump(300, 3)).expect("write rules");
+    let rules = rules.to_str().expect("utf-8 path");
+    let host = ["--iface", "eth0=10.0.0.5/24", "--gateway", "10.0.0.1", "--listen", "tcp:8080/app@1000"];
+    // Packets to VIPs (forking three ways), to other addresses, from local (with owners) and
+    // from eth0, with marks and states; and lines that are not packets.
+    let mut lines = Vec::new();
+    for i in 0..60u32 {
+        let dst = if i % 3 == 0 { format!("10.0.0.{}:{}", i % 7, 8080 + i % 2) } else { format!("10.96.{}.{}:80", i % 2, i % 250 + 1) };
+        let line = match i % 4 {
+            0 => format!(r#"{{"proto":"tcp","dst":"{dst}","from":"local","uid":{},"gid":7}}"#, 1000 + i),
+            1 => format!(r#"{{"proto":6,"src":"10.0.0.9:{}","dst":"{dst}","from":"eth0","mark":"0x4000"}}"#, 30000 + i),
+            2 => format!(r#"{{"proto":"udp","dst":"{dst}","from":"local","state":"established"}}"#),
+            _ => format!(r#"{{"proto":"tcp","dst":"{dst}","from":"eth0","src":"10.0.0.{}:5555","mark":{}}}"#, i % 9 + 1, i),
+        };
+        lines.push(line);
+    }
+    lines.insert(5, r#"{"proto":"tcp","dts":"10.96.0.1:80","from":"local"}"#.into());
+    lines.insert(9, r#"{"proto":"tcp","dst":"10.96.0.1:8o","from":"local"}"#.into());
+    lines.insert(12, String::new()); // blank lines are skipped
+    let input = lines.join("\n") + "\n";
+    let mut args = vec!["trace", "--rules", rules];
+    args.extend(host);
+    args.extend(["--packets", "-"]);
+    let (code, out, err) = nfsim(&args, &input);
+    assert_eq!(code, 1, "two lines are not packets: {err}");
+    assert!(err.contains("unknown key `dts`") && err.contains("did you mean `dst`?"), "{err}");
+    assert!(err.contains("<stdin>:10:22") && err.contains("bad port `8o`"), "the bad line is located: {err}");
+    let results: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("one JSON result a line")).collect();
+    let packets: Vec<&String> = lines.iter().filter(|l| !l.is_empty()).collect();
+    assert_eq!(results.len(), packets.len(), "one result per packet line, in order");
+    let mut forked = 0;
+    for (line, result) in packets.iter().zip(&results) {
+        let p: serde_json::Value = serde_json::from_str(line).expect("test line");
+        if p.get("dts").is_some() || p["dst"].as_str().is_some_and(|d| d.ends_with("8o")) {
+            assert!(result["error"]["message"].is_string(), "{result}");
+            continue;
+        }
+        let mut one = vec!["trace".to_string(), "--rules".into(), rules.into()];
+        one.extend(host.iter().map(|s| s.to_string()));
+        for key in ["proto", "src", "dst", "from", "uid", "gid", "mark", "state"] {
+            if let Some(v) = p.get(key) {
+                one.push(format!("--{key}"));
+                one.push(v.as_str().map_or_else(|| v.to_string(), str::to_string));
+            }
+        }
+        one.push("--json".into());
+        let (_, single, err) = nfsim(&one.iter().map(String::as_str).collect::<Vec<_>>(), "");
+        let single: serde_json::Value = serde_json::from_str(&single).unwrap_or_else(|e| panic!("{one:?}: {e}: {err}"));
+        assert_eq!(result, &single, "{line}");
+        forked += usize::from(result["branches"].as_array().is_some_and(|b| b.len() == 3));
+    }
+    assert!(forked >= 20, "the sample reaches the services' endpoints ({forked} forked)");
+    std::fs::remove_dir_all(&dir).ok();
+}

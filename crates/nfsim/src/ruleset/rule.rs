@@ -605,44 +605,7 @@ fn implicit_match_name(n: u8, family: Family) -> Option<&'static str> {
     }
 }
 
-/// The candidate closest to `name`: equal ignoring case, or within a small edit distance.
-pub(crate) fn suggest<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
-    let mut best: Option<(usize, &str)> = None;
-    for c in candidates {
-        if c == name {
-            continue;
-        }
-        let d = if c.eq_ignore_ascii_case(name) { 0 } else { edit_distance(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()) + 1 };
-        if best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
-        }
-    }
-    let limit = (name.len() / 3).max(1) + 1;
-    best.filter(|(d, _)| *d <= limit).map(|(_, c)| c)
-}
-
-/// Edit distance counting a swap of two neighbours as one edit (optimal string alignment).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j - 1] + cost).min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
-}
+pub(crate) use crate::diag::suggest;
 
 #[cfg(test)]
 mod tests {
