@@ -3,6 +3,7 @@
 //! `traverse` over the domain where every question has one answer and every step is
 //! recorded in the kernel's TRACE vocabulary.
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -14,7 +15,7 @@ use crate::matches::eval::Conn;
 use crate::matches::{Eval, EvalCtx};
 use crate::packet::{CtState, Owner, Packet};
 use crate::reason::Reason;
-use crate::ruleset::dispatch::{Index, addr_key};
+use crate::ruleset::dispatch::{Index, MIN_RUN, addr_key};
 use crate::ruleset::{ChainId, Hook, Rule, Ruleset, Table, TableName};
 use crate::stack::{self, Domain, Fin, Flow, Ledger, Loaded, Parts, Pred, Route, RouteQ, Routed};
 use crate::trace::{Delivered, RuleRef, Step, StepKind, Verdict};
@@ -119,7 +120,7 @@ impl<'a> Simulator<'a> {
     pub fn run(&self, mut pkt: Packet, origin: &Origin) -> Simulation {
         let family = pkt.family();
         let ld = Loaded { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack };
-        let mut sim = Sim { ld, loaded: self, out: Vec::new(), truncated: false, branches: 1 };
+        let mut sim = Sim { ld, loaded: self, table: Cell::new((0, usize::MAX)), out: Vec::new(), truncated: false, branches: 1 };
         match origin {
             Origin::Local(owner) => {
                 pkt.owner = owner.clone();
@@ -165,7 +166,8 @@ pub(crate) struct Line {
 
 impl Line {
     fn new(pkt: Packet) -> State {
-        Box::new(Line { orig: Original::of(&pkt), pkt, steps: Vec::new(), nat: NatBinding::default(), ledger: Ledger::default(), conn: None })
+        // A trace through a host is some ten steps; room for them up front.
+        Box::new(Line { orig: Original::of(&pkt), pkt, steps: Vec::with_capacity(16), nat: NatBinding::default(), ledger: Ledger::default(), conn: None })
     }
 }
 
@@ -178,7 +180,10 @@ impl Flow for Box<Line> {
         self.pkt.in_iface.as_deref()
     }
     fn set_out_iface(&mut self, dev: Option<&str>) {
-        self.pkt.out_iface = dev.map(str::to_string);
+        match (&mut self.pkt.out_iface, dev) {
+            (Some(old), Some(new)) if old == new => {}
+            (slot, dev) => *slot = dev.map(str::to_string),
+        }
     }
     fn loop_back(&mut self) {
         self.conn = None;
@@ -272,10 +277,27 @@ struct Sim<'a> {
     ld: Loaded<'a>,
     /// What the simulator prepared once: dispatch runs and shared names.
     loaded: &'a Simulator<'a>,
+    /// The table last asked about: its address and its number in the rule set.
+    table: Cell<(usize, usize)>,
     out: Vec<Branch>,
     truncated: bool,
     /// Branches of the packet so far (forks taken plus one).
     branches: usize,
+}
+
+impl Sim<'_> {
+    /// The number of `table` in the rule set (the walk stays in one table for many questions).
+    #[inline]
+    fn table_number(&self, table: &Table) -> Option<usize> {
+        let addr = std::ptr::from_ref(table) as usize;
+        let (last, n) = self.table.get();
+        if last == addr {
+            return Some(n);
+        }
+        let n = self.ld.ruleset.tables.iter().position(|t| std::ptr::eq(t, table))?;
+        self.table.set((addr, n));
+        Some(n)
+    }
 }
 
 impl<'a> Domain<'a> for Sim<'a> {
@@ -392,7 +414,10 @@ impl<'a> Domain<'a> for Sim<'a> {
     #[inline]
     fn enter(&mut self, table: &'a Table, _: Hook, cur: &Cursor<()>, st: &mut State) -> Enter<State, ()> {
         let rules = &table[cur.chain].rules;
-        let runs = self.loaded.index.as_ref().and_then(|ix| ix.runs(self.ld.ruleset, table, cur.chain));
+        let runs = match &self.loaded.index {
+            Some(ix) if rules.len() >= MIN_RUN => self.table_number(table).and_then(|t| ix.runs(t, cur.chain)),
+            _ => None,
+        };
         let dst = addr_key(st.pkt.dst);
         let mut i = cur.rule;
         loop {
@@ -442,7 +467,7 @@ impl<'a> Domain<'a> for Sim<'a> {
 
     fn chain_name(&self, table: &'a Table, chain: ChainId) -> Arc<str> {
         let name = || -> Arc<str> { table[chain].name.as_ref().into() };
-        match self.ld.ruleset.tables.iter().position(|t| std::ptr::eq(t, table)) {
+        match self.table_number(table) {
             Some(t) => self.loaded.chain_names[t][chain.0 as usize].get_or_init(name).clone(),
             None => name(),
         }

@@ -4,7 +4,7 @@
 //! of them matches none of the run. Both engines use this index to skip what the destination
 //! rules out (nftables builds the same thing as a verdict map); it never changes what matches.
 
-use super::{ChainId, Family, Rule, Ruleset, Table};
+use super::{ChainId, Family, Rule, Ruleset};
 use crate::xt::addr::AddrMask;
 
 /// Runs shorter than this are walked rule by rule.
@@ -116,14 +116,10 @@ impl Index {
         Index { tables }
     }
 
-    /// The runs of `chain` of `table` (a table of `ruleset`), if it has any.
+    /// The runs of `chain` of table number `table` of the rule set, if it has any.
     #[inline]
-    pub(crate) fn runs<'i>(&'i self, ruleset: &Ruleset, table: &Table, chain: ChainId) -> Option<&'i Runs> {
-        if table[chain].rules.len() < MIN_RUN {
-            return None;
-        }
-        let t = ruleset.tables.iter().position(|t| std::ptr::eq(t, table))?;
-        self.tables.get(t)?.get(chain.0 as usize)?.as_deref()
+    pub(crate) fn runs(&self, table: usize, chain: ChainId) -> Option<&Runs> {
+        self.tables.get(table)?.get(chain.0 as usize)?.as_deref()
     }
 }
 
