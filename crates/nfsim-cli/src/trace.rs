@@ -31,10 +31,7 @@ fn addr_port(s: &str) -> anyhow::Result<(IpAddr, u16)> {
 
 /// `ADDR:PORT`, or `[ADDR]:PORT` for IPv6.
 pub(crate) fn fmt_addr_port(a: IpAddr, p: u16) -> String {
-    match a {
-        IpAddr::V6(a) => format!("[{a}]:{p}"),
-        IpAddr::V4(a) => format!("{a}:{p}"),
-    }
+    AddrPort(a, p).to_string()
 }
 
 pub(crate) fn build_host(args: &HostArgs) -> anyhow::Result<Host> {
@@ -102,9 +99,11 @@ pub(crate) struct BranchOut<'a> {
     assumptions: Vec<AssumptionOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     branches: Option<Vec<BranchOut<'a>>>,
-    by: Option<String>,
+    #[serde(serialize_with = "display_opt")]
+    by: Option<&'a nfsim::trace::RuleRef>,
     delivered: DeliveredOut<'a>,
-    original_dst: Option<String>,
+    #[serde(serialize_with = "display_opt")]
+    original_dst: Option<AddrPort>,
     packet: PacketOut,
     probability: f64,
     reason: &'a Option<nfsim::Reason>,
@@ -117,15 +116,42 @@ pub(crate) struct BranchOut<'a> {
 struct AssumptionOut<'a> {
     matched: bool,
     reason: &'a nfsim::traverse::Why,
-    rule: String,
+    #[serde(serialize_with = "display")]
+    rule: &'a nfsim::trace::RuleRef,
 }
 
 #[derive(Serialize)]
 struct PacketOut {
-    dst: String,
+    #[serde(serialize_with = "display")]
+    dst: AddrPort,
     mark: u32,
     proto: u8,
-    src: String,
+    #[serde(serialize_with = "display")]
+    src: AddrPort,
+}
+
+/// `ADDR:PORT` (`[ADDR]:PORT` for IPv6), written straight into the output.
+struct AddrPort(IpAddr, u16);
+
+impl std::fmt::Display for AddrPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.1),
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.1),
+        }
+    }
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[allow(clippy::ref_option)] // the signature serde's `serialize_with` calls
+fn display_opt<T: std::fmt::Display, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Serialize)]
@@ -142,13 +168,15 @@ struct StepOut<'a> {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum DeliveredOut<'a> {
     Local {
-        addr: String,
+        #[serde(serialize_with = "display")]
+        addr: IpAddr,
         port: u16,
         process: &'a Option<String>,
     },
     Egress {
         iface: &'a str,
-        next_hop: String,
+        #[serde(serialize_with = "display")]
+        next_hop: IpAddr,
     },
     #[serde(untagged)]
     None,
@@ -157,8 +185,8 @@ pub(crate) enum DeliveredOut<'a> {
 impl<'a> DeliveredOut<'a> {
     pub(crate) fn of(d: &'a Option<Delivered>) -> DeliveredOut<'a> {
         match d {
-            Some(Delivered::Local { addr, port, process }) => DeliveredOut::Local { addr: addr.to_string(), port: *port, process },
-            Some(Delivered::Egress { iface, next_hop }) => DeliveredOut::Egress { iface, next_hop: next_hop.to_string() },
+            Some(Delivered::Local { addr, port, process }) => DeliveredOut::Local { addr: *addr, port: *port, process },
+            Some(Delivered::Egress { iface, next_hop }) => DeliveredOut::Egress { iface, next_hop: *next_hop },
             None => DeliveredOut::None,
         }
     }
@@ -167,16 +195,16 @@ impl<'a> DeliveredOut<'a> {
 impl<'a> BranchOut<'a> {
     fn of(b: &'a Branch) -> BranchOut<'a> {
         BranchOut {
-            assumptions: b.assumptions.iter().map(|a| AssumptionOut { matched: a.matched, reason: &a.reason, rule: a.rule.to_string() }).collect(),
+            assumptions: b.assumptions.iter().map(|a| AssumptionOut { matched: a.matched, reason: &a.reason, rule: &a.rule }).collect(),
             branches: None,
-            by: b.by.as_ref().map(|r| r.to_string()),
+            by: b.by.as_ref(),
             delivered: DeliveredOut::of(&b.delivered),
-            original_dst: b.original_dst.map(|(a, p)| fmt_addr_port(a, p)),
+            original_dst: b.original_dst.map(|(a, p)| AddrPort(a, p)),
             packet: PacketOut {
-                dst: fmt_addr_port(b.packet.dst, b.packet.dport),
+                dst: AddrPort(b.packet.dst, b.packet.dport),
                 mark: b.packet.mark,
                 proto: b.packet.proto,
-                src: fmt_addr_port(b.packet.src, b.packet.sport),
+                src: AddrPort(b.packet.src, b.packet.sport),
             },
             probability: b.probability,
             reason: &b.reason,
