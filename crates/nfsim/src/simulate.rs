@@ -93,7 +93,9 @@ pub struct Simulator<'a> {
     /// The names traces and rule references share: the host's, and each chain's once used (per
     /// table of the rule set, per chain).
     host_name: Arc<str>,
-    chain_names: Vec<Vec<OnceLock<Arc<str>>>>,
+    /// Each table's first slot in `chain_names`.
+    name_base: Vec<usize>,
+    chain_names: Vec<OnceLock<Arc<str>>>,
 }
 
 impl<'a> Simulator<'a> {
@@ -106,7 +108,8 @@ impl<'a> Simulator<'a> {
             conntrack: conntrack_on(ruleset),
             index: Some(Index::of(ruleset)),
             host_name: host.name.as_str().into(),
-            chain_names: ruleset.tables.iter().map(|t| t.chains().iter().map(|_| OnceLock::new()).collect()).collect(),
+            name_base: ruleset.tables.iter().scan(0, |n, t| Some(std::mem::replace(n, *n + t.chains().len()))).collect(),
+            chain_names: std::iter::repeat_with(OnceLock::new).take(ruleset.tables.iter().map(|t| t.chains().len()).sum()).collect(),
         }
     }
 
@@ -468,7 +471,7 @@ impl<'a> Domain<'a> for Sim<'a> {
     fn chain_name(&self, table: &'a Table, chain: ChainId) -> Arc<str> {
         let name = || -> Arc<str> { table[chain].name.as_ref().into() };
         match self.table_number(table) {
-            Some(t) => self.loaded.chain_names[t][chain.0 as usize].get_or_init(name).clone(),
+            Some(t) => self.loaded.chain_names[self.loaded.name_base[t] + chain.0 as usize].get_or_init(name).clone(),
             None => name(),
         }
     }

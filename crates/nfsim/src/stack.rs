@@ -337,32 +337,33 @@ fn refuse<'a, D: Domain<'a>>(d: &mut D, st: D::State, p: Pred, verdict: Verdict,
 /// came back in on `lo` after local output (it carries the conntrack entry made on its way out,
 /// so nat is skipped and raw sees its real state).
 fn run_hook<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, nat: NatCtx<Addr<'a, D>>, looped: bool) -> Vec<D::State> {
-    let mut alive = vec![st];
+    let mut alive = Vec::with_capacity(1);
+    alive.push(st);
+    let mut next = Vec::new();
     for &tname in tables_at(hook, d.opts().backend) {
-        let mut next = Vec::new();
-        for st in alive {
-            next.extend(run_table(d, st, hook, tname, nat, looped));
+        for st in alive.drain(..) {
+            run_table(d, st, hook, tname, nat, looped, &mut next);
         }
-        alive = next;
+        std::mem::swap(&mut alive, &mut next);
     }
     alive
 }
 
-/// Table `tname` at `hook`; finishes the branches it drops, rejects or queues and returns those
-/// it accepts.
-fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: TableName, nat: NatCtx<Addr<'a, D>>, looped: bool) -> Vec<D::State> {
-    let Some(table) = d.ruleset().table(d.family(), tname) else { return vec![st] };
-    let mut alive = Vec::new();
+/// Table `tname` at `hook`; finishes the branches it drops, rejects or queues and adds those it
+/// accepts to `alive`.
+#[allow(clippy::too_many_arguments)]
+fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: TableName, nat: NatCtx<Addr<'a, D>>, looped: bool, alive: &mut Vec<D::State>) {
+    let Some(table) = d.ruleset().table(d.family(), tname) else { return alive.push(st) };
     let mut st = st;
     if tname == TableName::Nat {
         // nat sees only the first packet of a connection (and none without conntrack, and none
         // looped back on lo, whose binding exists).
         if looped || !d.conntrack() {
-            return vec![st];
+            return alive.push(st);
         }
         let (new, other) = d.split(st, Pred::New);
         alive.extend(other);
-        let Some(new) = new else { return alive };
+        let Some(new) = new else { return };
         st = new;
     }
     // raw (priority -300) runs before conntrack (-200): the packet has no entry yet, so the
@@ -388,7 +389,6 @@ fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: Tabl
             }
         }
     }
-    alive
 }
 
 /// The source MASQUERADE picks (`inet_select_addr` with universe scope): the route's source, or
@@ -440,12 +440,14 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
         let nat = NatCtx { redirect_to: Some(d.lift(loopback(d.family()))), masquerade_src: route.src };
         // Every OUTPUT table sees the out device of the first route (the hook's `state->out`); a
         // re-route after mangle or nat OUTPUT changes the route POSTROUTING and delivery use.
-        let mut alive = vec![(st, route.clone())];
+        let mut alive = Vec::with_capacity(1);
+        alive.push((st, route.clone()));
+        let (mut next, mut passed) = (Vec::new(), Vec::new());
         for &tname in tables_at(Hook::Output, d.opts().backend) {
-            let mut next = Vec::new();
-            for (st, route) in alive {
+            for (st, route) in alive.drain(..) {
                 let before = d.route_key(&st);
-                for st in run_table(d, st, Hook::Output, tname, nat, false) {
+                run_table(d, st, Hook::Output, tname, nat, false, &mut passed);
+                for st in passed.drain(..) {
                     let (again, keep) = d.rerouted(st, tname, &before);
                     next.extend(keep.map(|s| (s, route.clone())));
                     if let Some(st) = again {
@@ -453,7 +455,7 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
                     }
                 }
             }
-            alive = next;
+            std::mem::swap(&mut alive, &mut next);
         }
         for (mut st, route) in alive {
             st.set_out_iface(Some(route.dev.as_str()));

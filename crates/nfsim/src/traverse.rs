@@ -146,11 +146,13 @@ type Addr<'a, D> = <<D as Domain<'a>>::State as Flow>::Addr;
 /// Walks `table`'s built-in chain of `hook` for `st`; returns each branch's state and end.
 pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, nat: &NatCtx<Addr<'a, D>>, st: D::State) -> Vec<(D::State, End)> {
     let Some(start) = table.builtin(hook) else { return vec![(st, End::Accept)] };
-    let mut work = Vec::with_capacity(4);
-    work.push((st, Cursor { chain: start, rule: 0, stack: Vec::new(), lane: D::Lane::default() }));
-    let mut done = Vec::with_capacity(4);
+    // The states still to walk: the first outside the list, so that a walk without forks
+    // allocates none.
+    let mut first = Some((st, Cursor { chain: start, rule: 0, stack: Vec::new(), lane: D::Lane::default() }));
+    let mut work = Vec::new();
+    let mut done = Vec::with_capacity(1);
     let mut budget = d.step_budget();
-    'work: while let Some((mut st, mut cur)) = work.pop() {
+    'work: while let Some((mut st, mut cur)) = first.take().or_else(|| work.pop()) {
         let end = loop {
             if budget == 0 {
                 break End::Undecidable(rule_ref(d, table, cur.chain, cur.rule), "step budget exhausted".into());

@@ -44,7 +44,12 @@ impl Runs {
     pub(crate) fn of(rules: &[Rule], family: Family) -> Runs {
         let n = rules.len();
         let mut out = Runs::default();
-        if n < MIN_RUN {
+        // Most chains have no MIN_RUN consecutive destination rules: find that out cheaply.
+        let mut streak = 0;
+        if !rules.iter().any(|r| {
+            streak = if dst_interval(r, family).is_some() { streak + 1 } else { 0 };
+            streak >= MIN_RUN
+        }) {
             return out;
         }
         let mut i = 0;
