@@ -12,5 +12,9 @@ fn main() {
         drop(parsed);
     }
     let mb = text.len() as f64 / 1e6;
-    eprintln!("{services} services, {mb:.1} MB: best of 10 {best:?} = {:.0} MB/s, {:.2} ns/byte", mb / best.as_secs_f64(), best.as_nanos() as f64 / text.len() as f64);
+    eprintln!(
+        "{services} services, {mb:.1} MB: best of 10 {best:?} = {:.0} MB/s, {:.2} ns/byte",
+        mb / best.as_secs_f64(),
+        best.as_nanos() as f64 / text.len() as f64
+    );
 }
