@@ -441,7 +441,7 @@ impl SpecParser<'_, '_> {
         }
         if matches::KNOWN.contains(&name) {
             let (args, next) = self.opaque_args(i);
-            self.matches.push((Match::Opaque(Opaque { name: name.into(), args }), span));
+            self.matches.push((Match::Opaque(Box::new(Opaque { name: name.into(), args })), span));
             return Ok(next);
         }
         let mut d = Diagnostic::error(span, format!("unknown match extension `{name}` (iptables: Couldn't load match `{name}`)"));
@@ -482,7 +482,7 @@ impl SpecParser<'_, '_> {
             }
             if targets::KNOWN.contains(&name) {
                 let (args, next) = self.opaque_args(i);
-                self.target = Some(Target::Ext(TargetExt::Opaque(Opaque { name: name.into(), args })));
+                self.target = Some(Target::Ext(TargetExt::Opaque(Box::new(Opaque { name: name.into(), args }))));
                 return Ok(next);
             }
         }
@@ -516,7 +516,7 @@ impl SpecParser<'_, '_> {
             return Some(o);
         }
         self.matches.iter_mut().rev().find_map(|(m, _)| match m {
-            Match::Opaque(o) => Some(o),
+            Match::Opaque(o) => Some(&mut **o),
             _ => None,
         })
     }
@@ -564,7 +564,7 @@ impl SpecParser<'_, '_> {
                         // it takes this option and what follows, up to the next base option.
                         let at = if invert { i - 1 } else { i };
                         let (args, next) = self.opaque_args(at);
-                        self.matches.push((Match::Opaque(Opaque { name: pname.into(), args }), span));
+                        self.matches.push((Match::Opaque(Box::new(Opaque { name: pname.into(), args })), span));
                         return Ok(next);
                     }
                 }
