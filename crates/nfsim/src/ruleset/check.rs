@@ -15,8 +15,9 @@ use crate::xt::ext::Ctx;
 pub fn check(ruleset: &Ruleset) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for table in &ruleset.tables {
-        let reach = reachability(table);
-        jump_loops(table, &mut out);
+        let jumps = Jumps::of(table);
+        let reach = jumps.reachability(table);
+        jumps.loops(table, &mut out);
         for (ci, chain) in table.chains.iter().enumerate() {
             let hooks = reach.hooks[ci];
             // Only extensions are restricted; plain rules (most of a large dump) need no check.
@@ -39,20 +40,52 @@ pub struct Reach {
 
 /// Which hooks reach which chains through jumps and gotos.
 pub fn reachability(table: &Table) -> Reach {
-    let n = table.chains.len();
-    let mut hooks = vec![HookMask::default(); n];
-    let mut via = vec![None; n];
-    let mut stack = Vec::new();
-    for (i, c) in table.chains.iter().enumerate() {
-        if let Some(h) = c.hook {
-            hooks[i] = h.bit();
-            stack.push(i);
+    Jumps::of(table).reachability(table)
+}
+
+/// The jump graph of a table in compressed form: the jumps and gotos of chain `c`, in rule
+/// order, are `edges[starts[c]..starts[c + 1]]` (target chain, rule index). Built in one pass
+/// over the rules, so that the graph walks below do not read the (large) rules again.
+struct Jumps {
+    starts: Vec<u32>,
+    edges: Vec<(u32, u32)>,
+}
+
+impl Jumps {
+    fn of(table: &Table) -> Jumps {
+        let mut starts = Vec::with_capacity(table.chains.len() + 1);
+        let mut edges = Vec::new();
+        for c in &table.chains {
+            starts.push(edges.len() as u32);
+            for (ri, r) in c.rules.iter().enumerate() {
+                if let Target::Jump(t) | Target::Goto(t) = r.target {
+                    edges.push((t.0, ri as u32));
+                }
+            }
         }
+        starts.push(edges.len() as u32);
+        Jumps { starts, edges }
     }
-    while let Some(i) = stack.pop() {
-        for r in &table.chains[i].rules {
-            if let Target::Jump(t) | Target::Goto(t) = r.target {
-                let t = t.0 as usize;
+
+    /// The jumps of chain `i`: (target chain, rule index).
+    fn from(&self, i: usize) -> &[(u32, u32)] {
+        &self.edges[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+
+    fn reachability(&self, table: &Table) -> Reach {
+        let n = table.chains.len();
+        let mut hooks = vec![HookMask::default(); n];
+        let mut via = vec![None; n];
+        let mut stack = Vec::new();
+        for (i, c) in table.chains.iter().enumerate() {
+            if let Some(h) = c.hook {
+                hooks[i] = h.bit();
+                stack.push(i);
+            }
+        }
+        while let Some(i) = stack.pop() {
+            for &(t, _) in self.from(i) {
+                let t = t as usize;
                 let merged = HookMask(hooks[t].0 | hooks[i].0);
                 if merged != hooks[t] {
                     hooks[t] = merged;
@@ -61,8 +94,51 @@ pub fn reachability(table: &Table) -> Reach {
                 }
             }
         }
+        Reach { hooks, via }
     }
-    Reach { hooks, via }
+
+    /// The kernel refuses a table in which a chain reachable from a hook can reach itself.
+    /// A depth-first walk from each built-in chain reports every jump that closes a circle.
+    fn loops(&self, table: &Table, out: &mut Vec<Diagnostic>) {
+        const UNVISITED: u8 = 0;
+        const ON_PATH: u8 = 1;
+        const DONE: u8 = 2;
+        let n = table.chains.len();
+        let mut color = vec![UNVISITED; n];
+        // The chains on the current path, each with the position of its next jump to follow.
+        let mut path: Vec<(usize, usize)> = Vec::new();
+        for root in 0..n {
+            if table.chains[root].hook.is_none() || color[root] != UNVISITED {
+                continue;
+            }
+            color[root] = ON_PATH;
+            path.push((root, 0));
+            while let Some(&(i, next)) = path.last() {
+                let Some(&(t, ri)) = self.from(i).get(next) else {
+                    color[i] = DONE;
+                    path.pop();
+                    continue;
+                };
+                if let Some(top) = path.last_mut() {
+                    top.1 += 1;
+                }
+                let t = t as usize;
+                if color[t] == ON_PATH {
+                    let start = path.iter().position(|&(p, _)| p == t).unwrap_or(0);
+                    let mut names: Vec<&str> = path[start..].iter().map(|&(p, _)| &*table.chains[p].name).collect();
+                    names.push(&table.chains[t].name);
+                    let span = table.chains[i].rules[ri as usize].span;
+                    out.push(
+                        Diagnostic::error(span, format!("jump loop: {} (the kernel refuses a table whose chains can jump in a circle)", names.join(" -> ")))
+                            .at_load(),
+                    );
+                } else if color[t] == UNVISITED {
+                    color[t] = ON_PATH;
+                    path.push((t, 0));
+                }
+            }
+        }
+    }
 }
 
 fn path_to(table: &Table, reach: &Reach, id: ChainId) -> String {
@@ -77,41 +153,6 @@ fn path_to(table: &Table, reach: &Reach, id: ChainId) -> String {
     }
     names.reverse();
     names.join(" -> ")
-}
-
-/// The kernel refuses a table in which a chain reachable from a hook can reach itself.
-fn jump_loops(table: &Table, out: &mut Vec<Diagnostic>) {
-    let n = table.chains.len();
-    // 0 = unvisited, 1 = on the stack, 2 = done.
-    let mut color = vec![0u8; n];
-    let mut stack_path: Vec<usize> = Vec::new();
-    fn dfs(table: &Table, i: usize, color: &mut [u8], path: &mut Vec<usize>, out: &mut Vec<Diagnostic>) {
-        color[i] = 1;
-        path.push(i);
-        for r in &table.chains[i].rules {
-            if let Target::Jump(t) | Target::Goto(t) = r.target {
-                let t = t.0 as usize;
-                if color[t] == 1 {
-                    let start = path.iter().position(|&p| p == t).unwrap_or(0);
-                    let mut names: Vec<&str> = path[start..].iter().map(|&p| &*table.chains[p].name).collect();
-                    names.push(&table.chains[t].name);
-                    out.push(
-                        Diagnostic::error(r.span, format!("jump loop: {} (the kernel refuses a table whose chains can jump in a circle)", names.join(" -> ")))
-                            .at_load(),
-                    );
-                } else if color[t] == 0 {
-                    dfs(table, t, color, path, out);
-                }
-            }
-        }
-        path.pop();
-        color[i] = 2;
-    }
-    for i in 0..n {
-        if table.chains[i].hook.is_some() && color[i] == 0 {
-            dfs(table, i, &mut color, &mut stack_path, out);
-        }
-    }
 }
 
 /// Where an extension may be used: its table (if restricted) and hooks.
@@ -183,20 +224,22 @@ fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &
     if let Some(w) = legacy_only(rule, table) {
         out.push(Diagnostic::warning(rule.span, w).at_load());
     }
-    let mut check = |what: String, allowed: Allowed| {
+    // `kind` and `name` name the extension (`target` `DNAT`); messages are built only on failure.
+    let mut check = |kind: &str, name: &str, allowed: Allowed| {
+        let what = || format!("{kind} `{name}`");
         if let Some(t) = allowed.table
             && t != table.name
         {
-            out.push(Diagnostic::error(rule.span, format!("{what} is only valid in the `{t}` table, not in `{}`", table.name)).at_load());
+            out.push(Diagnostic::error(rule.span, format!("{} is only valid in the `{t}` table, not in `{}`", what(), table.name)).at_load());
             return;
         }
-        let bad: Vec<Hook> = hooks.iter().filter(|h| !allowed.hooks.contains(h)).collect();
-        if !bad.is_empty() {
+        if hooks.iter().any(|h| !allowed.hooks.contains(&h)) {
+            let bad: Vec<Hook> = hooks.iter().filter(|h| !allowed.hooks.contains(h)).collect();
             let from = if table[id].hook.is_some() { String::new() } else { format!(" (chain `{chain}` is reached as {})", path_to(table, reach, id)) };
             out.push(
                 Diagnostic::error(
                     rule.span,
-                    format!("{what} is only valid in {}, but this rule is reached from {}{from}", hook_names(allowed.hooks), hook_names(&bad)),
+                    format!("{} is only valid in {}, but this rule is reached from {}{from}", what(), hook_names(allowed.hooks), hook_names(&bad)),
                 )
                 .at_load(),
             );
@@ -204,12 +247,12 @@ fn check_rule(table: &Table, rule: &Rule, chain: &str, hooks: HookMask, reach: &
     };
     for m in &rule.matches {
         if let Some(a) = match_allowed(m, &ctx) {
-            check(format!("match `{}`", m.name()), a);
+            check("match", m.name(), a);
         }
     }
     if let Target::Ext(t) = &rule.target {
         if let Some(a) = target_allowed(t) {
-            check(format!("target `{}`", t.name()), a);
+            check("target", t.name(), a);
         }
         if matches!(t, TargetExt::Ulog(_)) && !crate::targets::ulog::KERNEL_SUPPORTED {
             out.push(

@@ -16,9 +16,9 @@ pub mod parse;
 pub mod render;
 mod rule;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
+use hashbrown::HashTable;
 use serde::Serialize;
 
 pub use crate::xt::addr::{self, AddrMask, Iface};
@@ -110,7 +110,7 @@ impl std::ops::IndexMut<TableId> for Ruleset {
 /// One table of one family: its built-in chains first (in hook order), then user chains in
 /// the order they were created. Chains are found by name through an index, so add, remove and
 /// rename them with the methods here.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Table {
     /// IPv4 or IPv6.
     pub family: Family,
@@ -118,37 +118,23 @@ pub struct Table {
     pub name: TableName,
     /// Built-in chains first, then user chains.
     chains: Vec<Chain>,
-    /// Chain name hash to chain; names whose hash is taken go to `collisions`.
+    /// The chains' ids, hashed by name (4 bytes a chain, so that the index of a large table
+    /// stays in cache); a lookup compares the names themselves, so equal hashes need no care.
     #[serde(skip)]
-    index: HashMap<u64, ChainId, BuildHasherDefault<IdHasher>>,
-    #[serde(skip)]
-    collisions: Vec<ChainId>,
+    index: HashTable<ChainId>,
 }
 
-/// Passes a precomputed `u64` hash through unchanged.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
+/// Tables are equal when their chains are (the index follows from them).
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.family == other.family && self.name == other.name && self.chains == other.chains
     }
 }
 
 fn name_hash(name: &str) -> u64 {
     let mut h = NameHasher::default();
     h.write(name.as_bytes());
-    // Mix the high bits down: the table indexes by the low ones.
+    // Mix the high bits down: the table indexes by the low ones (and tags by the top seven).
     let x = h.finish();
     x ^ (x >> 29) ^ (x >> 47)
 }
@@ -178,7 +164,7 @@ impl Hasher for NameHasher {
 impl Table {
     /// An empty table with its built-in chains, policy ACCEPT.
     pub fn new(family: Family, name: TableName) -> Table {
-        let mut table = Table { family, name, chains: Vec::new(), index: HashMap::default(), collisions: Vec::new() };
+        let mut table = Table { family, name, chains: Vec::new(), index: HashTable::new() };
         for &h in name.hooks() {
             table.push_chain(Chain::builtin(h));
         }
@@ -197,35 +183,25 @@ impl Table {
 
     /// The chain called `name`.
     pub fn chain_id(&self, name: &str) -> Option<ChainId> {
-        let named = |id: &ChainId| &*self.chains[id.0 as usize].name == name;
-        match self.index.get(&name_hash(name)) {
-            Some(id) if named(id) => Some(*id),
-            _ => self.collisions.iter().copied().find(named),
-        }
+        self.index.find(name_hash(name), |id| &*self.chains[id.0 as usize].name == name).copied()
     }
 
     fn push_chain(&mut self, chain: Chain) -> ChainId {
         let id = ChainId(self.chains.len() as u32);
-        self.insert_index(&chain.name, id);
         self.chains.push(chain);
+        self.insert_index(id);
         id
     }
 
-    fn insert_index(&mut self, name: &str, id: ChainId) {
-        match self.index.entry(name_hash(name)) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(id);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => self.collisions.push(id),
-        }
+    fn insert_index(&mut self, id: ChainId) {
+        let chains = &self.chains;
+        self.index.insert_unique(name_hash(&chains[id.0 as usize].name), id, |id| name_hash(&chains[id.0 as usize].name));
     }
 
     fn rebuild_index(&mut self) {
         self.index.clear();
-        self.collisions.clear();
         for i in 0..self.chains.len() {
-            let name = self.chains[i].name.clone();
-            self.insert_index(&name, ChainId(i as u32));
+            self.insert_index(ChainId(i as u32));
         }
     }
 
@@ -397,9 +373,9 @@ mod tests {
     /// or large parts are boxed so that a rule stays small.
     #[test]
     fn rules_stay_small() {
-        assert!(size_of::<super::Rule>() <= 136, "Rule is {} bytes", size_of::<super::Rule>());
-        assert!(size_of::<crate::matches::Match>() <= 40, "Match is {} bytes", size_of::<crate::matches::Match>());
-        assert!(size_of::<super::Target>() <= 40, "Target is {} bytes", size_of::<super::Target>());
+        assert!(size_of::<super::Rule>() <= 120, "Rule is {} bytes", size_of::<super::Rule>());
+        assert!(size_of::<crate::matches::Match>() <= 32, "Match is {} bytes", size_of::<crate::matches::Match>());
+        assert!(size_of::<super::Target>() <= 24, "Target is {} bytes", size_of::<super::Target>());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! could be read. Where iptables-nft and iptables-legacy differ, a line either of them refuses
 //! is an error; text both silently ignore is a warning.
 
-use super::rule::{parse_spec, suggest};
+use super::rule::{SpecBuf, parse_spec, suggest};
 use super::{ChainId, Counters, Family, Policy, Rule, Ruleset, TableId, TableName, Target, Unreadable};
 use crate::diag::{Diagnostic, LineIndex, Span};
 use crate::targets;
@@ -75,17 +75,24 @@ pub fn parse_with(text: &str, opts: &ParseOptions) -> Parsed {
         file_family: None,
         scratch: Vec::new(),
         last_chain: std::cell::Cell::new(None),
+        last_target: std::cell::Cell::new(None),
+        spec_buf: SpecBuf::default(),
+        decl_toks: Vec::new(),
+        appending: None,
+        appended: Vec::new(),
     };
     p.file_family = opts.family.or_else(|| family_from_header(text));
     match opts.format.unwrap_or_else(|| detect_format(text)) {
         Format::Restore => p.restore(),
         Format::Commands => p.commands(),
     }
+    p.flush_appended();
     for tid in p.scratch.iter().rev() {
         p.ruleset.tables.remove(tid.0 as usize);
     }
     // Most chains of a large dump hold a couple of rules: give back the vectors' spare room.
     for t in &mut p.ruleset.tables {
+        t.chains.shrink_to_fit();
         t.chains_mut().for_each(|c| c.rules.shrink_to_fit());
     }
     let mut diags = p.diags;
@@ -199,6 +206,17 @@ struct Parser<'a, 'o> {
     scratch: Vec<TableId>,
     /// The chain the previous rule went to (a cache in front of the name index).
     last_chain: std::cell::Cell<Option<(TableId, ChainId)>>,
+    /// The chain the previous jump or goto went to (another cache in front of the index).
+    last_target: std::cell::Cell<Option<(TableId, ChainId)>>,
+    /// The rule parser's buffers, reused from rule to rule.
+    spec_buf: SpecBuf,
+    /// The words of a chain declaration (reused from line to line).
+    decl_toks: Vec<Token<'a>>,
+    /// The chain consecutive `-A` lines are appending to, and their rules, not yet moved into
+    /// the chain ([`Parser::flush_appended`] does; everything that reads or changes rules or
+    /// chains calls it first).
+    appending: Option<(TableId, ChainId)>,
+    appended: Vec<Rule>,
 }
 
 /// One line of the input: its text without the line ending, and where it starts.
@@ -227,7 +245,7 @@ fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
     })
 }
 
-impl Parser<'_, '_> {
+impl<'a> Parser<'a, '_> {
     fn span_of(&self, line: &Line<'_>) -> Span {
         Span::new(line.start, line.start + line.text.len())
     }
@@ -362,8 +380,11 @@ impl Parser<'_, '_> {
 
     /// Starts a `*table` block: the table is flushed (unless `noflush`), as iptables-restore does.
     fn begin_table(&mut self, name: TableName, start: usize, scratch: bool) -> TableId {
-        let end = self.text[start..].find("\nCOMMIT").map_or(self.text.len(), |i| start + i);
-        let family = self.file_family.unwrap_or_else(|| if block_looks_v6(&self.text[start..end]) { Family::V6 } else { Family::V4 });
+        self.flush_appended();
+        let family = self.file_family.unwrap_or_else(|| {
+            let end = self.text[start..].find("\nCOMMIT").map_or(self.text.len(), |i| start + i);
+            if block_looks_v6(&self.text[start..end]) { Family::V6 } else { Family::V4 }
+        });
         if scratch {
             self.ruleset.tables.push(super::Table::new(family, name));
             let tid = TableId(self.ruleset.tables.len() as u32 - 1);
@@ -406,9 +427,10 @@ impl Parser<'_, '_> {
     }
 
     /// `:NAME POLICY [PKTS:BYTES]`.
-    fn chain_decl(&mut self, tid: TableId, line: &Line<'_>) {
+    fn chain_decl(&mut self, tid: TableId, line: &Line<'a>) {
         let lt = line.text;
-        let mut toks = Vec::new();
+        let mut toks = std::mem::take(&mut self.decl_toks);
+        toks.clear();
         // strtok on blanks: no quote handling here.
         let mut pos = 1;
         for w in lt[1..].split([' ', '\t']) {
@@ -417,6 +439,12 @@ impl Parser<'_, '_> {
             }
             pos += w.len() + 1;
         }
+        self.declare_chain(tid, line, &toks);
+        self.decl_toks = toks;
+    }
+
+    /// A chain declaration split into words.
+    fn declare_chain(&mut self, tid: TableId, line: &Line<'a>, toks: &[Token<'a>]) {
         let lspan = self.span_of(line);
         let Some(name_tok) = toks.first() else {
             self.diags.push(Diagnostic::error(lspan, "chain name missing after `:`"));
@@ -437,7 +465,8 @@ impl Parser<'_, '_> {
         let policy = pol_tok.as_str();
         let table = &mut self.ruleset[tid];
         let mut used = 2;
-        if let Some(id) = table.chain_id(name).filter(|&id| table[id].hook.is_some()) {
+        let existing = table.chain_id(name);
+        if let Some(id) = existing.filter(|&id| table[id].hook.is_some()) {
             // A built-in chain: policy and counters.
             let pol = match policy {
                 "ACCEPT" => Some(Policy::Accept),
@@ -500,13 +529,12 @@ impl Parser<'_, '_> {
                     self.diags.push(Diagnostic::warning(c.span, format!("counters `{}` are not closed with `]`", c.as_str())));
                 }
             }
-            let table = &mut self.ruleset[tid];
-            match table.chain_id(name) {
+            match existing {
                 Some(_) => {
                     self.diags.push(Diagnostic::warning(name_tok.span, format!("chain `{name}` is declared again; iptables-restore keeps the first one")))
                 }
                 None => {
-                    table.add_user_chain(name, Some(name_tok.span));
+                    self.ruleset[tid].add_user_chain(name, Some(name_tok.span));
                 }
             }
         }
@@ -659,6 +687,10 @@ impl Parser<'_, '_> {
             }
         };
         i += 1;
+        if cmd != 'A' {
+            // Every other command reads or changes the rules as they stand.
+            self.flush_appended();
+        }
         let chain_tok = toks.get(i);
         let needs_chain = matches!(cmd, 'A' | 'I' | 'D' | 'R' | 'N' | 'E' | 'P' | 'C');
         if needs_chain && chain_tok.is_none() {
@@ -673,17 +705,9 @@ impl Parser<'_, '_> {
         let tname = self.ruleset[tid].name;
         let lookup = |this: &Self, name: &str| -> Result<ChainId, Diagnostic> {
             let table = &this.ruleset[tid];
-            // Dumps list a chain's rules together: try the chain of the previous rule first.
-            if let Some((t, id)) = this.last_chain.get()
-                && t == tid
-                && table.chains.get(id.0 as usize).is_some_and(|c| &*c.name == name)
-            {
-                return Ok(id);
-            }
-            let found = table.chain_id(name);
-            if let Some(id) = found {
-                this.last_chain.set(Some((tid, id)));
-            }
+            // Dumps list a chain's rules together, and the chains in the order they were
+            // declared: try the chain of the previous rule, then the one declared after it.
+            let found = find_chain(table, tid, name, &this.last_chain, 1);
             found.ok_or_else(|| {
                 let mut d = Diagnostic::error(chain_span, format!("chain `{name}` does not exist in table `{tname}`"));
                 let names: Vec<&str> = table.chains.iter().map(|c| &*c.name).collect();
@@ -703,6 +727,9 @@ impl Parser<'_, '_> {
                         return;
                     }
                 };
+                if self.appending != Some((tid, chain)) {
+                    self.flush_appended();
+                }
                 // -I CHAIN [N], -D CHAIN N, -R CHAIN N
                 let mut num: Option<(usize, Span)> = None;
                 if matches!(cmd, 'I' | 'D' | 'R') {
@@ -726,14 +753,16 @@ impl Parser<'_, '_> {
                 }
                 let spec = {
                     let table = &self.ruleset[tid];
-                    let chain_of = |n: &str| table.chain_id(n).map(|id| (id, table[id].hook.is_some()));
+                    // Most jumps of a kube-proxy dump go to KUBE-MARK-MASQ: try the previous jump's target first.
+                    let chain_of = |n: &str| find_chain(table, tid, n, &self.last_target, 0).map(|id| (id, table[id].hook.is_some()));
                     let chain_names = || table.chains.iter().filter(|c| c.hook.is_none()).map(|c| c.name.to_string()).collect();
-                    parse_spec(&toks[i..], family, tname, lspan, &chain_of, &chain_names)
+                    parse_spec(&toks[i..], family, tname, lspan, &chain_of, &chain_names, &mut self.spec_buf)
                 };
                 let mut spec = match spec {
                     Ok(s) => s,
                     Err(mut d) => {
                         if self.opts.lenient && matches!(cmd, 'A' | 'I') {
+                            self.flush_appended();
                             let text = toks[i..].iter().map(|t| t.as_str()).collect::<Vec<_>>().join(" ");
                             let mut r = Rule::new(lspan);
                             r.target = Target::Unreadable(Box::new(Unreadable { text: text.into(), reason: d.message.clone().into() }));
@@ -775,7 +804,12 @@ impl Parser<'_, '_> {
                 self.check_ipsets(&spec.rules);
                 let rules = &mut self.ruleset[tid][chain].rules;
                 match cmd {
-                    'A' => rules.extend(spec.rules),
+                    'A' => {
+                        self.appending = Some((tid, chain));
+                        self.appended.append(&mut spec.rules);
+                        // The emptied vector keeps its room for the next rule.
+                        self.spec_buf.rules = spec.rules;
+                    }
                     'C' => {}
                     'I' => {
                         let (n, sp) = num.unwrap_or((1, chain_span));
@@ -938,6 +972,19 @@ impl Parser<'_, '_> {
         }
     }
 
+    /// Moves the rules appended to one chain by consecutive `-A` lines into it. Gathering them
+    /// first gives each chain one allocation of the right size, where growing the chain's own
+    /// vector rule by rule would reallocate it several times.
+    fn flush_appended(&mut self) {
+        if let Some((tid, id)) = self.appending.take() {
+            let rules = &mut self.ruleset[tid][id].rules;
+            if rules.is_empty() {
+                *rules = Vec::with_capacity(self.appended.len());
+            }
+            rules.append(&mut self.appended);
+        }
+    }
+
     fn extra_args(&mut self, toks: &[Token<'_>], from: usize) {
         if let Some(t) = toks.get(from) {
             self.diags.push(Diagnostic::error(t.span, format!("Bad argument `{}` (nothing more is expected here)", t.as_str())));
@@ -984,6 +1031,27 @@ fn valid_chain_name(name: &str) -> Result<(), String> {
         return Err(format!("chain name `{name}` is the name of a target"));
     }
     Ok(())
+}
+
+/// The chain `name` of table `tid`, trying first the chain in `cache` and the `ahead` chains
+/// declared after it (which costs a name comparison each, against a hash lookup), and leaving
+/// the chain found in `cache`.
+fn find_chain(table: &super::Table, tid: TableId, name: &str, cache: &std::cell::Cell<Option<(TableId, ChainId)>>, ahead: u32) -> Option<ChainId> {
+    if let Some((t, id)) = cache.get()
+        && t == tid
+    {
+        for guess in id.0..=id.0 + ahead {
+            if table.chains.get(guess as usize).is_some_and(|c| &*c.name == name) {
+                cache.set(Some((tid, ChainId(guess))));
+                return Some(ChainId(guess));
+            }
+        }
+    }
+    let found = table.chain_id(name);
+    if let Some(id) = found {
+        cache.set(Some((tid, id)));
+    }
+    found
 }
 
 /// Two rules with the same specification (what `-D CHAIN RULE-SPEC` compares).

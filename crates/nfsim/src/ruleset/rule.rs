@@ -37,13 +37,59 @@ const BASE: &[(&str, char, bool)] = &[
     ("exact", 'x', false),
 ];
 
-/// The rule parsed, before expansion into one rule per address pair.
+/// The rule parsed, expanded into one rule per address pair.
 pub(crate) struct Spec {
+    /// The rules (one unless `-s` or `-d` lists several addresses); the vector comes from the
+    /// [`SpecBuf`] and may be given back to it.
     pub(crate) rules: Vec<Rule>,
     /// False when `-4`/`-6` says the rule is for the other family (iptables skips it silently).
     pub(crate) family_matches: bool,
     pub(crate) warnings: Vec<Diagnostic>,
 }
+
+/// Buffers the rule parser reuses from one rule to the next, so that reading a rule allocates
+/// only what the model keeps.
+#[derive(Default)]
+pub(crate) struct SpecBuf {
+    matches: Vec<(Match, Span)>,
+    load_order: Vec<Owner>,
+    /// Room for [`Spec::rules`].
+    pub(crate) rules: Vec<Rule>,
+}
+
+/// The addresses of `-s` or `-d`: a single one (the usual case) needs no allocation.
+#[derive(Default)]
+enum Addrs {
+    #[default]
+    None,
+    One(AddrMask),
+    Many(Vec<AddrMask>),
+}
+
+impl Addrs {
+    fn push(self, a: AddrMask) -> Addrs {
+        match self {
+            Addrs::None => Addrs::One(a),
+            Addrs::One(first) => Addrs::Many(vec![first, a]),
+            Addrs::Many(mut v) => {
+                v.push(a);
+                Addrs::Many(v)
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[AddrMask] {
+        match self {
+            Addrs::None => &[],
+            Addrs::One(a) => std::slice::from_ref(a),
+            Addrs::Many(v) => v,
+        }
+    }
+}
+
+/// A base option as written: its letter, whether it takes a value, and the value attached to it
+/// (`-sADDR`).
+type BaseOption<'t> = (char, bool, Option<&'t str>);
 
 /// Which loaded extension an option may belong to.
 #[derive(Clone, Copy)]
@@ -61,6 +107,7 @@ pub(crate) fn parse_spec(
     span: Span,
     chain_of: &dyn Fn(&str) -> Option<(ChainId, bool)>,
     chain_names: &dyn Fn() -> Vec<String>,
+    buf: &mut SpecBuf,
 ) -> Result<Spec, Diagnostic> {
     // getopt's `--option=value` is the same as `--option value`.
     let split;
@@ -87,61 +134,30 @@ pub(crate) fn parse_spec(
         family,
         table,
         proto: None,
-        srcs: Vec::new(),
-        dsts: Vec::new(),
+        srcs: Addrs::None,
+        dsts: Addrs::None,
         src_neg: false,
         dst_neg: false,
         in_iface: None,
         out_iface: None,
         fragment: None,
-        matches: Vec::new(),
+        matches: std::mem::take(&mut buf.matches),
         target: None,
         target_span: None,
-        load_order: Vec::new(),
+        load_order: std::mem::take(&mut buf.load_order),
         counters: None,
         family_matches: true,
         warnings: Vec::new(),
     };
-    p.run(chain_of, chain_names)?;
-    let ctx = p.ctx();
-    for (m, sp) in &mut p.matches {
-        m.finish(&ctx).map_err(|e| Diagnostic::error(*sp, format!("{}: {e}", m.name())))?;
-    }
-    let target = match p.target.take() {
-        Some(Target::Ext(mut t)) => {
-            let sp = p.target_span.unwrap_or(span);
-            t.finish(&ctx).map_err(|e| Diagnostic::error(sp, format!("{}: {e}", t.name())))?;
-            Target::Ext(t)
-        }
-        Some(t) => t,
-        None => Target::None,
-    };
-    let mut base = Rule::new(span);
-    base.counters = p.counters.map(Box::new);
-    base.proto = p.proto.filter(|pr| pr.value.0 != 0 || pr.negated);
-    if p.in_iface.is_some() || p.out_iface.is_some() {
-        base.ifaces = Some(Box::new(super::Ifaces { input: p.in_iface, output: p.out_iface }));
-    }
-    base.fragment = p.fragment;
-    base.matches = p.matches.into_iter().map(|(m, _)| m).collect();
-    base.target = target;
-    let srcs: Vec<Option<Neg<AddrMask>>> = addr_options(&p.srcs, p.src_neg);
-    let dsts: Vec<Option<Neg<AddrMask>>> = addr_options(&p.dsts, p.dst_neg);
-    let mut rules = Vec::with_capacity(srcs.len() * dsts.len());
-    if let ([s], [d]) = (&srcs[..], &dsts[..]) {
-        base.src = s.clone();
-        base.dst = d.clone();
-        rules.push(base);
-    } else {
-        for s in &srcs {
-            for d in &dsts {
-                let mut r = base.clone();
-                r.src = s.clone();
-                r.dst = d.clone();
-                rules.push(r);
-            }
-        }
-    }
+    let mut rules = std::mem::take(&mut buf.rules);
+    rules.clear();
+    let result = p.build(span, chain_of, chain_names, &mut rules);
+    // Give the buffers back, empty, for the next rule.
+    p.matches.clear();
+    p.load_order.clear();
+    buf.matches = p.matches;
+    buf.load_order = p.load_order;
+    result?;
     Ok(Spec { rules, family_matches: p.family_matches, warnings: p.warnings })
 }
 
@@ -149,7 +165,12 @@ fn addr_options(list: &[AddrMask], neg: bool) -> Vec<Option<Neg<AddrMask>>> {
     if list.is_empty() {
         return vec![None];
     }
-    list.iter().map(|a| if a.is_any() && !neg { None } else { Some(Neg::new(a.clone(), neg)) }).collect()
+    list.iter().map(|a| addr_option(a, neg)).collect()
+}
+
+/// What the rule keeps of one `-s`/`-d` address: nothing for `0.0.0.0/0` (unless negated).
+fn addr_option(a: &AddrMask, neg: bool) -> Option<Neg<AddrMask>> {
+    if a.is_any() && !neg { None } else { Some(Neg::new(a.clone(), neg)) }
 }
 
 struct SpecParser<'s, 'a> {
@@ -157,8 +178,8 @@ struct SpecParser<'s, 'a> {
     family: Family,
     table: TableName,
     proto: Option<Neg<Proto>>,
-    srcs: Vec<AddrMask>,
-    dsts: Vec<AddrMask>,
+    srcs: Addrs,
+    dsts: Addrs,
     src_neg: bool,
     dst_neg: bool,
     in_iface: Option<Neg<Iface>>,
@@ -176,6 +197,58 @@ struct SpecParser<'s, 'a> {
 impl SpecParser<'_, '_> {
     fn ctx(&self) -> Ctx {
         Ctx { family: self.family, table: self.table, proto: self.proto }
+    }
+
+    /// Reads the options, checks the extensions, and appends the rule (one per address pair) to `rules`.
+    fn build(
+        &mut self,
+        span: Span,
+        chain_of: &dyn Fn(&str) -> Option<(ChainId, bool)>,
+        chain_names: &dyn Fn() -> Vec<String>,
+        rules: &mut Vec<Rule>,
+    ) -> Result<(), Diagnostic> {
+        self.run(chain_of, chain_names)?;
+        let ctx = self.ctx();
+        for (m, sp) in &mut self.matches {
+            m.finish(&ctx).map_err(|e| Diagnostic::error(*sp, format!("{}: {e}", m.name())))?;
+        }
+        let target = match self.target.take() {
+            Some(Target::Ext(mut t)) => {
+                let sp = self.target_span.unwrap_or(span);
+                t.finish(&ctx).map_err(|e| Diagnostic::error(sp, format!("{}: {e}", t.name())))?;
+                Target::Ext(t)
+            }
+            Some(t) => t,
+            None => Target::None,
+        };
+        let mut base = Rule::new(span);
+        base.counters = self.counters.map(Box::new);
+        base.proto = self.proto.filter(|pr| pr.value.0 != 0 || pr.negated);
+        if self.in_iface.is_some() || self.out_iface.is_some() {
+            base.ifaces = Some(Box::new(super::Ifaces { input: self.in_iface.take(), output: self.out_iface.take() }));
+        }
+        base.fragment = self.fragment;
+        base.matches = self.matches.drain(..).map(|(m, _)| m).collect();
+        base.target = target;
+        let (srcs, dsts) = (self.srcs.as_slice(), self.dsts.as_slice());
+        if srcs.len() <= 1 && dsts.len() <= 1 {
+            base.src = srcs.first().and_then(|a| addr_option(a, self.src_neg));
+            base.dst = dsts.first().and_then(|a| addr_option(a, self.dst_neg));
+            rules.push(base);
+            return Ok(());
+        }
+        let srcs = addr_options(srcs, self.src_neg);
+        let dsts = addr_options(dsts, self.dst_neg);
+        rules.reserve(srcs.len() * dsts.len());
+        for s in &srcs {
+            for d in &dsts {
+                let mut r = base.clone();
+                r.src = s.clone();
+                r.dst = d.clone();
+                rules.push(r);
+            }
+        }
+        Ok(())
     }
 
     fn run(&mut self, chain_of: &dyn Fn(&str) -> Option<(ChainId, bool)>, chain_names: &dyn Fn() -> Vec<String>) -> Result<(), Diagnostic> {
@@ -207,7 +280,7 @@ impl SpecParser<'_, '_> {
                         None => {
                             let v = toks.get(i + 1).ok_or_else(|| Diagnostic::error(tok.span, format!("option `{t}` requires an argument")))?;
                             i += 1;
-                            Some((v.as_str().to_string(), v.span))
+                            Some((v.as_str(), v.span))
                         }
                     }
                 } else {
@@ -226,16 +299,16 @@ impl SpecParser<'_, '_> {
                 let (value, vspan) = value_tok.unwrap_or_default();
                 match letter {
                     'p' => {
-                        let n = parse_proto(&value).map_err(|e| Diagnostic::error(vspan, e))?;
+                        let n = parse_proto(value).map_err(|e| Diagnostic::error(vspan, e))?;
                         if n == 0 && inv {
                             return Err(Diagnostic::error(opt_span, "`! -p all` would never match (protocol 0 stands for every protocol)"));
                         }
                         self.proto = Some(Neg::new(Proto(n), inv));
                     }
                     's' | 'd' => {
-                        let mut list = Vec::new();
+                        let mut list = Addrs::None;
                         for part in value.split(',') {
-                            list.push(AddrMask::parse(part, self.family).map_err(|e| Diagnostic::error(vspan, e))?);
+                            list = list.push(AddrMask::parse(part, self.family).map_err(|e| Diagnostic::error(vspan, e))?);
                         }
                         if letter == 's' {
                             self.srcs = list;
@@ -246,7 +319,7 @@ impl SpecParser<'_, '_> {
                         }
                     }
                     'i' | 'o' => {
-                        let iface = Iface::parse(&value).map_err(|e| Diagnostic::error(vspan, e))?;
+                        let iface = Iface::parse(value).map_err(|e| Diagnostic::error(vspan, e))?;
                         let slot = if letter == 'i' { &mut self.in_iface } else { &mut self.out_iface };
                         // A bare `+` matches every interface: iptables drops it.
                         *slot = (value != "+" || inv).then_some(Neg::new(iface, inv));
@@ -261,7 +334,7 @@ impl SpecParser<'_, '_> {
                         if inv {
                             return Err(Diagnostic::error(opt_span, "unexpected `!` before `-m` (negate the match's options instead)"));
                         }
-                        i = self.load_match(&value, vspan, i)?;
+                        i = self.load_match(value, vspan, i)?;
                     }
                     'j' | 'g' => {
                         if inv {
@@ -270,19 +343,19 @@ impl SpecParser<'_, '_> {
                         if self.target.is_some() {
                             return Err(Diagnostic::error(opt_span, "multiple -j flags not allowed"));
                         }
-                        i = self.load_target(&value, vspan, letter == 'g', i, chain_of, chain_names)?;
+                        i = self.load_target(value, vspan, letter == 'g', i, chain_of, chain_names)?;
                     }
                     'c' => {
                         // `-c PACKETS BYTES` or `-c PACKETS,BYTES`.
                         let (pk, by, sp) = match value.split_once(',') {
-                            Some((p, b)) => (p.to_string(), b.to_string(), vspan),
+                            Some((p, b)) => (p, b, vspan),
                             None => {
                                 let by = toks.get(i).ok_or_else(|| Diagnostic::error(opt_span, "`-c` requires packet and byte counts"))?;
                                 i += 1;
-                                (value.clone(), by.as_str().to_string(), vspan.to(by.span))
+                                (value, by.as_str(), vspan.to(by.span))
                             }
                         };
-                        let (Some(packets), Some(bytes)) = (parse_c_number(&pk), parse_c_number(&by)) else {
+                        let (Some(packets), Some(bytes)) = (parse_c_number(pk), parse_c_number(by)) else {
                             return Err(Diagnostic::error(sp, "counters must be numbers (`-c PACKETS BYTES`)"));
                         };
                         self.counters = Some(Counters { packets, bytes });
@@ -311,7 +384,7 @@ impl SpecParser<'_, '_> {
     /// Recognizes a base option: `(letter, takes_value, attached value)`, or `None` for an
     /// extension option. A long option is resolved as getopt_long resolves it against iptables'
     /// merged option table: an exact name wins, otherwise an unambiguous prefix.
-    fn base_option(&self, t: &str, span: Span) -> Result<Option<(char, bool, Option<String>)>, Diagnostic> {
+    fn base_option<'t>(&self, t: &'t str, span: Span) -> Result<Option<BaseOption<'t>>, Diagnostic> {
         if let Some(long) = t.strip_prefix("--") {
             if let Some(&(_, c, v)) = BASE.iter().find(|(n, _, _)| *n == long) {
                 return Ok(Some((c, v, None)));
@@ -335,11 +408,10 @@ impl SpecParser<'_, '_> {
             };
         }
         let rest = &t[1..];
-        let mut chars = rest.chars();
-        let Some(c) = chars.next() else {
+        let Some(c) = rest.chars().next() else {
             return Ok(None);
         };
-        let attached: String = chars.collect();
+        let attached = &rest[c.len_utf8()..];
         match BASE.iter().find(|(_, l, _)| *l == c) {
             Some(&(_, l, takes)) => {
                 if !takes && !attached.is_empty() {
@@ -369,7 +441,7 @@ impl SpecParser<'_, '_> {
         }
         if matches::KNOWN.contains(&name) {
             let (args, next) = self.opaque_args(i);
-            self.matches.push((Match::Opaque(Opaque { name: name.into(), args }), span));
+            self.matches.push((Match::Opaque(Box::new(Opaque { name: name.into(), args })), span));
             return Ok(next);
         }
         let mut d = Diagnostic::error(span, format!("unknown match extension `{name}` (iptables: Couldn't load match `{name}`)"));
@@ -410,7 +482,7 @@ impl SpecParser<'_, '_> {
             }
             if targets::KNOWN.contains(&name) {
                 let (args, next) = self.opaque_args(i);
-                self.target = Some(Target::Ext(TargetExt::Opaque(Opaque { name: name.into(), args })));
+                self.target = Some(Target::Ext(TargetExt::Opaque(Box::new(Opaque { name: name.into(), args }))));
                 return Ok(next);
             }
         }
@@ -444,7 +516,7 @@ impl SpecParser<'_, '_> {
             return Some(o);
         }
         self.matches.iter_mut().rev().find_map(|(m, _)| match m {
-            Match::Opaque(o) => Some(o),
+            Match::Opaque(o) => Some(&mut **o),
             _ => None,
         })
     }
@@ -492,7 +564,7 @@ impl SpecParser<'_, '_> {
                         // it takes this option and what follows, up to the next base option.
                         let at = if invert { i - 1 } else { i };
                         let (args, next) = self.opaque_args(at);
-                        self.matches.push((Match::Opaque(Opaque { name: pname.into(), args }), span));
+                        self.matches.push((Match::Opaque(Box::new(Opaque { name: pname.into(), args })), span));
                         return Ok(next);
                     }
                 }

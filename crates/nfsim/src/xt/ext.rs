@@ -195,8 +195,9 @@ macro_rules! extension_enum {
                 #[doc = concat!("`", $save, "`")]
                 $variant($ty),
             )*
-            /// An extension the model does not type (kept verbatim, undecidable in simulation).
-            Opaque($crate::xt::ext::Opaque),
+            /// An extension the model does not type (kept verbatim, undecidable in simulation);
+            /// boxed, as it is rare and larger than the typed ones.
+            Opaque(Box<$crate::xt::ext::Opaque>),
         }
 
         impl $name {
