@@ -147,7 +147,7 @@ pub(crate) fn run_classes(rules: &FsPath, host_args: &HostArgs, from: &str, sim:
                 })
             })
             .collect();
-        let v = json!({"from": scope.from.clone().unwrap_or_else(|| "local".into()), "count": items.len(), "classes": items});
+        let v = json!({"from": scope.from.clone().unwrap_or_else(|| "local".into()), "count": items.len(), "truncated": cs.truncated, "classes": items});
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         writeln!(out, "{} classes of packets {} (new connections; TCP SYN, ICMP echo request):", cs.classes.len(), from_text(&scope))?;
@@ -156,6 +156,12 @@ pub(crate) fn run_classes(rules: &FsPath, host_args: &HostArgs, from: &str, sim:
             writeln!(out, "     -> {}", class_fates(c, family))?;
             writeln!(out, "     example: nfsim trace --rules {} {}", rules.display(), trace_args(&scope, &c.example))?;
         }
+    }
+    if cs.truncated {
+        eprintln!(
+            "nfsim: warning: some packets fork more than {} ways (`statistic`, undecidable rules); the analysis stopped following them, so some classes are incomplete",
+            opts.max_branches
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -438,3 +438,24 @@ fn trace_packets_equals_one_trace_per_packet() {
     assert!(forked >= 20, "the sample reaches the services' endpoints ({forked} forked)");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn classes_say_when_the_fork_cap_cut_them() {
+    let dir = std::env::temp_dir().join(format!("nfsim-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let rules = dir.join("forks.rules");
+    // Nine coin flips for one kind of packet: 512 branches each, past the cap of 256.
+    let flips = (0..9)
+        .map(|i| {
+            format!("-A OUTPUT -p udp -d 10.0.0.9/32 --dport 7 -m statistic --mode random --probability 0.5 -j MARK --set-xmark {:#x}/{:#x}\n", 1 << i, 1 << i)
+        })
+        .collect::<String>();
+    std::fs::write(&rules, format!("*mangle\n:OUTPUT ACCEPT [0:0]\n{flips}COMMIT\n")).expect("write rules");
+    let rules = rules.to_str().expect("utf-8 path");
+    let (code, out, err) = nfsim(&["classes", "--rules", rules, "--iface", "eth0=10.0.0.5/24", "--from", "local", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["truncated"], true, "{out}");
+    assert!(err.contains("more than 256 ways") && err.contains("incomplete"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
