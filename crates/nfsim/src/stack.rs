@@ -447,9 +447,15 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
             for (st, route) in alive.drain(..) {
                 let before = d.route_key(&st);
                 run_table(d, st, Hook::Output, tname, nat, false, &mut passed);
-                for st in passed.drain(..) {
+                // The route goes on with the last state that keeps it; the others get copies.
+                let mut route = Some(route);
+                let last = passed.len().saturating_sub(1);
+                for (k, st) in passed.drain(..).enumerate() {
                     let (again, keep) = d.rerouted(st, tname, &before);
-                    next.extend(keep.map(|s| (s, route.clone())));
+                    if let Some(s) = keep {
+                        let r = if k == last { route.take() } else { route.clone() };
+                        next.extend(r.map(|r| (s, r)));
+                    }
                     if let Some(st) = again {
                         next.extend(reroute(d, st, tname));
                     }
