@@ -19,7 +19,8 @@ use crate::trace::{BranchOut, PacketSpec, packet_of, parse_mark};
 
 /// Lines a worker takes at a time.
 const CHUNK: usize = 512;
-/// Inputs at least this long get a progress bar (when standard error is a terminal).
+/// Inputs at least this long get a progress bar (when standard error is a terminal and the
+/// results go elsewhere).
 const PROGRESS_FROM: usize = 20_000;
 /// Bad lines rendered in full on standard error (every one is also in the output).
 const SHOWN_ERRORS: usize = 20;
@@ -191,10 +192,11 @@ pub(crate) fn run(ruleset: &Ruleset, host: &Host, opts: &Options, path: &Path, o
     }
     let chunks: Vec<&[(usize, usize, &str)]> = lines.chunks(CHUNK).collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len()).max(1);
-    let bar = (std::io::stderr().is_terminal() && lines.len() >= PROGRESS_FROM).then(|| {
+    // Not when the results go to the same terminal: the bar would cut through them.
+    let bar = (std::io::stderr().is_terminal() && !std::io::stdout().is_terminal() && lines.len() >= PROGRESS_FROM).then(|| {
         let bar = indicatif::ProgressBar::new(lines.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} packets, {per_sec}, {eta} left")
+            indicatif::ProgressStyle::with_template("{bar:30} {human_pos}/{human_len} packets, {eta} left")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
