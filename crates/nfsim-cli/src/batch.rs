@@ -87,8 +87,14 @@ struct Problem {
 
 /// Reads `line` (at byte `at` of the input, line number `no`) into a packet and its origin.
 fn read_line(line: &str, at: usize, no: usize) -> Result<(nfsim::Packet, nfsim::Origin), Problem> {
-    let problem =
-        |col: usize, len: usize, message: String, help: Option<String>| Problem { line: no, span: Span::new(at + col, at + col + len), message, help };
+    let problem = |col: usize, len: usize, message: String, help: Option<String>| {
+        // Whatever column a parser names, the caret starts on a character of the line.
+        let mut col = col.min(line.len());
+        while !line.is_char_boundary(col) {
+            col -= 1;
+        }
+        Problem { line: no, span: Span::new(at + col, at + col + len), message, help }
+    };
     let p: PacketLine = match serde_json::from_str(line) {
         Ok(p) => p,
         Err(e) => {
@@ -173,13 +179,15 @@ fn run_chunk(sim: &Simulator<'_>, text: &str, lines: &[(usize, usize, &str)]) ->
 /// Exit status: 0 when every line was a packet, 1 when some were not (each is reported on
 /// standard error and stands as an `{"error": ...}` object in its place).
 pub(crate) fn run(ruleset: &Ruleset, host: &Host, opts: &Options, path: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (name, text) = if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading packets from standard input")?;
-        ("<stdin>".to_string(), s)
+    let (name, bytes) = if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).context("reading packets from standard input")?;
+        ("<stdin>".to_string(), b)
     } else {
-        (path.display().to_string(), std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
+        (path.display().to_string(), std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
     };
+    // A line that is not UTF-8 is a bad line like any other (its bytes show as U+FFFD).
+    let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     // (line number, byte offset, text) of each non-blank line.
     let mut lines = Vec::new();
     let mut at = 0;

@@ -459,3 +459,26 @@ fn classes_say_when_the_fork_cap_cut_them() {
     assert!(err.contains("more than 256 ways") && err.contains("incomplete"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn trace_packets_reports_every_kind_of_bad_line_without_stopping() {
+    let mut input: Vec<u8> = b"{\"proto\":\"tcp\",\"dst\":\"10.0.0.9:80\",\"from\":\"\xe2\x84\x93ocal\xff\n".to_vec();
+    input.extend("{\"ünï\":\"ç\",\"prötö\":1}\n{\"proto\":\"tcp\",\"dst\":\"é:80\",\"from\":\"local\"}\n".as_bytes());
+    input.extend(format!("{{\"proto\":\"tcp\",\"dst\":\"10.0.0.9:80\",\"from\":\"local\",\"x\":{}{}}}\n", "[".repeat(300), "]".repeat(300)).as_bytes());
+    input.extend(b"{\"proto\":\"tcp\",\"dst\":\"10.0.0.9:8080\",\"from\":\"local\",\"uid\":1000}\n");
+    let dir = std::env::temp_dir().join(format!("nfsim-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let packets = dir.join("bad.jsonl");
+    std::fs::write(&packets, &input).expect("write packets");
+    let (code, out, err) =
+        nfsim(&["trace", "--rules", &example("istio-sidecar.rules"), "--iface", "eth0=10.0.0.5/24", "--packets", packets.to_str().expect("utf-8 path")], "");
+    assert_eq!(code, 1, "{err}");
+    let results: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(results.len(), 5, "{out}");
+    for (n, r) in results.iter().take(4).enumerate() {
+        assert_eq!(r["error"]["line"], n + 1, "{r}");
+    }
+    assert_eq!(results[4]["verdict"], "ACCEPT", "the good line after them still runs");
+    assert!(err.contains("did you mean `proto`?") && err.contains("4 of 5 lines"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
