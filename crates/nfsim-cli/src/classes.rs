@@ -181,6 +181,8 @@ fn real_example(ch: &Change, family: Family) -> Option<Input> {
 pub(crate) struct Diffed {
     pub(crate) scope: Scope,
     pub(crate) changes: Vec<(Change, Input)>,
+    /// The fork cap cut the analysis of this scope on one side or both.
+    pub(crate) truncated: bool,
 }
 
 /// The changes between two rule sets on one host, for every scope (scopes in parallel).
@@ -194,8 +196,9 @@ pub(crate) fn diff_rules(old: &Ruleset, new: &Ruleset, host: &Host, from: Option
             .into_iter()
             .map(|scope| {
                 t.spawn(move || {
-                    let changes = plan.diff(old, new, host, &scope, opts).into_iter().filter_map(|c| real_example(&c, family).map(|e| (c, e))).collect();
-                    Diffed { scope, changes }
+                    let (changes, truncated) = plan.diff_and_cut(old, new, host, &scope, opts);
+                    let changes = changes.into_iter().filter_map(|c| real_example(&c, family).map(|e| (c, e))).collect();
+                    Diffed { scope, changes, truncated }
                 })
             })
             .collect();
@@ -215,6 +218,13 @@ pub(crate) fn print_changes(
     out: &mut impl Write,
 ) -> anyhow::Result<Vec<Value>> {
     let mut items = Vec::new();
+    for d in diffs.iter().filter(|d| d.truncated) {
+        eprintln!(
+            "nfsim: warning: {label}some packets {} fork more than {} ways (`statistic`, undecidable rules); the analysis stopped following them, so changes among them may be missing",
+            from_text(&d.scope),
+            opts.max_branches
+        );
+    }
     let total: usize = diffs.iter().map(|d| d.changes.len()).sum();
     if !json {
         if total == 0 {

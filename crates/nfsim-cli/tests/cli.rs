@@ -440,7 +440,7 @@ fn trace_packets_equals_one_trace_per_packet() {
 }
 
 #[test]
-fn classes_say_when_the_fork_cap_cut_them() {
+fn classes_and_diff_say_when_the_fork_cap_cut_them() {
     let dir = std::env::temp_dir().join(format!("nfsim-cap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let rules = dir.join("forks.rules");
@@ -457,6 +457,11 @@ fn classes_say_when_the_fork_cap_cut_them() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["truncated"], true, "{out}");
     assert!(err.contains("more than 256 ways") && err.contains("incomplete"), "{err}");
+    // A diff of such rules (the last flip sets another bit) says that it may miss changes.
+    let changed = dir.join("changed.rules");
+    std::fs::write(&changed, format!("*mangle\n:OUTPUT ACCEPT [0:0]\n{}COMMIT\n", flips.replace("0x100/0x100", "0x200/0x200"))).expect("write rules");
+    let (_, _, err) = nfsim(&["diff", rules, changed.to_str().expect("utf-8 path"), "--iface", "eth0=10.0.0.5/24", "--from", "local"], "");
+    assert!(err.contains("sent by a local process fork more than 256 ways") && err.contains("may be missing"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

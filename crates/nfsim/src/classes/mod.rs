@@ -419,8 +419,15 @@ impl DiffPlan {
 
     /// The changes for the packets of `scope` (`old` and `new` as given to [`DiffPlan::new`]).
     pub fn diff(&self, old: &Ruleset, new: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> Vec<Change> {
+        self.diff_and_cut(old, new, host, scope, opts).0
+    }
+
+    /// The changes, and whether the fork cap cut either side's analysis (then changes among
+    /// the packets it stopped following may be missing; see [`Classes::truncated`]).
+    pub fn diff_and_cut(&self, old: &Ruleset, new: &Ruleset, host: &Host, scope: &Scope, opts: &Options) -> (Vec<Change>, bool) {
         let Some((fo, fn_)) = &self.focus else {
-            return diff(&classes(old, host, scope, opts), &classes(new, host, scope, opts));
+            let (a, b) = (classes(old, host, scope, opts), classes(new, host, scope, opts));
+            return (diff(&a, &b), a.truncated || b.truncated);
         };
         // Both sides keep the packets that entered a differing chain (with every fate of their
         // fork family): the same packets on both sides, since they decide alike until they
@@ -432,7 +439,8 @@ impl DiffPlan {
             let kept: Vec<Leaf> = leaves.into_iter().filter(|l| l.dirty || l.root.is_some_and(|r| hot_roots.contains(&r))).collect();
             Classes { scope: scope.clone(), classes: assemble(kept), truncated }
         };
-        diff(&side(old, fo), &side(new, fn_))
+        let (a, b) = (side(old, fo), side(new, fn_));
+        (diff(&a, &b), a.truncated || b.truncated)
     }
 }
 
