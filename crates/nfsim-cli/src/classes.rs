@@ -295,7 +295,8 @@ pub(crate) fn run_diff(
     let diffs = diff_rules(&a, &b, &host, from, &opts);
     let items = print_changes(&diffs, &a, &b, &host, &opts, json, "", out)?;
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&json!({"changes": items}))?)?;
+        let truncated = diffs.iter().any(|d| d.truncated);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json!({"changes": items, "truncated": truncated}))?)?;
     }
     let changed = diffs.iter().any(|d| !d.changes.is_empty());
     out.flush()?;
@@ -410,11 +411,13 @@ pub(crate) fn run_scenario_diff(s: &str, rules_new: &[(String, PathBuf)], json: 
     // Every packet of each changed host.
     let opts = Options::default();
     let mut items = Vec::new();
+    let mut truncated = false;
     for (h, _) in rules_new {
         let (a, b) = (old_hosts.iter().find(|x| &x.host.name == h), new_hosts.iter().find(|x| &x.host.name == h));
         let (Some(a), Some(b)) = (a, b) else { continue };
         let diffs = diff_rules(&a.ruleset, &b.ruleset, &a.host, None, &opts);
         changed |= diffs.iter().any(|d| !d.changes.is_empty());
+        truncated |= diffs.iter().any(|d| d.truncated);
         let mut found = print_changes(&diffs, &a.ruleset, &b.ruleset, &a.host, &opts, json, &format!("host {h}: "), out)?;
         for f in &mut found {
             f["host"] = json!(h);
@@ -446,7 +449,7 @@ pub(crate) fn run_scenario_diff(s: &str, rules_new: &[(String, PathBuf)], json: 
         changed = true;
     }
     if json {
-        let v = json!({"changes": items, "flows": flows, "loops": {"old": la, "new": lb, "added": added, "removed": removed}});
+        let v = json!({"changes": items, "truncated": truncated, "flows": flows, "loops": {"old": la, "new": lb, "added": added, "removed": removed}});
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         for l in &added {

@@ -108,6 +108,9 @@ pub(crate) struct BranchOut<'a> {
     probability: f64,
     reason: &'a Option<nfsim::Reason>,
     trace: Vec<StepOut<'a>>,
+    /// On the first branch: more branches existed than the cap allows, and these are the first.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
     undecidable: bool,
     verdict: nfsim::trace::Verdict,
 }
@@ -209,6 +212,7 @@ impl<'a> BranchOut<'a> {
             probability: b.probability,
             reason: &b.reason,
             trace: b.trace.iter().map(|s| StepOut { chain: &s.chain, hook: s.hook, kind: s.kind, rule: s.rule, table: s.table }).collect(),
+            truncated: false,
             undecidable: b.undecidable,
             verdict: b.verdict,
         }
@@ -218,6 +222,7 @@ impl<'a> BranchOut<'a> {
     /// there are several (`null` when there is none).
     pub(crate) fn simulation(sim: &'a nfsim::Simulation) -> Option<BranchOut<'a>> {
         let mut top = BranchOut::of(sim.branches.first()?);
+        top.truncated = sim.truncated;
         if sim.branches.len() > 1 {
             top.branches = Some(sim.branches.iter().map(BranchOut::of).collect());
         }
@@ -355,6 +360,9 @@ pub(crate) fn run(args: &TraceArgs, out: &mut impl Write) -> anyhow::Result<Exit
                 line.push_str(&format!(", original destination {}", fmt_addr_port(a, p)));
             }
             writeln!(out, "{line}")?;
+        }
+        if sim.truncated {
+            writeln!(out, "truncated: the packet forks more than {} ways; only these branches were followed", opts.max_branches)?;
         }
     }
     Ok(if sim.branches.iter().all(|b| b.delivered.is_some()) { ExitCode::SUCCESS } else { ExitCode::from(4) })

@@ -460,8 +460,18 @@ fn classes_and_diff_say_when_the_fork_cap_cut_them() {
     // A diff of such rules (the last flip sets another bit) says that it may miss changes.
     let changed = dir.join("changed.rules");
     std::fs::write(&changed, format!("*mangle\n:OUTPUT ACCEPT [0:0]\n{}COMMIT\n", flips.replace("0x100/0x100", "0x200/0x200"))).expect("write rules");
-    let (_, _, err) = nfsim(&["diff", rules, changed.to_str().expect("utf-8 path"), "--iface", "eth0=10.0.0.5/24", "--from", "local"], "");
+    let changed = changed.to_str().expect("utf-8 path");
+    let (_, _, err) = nfsim(&["diff", rules, changed, "--iface", "eth0=10.0.0.5/24", "--from", "local"], "");
     assert!(err.contains("sent by a local process fork more than 256 ways") && err.contains("may be missing"), "{err}");
+    let (_, out, _) = nfsim(&["diff", rules, changed, "--iface", "eth0=10.0.0.5/24", "--from", "local", "--json"], "");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).expect("json")["truncated"], true, "{out}");
+    // One such packet: the trace says it followed only the first 256 branches, in text and JSON.
+    let packet = ["trace", "--rules", rules, "--iface", "eth0=10.0.0.5/24", "--from", "local", "--proto", "udp", "--dst", "10.0.0.9:7"];
+    let (_, out, _) = nfsim(&packet, "");
+    assert!(out.contains("truncated: the packet forks more than 256 ways"), "{out}");
+    let (_, out, _) = nfsim(&[&packet[..], &["--json"]].concat(), "");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((v["truncated"].clone(), v["branches"].as_array().map(Vec::len)), (serde_json::json!(true), Some(256)), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
