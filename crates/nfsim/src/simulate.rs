@@ -3,7 +3,6 @@
 //! `traverse` over the domain where every question has one answer and every step is
 //! recorded in the kernel's TRACE vocabulary.
 
-use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -123,7 +122,7 @@ impl<'a> Simulator<'a> {
     pub fn run(&self, mut pkt: Packet, origin: &Origin) -> Simulation {
         let family = pkt.family();
         let ld = Loaded { ruleset: self.ruleset, host: self.host, opts: &self.opts, family, conntrack: self.conntrack };
-        let mut sim = Sim { ld, loaded: self, table: Cell::new((0, usize::MAX)), out: Vec::new(), truncated: false, branches: 1 };
+        let mut sim = Sim { ld, loaded: self, out: Vec::new(), truncated: false, branches: 1 };
         match origin {
             Origin::Local(owner) => {
                 pkt.owner = owner.clone();
@@ -280,8 +279,6 @@ struct Sim<'a> {
     ld: Loaded<'a>,
     /// What the simulator prepared once: dispatch runs and shared names.
     loaded: &'a Simulator<'a>,
-    /// The table last asked about: its address and its number in the rule set.
-    table: Cell<(usize, usize)>,
     out: Vec<Branch>,
     truncated: bool,
     /// Branches of the packet so far (forks taken plus one).
@@ -289,17 +286,9 @@ struct Sim<'a> {
 }
 
 impl Sim<'_> {
-    /// The number of `table` in the rule set (the walk stays in one table for many questions).
-    #[inline]
+    /// The number of `table` in the rule set.
     fn table_number(&self, table: &Table) -> Option<usize> {
-        let addr = std::ptr::from_ref(table) as usize;
-        let (last, n) = self.table.get();
-        if last == addr {
-            return Some(n);
-        }
-        let n = self.ld.ruleset.tables.iter().position(|t| std::ptr::eq(t, table))?;
-        self.table.set((addr, n));
-        Some(n)
+        self.ld.ruleset.tables.iter().position(|t| std::ptr::eq(t, table))
     }
 }
 

@@ -337,8 +337,7 @@ fn refuse<'a, D: Domain<'a>>(d: &mut D, st: D::State, p: Pred, verdict: Verdict,
 /// came back in on `lo` after local output (it carries the conntrack entry made on its way out,
 /// so nat is skipped and raw sees its real state).
 fn run_hook<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, nat: NatCtx<Addr<'a, D>>, looped: bool) -> Vec<D::State> {
-    let mut alive = Vec::with_capacity(1);
-    alive.push(st);
+    let mut alive = vec![st];
     let mut next = Vec::new();
     for &tname in tables_at(hook, d.opts().backend) {
         for st in alive.drain(..) {
@@ -440,22 +439,15 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
         let nat = NatCtx { redirect_to: Some(d.lift(loopback(d.family()))), masquerade_src: route.src };
         // Every OUTPUT table sees the out device of the first route (the hook's `state->out`); a
         // re-route after mangle or nat OUTPUT changes the route POSTROUTING and delivery use.
-        let mut alive = Vec::with_capacity(1);
-        alive.push((st, route.clone()));
+        let mut alive = vec![(st, route.clone())];
         let (mut next, mut passed) = (Vec::new(), Vec::new());
         for &tname in tables_at(Hook::Output, d.opts().backend) {
             for (st, route) in alive.drain(..) {
                 let before = d.route_key(&st);
                 run_table(d, st, Hook::Output, tname, nat, false, &mut passed);
-                // The route goes on with the last state that keeps it; the others get copies.
-                let mut route = Some(route);
-                let last = passed.len().saturating_sub(1);
-                for (k, st) in passed.drain(..).enumerate() {
+                for st in passed.drain(..) {
                     let (again, keep) = d.rerouted(st, tname, &before);
-                    if let Some(s) = keep {
-                        let r = if k == last { route.take() } else { route.clone() };
-                        next.extend(r.map(|r| (s, r)));
-                    }
+                    next.extend(keep.map(|s| (s, route.clone())));
                     if let Some(st) = again {
                         next.extend(reroute(d, st, tname));
                     }
