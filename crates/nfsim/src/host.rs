@@ -132,11 +132,11 @@ pub struct Host {
 
 /// Where the routing decision sends a packet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RouteResult {
+pub struct RouteResult<'h> {
     /// Delivered to this host.
     pub local: bool,
     /// Output device (`lo` for local delivery of locally generated packets).
-    pub dev: String,
+    pub dev: &'h str,
     /// Next hop (the gateway, or the destination itself when directly connected).
     pub next_hop: IpAddr,
     /// The preferred source address for this route.
@@ -286,7 +286,7 @@ impl Host {
 
     /// The routing decision for a packet to `dst` with mark `mark` (`fib_lookup`): policy rules,
     /// then the local table, then the main table (connected routes, explicit routes, default).
-    pub fn route(&self, dst: IpAddr, mark: u32) -> Option<RouteResult> {
+    pub fn route(&self, dst: IpAddr, mark: u32) -> Option<RouteResult<'_>> {
         for rule in &self.policy {
             if mark & rule.mask == rule.fwmark
                 && let Some(r) = self.tables.get(&rule.table).and_then(|t| self.lookup(t, dst))
@@ -295,7 +295,7 @@ impl Host {
             }
         }
         if self.is_local(dst) {
-            return Some(RouteResult { local: true, dev: "lo".into(), next_hop: dst, src: Some(self.local_src(dst)) });
+            return Some(RouteResult { local: true, dev: "lo", next_hop: dst, src: Some(self.local_src(dst)) });
         }
         // The main table: connected routes, explicit routes, the default route.
         let connected = self.ifaces().flat_map(|i| i.addrs.iter().map(move |a| (a.trunc(), None, i.name.as_str(), false)));
@@ -309,9 +309,9 @@ impl Host {
         Some(self.result(best.1, best.2, best.3, dst))
     }
 
-    fn result(&self, via: Option<IpAddr>, dev: &str, local: bool, dst: IpAddr) -> RouteResult {
+    fn result<'h>(&self, via: Option<IpAddr>, dev: &'h str, local: bool, dst: IpAddr) -> RouteResult<'h> {
         let src = self.primary_addr(dev, dst.is_ipv4());
-        RouteResult { local, dev: dev.to_string(), next_hop: via.unwrap_or(dst), src }
+        RouteResult { local, dev, next_hop: via.unwrap_or(dst), src }
     }
 
     /// The preferred source of the local route to `dst`, an address of this host: 127.0.0.1 for
@@ -336,7 +336,7 @@ impl Host {
     /// The main-table route for `dst` out of `dev` only, as IPv6 looks up an arriving packet to a
     /// loopback, link-local or multicast address (`rt6_need_strict`: `RT6_LOOKUP_F_IFACE`): the
     /// local `::1 dev lo` does not match a packet that came in on another device.
-    pub fn route_strict(&self, dst: IpAddr, dev: &str) -> Option<RouteResult> {
+    pub fn route_strict(&self, dst: IpAddr, dev: &str) -> Option<RouteResult<'_>> {
         let connected = self.ifaces().filter(|i| i.name == dev).flat_map(|i| i.addrs.iter().map(move |a| (a.trunc(), None, i.name.as_str(), false)));
         let explicit = self.routes.iter().filter(|r| r.dev == dev && !r.local).map(|r| (r.dst, r.via, r.dev.as_str(), r.local));
         let default = self.gateway.and_then(|gw| {
@@ -349,7 +349,7 @@ impl Host {
     }
 
     /// Longest-prefix match in one table.
-    fn lookup(&self, table: &[Route], dst: IpAddr) -> Option<RouteResult> {
+    fn lookup<'h>(&'h self, table: &'h [Route], dst: IpAddr) -> Option<RouteResult<'h>> {
         let best = table.iter().filter(|r| r.dst.contains(&dst)).max_by_key(|r| r.dst.prefix_len())?;
         Some(self.result(best.via, &best.dev, best.local, dst))
     }
@@ -395,7 +395,7 @@ mod tests {
         let r = h.route("10.0.0.9".parse().unwrap(), 0).unwrap();
         assert!(!r.local && r.dev == "eth0" && r.next_hop == "10.0.0.9".parse::<IpAddr>().unwrap());
         let r = h.route("8.8.8.8".parse().unwrap(), 0).unwrap();
-        assert_eq!((r.dev.as_str(), r.next_hop), ("eth0", "10.0.0.1".parse().unwrap()));
+        assert_eq!((r.dev, r.next_hop), ("eth0", "10.0.0.1".parse().unwrap()));
         assert_eq!(r.src, Some("10.0.0.5".parse().unwrap()));
         assert!(Host::new("bare").route("8.8.8.8".parse().unwrap(), 0).is_none());
     }

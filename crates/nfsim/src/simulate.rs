@@ -184,12 +184,17 @@ impl Flow for Box<Line> {
     fn set_out_iface(&mut self, dev: Option<&str>) {
         match (&mut self.pkt.out_iface, dev) {
             (Some(old), Some(new)) if old == new => {}
+            // The old name's buffer takes the new one.
+            (Some(old), Some(new)) => new.clone_into(old),
             (slot, dev) => *slot = dev.map(str::to_string),
         }
     }
     fn loop_back(&mut self) {
         self.conn = None;
-        self.pkt.in_iface = Some("lo".into());
+        // In on lo, out on nothing: the name's buffer is reused.
+        let mut name = self.pkt.in_iface.take().or_else(|| self.pkt.out_iface.take()).unwrap_or_default();
+        "lo".clone_into(&mut name);
+        self.pkt.in_iface = Some(name);
         self.pkt.out_iface = None;
         self.nat.confirmed = true;
     }
@@ -325,7 +330,7 @@ impl<'a> Domain<'a> for Sim<'a> {
         if yes { (Some(st), None) } else { (None, Some(st)) }
     }
 
-    fn route(&mut self, st: State, q: RouteQ<'_>) -> Routed<State, IpAddr> {
+    fn route(&mut self, st: State, q: RouteQ<'_>) -> Routed<'a, State, IpAddr> {
         let r = match q {
             RouteQ::Dst => self.ld.host.route(st.pkt.dst, st.pkt.mark),
             // `fib_validate_source`: the packet's mark only under `src_valid_mark`.
@@ -356,7 +361,7 @@ impl<'a> Domain<'a> for Sim<'a> {
         if again { (Some(st), None) } else { (None, Some(st)) }
     }
 
-    fn finish(&mut self, st: State, fin: Fin<Route<IpAddr, IpAddr>>) {
+    fn finish(&mut self, st: State, fin: Fin<Route<'a, IpAddr, IpAddr>>) {
         let (verdict, delivered, by, reason) = match fin {
             Fin::Local(None) => {
                 let addr = st.ledger.tproxy.map_or(st.pkt.dst, |(a, _)| a);

@@ -65,16 +65,19 @@ pub(crate) enum RouteQ<'q> {
 /// A route as the stack reads it, in a domain's addresses (`A`) and next hops (`H`: the next
 /// hop of one packet, or the gateway of a region's route).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Route<A, H> {
+pub(crate) struct Route<'h, A, H> {
     /// Delivered to this host.
     pub local: bool,
-    /// The output device.
-    pub dev: String,
+    /// The output device (a name of the host's).
+    pub dev: &'h str,
     /// The preferred source.
     pub src: Option<A>,
     /// Where the packet goes next.
     pub hop: H,
 }
+
+/// The states a stage passes on: nearly always one, and then on the stack, not the heap.
+pub(crate) type Few<T> = smallvec::SmallVec<[T; 2]>;
 
 /// What NAT targets need to know about where the packet is.
 #[derive(Clone, Copy, Debug)]
@@ -226,7 +229,7 @@ impl<T> From<Vec<T>> for Parts<T> {
 }
 
 /// The parts of a state with their route (`None`: no route).
-pub(crate) type Routed<S, H> = Parts<(S, Option<Route<<S as Flow>::Addr, H>>)>;
+pub(crate) type Routed<'h, S, H> = Parts<(S, Option<Route<'h, <S as Flow>::Addr, H>>)>;
 
 /// What the stack runs on: one packet, or a region of packets. Every question splits the state
 /// into the parts answering each way (one part for one packet).
@@ -268,7 +271,7 @@ pub(crate) trait Domain<'a> {
     /// Splits `st` by `p`: (the packets for which it holds, the others).
     fn split(&mut self, st: Self::State, p: Pred) -> (Option<Self::State>, Option<Self::State>);
     /// The route lookup `q`, per part of `st`.
-    fn route(&mut self, st: Self::State, q: RouteQ<'_>) -> Routed<Self::State, Self::Hop>;
+    fn route(&mut self, st: Self::State, q: RouteQ<'_>) -> Routed<'a, Self::State, Self::Hop>;
     /// The socket lookup (`Host::socket_for`) at `at`, per part of `st`: the socket's index.
     fn socket(&mut self, st: Self::State, at: (<Self::State as Flow>::Addr, <Self::State as Flow>::Port)) -> Parts<(Self::State, Option<usize>)>;
     /// What mangle OUTPUT compares, before the table.
@@ -276,7 +279,7 @@ pub(crate) trait Domain<'a> {
     /// After OUTPUT table `after`: (the packets routed again, those that keep their route).
     fn rerouted(&mut self, st: Self::State, after: TableName, before: &Self::Key) -> (Option<Self::State>, Option<Self::State>);
     /// The end of a branch.
-    fn finish(&mut self, st: Self::State, fin: Fin<Route<<Self::State as Flow>::Addr, Self::Hop>>);
+    fn finish(&mut self, st: Self::State, fin: Fin<Route<'a, <Self::State as Flow>::Addr, Self::Hop>>);
 
     // ----- the chain walk (`traverse::walk`) -----
 
@@ -310,7 +313,7 @@ pub(crate) trait Domain<'a> {
 }
 
 type Addr<'a, D> = <<D as Domain<'a>>::State as Flow>::Addr;
-type RouteOf<'a, D> = Route<Addr<'a, D>, <D as Domain<'a>>::Hop>;
+type RouteOf<'a, D> = Route<'a, Addr<'a, D>, <D as Domain<'a>>::Hop>;
 
 fn loopback(family: Family) -> IpAddr {
     match family {
@@ -336,9 +339,9 @@ fn refuse<'a, D: Domain<'a>>(d: &mut D, st: D::State, p: Pred, verdict: Verdict,
 /// Every table of `hook` in order; returns the branches that got through. `looped`: the packet
 /// came back in on `lo` after local output (it carries the conntrack entry made on its way out,
 /// so nat is skipped and raw sees its real state).
-fn run_hook<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, nat: NatCtx<Addr<'a, D>>, looped: bool) -> Vec<D::State> {
-    let mut alive = vec![st];
-    let mut next = Vec::new();
+fn run_hook<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, nat: NatCtx<Addr<'a, D>>, looped: bool) -> Few<D::State> {
+    let mut alive: Few<D::State> = smallvec::smallvec![st];
+    let mut next = Few::new();
     for &tname in tables_at(hook, d.opts().backend) {
         for st in alive.drain(..) {
             run_table(d, st, hook, tname, nat, looped, &mut next);
@@ -351,7 +354,7 @@ fn run_hook<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, nat: NatCtx<
 /// Table `tname` at `hook`; finishes the branches it drops, rejects or queues and adds those it
 /// accepts to `alive`.
 #[allow(clippy::too_many_arguments)]
-fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: TableName, nat: NatCtx<Addr<'a, D>>, looped: bool, alive: &mut Vec<D::State>) {
+fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: TableName, nat: NatCtx<Addr<'a, D>>, looped: bool, alive: &mut Few<D::State>) {
     let Some(table) = d.ruleset().table(d.family(), tname) else { return alive.push(st) };
     let mut st = st;
     if tname == TableName::Nat {
@@ -394,7 +397,7 @@ fn run_table<'a, D: Domain<'a>>(d: &mut D, st: D::State, hook: Hook, tname: Tabl
 /// for `lo` in IPv4, whose addresses are host-scoped, the first address of another interface.
 /// IPv6 (`ipv6_dev_get_saddr`) keeps the route's source, `::1` on lo.
 fn masquerade_src<'a, D: Domain<'a>>(d: &D, route: &RouteOf<'a, D>) -> Option<Addr<'a, D>> {
-    if route.dev.as_str() != "lo" || d.family() == Family::V6 {
+    if route.dev != "lo" || d.family() == Family::V6 {
         return route.src;
     }
     d.host().universe_addr(d.family() == Family::V4).map(|a| d.lift(a))
@@ -435,12 +438,12 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
                 st.bind_src(c);
             }
         }
-        st.set_out_iface(Some(route.dev.as_str()));
+        st.set_out_iface(Some(route.dev));
         let nat = NatCtx { redirect_to: Some(d.lift(loopback(d.family()))), masquerade_src: route.src };
         // Every OUTPUT table sees the out device of the first route (the hook's `state->out`); a
         // re-route after mangle or nat OUTPUT changes the route POSTROUTING and delivery use.
-        let mut alive = vec![(st, route.clone())];
-        let (mut next, mut passed) = (Vec::new(), Vec::new());
+        let mut alive: Few<_> = smallvec::smallvec![(st, route.clone())];
+        let (mut next, mut passed) = (Few::new(), Few::new());
         for &tname in tables_at(Hook::Output, d.opts().backend) {
             for (st, route) in alive.drain(..) {
                 let before = d.route_key(&st);
@@ -456,7 +459,7 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
             std::mem::swap(&mut alive, &mut next);
         }
         for (mut st, route) in alive {
-            st.set_out_iface(Some(route.dev.as_str()));
+            st.set_out_iface(Some(route.dev));
             let nat = NatCtx { redirect_to: None, masquerade_src: masquerade_src(d, &route) };
             for mut st in run_hook(d, st, Hook::Postrouting, nat, false) {
                 if route.local {
@@ -473,8 +476,8 @@ fn local_out_routed<'a, D: Domain<'a>>(d: &mut D, st: D::State, route: RouteOf<'
 
 /// The new route of packets re-routed after OUTPUT table `after`; those whose re-route fails
 /// are dropped there (no later table sees them).
-fn reroute<'a, D: Domain<'a>>(d: &mut D, st: D::State, after: TableName) -> Vec<(D::State, RouteOf<'a, D>)> {
-    let mut out = Vec::new();
+fn reroute<'a, D: Domain<'a>>(d: &mut D, st: D::State, after: TableName) -> Few<(D::State, RouteOf<'a, D>)> {
+    let mut out = Few::new();
     for (st, route) in d.route(st, RouteQ::Dst) {
         let Some(route) = route else {
             stop(d, st, Verdict::Drop, Reason::RerouteFails { after, cause: RerouteCause::NoRoute });
@@ -494,7 +497,12 @@ fn reroute<'a, D: Domain<'a>>(d: &mut D, st: D::State, after: TableName) -> Vec<
 
 /// An arriving packet (or one looped back on `lo` when `looped`).
 pub(crate) fn arrive<'a, D: Domain<'a>>(d: &mut D, st: D::State, looped: bool) {
-    let in_iface = st.in_iface().unwrap_or_default().to_string();
+    // The host's own name for the interface, when it has one (no copy per packet).
+    let name = st.in_iface().unwrap_or_default();
+    let in_iface: std::borrow::Cow<'a, str> = match d.host().interface(name) {
+        Some(i) => std::borrow::Cow::Borrowed(i.name.as_str()),
+        None => std::borrow::Cow::Owned(name.to_string()),
+    };
     let from_outside = !looped && in_iface != "lo";
     let mut st = st;
     if from_outside && d.family() == Family::V6 {
@@ -568,7 +576,7 @@ fn forward<'a, D: Domain<'a>>(d: &mut D, mut st: D::State, r: &RouteOf<'a, D>) {
         return stop(d, st, Verdict::Drop, Reason::TtlExceeded { family: d.family(), ttl });
     }
     *st.ttl_mut() -= 1;
-    st.set_out_iface(Some(r.dev.as_str()));
+    st.set_out_iface(Some(r.dev));
     for st in run_hook(d, st, Hook::Forward, NatCtx::none(), false) {
         let nat = NatCtx { redirect_to: None, masquerade_src: r.src };
         for st in run_hook(d, st, Hook::Postrouting, nat, false) {
@@ -586,7 +594,7 @@ fn reverse_path<'a, D: Domain<'a>>(d: &mut D, st: D::State, in_iface: &str) -> V
     }
     let mut ok = Vec::new();
     for (st, back) in d.route(st, RouteQ::Back) {
-        if reverse_path_ok(mode, back.as_ref().map(|r| r.dev.as_str()), in_iface) {
+        if reverse_path_ok(mode, back.as_ref().map(|r| r.dev), in_iface) {
             ok.push(st);
         } else {
             stop(d, st, Verdict::Drop, Reason::ReversePath { mode, iface: in_iface.to_string() });

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::matches::Eval;
 use crate::ruleset::{ChainId, Hook, Policy, Rule, Table, Target};
-use crate::stack::{Domain, Flow, NatCtx};
+use crate::stack::{Domain, Few, Flow, NatCtx};
 use crate::targets::effect::Applied;
 use crate::trace::{RuleRef, StepKind};
 
@@ -102,7 +102,7 @@ pub(crate) struct Cursor<L> {
     /// The rule's index (past the end: the chain's end).
     pub rule: usize,
     /// Return addresses.
-    pub stack: Vec<(ChainId, usize)>,
+    pub stack: Returns,
     /// The domain's mark.
     pub lane: L,
 }
@@ -112,6 +112,9 @@ impl<L: Copy> Cursor<L> {
         Cursor { chain: self.chain, rule, stack: self.stack.clone(), lane }
     }
 }
+
+/// A walk's return addresses: a few deep, on the stack.
+pub(crate) type Returns = smallvec::SmallVec<[(ChainId, usize); 4]>;
 
 /// Where a state goes before a rule is tested (the domain's shortcuts).
 pub(crate) enum Enter<S, L> {
@@ -144,13 +147,13 @@ pub(crate) fn rule_ref<'a, D: Domain<'a>>(d: &D, table: &'a Table, chain: ChainI
 type Addr<'a, D> = <<D as Domain<'a>>::State as Flow>::Addr;
 
 /// Walks `table`'s built-in chain of `hook` for `st`; returns each branch's state and end.
-pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, nat: &NatCtx<Addr<'a, D>>, st: D::State) -> Vec<(D::State, End)> {
-    let Some(start) = table.builtin(hook) else { return vec![(st, End::Accept)] };
+pub(crate) fn walk<'a, D: Domain<'a>>(d: &mut D, table: &'a Table, hook: Hook, nat: &NatCtx<Addr<'a, D>>, st: D::State) -> Few<(D::State, End)> {
+    let Some(start) = table.builtin(hook) else { return smallvec::smallvec![(st, End::Accept)] };
     // The states still to walk: the first outside the list, so that a walk without forks
     // allocates none.
-    let mut first = Some((st, Cursor { chain: start, rule: 0, stack: Vec::new(), lane: D::Lane::default() }));
+    let mut first = Some((st, Cursor { chain: start, rule: 0, stack: Returns::new(), lane: D::Lane::default() }));
     let mut work = Vec::new();
-    let mut done = Vec::with_capacity(1);
+    let mut done = Few::new();
     let mut budget = d.step_budget();
     'work: while let Some((mut st, mut cur)) = first.take().or_else(|| work.pop()) {
         let end = loop {

@@ -148,7 +148,7 @@ pub(crate) struct Start {
 
 /// A route as the symbolic engine sees it: the preferred source is constant, or the
 /// destination itself (local routes of the main lookup); the hop is the gateway (`None` on the link).
-pub(crate) type RouteSym = Route<AVal, Option<IpAddr>>;
+pub(crate) type RouteSym<'a> = Route<'a, AVal, Option<IpAddr>>;
 
 /// What mangle OUTPUT compares to decide on a re-route (`simulate::RouteKey`), symbolically.
 #[derive(Clone, Copy, Debug)]
@@ -185,7 +185,7 @@ pub(crate) struct Engine<'a> {
     /// Base-match tests and dispatch runs of every chain, per table (by chain id).
     base: Vec<(TableName, Vec<std::cell::OnceCell<ChainIndex>>)>,
     /// The routing partitions on the destination and on the source.
-    routes: [Vec<(Test, Option<RouteSym>)>; 2],
+    routes: [Vec<(Test, Option<RouteSym<'a>>)>; 2],
     /// The socket partition of the input packets' own destinations.
     sockets: Vec<(Cube, Option<usize>)>,
     /// Branches per fork family (the packets of one family are the branches of the same input
@@ -383,7 +383,7 @@ impl<'a> Engine<'a> {
         self
     }
 
-    fn route_parts(&self, dst: bool) -> Vec<(Test, Option<RouteSym>)> {
+    fn route_parts(&self, dst: bool) -> Vec<(Test, Option<RouteSym<'a>>)> {
         self.routes[usize::from(!dst)].clone()
     }
 
@@ -595,7 +595,7 @@ impl<'a> Engine<'a> {
 
     /// Longest-prefix match over `routes` (ties: the later route, as `max_by_key`): the set of
     /// addresses each route wins.
-    fn lpm(&self, routes: Vec<(ipnet::IpNet, RouteSym)>) -> Vec<(Ranges<u128>, RouteSym)> {
+    fn lpm(&self, routes: Vec<(ipnet::IpNet, RouteSym<'a>)>) -> Vec<(Ranges<u128>, RouteSym<'a>)> {
         let bits = addr_bits(self.ld.family);
         let mut order: Vec<usize> = (0..routes.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(routes[i].0.prefix_len()), std::cmp::Reverse(i)));
@@ -615,14 +615,14 @@ impl<'a> Engine<'a> {
         out
     }
 
-    fn route_of(&self, via: Option<IpAddr>, dev: &str, local: bool) -> RouteSym {
+    fn route_of(&self, via: Option<IpAddr>, dev: &'a str, local: bool) -> RouteSym<'a> {
         let src = self.ld.host.primary_addr(dev, self.ld.family == Family::V4);
-        RouteSym { local, dev: dev.to_string(), hop: via, src: src.map(|a| AVal::Const(addr_num(a))) }
+        RouteSym { local, dev, hop: via, src: src.map(|a| AVal::Const(addr_num(a))) }
     }
 
     /// The reverse-path lookup's partition of the source space: `Host::route` on the source, with
     /// the packet's mark under `src_valid_mark` and with mark 0 otherwise (`fib_validate_source`).
-    fn compute_back_parts(&self) -> Vec<(Test, Option<RouteSym>)> {
+    fn compute_back_parts(&self) -> Vec<(Test, Option<RouteSym<'a>>)> {
         let parts = self.compute_route_parts(false);
         if self.ld.host.sysctls.src_valid_mark {
             return parts;
@@ -640,7 +640,7 @@ impl<'a> Engine<'a> {
 
     /// `Host::route` as a partition of (address, mark) space, on the destination (`dst`) or, for
     /// the reverse-path check, the source.
-    fn compute_route_parts(&self, dst: bool) -> Vec<(Test, Option<RouteSym>)> {
+    fn compute_route_parts(&self, dst: bool) -> Vec<(Test, Option<RouteSym<'a>>)> {
         let mk = |addrs: Ranges<u128>, mark: Option<Bits>| {
             let mut t = Test { mark, ..Test::default() };
             if dst {
@@ -686,7 +686,7 @@ impl<'a> Engine<'a> {
         }
         // The local table, then the main table.
         let local = self.local_set();
-        let mut main: Vec<(ipnet::IpNet, RouteSym)> = Vec::new();
+        let mut main: Vec<(ipnet::IpNet, RouteSym<'a>)> = Vec::new();
         for i in self.ld.host.ifaces() {
             for a in &i.addrs {
                 main.push((a.trunc(), self.route_of(None, &i.name, false)));
@@ -706,8 +706,8 @@ impl<'a> Engine<'a> {
         let wins = self.lpm(main);
         // The local routes' preferred sources (`Host::local_src`): the destination itself, except
         // in IPv4 for 127.0.0.0/8 (127.0.0.1) and secondary addresses (their subnet's primary).
-        let local_route = |src: AVal| RouteSym { local: true, dev: "lo".into(), hop: None, src: Some(src) };
-        let mut locals: Vec<(Ranges<u128>, RouteSym)> = Vec::new();
+        let local_route = |src: AVal| RouteSym { local: true, dev: "lo", hop: None, src: Some(src) };
+        let mut locals: Vec<(Ranges<u128>, RouteSym<'a>)> = Vec::new();
         let mut plain = local.clone();
         if dst && self.ld.family == Family::V4 {
             let lo = loopback_set(self.ld.family);
@@ -1122,7 +1122,7 @@ impl<'a> Domain<'a> for Engine<'a> {
         self.split_by(st, &tests)
     }
 
-    fn route(&mut self, st: St, q: RouteQ<'_>) -> Routed<St, Option<IpAddr>> {
+    fn route(&mut self, st: St, q: RouteQ<'_>) -> Routed<'a, St, Option<IpAddr>> {
         match q {
             RouteQ::Dst => {
                 let parts = self.route_parts(true);
@@ -1135,7 +1135,7 @@ impl<'a> Domain<'a> for Engine<'a> {
             RouteQ::LoopbackOn(dev) => {
                 // The packets here have the destination ::1 (`Pred::DstLoopback` for IPv6).
                 let r = self.ld.host.route_strict(std::net::Ipv6Addr::LOCALHOST.into(), dev);
-                Parts::One(Some((st, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), &r.dev, r.local)))))
+                Parts::One(Some((st, r.map(|r| self.route_of(Some(r.next_hop).filter(|h| !h.is_loopback()), r.dev, r.local)))))
             }
         }
     }
@@ -1153,7 +1153,7 @@ impl<'a> Domain<'a> for Engine<'a> {
         self.reroutes(st, after, before)
     }
 
-    fn finish(&mut self, st: St, fin: Fin<RouteSym>) {
+    fn finish(&mut self, st: St, fin: Fin<RouteSym<'a>>) {
         match fin {
             Fin::Local(sock) => {
                 let process = sock.and_then(|i| Some(self.ld.host.sockets[i].process.clone()).filter(|p| !p.is_empty()));
