@@ -155,8 +155,9 @@ struct Done {
     problems: Vec<Problem>,
 }
 
-fn run_chunk(sim: &Simulator<'_>, text: &str, lines: &[(usize, usize, &str)]) -> Done {
-    let mut out = Vec::with_capacity(lines.len() * 2048);
+/// `per_line`: the room to reserve for each line's result (what the last chunk needed).
+fn run_chunk(sim: &Simulator<'_>, text: &str, lines: &[(usize, usize, &str)], per_line: usize) -> Done {
+    let mut out = Vec::with_capacity(lines.len() * per_line);
     let mut problems = Vec::new();
     for &(no, at, line) in lines {
         match read_line(line, at, no) {
@@ -219,10 +220,15 @@ pub(crate) fn run(ruleset: &Ruleset, host: &Host, opts: &Options, path: &Path, o
             scope.spawn(move || {
                 // One simulator per worker: the names its traces share stay on this core.
                 let sim = Simulator::new(ruleset, host, opts.clone());
+                let mut per_line = 2048;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(chunk) = chunks.get(i) else { break };
-                    if tx.send((i, run_chunk(&sim, text, chunk))).is_err() {
+                    let done = run_chunk(&sim, text, chunk, per_line);
+                    // Results of one rule set are alike in size: the next chunk reserves what this
+                    // one took (a forking packet's result is tens of kilobytes).
+                    per_line = (done.out.len() / chunk.len()).clamp(256, 1 << 16) * 9 / 8;
+                    if tx.send((i, done)).is_err() {
                         break;
                     }
                 }
