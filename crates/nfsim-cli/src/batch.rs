@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Read as _, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
@@ -155,9 +156,10 @@ struct Done {
     problems: Vec<Problem>,
 }
 
-/// `per_line`: the room to reserve for each line's result (what the last chunk needed).
-fn run_chunk(sim: &Simulator<'_>, text: &str, lines: &[(usize, usize, &str)], per_line: usize) -> Done {
-    let mut out = Vec::with_capacity(lines.len() * per_line);
+/// `out`: an empty buffer to write into; `per_line`: the room to reserve for each line's result
+/// (what the last chunk needed).
+fn run_chunk(sim: &Simulator<'_>, text: &str, lines: &[(usize, usize, &str)], mut out: Vec<u8>, per_line: usize) -> Done {
+    out.reserve(lines.len() * per_line);
     let mut problems = Vec::new();
     for &(no, at, line) in lines {
         match read_line(line, at, no) {
@@ -211,12 +213,13 @@ pub(crate) fn run(ruleset: &Ruleset, host: &Host, opts: &Options, path: &Path, o
         bar
     });
     let next = AtomicUsize::new(0);
+    let spare: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let mut problems: Vec<Problem> = Vec::new();
     let written: anyhow::Result<()> = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Done)>(workers * 4);
         for _ in 0..workers {
             let tx = tx.clone();
-            let (next, chunks, text) = (&next, &chunks, &text);
+            let (next, chunks, text, spare) = (&next, &chunks, &text, &spare);
             scope.spawn(move || {
                 // One simulator per worker: the names its traces share stay on this core.
                 let sim = Simulator::new(ruleset, host, opts.clone());
@@ -224,7 +227,10 @@ pub(crate) fn run(ruleset: &Ruleset, host: &Host, opts: &Options, path: &Path, o
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(chunk) = chunks.get(i) else { break };
-                    let done = run_chunk(&sim, text, chunk, per_line);
+                    // A buffer the writer is done with: its pages are already the process's
+                    // (a fresh one of some megabytes is zeroed by the kernel page by page).
+                    let buf = spare.lock().map(|mut s| s.pop()).ok().flatten().unwrap_or_default();
+                    let done = run_chunk(&sim, text, chunk, buf, per_line);
                     // Results of one rule set are alike in size: the next chunk reserves what this
                     // one took (a forking packet's result is tens of kilobytes).
                     per_line = (done.out.len() / chunk.len()).clamp(256, 1 << 16) * 9 / 8;
@@ -250,6 +256,11 @@ pub(crate) fn run(ruleset: &Ruleset, host: &Host, opts: &Options, path: &Path, o
                     bar.inc(chunks[due].len() as u64);
                 }
                 problems.extend(done.problems);
+                let mut buf = done.out;
+                buf.clear();
+                if let Ok(mut s) = spare.lock() {
+                    s.push(buf);
+                }
                 due += 1;
             }
         }

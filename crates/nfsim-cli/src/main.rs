@@ -8,6 +8,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod batch;
+
+/// mimalloc: a large dump is hundreds of thousands of small allocations, which glibc's
+/// allocator makes and frees markedly slower.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod classes;
 mod path;
 mod trace;
