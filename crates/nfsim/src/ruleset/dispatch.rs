@@ -114,8 +114,16 @@ impl Index {
             .tables
             .iter()
             .map(|t| {
-                let runs: Vec<Option<Box<Runs>>> = t.chains().iter().map(|c| Some(Box::new(Runs::of(&c.rules, t.family))).filter(|r| !r.is_empty())).collect();
-                if runs.iter().all(Option::is_none) { Vec::new() } else { runs }
+                // Allocates nothing for a table without runs (a one-packet `simulate` builds this).
+                let mut runs: Vec<Option<Box<Runs>>> = Vec::new();
+                for (i, c) in t.chains().iter().enumerate() {
+                    let r = Runs::of(&c.rules, t.family);
+                    if !r.is_empty() {
+                        runs.resize_with(t.chains().len(), || None);
+                        runs[i] = Some(Box::new(r));
+                    }
+                }
+                runs
             })
             .collect();
         Index { tables }
